@@ -1,0 +1,55 @@
+"""The latent autoencoder: diffusers' AutoencoderKL built from the reference ``first_stage_config``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from backend.compat import ensure_torchvision_ops
+
+ensure_torchvision_ops()
+from diffusers import AutoencoderKL  # noqa: E402
+
+from backend.diffusion.schedule import VAE_SCALE_FACTOR  # noqa: E402
+
+
+def diffusers_config_from_ldm(vae_config: dict[str, Any]) -> dict[str, Any]:
+    dd = vae_config["ddconfig"]
+    if not dd.get("double_z", True):
+        raise ValueError("unsupported VAE config: double_z must be true")
+    if dd.get("attn_resolutions"):
+        raise ValueError("unsupported VAE config: attention outside the mid block (attn_resolutions must be [])")
+    if vae_config["embed_dim"] != dd["z_channels"]:
+        raise ValueError("unsupported VAE config: embed_dim must equal z_channels")
+    levels = len(dd["ch_mult"])
+    return {
+        "in_channels": dd["in_channels"],
+        "out_channels": dd["out_ch"],
+        "down_block_types": ["DownEncoderBlock2D"] * levels,
+        "up_block_types": ["UpDecoderBlock2D"] * levels,
+        "block_out_channels": [dd["ch"] * m for m in dd["ch_mult"]],
+        "layers_per_block": dd["num_res_blocks"],
+        "latent_channels": dd["z_channels"],
+        "norm_num_groups": 32,
+        "sample_size": dd["resolution"],
+        "scaling_factor": VAE_SCALE_FACTOR,
+        "act_fn": "silu",
+    }
+
+
+def build_vae(vae_config: dict[str, Any]) -> AutoencoderKL:
+    return AutoencoderKL(**diffusers_config_from_ldm(vae_config))
+
+
+def encode_latents(vae: AutoencoderKL, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images [N, 3, H, W] in [-1, 1] -> scaled latents [N, 4, H/8, W/8].
+
+    Takes a sample of the posterior (not its mean), as the reference's ``encode_first_stage`` does."""
+    posterior = vae.encode(images.to(vae.dtype)).latent_dist
+    return posterior.sample(generator=generator) * vae.config.scaling_factor
+
+
+def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents -> images [N, 3, H, W] in [-1, 1] (not clamped)."""
+    return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
