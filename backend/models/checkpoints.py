@@ -231,3 +231,92 @@ def vae_ldm_state_dict(vae) -> dict[str, torch.Tensor]:
         tensor = own[name]
         out[ldm] = tensor[:, :, None, None] if _is_attention_projection(ldm) else tensor
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Whole reference checkpoints (isotropic3d.ckpt, MVDream's sd-v2.1-base-4view.pt)
+# ----------------------------------------------------------------------------------------------------------------
+
+REFERENCE_LAYOUTS = ("isotropic3d", "mvdream")
+
+
+def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """'isotropic3d' (CLIP image tower as conditioning) or 'mvdream' (CLIP text transformer)."""
+    if any(k.startswith(CLIP_VISUAL_PREFIX) for k in state_dict):
+        return "isotropic3d"
+    if any(k.startswith(CLIP_PREFIX + "transformer.") for k in state_dict):
+        return "mvdream"
+    if not any(k.startswith(UNET_PREFIX) for k in state_dict):
+        raise CheckpointError(
+            "not an Isotropic3D/MVDream checkpoint: it has no 'model.diffusion_model.*' (UNet) keys"
+        )
+    raise CheckpointError(
+        "cannot tell the checkpoint's kind: it has neither 'cond_stage_model.model.visual.*' (Isotropic3D) nor "
+        "'cond_stage_model.model.transformer.*' (MVDream) keys"
+    )
+
+
+def conditioning_leftover_shapes(open_clip_config: dict, layout: str) -> dict[str, tuple[int, ...]]:
+    """Shapes of the ``cond_stage_model.model.*`` tensors that the reference saves but this project does not run:
+    the CLIP text side left over in Isotropic3D (whose embedder deletes only the text transformer), or MVDream's
+    whole text encoder (whose embedder deletes the image tower)."""
+    from backend.compat import ensure_torchvision_ops
+
+    ensure_torchvision_ops()
+    from open_clip.model import CLIP
+
+    with torch.device("meta"):
+        clip = CLIP(open_clip_config["embed_dim"], open_clip_config["vision_cfg"], open_clip_config["text_cfg"])
+    dropped = "transformer." if layout == "isotropic3d" else "visual."
+    shapes = {}
+    for name, tensor in clip.state_dict().items():
+        if name.startswith(dropped) or (layout == "isotropic3d" and name.startswith("visual.")):
+            continue
+        if name == "attn_mask":  # non-persistent in the reference
+            continue
+        shapes[name] = tuple(tensor.shape)
+    return shapes
+
+
+def split_reference_state_dict(
+    state_dict: Mapping[str, torch.Tensor], layout: str, open_clip_config: dict
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Split a whole reference state dict into its parts (prefixes stripped), refusing unknown top-level keys:
+    {'unet', 'vae', 'image_encoder' (visual tower; empty for MVDream), 'conditioning_leftovers', 'schedule'}."""
+    from backend.diffusion.schedule import SCHEDULE_BUFFER_NAMES
+
+    if layout not in REFERENCE_LAYOUTS:
+        raise ValueError(f"unknown checkpoint layout {layout!r}")
+    parts = {
+        "unet": strip_prefix(state_dict, UNET_PREFIX),
+        "vae": strip_prefix(state_dict, VAE_PREFIX),
+        "image_encoder": strip_prefix(state_dict, CLIP_VISUAL_PREFIX) if layout == "isotropic3d" else {},
+        "conditioning_leftovers": {
+            k: v for k, v in strip_prefix(state_dict, CLIP_PREFIX).items() if not k.startswith("visual.")
+        }
+        if layout == "isotropic3d"
+        else strip_prefix(state_dict, CLIP_PREFIX),
+        "schedule": {k: v for k, v in state_dict.items() if k in SCHEDULE_BUFFER_NAMES},
+    }
+    known = (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX)
+    unknown = sorted(k for k in state_dict if not k.startswith(known) and k not in SCHEDULE_BUFFER_NAMES)
+    if layout == "mvdream":
+        unknown += sorted(k for k in state_dict if k.startswith(CLIP_VISUAL_PREFIX))
+    if unknown:
+        raise CheckpointError(f"{layout} checkpoint does not match the model: " + _listing("unexpected keys", unknown))
+    check_keys(f"{layout} checkpoint (schedule buffers)", parts["schedule"], {k: (1000,) for k in SCHEDULE_BUFFER_NAMES})
+    check_keys(
+        f"{layout} checkpoint",
+        {CLIP_PREFIX + k: v for k, v in parts["conditioning_leftovers"].items()},
+        {CLIP_PREFIX + k: s for k, s in conditioning_leftover_shapes(open_clip_config, layout).items()},
+    )
+    return parts
+
+
+def unwrap_state_dict(loaded) -> dict[str, torch.Tensor]:
+    """The tensor dict inside a loaded checkpoint file (a bare state dict, or Lightning's {'state_dict': ...})."""
+    if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CheckpointError("the file does not hold a state dict of tensors")
+    return dict(loaded)
