@@ -1,0 +1,70 @@
+"""The typed events that jobs (preview, generate, ...) yield while they run: the one list of event types.
+
+Jobs are generators of these; the CLI draws them as a progress bar and files, and the service sends each one as
+one protocol message. Arrays are numpy (not torch) so that events cross process and network boundaries as they are.
+Angles are in degrees; matrices are camera-to-world in Blender's Z-up world (see backend.diffusion.cameras).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A job advanced: ``step`` of ``total`` in ``phase``; ``eta`` in seconds (None when unknown)."""
+
+    phase: str
+    step: int
+    total: int
+    elapsed: float
+    eta: float | None = None
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Views:
+    """Multi-view images: the diffusion preview (``kind='preview'``) or renders of the 3-D result (``'render'``).
+
+    images: uint8 [V, H, W, 3] (RGB, white background); elevations/azimuths in degrees; c2w float32 [V, 4, 4].
+    """
+
+    kind: str
+    images: np.ndarray
+    elevations: list[float]
+    azimuths: list[float]
+    c2w: np.ndarray
+    step: int | None = None
+
+
+@dataclass(frozen=True)
+class MeshUpdate:
+    """A mesh: vertices float32 [V, 3] (Blender Z-up, object space), faces int32 [F, 3] (counter-clockwise seen
+    from outside), vertex colours uint8 [V, 3]. ``final`` marks the finished asset."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    vertex_colors: np.ndarray
+    step: int
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class Done:
+    """The job finished; ``artifacts`` maps artifact names (e.g. 'mesh.glb') to file paths."""
+
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The job stopped on an error; ``code`` is a short machine-readable word, ``message`` plain words."""
+
+    code: str
+    message: str
+
+
+Event = Progress | Views | MeshUpdate | Done | Failed
+EVENT_TYPES: tuple[type, ...] = (Progress, Views, MeshUpdate, Done, Failed)
