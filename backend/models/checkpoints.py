@@ -12,13 +12,15 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from backend.errors import UserError
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.model."
 CLIP_VISUAL_PREFIX = CLIP_PREFIX + "visual."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that does not fit the model: the message names the offending keys."""
 
 

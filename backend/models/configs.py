@@ -51,14 +51,15 @@ PUBLISHED_IMAGE_ENCODER = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 1024, "heads": 16, "layers": 24},
 }
 
-# Tiny, untrained, same code paths: for CPU tests and the demo. The VAE still downsamples 8x and the UNet keeps
-# attention at three levels plus the middle, so shapes and data flow match the published model.
+# Tiny, untrained, same code paths: for CPU tests and the demo. The VAE still downsamples 8x and the UNet has the
+# same four levels and multi-view attention (at levels 1-2 and the middle; level 0's 4x1024-token attention would
+# dominate a CPU run), so shapes and data flow match the published model.
 TINY_UNET = {
     "image_size": 32,
     "in_channels": 4,
     "out_channels": 4,
     "model_channels": 32,
-    "attention_resolutions": [4, 2, 1],
+    "attention_resolutions": [4, 2],
     "num_res_blocks": 1,
     "channel_mult": [1, 2, 2, 2],
     "num_head_channels": 16,

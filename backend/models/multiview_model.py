@@ -21,6 +21,11 @@ from backend.models.image_encoder import CLIPImageEncoder
 from backend.models.mv_unet import MultiViewUNet
 from backend.models.vae import build_vae
 
+from diffusers.utils import logging as _diffusers_logging  # noqa: E402
+
+# diffusers warns on every dtype cast of a model that has no fp32-only modules; nothing to act on here.
+_diffusers_logging.set_verbosity_error()
+
 CONFIG_METADATA_KEY = "iso3d_configs"
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from backend.errors import UserError
+
 HF_REPO_ID = "pkunliu/Isotropic3D"
 HF_FILENAME = "isotropic3d.ckpt"
 CHECKPOINT_ENV = "ISO3D_CHECKPOINT"
 
 
-class WeightsNotFound(FileNotFoundError):
+class WeightsNotFound(UserError, FileNotFoundError):
     """No checkpoint could be found or fetched; the message says what was tried and what to do."""
 
 

@@ -1,0 +1,1 @@
+"""The `iso3d` subcommands, one module each: ``add_parser(subparsers)`` and ``run(args) -> exit code``."""

@@ -1,0 +1,66 @@
+"""Command-line options shared by every command that runs the diffusion model: which weights, device, dtype."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from backend.errors import UserError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="isotropic3d.ckpt (or a fine-tuned checkpoint in its layout); default: $ISO3D_CHECKPOINT, then the "
+        "Hugging Face cache of pkunliu/Isotropic3D, then a download when online",
+    )
+    group.add_argument(
+        "--model",
+        choices=["isotropic3d", "tiny"],
+        default="isotropic3d",
+        help="'tiny': the untrained test-size model (no weights needed; output is not meaningful)",
+    )
+    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    group.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
+    group.add_argument("--offline", action="store_true", help="never download weights")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but this torch has no usable CUDA device")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_model_from_args(args: argparse.Namespace):
+    """The model the options ask for, on its device and dtype, in eval mode."""
+    from backend.models.multiview_model import build_tiny_model, load_checkpoint
+    from backend.models.weights import find_checkpoint
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.model == "tiny":
+        if args.checkpoint:
+            raise UserError("--model tiny takes no --checkpoint")
+        model = build_tiny_model()
+    else:
+        model = load_checkpoint(find_checkpoint(args.checkpoint, allow_download=not args.offline))
+    return model.to(device=device, dtype=dtype).eval()
