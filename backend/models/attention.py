@@ -40,7 +40,11 @@ class MultiViewSelfAttnProcessor:
         if rows % num_frames:
             raise ValueError(f"batch of {rows} rows is not a whole number of {num_frames}-view objects")
         grouped = hidden_states.reshape(rows // num_frames, num_frames * tokens, channels)
-        out = _sdpa(attn, attn.to_q(grouped), attn.to_k(grouped), attn.to_v(grouped))
+        if getattr(attn, "fused_projections", False):  # one matmul for q, k and v (Attention.fuse_projections)
+            query, key, value = attn.to_qkv(grouped).chunk(3, dim=-1)
+        else:
+            query, key, value = attn.to_q(grouped), attn.to_k(grouped), attn.to_v(grouped)
+        out = _sdpa(attn, query, key, value)
         out = attn.to_out[1](attn.to_out[0](out))
         return out.reshape(rows, tokens, -1)
 

@@ -41,6 +41,8 @@ class MultiViewDiffusionModel:
     schedule: dict[str, torch.Tensor] = field(default_factory=schedule_buffers)
     # Reference tensors this project does not run but keeps so that a save gives the same checkpoint back.
     conditioning_leftovers: dict[str, torch.Tensor] = field(default_factory=dict)
+    # The uncompiled UNet when ``unet`` was replaced by a compiled one (backend.models.acceleration).
+    eager_unet: MultiViewUNet | None = None
 
     @property
     def device(self) -> torch.device:
