@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from backend.diffusion.preview import PreviewSettings, generate_preview  # noqa: E402
 from backend.models.acceleration import accelerate_for_inference  # noqa: E402
 from backend.models.multiview_model import build_random_published_model, build_tiny_model  # noqa: E402
+from backend.models.vae import decode_latents  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
@@ -93,7 +94,7 @@ def main() -> None:
         if model.eager_unet is not None:  # undo an earlier mode's compile
             model.unet = model.eager_unet
         if mode.startswith("compile"):
-            accelerate_for_inference(model, "reduce-overhead" if "cudagraphs" in mode else "max-autotune-no-cudagraphs")
+            accelerate_for_inference(model, "reduce-overhead" if "cudagraphs" in mode else "default")
         x, t, context, camera = unet_inputs(model, device, dtype)
 
         def forward():
@@ -116,6 +117,10 @@ def main() -> None:
             )
 
         generate_preview(model, image, settings)  # warm-up (CLIP/VAE kernels, cuDNN choices)
+        with torch.no_grad():
+            clip_seconds = time_call(lambda: model.encode_image(image), device, args.repeats)
+            latents = torch.randn(4, 4, 32, 32, device=device)
+            decode_seconds = time_call(lambda: decode_latents(model.vae, latents), device, args.repeats)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         preview_seconds = time_call(lambda: generate_preview(model, image, settings), device, max(1, args.repeats // 2))
@@ -124,6 +129,8 @@ def main() -> None:
             "unet_forward_ms": round(unet_seconds * 1000, 2),
             "first_call_s": round(first_call, 1),
             "preview_s": round(preview_seconds, 3),
+            "clip_ms": round(clip_seconds * 1000, 2),
+            "vae_decode_ms": round(decode_seconds * 1000, 2),
             "peak_memory_gib": round(peak_gib, 2) if peak_gib is not None else None,
             "unet_max_rel_error_vs_eager_same_dtype": None if relative_error is None else float(f"{relative_error:.2e}"),
         }
