@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from backend import __version__
-from backend.commands import preview
+from backend.commands import preview, serve
 
-COMMANDS = [preview]
+COMMANDS = [preview, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(subparsers).set_defaults(run=command.run)
+    serve.add_keys_parser(subparsers).set_defaults(run=serve.run_keys)
     return parser
 
 

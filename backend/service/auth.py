@@ -1,0 +1,85 @@
+"""Who may connect: loopback binds are open to local processes; any other bind requires ZeroMQ CURVE.
+
+With CURVE the server has a key pair and a folder (or file) of allowed client public keys (ZeroMQ certificate
+files, as ``iso3d keys`` writes them); a peer without an allowed key completes no handshake and gets nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.errors import UserError
+
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def is_loopback(address: str) -> bool:
+    """True for tcp://127.x.x.x:*, tcp://localhost:*, tcp://[::1]:*, and ipc:// / inproc:// (local only)."""
+    if address.startswith(("ipc://", "inproc://")):
+        return True
+    match = re.fullmatch(r"tcp://(\[[^\]]+\]|[^:]+):(\d+|\*)", address)
+    if not match:
+        raise UserError(f"cannot read the bind address {address!r} (expected tcp://HOST:PORT)")
+    host = match[1].strip("[]")
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or interface: treat as reachable from outside
+
+
+@dataclass
+class CurveKeys:
+    server_secret_file: Path  # the server's certificate with its secret key
+    allowed_clients: Path  # a folder of client public certificates (or one certificate file)
+
+
+def generate_keys(folder: str | Path) -> dict[str, Path]:
+    """Write a server and a client key pair (ZeroMQ certificate files) into ``folder``."""
+    import zmq.auth
+
+    folder = Path(folder)
+    (folder / "server").mkdir(parents=True, exist_ok=True)
+    (folder / "clients").mkdir(parents=True, exist_ok=True)
+    server_public, server_secret = zmq.auth.create_certificates(folder / "server", "server")
+    client_public, client_secret = zmq.auth.create_certificates(folder / "clients", "blender")
+    # the secret client certificate should not sit among the allowed public keys
+    private = folder / "client_secret"
+    private.mkdir(exist_ok=True)
+    client_secret = Path(client_secret).replace(private / Path(client_secret).name)
+    return {
+        "server_public": Path(server_public),
+        "server_secret": Path(server_secret),
+        "client_public": Path(client_public),
+        "client_secret": client_secret,
+    }
+
+
+def secure_socket(context, socket, keys: CurveKeys):
+    """Make ``socket`` a CURVE server that accepts only the allowed client keys. Returns the authenticator
+    thread, which must be stopped when the server stops."""
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
+    if not keys.server_secret_file.is_file():
+        raise UserError(f"CURVE server key {keys.server_secret_file} does not exist")
+    if not keys.allowed_clients.exists():
+        raise UserError(f"allowed client keys {keys.allowed_clients} do not exist")
+    try:
+        public, secret = zmq.auth.load_certificate(keys.server_secret_file)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read the CURVE key {keys.server_secret_file}: {error}") from None
+    if secret is None:
+        raise UserError(f"{keys.server_secret_file} holds no secret key (give the .key_secret file)")
+    location = keys.allowed_clients if keys.allowed_clients.is_dir() else keys.allowed_clients.parent
+    authenticator = ThreadAuthenticator(context)
+    authenticator.start()
+    authenticator.configure_curve(domain="*", location=str(location))
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_server = True
+    return authenticator

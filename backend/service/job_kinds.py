@@ -1,0 +1,130 @@
+"""What each job kind runs: client settings -> validated settings -> the job's event stream.
+
+Settings arrive from the network, so every key and value is checked here; anything unknown is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from backend.errors import SettingsError, UserError
+from backend.events import Done, Event, Failed, Views
+from backend.imaging import decode_image, image_to_tensor
+
+PREVIEW_SETTINGS = {
+    "views": ("num_views", int),
+    "steps": ("steps", int),
+    "guidance": ("guidance_scale", float),
+    "eta": ("eta", float),
+    "seed": ("seed", int),
+    "elevation": ("elevation", float),
+    "azimuth": ("azimuth_start", float),
+    "camera_encoding": ("camera_encoding", str),
+    "reference_frame": ("reference_frame", bool),
+}
+
+
+def _typed(name: str, value, kind):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise SettingsError(f"setting '{name}' must be {kind.__name__}")
+    return value
+
+
+def preview_settings(settings: dict):
+    from backend.diffusion.preview import PreviewSettings
+
+    unknown = sorted(set(settings) - set(PREVIEW_SETTINGS))
+    if unknown:
+        raise SettingsError(f"unknown preview settings: {', '.join(unknown)}")
+    values = {PREVIEW_SETTINGS[k][0]: _typed(k, v, PREVIEW_SETTINGS[k][1]) for k, v in settings.items()}
+    result = PreviewSettings(**values)
+    result.validate()
+    return result
+
+
+def validate_settings(kind: str, settings: dict) -> None:
+    """Refuse bad settings at submit time (before the job is queued)."""
+    if kind == "preview":
+        preview_settings(settings)
+    elif kind == "generate":
+        generate_config(settings)
+    else:
+        raise SettingsError(f"unknown job kind {kind!r}")
+
+
+def generate_config(settings: dict):
+    """``{"preset": "fast", "steps": 3000, "seed": 1, "mesh_every": 500, "options": {"section.name": value}}``."""
+    from backend.nerf.presets import preset, set_option, validate
+
+    allowed = {"preset", "steps", "seed", "mesh_every", "options"}
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise SettingsError(f"unknown generate settings: {', '.join(unknown)}")
+    try:
+        config = preset(_typed("preset", settings.get("preset", "fast"), str))
+        shortcuts = {"steps": "run.steps", "seed": "run.seed", "mesh_every": "run.mesh_every"}
+        for key, option in shortcuts.items():
+            if key in settings:
+                set_option(config, option, _typed(key, settings[key], int))
+        options = settings.get("options", {})
+        if not isinstance(options, dict):
+            raise SettingsError("setting 'options' must be an object of 'section.name': value")
+        for key, value in options.items():
+            set_option(config, str(key), value)
+        validate(config)
+    except UserError:
+        raise
+    except (ValueError, KeyError, TypeError) as error:
+        raise SettingsError(str(error).strip("'\"")) from None
+    return config
+
+
+class JobRunner:
+    """``runner(record, directory, cancel, resume)`` -> events, for the service's JobQueue."""
+
+    def __init__(self, model, store):
+        self.model = model
+        self.store = store
+
+    def __call__(self, record, directory: Path, cancel: threading.Event, resume: bool) -> Iterator[Event]:
+        try:
+            image = image_to_tensor(decode_image(self.store.input_png(record.id), "the job's input image"))
+            if record.kind == "preview":
+                yield from self._preview(record, directory, image, cancel)
+            elif record.kind == "generate":
+                yield from self._generate(record, directory, image, cancel, resume)
+            else:
+                yield Failed("bad_settings", f"unknown job kind {record.kind!r}")
+        except UserError as error:
+            yield Failed("bad_input", str(error))
+
+    def _preview(self, record, directory: Path, image, cancel: threading.Event) -> Iterator[Event]:
+        from backend.diffusion.preview import run_preview
+        from backend.imaging import save_views_grid
+
+        for event in run_preview(self.model, image, preview_settings(record.settings)):
+            if cancel.is_set():
+                yield Failed("cancelled", f"cancelled at step {record.step}")
+                return
+            yield event
+            if isinstance(event, Views):
+                yield Done({"views.png": str(save_views_grid(event.images, directory / "views.png"))})
+
+    def _generate(self, record, directory: Path, image, cancel: threading.Event, resume: bool) -> Iterator[Event]:
+        from backend.nerf.trainer import CHECKPOINT_NAME, generate
+
+        work = directory / "work"
+        resume = resume and (work / CHECKPOINT_NAME).is_file()
+        yield from generate(
+            self.model,
+            generate_config(record.settings),
+            work,
+            image=image,
+            device=self.model.device,
+            resume=resume,
+            cancel=cancel,
+        )

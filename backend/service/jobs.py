@@ -1,0 +1,298 @@
+"""Jobs of the service: persisted records, the one-GPU-job-at-a-time queue, cancellation and replay.
+
+Each job lives in ``<data>/jobs/<id>/`` (the id is generated here, never taken from a client): ``job.json`` (the
+record), ``input.png``, ``views/`` (latest multi-view images + cameras), ``mesh_latest.npz`` (latest mesh) and the
+job's own work files (for generate: the NeRF checkpoint and final meshes). A restarted service finds unfinished
+jobs there and runs them again; generate jobs resume from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
+
+JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+FINISHED = ("done", "failed", "cancelled")
+MAX_QUEUED = 64
+
+
+@dataclass
+class JobRecord:
+    id: str
+    kind: str
+    settings: dict
+    name: str = ""
+    status: str = "queued"  # queued, running, done, failed, cancelled
+    created: float = field(default_factory=time.time)
+    phase: str = ""
+    step: int = 0
+    total: int = 0
+    elapsed: float = 0.0
+    eta: float | None = None
+    losses: dict = field(default_factory=dict)
+    error_code: str = ""
+    error_message: str = ""
+    artifacts: dict = field(default_factory=dict)
+    mesh_step: int | None = None
+    mesh_final: bool = False
+    views_kind: str = ""
+    runs: int = 0  # how often it was started (a restart resumes it)
+
+    def summary(self) -> dict:
+        return {
+            "job": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "status": self.status,
+            "step": self.step,
+            "total": self.total,
+            "created": self.created,
+        }
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
+class JobStore:
+    """Job records and their files under ``root``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root) / "jobs"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.records: dict[str, JobRecord] = {}
+        for path in sorted(self.root.glob("*/job.json")):
+            try:
+                record = JobRecord(**json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                continue  # a damaged record is skipped, not fatal
+            if JOB_ID.match(record.id) and path.parent.name == record.id:
+                self.records[record.id] = record
+
+    def directory(self, job_id: str) -> Path:
+        if not JOB_ID.match(job_id) or job_id not in self.records:
+            raise KeyError(job_id)
+        return self.root / job_id
+
+    def create(self, kind: str, settings: dict, image_png: bytes, name: str = "") -> JobRecord:
+        record = JobRecord(id=uuid.uuid4().hex[:16], kind=kind, settings=settings, name=name[:200])
+        directory = self.root / record.id
+        directory.mkdir(parents=True)
+        _write_atomic(directory / "input.png", image_png)
+        self.records[record.id] = record
+        self.save(record)
+        return record
+
+    def save(self, record: JobRecord) -> None:
+        _write_atomic(self.root / record.id / "job.json", json.dumps(asdict(record), indent=1).encode())
+
+    def input_png(self, job_id: str) -> bytes:
+        return (self.directory(job_id) / "input.png").read_bytes()
+
+    def unfinished(self) -> list[JobRecord]:
+        return sorted((r for r in self.records.values() if r.status not in FINISHED), key=lambda r: r.created)
+
+    # -- the latest state, for replay after a reconnect --------------------------------------------------------
+    def record_event(self, record: JobRecord, event: Event) -> None:
+        """Fold an event into the record and keep what a reattaching client needs on disk."""
+        directory = self.directory(record.id)
+        if isinstance(event, Progress):
+            record.phase, record.step, record.total = event.phase, event.step, event.total
+            record.elapsed, record.eta, record.losses = event.elapsed, event.eta, dict(event.losses)
+            return  # saved with the next other event or state change (not on every step)
+        if isinstance(event, Views):
+            views = directory / "views"
+            views.mkdir(exist_ok=True)
+            np.savez(
+                views / "latest.partial.npz",
+                images=event.images,
+                elevations=np.asarray(event.elevations),
+                azimuths=np.asarray(event.azimuths),
+                c2w=event.c2w,
+                step=np.asarray(-1 if event.step is None else event.step),
+            )
+            (views / "latest.partial.npz").replace(views / "latest.npz")
+            record.views_kind = event.kind
+        elif isinstance(event, MeshUpdate):
+            np.savez(
+                directory / "mesh_latest.partial.npz",
+                vertices=event.vertices,
+                faces=event.faces,
+                vertex_colors=event.vertex_colors,
+            )
+            (directory / "mesh_latest.partial.npz").replace(directory / "mesh_latest.npz")
+            record.mesh_step, record.mesh_final = event.step, event.final
+        elif isinstance(event, Done):
+            record.status, record.artifacts = "done", dict(event.artifacts)
+        elif isinstance(event, Failed):
+            record.status = "cancelled" if event.code == "cancelled" else "failed"
+            record.error_code, record.error_message = event.code, event.message
+        self.save(record)
+
+    def replay(self, record: JobRecord) -> Iterator[Event]:
+        """The job's latest state as events: progress, latest views, latest mesh, then done/failed if finished."""
+        directory = self.directory(record.id)
+        if record.total:
+            yield Progress(record.phase, record.step, record.total, record.elapsed, record.eta, record.losses)
+        views = directory / "views" / "latest.npz"
+        if views.is_file():
+            with np.load(views) as data:
+                step = int(data["step"])
+                yield Views(
+                    record.views_kind or "preview",
+                    data["images"],
+                    data["elevations"].tolist(),
+                    data["azimuths"].tolist(),
+                    data["c2w"],
+                    None if step < 0 else step,
+                )
+        mesh = directory / "mesh_latest.npz"
+        if mesh.is_file():
+            with np.load(mesh) as data:
+                yield MeshUpdate(
+                    data["vertices"], data["faces"], data["vertex_colors"], record.mesh_step or 0, record.mesh_final
+                )
+        if record.status == "done":
+            yield Done(record.artifacts)
+        elif record.status in ("failed", "cancelled"):
+            yield Failed(record.error_code or record.status, record.error_message or record.status)
+
+
+JobFunction = Callable[[JobRecord, Path, threading.Event, bool], Iterator[Event]]
+
+
+class JobQueue:
+    """Runs one job at a time in a worker thread. ``publish(job_id, event)`` is called from that thread for
+    every event (the server forwards them to subscribed clients); ``run_job(record, directory, cancel, resume)``
+    yields the job's events, checks ``cancel`` between steps and then ends with ``Failed('cancelled', ...)``."""
+
+    def __init__(self, store: JobStore, run_job: JobFunction, publish: Callable[[str, Event], None]):
+        self.store = store
+        self.run_job = run_job
+        self.publish = publish
+        self.pending: deque[str] = deque()
+        self.running: str | None = None
+        self.cancel_flags: dict[str, threading.Event] = {}
+        self.lock = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._work, name="iso3d-jobs", daemon=True)
+
+    def start(self) -> None:
+        for record in self.store.unfinished():  # resume what a previous run of the service left unfinished
+            self.pending.append(record.id)
+            self.cancel_flags[record.id] = threading.Event()
+        self.thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self.lock:
+            self.stopping = True
+            for flag in self.cancel_flags.values():
+                flag.set()  # interrupt the running job; it is resumed on the next start
+            self.lock.notify_all()
+        self.thread.join(timeout)
+
+    def submit(self, record: JobRecord) -> int:
+        with self.lock:
+            if len(self.pending) >= MAX_QUEUED:
+                raise OverflowError(f"the queue is full ({MAX_QUEUED} jobs waiting); try again later")
+            self.pending.append(record.id)
+            self.cancel_flags[record.id] = threading.Event()
+            self.lock.notify_all()
+            return self.position(record.id)
+
+    def position(self, job_id: str) -> int:
+        """0 while running, k for the k-th job waiting, -1 when neither."""
+        if self.running == job_id:
+            return 0
+        try:
+            return list(self.pending).index(job_id) + 1
+        except ValueError:
+            return -1
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop a job within one step (running) or drop it from the queue. False if it is not active."""
+        with self.lock:
+            if job_id in self.pending:
+                self.pending.remove(job_id)
+                record = self.store.records[job_id]
+                event = Failed("cancelled", "cancelled before it started")
+                self.store.record_event(record, event)
+                self.publish(job_id, event)
+                return True
+            if self.running == job_id:
+                self.cancel_flags[job_id].set()
+                return True
+            return False
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                while not self.pending and not self.stopping:
+                    self.lock.wait()
+                if self.stopping:
+                    return
+                job_id = self.pending.popleft()
+                self.running = job_id
+                for waiting in list(self.pending):  # everyone behind moved up one place
+                    self.publish(waiting, ("position", self.position(waiting)))
+            try:
+                self._run(job_id)
+            finally:
+                with self.lock:
+                    self.running = None
+                    self.cancel_flags.pop(job_id, None)
+                self._free_memory()
+
+    def _run(self, job_id: str) -> None:
+        record = self.store.records[job_id]
+        resume = record.runs > 0
+        record.status, record.runs = "running", record.runs + 1
+        self.store.save(record)
+        cancel = self.cancel_flags[job_id]
+        last_save = time.monotonic()
+        try:
+            for event in self.run_job(record, self.store.directory(job_id), cancel, resume):
+                if self.stopping and cancel.is_set():
+                    # the service is shutting down: leave the job unfinished so that a restart resumes it
+                    record.status = "queued"
+                    self.store.save(record)
+                    return
+                self.store.record_event(record, event)
+                if isinstance(event, Progress) and time.monotonic() - last_save > 2.0:
+                    self.store.save(record)
+                    last_save = time.monotonic()
+                self.publish(job_id, event)
+                if isinstance(event, (Done, Failed)):
+                    return
+            if record.status == "running":
+                raise RuntimeError("the job ended without a result")
+        except Exception as error:  # a job's bug must not take the service down
+            event = Failed("internal", f"{type(error).__name__}: {error}")
+            self.store.record_event(record, event)
+            self.publish(job_id, event)
+
+    @staticmethod
+    def _free_memory() -> None:
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass

@@ -1,0 +1,63 @@
+"""Job events (backend.events) as protocol messages: one event, one message."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
+from blender_addon import protocol
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def event_frames(job: str, event: Event, position: int | None = None) -> list[bytes]:
+    """The frames of the protocol message for ``event`` of ``job``."""
+    if isinstance(event, Progress):
+        fields = dict(
+            job=job,
+            phase=event.phase,
+            step=int(event.step),
+            total=int(event.total),
+            elapsed=float(event.elapsed),
+            losses={k: float(v) for k, v in event.losses.items()},
+        )
+        if event.eta is not None:
+            fields["eta"] = float(event.eta)
+        if position is not None:
+            fields["position"] = position
+        return protocol.encode("progress", **fields)
+    if isinstance(event, Views):
+        payloads = [protocol.png_payload(png_bytes(image)) for image in event.images]
+        fields = dict(
+            job=job,
+            kind=event.kind,
+            elevations=[float(e) for e in event.elevations],
+            azimuths=[float(a) for a in event.azimuths],
+            c2w=[np.asarray(m, dtype=np.float64).reshape(16).tolist() for m in event.c2w],
+        )
+        if event.step is not None:
+            fields["step"] = int(event.step)
+        return protocol.encode("views", payloads, **fields)
+    if isinstance(event, MeshUpdate):
+        vertices = np.ascontiguousarray(event.vertices, dtype="<f4")
+        faces = np.ascontiguousarray(event.faces, dtype="<i4")
+        colours = np.ascontiguousarray(event.vertex_colors, dtype="|u1")
+        payloads = [
+            protocol.array_payload("<f4", list(vertices.shape), vertices.tobytes()),
+            protocol.array_payload("<i4", list(faces.shape), faces.tobytes()),
+            protocol.array_payload("|u1", list(colours.shape), colours.tobytes()),
+        ]
+        return protocol.encode("mesh", payloads, job=job, step=int(event.step), final=bool(event.final))
+    if isinstance(event, Done):
+        artifacts = [{"name": name, "path": str(path)} for name, path in sorted(event.artifacts.items())]
+        return protocol.encode("done", job=job, artifacts=artifacts)
+    if isinstance(event, Failed):
+        return protocol.encode("error", code=event.code, message=event.message, job=job)
+    raise TypeError(f"not a job event: {event!r}")

@@ -1,0 +1,121 @@
+"""ZeroMQ DEALER client of the backend (no bpy): connect, handshake, submit, cancel, attach, and a non-blocking
+``poll`` that returns decoded messages. The Blender side drains it from a timer; tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from . import protocol
+
+
+class BackendClient:
+    """One connection to one backend. ``curve``: (server public key, client public key, client secret key) as
+    z85 bytes for a remote backend; None on loopback."""
+
+    def __init__(self, address: str, curve: tuple[bytes, bytes, bytes] | None = None, client_name: str = "blender"):
+        import zmq
+
+        self.address = address
+        self.client_name = client_name
+        self.context = zmq.Context.instance()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+        self.socket.setsockopt(zmq.SNDHWM, 1000)
+        if curve is not None:
+            server_public, client_public, client_secret = curve
+            self.socket.curve_serverkey = server_public
+            self.socket.curve_publickey = client_public
+            self.socket.curve_secretkey = client_secret
+        self.socket.connect(address)
+        self.welcome: protocol.Message | None = None
+
+    @staticmethod
+    def load_curve_keys(server_public_file: str | Path, client_secret_file: str | Path) -> tuple[bytes, bytes, bytes]:
+        """Keys from ZeroMQ certificate files (``iso3d keys`` writes them)."""
+        import zmq.auth
+
+        server_public, _ = zmq.auth.load_certificate(str(server_public_file))
+        client_public, client_secret = zmq.auth.load_certificate(str(client_secret_file))
+        if client_secret is None:
+            raise ValueError(f"{client_secret_file} holds no secret key")
+        return server_public, client_public, client_secret
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+    # -- sending ----------------------------------------------------------------------------------------------
+    def send(self, frames: list[bytes]) -> None:
+        import zmq
+
+        self.socket.send_multipart(frames, zmq.NOBLOCK)
+
+    def hello(self) -> None:
+        self.send(protocol.encode("hello", client=self.client_name, version=str(protocol.PROTOCOL_VERSION)))
+
+    def ping(self, token: str = "") -> None:
+        self.send(protocol.encode("ping", token=token))
+
+    def submit(self, kind: str, image_png: bytes, settings: dict, name: str = "") -> str:
+        """Queue a job; returns the request id echoed by the ``accepted`` reply."""
+        request = uuid.uuid4().hex[:12]
+        self.send(
+            protocol.encode(
+                "submit", [protocol.png_payload(image_png)], kind=kind, settings=settings, request=request, name=name
+            )
+        )
+        return request
+
+    def cancel(self, job: str) -> None:
+        self.send(protocol.encode("cancel", job=job))
+
+    def attach(self, job: str) -> None:
+        self.send(protocol.encode("attach", job=job))
+
+    def list_jobs(self) -> None:
+        self.send(protocol.encode("list"))
+
+    # -- receiving --------------------------------------------------------------------------------------------
+    def poll(self, max_messages: int = 64) -> list[protocol.Message]:
+        """Messages waiting now (never blocks). A message the client cannot read becomes a local ``error``."""
+        import zmq
+
+        messages = []
+        for _ in range(max_messages):
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                message = protocol.decode(frames, "server")
+            except protocol.ProtocolError as error:
+                message = protocol.Message("error", {"code": error.code, "message": f"from the backend: {error}"})
+            if message.type == "welcome":
+                self.welcome = message
+            messages.append(message)
+        return messages
+
+    def wait_for(self, predicate, timeout: float = 30.0, collected: list | None = None) -> protocol.Message:
+        """Poll until a message satisfies ``predicate`` (for scripts and tests; the add-on never waits)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            import zmq
+
+            if self.socket.poll(50, zmq.POLLIN):
+                for message in self.poll():
+                    if collected is not None:
+                        collected.append(message)
+                    if predicate(message):
+                        return message
+        raise TimeoutError(f"no matching message from {self.address} within {timeout:.0f} s")
+
+
+def decode_array(message: protocol.Message, index: int):
+    """Payload ``index`` of a message as a numpy array (numpy ships with Blender)."""
+    import numpy as np
+
+    spec = message.payload_specs[index]
+    return np.frombuffer(message.payloads[index], dtype=np.dtype(spec["dtype"])).reshape(spec["shape"])
