@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 
 from . import protocol
@@ -31,7 +32,9 @@ class BackendClient:
             self.socket.curve_publickey = client_public
             self.socket.curve_secretkey = client_secret
         self.socket.connect(address)
+        self.outbox: deque[list[bytes]] = deque()
         self.welcome: protocol.Message | None = None
+        self.last_reply: float | None = None
 
     @staticmethod
     def load_curve_keys(server_public_file: str | Path, client_secret_file: str | Path) -> tuple[bytes, bytes, bytes]:
@@ -49,9 +52,26 @@ class BackendClient:
 
     # -- sending ----------------------------------------------------------------------------------------------
     def send(self, frames: list[bytes]) -> None:
+        """Queue a message; it leaves as soon as the connection is up (never blocks)."""
+        if len(self.outbox) >= 10_000:
+            raise ConnectionError(f"the backend at {self.address} has not been reachable for a while")
+        self.outbox.append(frames)
+        self._flush()
+
+    def _flush(self) -> None:
         import zmq
 
-        self.socket.send_multipart(frames, zmq.NOBLOCK)
+        while self.outbox:
+            try:
+                self.socket.send_multipart(self.outbox[0], zmq.NOBLOCK)
+            except zmq.Again:  # not connected yet (or the handshake is still running)
+                return
+            self.outbox.popleft()
+
+    @property
+    def connected(self) -> bool:
+        """True once a reply has come back (the backend is there and accepted us)."""
+        return self.last_reply is not None
 
     def hello(self) -> None:
         self.send(protocol.encode("hello", client=self.client_name, version=str(protocol.PROTOCOL_VERSION)))
@@ -83,6 +103,7 @@ class BackendClient:
         """Messages waiting now (never blocks). A message the client cannot read becomes a local ``error``."""
         import zmq
 
+        self._flush()
         messages = []
         for _ in range(max_messages):
             try:
@@ -95,21 +116,22 @@ class BackendClient:
                 message = protocol.Message("error", {"code": error.code, "message": f"from the backend: {error}"})
             if message.type == "welcome":
                 self.welcome = message
+            self.last_reply = time.monotonic()
             messages.append(message)
         return messages
 
     def wait_for(self, predicate, timeout: float = 30.0, collected: list | None = None) -> protocol.Message:
         """Poll until a message satisfies ``predicate`` (for scripts and tests; the add-on never waits)."""
+        import zmq
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            import zmq
-
-            if self.socket.poll(50, zmq.POLLIN):
-                for message in self.poll():
-                    if collected is not None:
-                        collected.append(message)
-                    if predicate(message):
-                        return message
+            self.socket.poll(50, zmq.POLLIN)
+            for message in self.poll():
+                if collected is not None:
+                    collected.append(message)
+                if predicate(message):
+                    return message
         raise TimeoutError(f"no matching message from {self.address} within {timeout:.0f} s")
 
 

@@ -1,0 +1,242 @@
+"""The backend service end to end: a real `iso3d serve` process, real ZeroMQ sockets, real files."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blender_addon import protocol
+from tests.conftest import REPO_ROOT
+from tests.service.conftest import EXAMPLE_PNG, BackendProcess, free_port
+
+FINAL = ("done", "error")
+
+
+def run_job(client, kind="preview", settings=None, timeout=180):
+    client.submit(kind, EXAMPLE_PNG, settings or {"steps": 2})
+    messages = []
+    accepted = client.wait_for(lambda m: m.type in ("accepted", "error"), 60, messages)
+    assert accepted.type == "accepted", accepted.fields
+    job = accepted.get("job")
+    client.wait_for(lambda m: m.type in FINAL and m.get("job") == job, timeout, messages)
+    return job, messages
+
+
+def test_handshake_and_preview_job(backend, connect):
+    client = connect(backend.address)
+    client.hello()
+    welcome = client.wait_for(lambda m: m.type == "welcome", 30)
+    assert welcome.get("model") == "tiny (untrained)" and welcome.get("trained") is False
+    assert welcome.get("device") == "cpu"
+    job, messages = run_job(client, settings={"steps": 3, "seed": 2})
+    types = [m.type for m in messages]
+    assert types == ["accepted", "progress", "progress", "progress", "views", "done"], types
+    assert [m.get("step") for m in messages if m.type == "progress"] == [1, 2, 3]
+    views = messages[4]
+    assert len(views.payloads) == 4 and views.get("azimuths") == [0.0, 90.0, 180.0, 270.0]
+    assert np.asarray(Image.open(io.BytesIO(views.payloads[0]))).shape == (256, 256, 3)
+    assert len(views.get("c2w")) == 4 and len(views.get("c2w")[0]) == 16
+    artifact = messages[-1].get("artifacts")[0]
+    assert artifact["name"] == "views.png"
+    assert Image.open(artifact["path"]).size == (1024, 256)
+    client.ping("t1")
+    assert client.wait_for(lambda m: m.type == "pong", 10).get("token") == "t1"
+    client.list_jobs()
+    jobs = client.wait_for(lambda m: m.type == "jobs", 10).get("jobs")
+    assert [(j["job"], j["status"]) for j in jobs] == [(job, "done")]
+
+
+def test_bad_submissions_get_errors(backend, connect):
+    client = connect(backend.address)
+    cases = [
+        ("preview", EXAMPLE_PNG, {"steps": 0}, "steps must be"),
+        ("preview", EXAMPLE_PNG, {"stepz": 3}, "unknown preview settings: stepz"),
+        ("preview", EXAMPLE_PNG, {"steps": "many"}, "must be int"),
+        ("preview", EXAMPLE_PNG[:60], {"steps": 1}, "damaged or truncated"),
+    ]
+    for kind, image, settings, fragment in cases:
+        client.submit(kind, image, settings)
+        error = client.wait_for(lambda m: m.type in ("error", "accepted"), 30)
+        assert error.type == "error" and fragment in error.get("message"), (settings, error.fields)
+    client.cancel("0123456789abcdef")
+    assert client.wait_for(lambda m: m.type == "error", 10).get("code") == "unknown_job"
+    client.attach("../../etc")
+    assert client.wait_for(lambda m: m.type == "error", 10).get("code") == "unknown_job"
+
+
+def corrupt(frames: list[bytes], rng: random.Random) -> list[bytes]:
+    frames = [bytearray(f) for f in frames]
+    choice = rng.randrange(8)
+    if choice == 0:  # flip bytes anywhere
+        for _ in range(rng.randint(1, 8)):
+            frame = rng.choice(frames)
+            if frame:
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+    elif choice == 1:  # truncate a frame
+        frame = rng.choice(frames)
+        del frame[rng.randrange(len(frame) + 1):]
+    elif choice == 2:  # drop or duplicate frames
+        if len(frames) > 1 and rng.random() < 0.5:
+            del frames[rng.randrange(1, len(frames))]
+        else:
+            frames.append(bytearray(rng.choice(frames)))
+    elif choice == 3:  # random bytes
+        frames = [bytearray(rng.randbytes(rng.randint(0, 200))) for _ in range(rng.randint(1, 4))]
+    elif choice == 4:  # wrong version
+        header = json.loads(bytes(frames[0]))
+        header["v"] = rng.choice([0, 2, "1", None, 1.5])
+        frames[0] = bytearray(json.dumps(header).encode())
+    elif choice == 5:  # unknown type or field
+        header = json.loads(bytes(frames[0]))
+        header[rng.choice(["type", "extra", "job", "settings"])] = rng.choice(["boom", 7, [1], {"a": None}])
+        frames[0] = bytearray(json.dumps(header).encode())
+    elif choice == 6:  # too many frames
+        frames = frames + [bytearray(b"x")] * 25
+    else:  # header that is valid JSON but not an object
+        frames[0] = bytearray(json.dumps(rng.choice([[], 3, "s", None])).encode())
+    return [bytes(f) for f in frames]
+
+
+def test_ten_thousand_corrupted_messages_then_a_normal_job(backend, connect):
+    rng = random.Random(1234)
+    client = connect(backend.address)
+    templates = [
+        protocol.encode("submit", [protocol.png_payload(EXAMPLE_PNG)], kind="preview", settings={"steps": 1}),
+        protocol.encode("cancel", job="0123456789abcdef"),
+        protocol.encode("attach", job="0123456789abcdef"),
+        protocol.encode("hello", client="fuzz"),
+        protocol.encode("ping", token="x"),
+    ]
+    direct_answers = ("error", "pong", "welcome", "accepted", "jobs")
+    sent, answered, errors = 0, 0, 0
+    for batch in range(50):
+        for _ in range(200):
+            frames = corrupt(rng.choice(templates), rng)
+            if not frames:
+                continue
+            client.send(frames)
+            sent += 1
+        deadline = time.monotonic() + 60
+        while answered < sent and time.monotonic() < deadline:
+            client.socket.poll(100)
+            for message in client.poll(1000):
+                if message.type in direct_answers:
+                    answered += 1
+                    errors += message.type == "error"
+    assert sent >= 9_900
+    assert answered == sent
+    assert errors > 0.95 * sent
+    # the service still works normally
+    job, messages = run_job(client, settings={"steps": 2})
+    assert messages[-1].type == "done"
+
+
+def test_queue_positions_cancel_queued_and_running(backend, connect):
+    client = connect(backend.address)
+    jobs = []
+    for _ in range(3):
+        client.submit("preview", EXAMPLE_PNG, {"steps": 400})
+        jobs.append(client.wait_for(lambda m: m.type == "accepted", 30))
+    positions = [m.get("position") for m in jobs]
+    assert positions[2] > positions[1] >= 1  # the first may already run (0) or still wait (1)
+    first, second, third = (m.get("job") for m in jobs)
+    client.wait_for(lambda m: m.type == "progress" and m.get("job") == first and m.get("step", 0) >= 1, 60)
+    client.cancel(second)
+    cancelled = client.wait_for(lambda m: m.type == "error" and m.get("job") == second, 30)
+    assert cancelled.get("code") == "cancelled"
+    started = time.monotonic()
+    client.cancel(first)
+    stopped = client.wait_for(lambda m: m.type == "error" and m.get("job") == first, 30)
+    assert stopped.get("code") == "cancelled"
+    assert time.monotonic() - started < 10  # within a step or two
+    moved = client.wait_for(lambda m: m.type == "progress" and m.get("job") == third, 30)
+    assert moved.get("phase") in ("queued", "denoise")
+    client.cancel(third)
+    client.wait_for(lambda m: m.type == "error" and m.get("job") == third, 30)
+    client.list_jobs()
+    statuses = {j["job"]: j["status"] for j in client.wait_for(lambda m: m.type == "jobs", 10).get("jobs")}
+    assert statuses == {first: "cancelled", second: "cancelled", third: "cancelled"}
+
+
+def test_attach_from_another_client_replays_the_latest_state(backend, connect):
+    first = connect(backend.address)
+    job, _ = run_job(first, settings={"steps": 2})
+    first.close()
+    second = connect(backend.address)
+    second.attach(job)
+    messages = []
+    second.wait_for(lambda m: m.type == "done", 30, messages)
+    assert [m.type for m in messages] == ["accepted", "progress", "views", "done"]
+    assert messages[1].get("step") == 2 and len(messages[2].payloads) == 4
+
+
+def test_killed_backend_resumes_unfinished_jobs_after_restart(tmp_path, connect):
+    backend = BackendProcess(tmp_path / "data").start()
+    client = connect(backend.address)
+    client.submit("preview", EXAMPLE_PNG, {"steps": 20})
+    job = client.wait_for(lambda m: m.type == "accepted", 30).get("job")
+    client.wait_for(lambda m: m.type == "progress" and m.get("step", 0) >= 2, 60)
+    backend.kill()
+    restarted = BackendProcess(tmp_path / "data")
+    restarted.port, restarted.bind, restarted.address = backend.port, backend.bind, backend.address
+    restarted.start()
+    try:
+        client.attach(job)
+        done = client.wait_for(lambda m: m.type in FINAL and m.get("job") == job, 180)
+        assert done.type == "done", done.fields
+        record = json.loads((tmp_path / "data" / "jobs" / job / "job.json").read_text())
+        assert record["runs"] == 2 and record["status"] == "done"
+    finally:
+        restarted.stop()
+
+
+def serve_command(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "backend.cli", "serve", "--model", "tiny", *args],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_non_loopback_bind_without_keys_is_refused(tmp_path):
+    result = serve_command("--bind", f"tcp://0.0.0.0:{free_port()}", "--data", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("iso3d: error: binding tcp://0.0.0.0")
+    assert "CURVE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_curve_keys_admit_only_allowed_clients(tmp_path, connect):
+    from backend.service.auth import generate_keys
+    from blender_addon.client import BackendClient
+
+    keys = generate_keys(tmp_path / "keys")
+    stranger = generate_keys(tmp_path / "other")
+    port = free_port()
+    backend = BackendProcess(
+        tmp_path / "data",
+        bind=f"tcp://0.0.0.0:{port}",
+        extra=["--curve-secret-key", str(keys["server_secret"]), "--curve-allowed-clients",
+               str(keys["client_public"].parent)],
+    )
+    backend.port, backend.address = port, f"tcp://127.0.0.1:{port}"
+    backend.start()
+    try:
+        allowed = connect(backend.address, curve=BackendClient.load_curve_keys(keys["server_public"], keys["client_secret"]))
+        allowed.hello()
+        assert allowed.wait_for(lambda m: m.type == "welcome", 30).get("model") == "tiny (untrained)"
+        plain = connect(backend.address)
+        wrong = connect(backend.address, curve=BackendClient.load_curve_keys(keys["server_public"], stranger["client_secret"]))
+        for client in (plain, wrong):
+            client.hello()
+            with pytest.raises(TimeoutError):
+                client.wait_for(lambda m: True, 3)
+    finally:
+        backend.stop()
