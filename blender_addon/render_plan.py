@@ -23,6 +23,7 @@ import numpy as np
 
 RECORD_FORMAT = "isotropic3d-render/1"
 RECORD_FILE = "cameras.json"
+OBJECT_EXTENSIONS = (".glb", ".gltf", ".obj", ".fbx", ".ply", ".stl", ".blend")  # files the renderer imports
 # SyncDreamer's camera: 35 mm lens on a 32 mm sensor.
 DEFAULT_FOV_DEG = math.degrees(2.0 * math.atan(16.0 / 35.0))
 BACKGROUNDS = ("white", "transparent")
