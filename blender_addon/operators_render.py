@@ -46,6 +46,10 @@ def _render_jobs(settings, groups, out_root, report):
                 renderer.discard(loaded)
             done += settings.views_per_object
     finally:
+        try:
+            os.rmdir(os.path.join(out_root, ".partial"))  # the staging folder, when nothing is left in it
+        except OSError:
+            pass
         if renderer is not None:
             renderer.close()
         elif scene.name in bpy.data.scenes:
