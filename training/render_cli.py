@@ -1,0 +1,217 @@
+"""``iso3d-render``: renders training views of many objects headless, in worker processes driving bpy.
+
+    iso3d-render OBJECTS... --out DIR [--workers N] [--shard-index I --num-shards N] [render options]
+
+OBJECTS are object files, folders, list files or Objaverse UIDs (see ``training.render_inputs``). Each object
+becomes ``DIR/<object id>/`` with ``fixed_NNN.png``, ``random_NNN.png`` and ``cameras.json`` (conventions inside
+the file and in ``blender_addon.render_plan``). A manifest lists done and failed objects with the reason; running
+the same command again resumes: finished objects are skipped, failed ones are retried (unless --skip-failed).
+
+Exit status: 0 all objects rendered, 1 some objects failed (listed in the manifest), 2 bad input or set-up
+error (one line on stderr), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+
+from blender_addon.render_plan import RenderSettings, RenderSettingsError
+
+from .objaverse_source import ObjaverseUnavailable, known_uids
+from .render_inputs import InputError, collect_items, shard
+from .render_manifest import Manifest, ManifestError, manifest_path, object_folder_finished
+from .render_workers import RenderPool, WorkerStartError
+
+# Settings that change which pixels an object gets; a resumed run must match them.
+_NOT_IMAGE_SETTINGS = ("threads", "max_faces")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = RenderSettings()
+    parser = _OneLineParser(
+        prog="iso3d-render",
+        description="Render multi-view training data (fixed + random view sets, HDRI lighting) with Blender.",
+    )
+    parser.add_argument("objects", nargs="*", metavar="OBJECTS",
+                        help="object files (.glb .gltf .obj .fbx .ply .stl .blend), folders, list files or Objaverse UIDs")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--workers", type=int, default=1, help="render processes, one bpy scene each (default 1)")
+    parser.add_argument("--shard-index", type=int, default=0, metavar="I", help="this machine's shard (0-based)")
+    parser.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of shards over all machines")
+    parser.add_argument("--time-limit", type=float, default=900.0, metavar="SECONDS",
+                        help="per-object time limit; an object still rendering then fails (default 900)")
+    parser.add_argument("--skip-failed", action="store_true", help="on resume, skip objects that failed before")
+    parser.add_argument("--max-file-mb", type=float, default=1024.0,
+                        help="object files larger than this fail without being imported (default 1024)")
+    parser.add_argument("--objaverse-cache", metavar="DIR", help="cache folder for Objaverse (default ~/.objaverse)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("render settings")
+    group.add_argument("--resolution", type=int, default=defaults.resolution, help="image size in pixels (square)")
+    group.add_argument("--fixed-views", type=int, default=defaults.fixed_views)
+    group.add_argument("--fixed-elevation", type=float, default=defaults.fixed_elevation_deg, help="degrees")
+    group.add_argument("--random-views", type=int, default=defaults.random_views)
+    group.add_argument("--random-elevation-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                       default=(defaults.random_elevation_min_deg, defaults.random_elevation_max_deg), help="degrees")
+    group.add_argument("--azimuth-start", type=float, default=defaults.azimuth_start_deg, help="degrees")
+    group.add_argument("--distance", type=float, default=defaults.distance, help="camera distance (object fits a unit cube)")
+    group.add_argument("--fov", type=float, default=defaults.fov_deg, help="field of view in degrees")
+    group.add_argument("--background", choices=("white", "transparent"), default=defaults.background)
+    group.add_argument("--engine", choices=("cycles", "eevee"), default=defaults.engine)
+    group.add_argument("--device", choices=("cpu", "gpu"), default=defaults.device)
+    group.add_argument("--samples", type=int, default=defaults.samples)
+    group.add_argument("--no-denoise", action="store_true", help="turn Cycles' denoiser off")
+    group.add_argument("--seed", type=int, default=defaults.seed, help="base seed (same seed = same images)")
+    group.add_argument("--hdri", action="append", default=[], metavar="NAME",
+                       help="HDRI file name from Blender's studiolights/world (repeatable; default all)")
+    group.add_argument("--hdri-strength-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                       default=(defaults.hdri_strength_min, defaults.hdri_strength_max))
+    group.add_argument("--threads-per-worker", type=int, default=0,
+                       help="render threads per worker (default: CPU cores / workers)")
+    group.add_argument("--max-faces", type=int, default=defaults.max_faces, help="objects with more faces fail")
+    return parser
+
+
+def settings_from_args(args) -> RenderSettings:
+    threads = args.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    return RenderSettings(
+        resolution=args.resolution,
+        fixed_views=args.fixed_views,
+        fixed_elevation_deg=args.fixed_elevation,
+        random_views=args.random_views,
+        random_elevation_min_deg=args.random_elevation_range[0],
+        random_elevation_max_deg=args.random_elevation_range[1],
+        azimuth_start_deg=args.azimuth_start,
+        distance=args.distance,
+        fov_deg=args.fov,
+        background=args.background,
+        engine=args.engine,
+        device=args.device,
+        samples=args.samples,
+        denoise=not args.no_denoise,
+        seed=args.seed,
+        hdris=tuple(args.hdri),
+        hdri_strength_min=args.hdri_strength_range[0],
+        hdri_strength_max=args.hdri_strength_range[1],
+        threads=threads,
+        max_faces=args.max_faces,
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"iso3d-render: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args) -> int:
+    if args.workers < 1:
+        return _fail(f"--workers must be at least 1 (got {args.workers})")
+    if not args.time_limit > 0:
+        return _fail(f"--time-limit must be positive (got {args.time_limit})")
+    settings = settings_from_args(args)
+    items = shard(collect_items(args.objects), args.shard_index, args.num_shards)
+    out_dir = os.path.abspath(args.out)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        return _fail(f"--out {args.out} exists and is not a folder")
+    os.makedirs(out_dir, exist_ok=True)
+    image_settings = {k: v for k, v in settings.to_dict().items() if k not in _NOT_IMAGE_SETTINGS}
+    manifest = Manifest.open(manifest_path(out_dir, args.shard_index, args.num_shards), image_settings)
+    shard_name = f"shard-{args.shard_index:05d}-of-{args.num_shards:05d}"
+    staging_dir = os.path.join(out_dir, ".partial", shard_name)
+    shutil.rmtree(staging_dir, ignore_errors=True)  # leftovers of a killed run of this shard
+    os.makedirs(staging_dir)
+    log_dir = os.path.join(out_dir, ".logs", shard_name)
+    os.makedirs(log_dir, exist_ok=True)
+
+    pending, already_done, skipped_failed = [], 0, 0
+    for item in items:
+        if object_folder_finished(out_dir, item.object_id):
+            if item.object_id not in manifest.done:
+                manifest.mark_done(item.object_id, item.source, None)
+            already_done += 1
+        elif args.skip_failed and item.object_id in manifest.failed:
+            skipped_failed += 1
+        else:
+            pending.append(item)
+    failed_now = 0
+    for item in list(pending):
+        reason = None
+        if not item.is_objaverse_uid:
+            size_mb = os.path.getsize(item.source) / 2**20
+            if size_mb > args.max_file_mb:
+                reason = f"too large: the file has {size_mb:.1f} MB, more than --max-file-mb {args.max_file_mb:g}"
+        if reason:
+            manifest.mark_failed(item.object_id, item.source, reason)
+            pending.remove(item)
+            failed_now += 1
+    uids = [item for item in pending if item.is_objaverse_uid]
+    if uids:
+        known = known_uids(args.objaverse_cache)
+        for item in uids:
+            if item.source not in known:
+                manifest.mark_failed(item.object_id, item.source, "unknown Objaverse UID")
+                pending.remove(item)
+                failed_now += 1
+    manifest.save()
+
+    print(
+        f"iso3d-render: {len(items)} objects in this shard ({args.shard_index}/{args.num_shards}): "
+        f"{already_done} already done, {skipped_failed} skipped as failed before, {len(pending)} to render "
+        f"with {min(args.workers, max(1, len(pending)))} worker(s) -> {out_dir}",
+        file=sys.stderr,
+    )
+    started = time.monotonic()
+    rendered = 0
+    if pending:
+        from tqdm import tqdm
+
+        pool = RenderPool(args.workers, settings.to_dict(), out_dir, staging_dir, log_dir, args.time_limit,
+                          args.objaverse_cache)
+        with tqdm(total=len(pending), unit="obj", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True,
+                  smoothing=0.1) as bar:
+            results = pool.run(pending)
+            try:
+                for result in results:
+                    if result.reason is None:
+                        manifest.mark_done(result.item.object_id, result.item.source, round(result.seconds, 3))
+                        rendered += 1
+                    else:
+                        manifest.mark_failed(result.item.object_id, result.item.source, result.reason)
+                        failed_now += 1
+                        bar.write(f"failed {result.item.object_id}: {result.reason}", file=sys.stderr)
+                    manifest.save()
+                    bar.set_postfix(failed=failed_now, refresh=False)
+                    bar.update(1)
+            finally:
+                results.close()
+    elapsed = time.monotonic() - started
+    rate = f", {rendered / elapsed:.3f} objects/s" if rendered and elapsed > 0 else ""
+    print(
+        f"iso3d-render: rendered {rendered}, failed {failed_now}, total done {len(manifest.done)} "
+        f"in {elapsed:.1f} s{rate}; manifest {manifest.path}",
+        file=sys.stderr,
+    )
+    return 1 if failed_now else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (InputError, RenderSettingsError, ManifestError, ObjaverseUnavailable, WorkerStartError) as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        print("iso3d-render: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
