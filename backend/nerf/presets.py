@@ -186,7 +186,24 @@ def draft() -> GenerateConfig:
     return config
 
 
-PRESETS = {"reference": reference, "fast": fast, "draft": draft}
+def tiny() -> GenerateConfig:
+    """CPU-sized settings for the demo and tests with the tiny model: 30 steps of 4 views at 32^2, a small field."""
+    config = draft()
+    config.run = RunConfig(steps=30, mesh_every=10, views_every=10, checkpoint_every=10, views_resolution=48,
+                           turntable_views=4)
+    config.phases.objects_before = config.phases.objects_after = 1
+    config.field.levels, config.field.log2_hashmap_size = 8, 14
+    config.field.base_resolution, config.field.per_level_scale = 8, 1.35
+    config.renderer.render_step = 0.03
+    config.renderer.cpu_max_samples = 96
+    config.phases.resolution_before = config.phases.resolution_after = 32
+    config.guidance.latent_resolution_input = 64
+    config.mesh.resolution, config.mesh.preview_resolution = 64, 32
+    config.mesh.density_threshold = 5.0
+    return config
+
+
+PRESETS = {"reference": reference, "fast": fast, "draft": draft, "tiny": tiny}
 
 
 def preset(name: str) -> GenerateConfig:
