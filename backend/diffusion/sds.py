@@ -109,7 +109,8 @@ class SDSGuidance:
         with torch.no_grad():
             noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
             noisy = alpha.sqrt() * latents + (1.0 - alpha).sqrt() * noise
-            dtype = next(self.unet.parameters()).dtype if isinstance(self.unet, torch.nn.Module) else noisy.dtype
+            weight = next(self.unet.parameters(), None) if isinstance(self.unet, torch.nn.Module) else None
+            dtype = weight.dtype if weight is not None else noisy.dtype
             eps_guided, eps_cond = guided_noise(self.unet, noisy.to(dtype), t, context.to(dtype), cameras.to(device),
                                                 views_per_object, c.guidance_scale)
             target = x0_reconstruction_target(noisy, eps_guided.float(), eps_cond.float(), alpha, views_per_object,
