@@ -286,7 +286,8 @@ def validate(config: GenerateConfig) -> None:
     g = config.guidance
     need(0 < g.min_step_end <= g.max_step_end < 1 and 0 < g.min_step_start <= g.max_step_start < 1,
          "guidance step fractions must satisfy 0 < min <= max < 1")
-    need(mesh.resolution >= 8 and mesh.preview_resolution >= 8, "mesh resolutions must be at least 8")
+    need(mesh.resolution >= 8, f"mesh.resolution must be at least 8 (got {mesh.resolution})")
+    need(mesh.preview_resolution >= 8, f"mesh.preview_resolution must be at least 8 (got {mesh.preview_resolution})")
     need(0 <= mesh.min_component_fraction < 1, "mesh.min_component_fraction must be in [0, 1)")
     if problems:
         raise ValueError("invalid settings: " + "; ".join(problems))

@@ -151,7 +151,7 @@ class SDSTrainer:
             loss = loss + plan.lambda_orient * orient
         if not torch.isfinite(loss):
             raise GenerationError(
-                "nan_loss", f"the loss became {float(loss)} at step {self.step}; optimisation stopped"
+                "nan_loss", f"the loss became {loss.item()} at step {self.step}; optimisation stopped"
                 + self._kept_note())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
