@@ -85,5 +85,7 @@ def test_fitting_blender_renders_recovers_the_object(renders):
     assert chamfer < CHAMFER_BOUND
     assert mirrored > chamfer + 0.02
     red = mesh.vertex_colors[:, 0].astype(int) - mesh.vertex_colors[:, 2]
-    ball = np.linalg.norm(mesh.vertices - np.array([0.35, -0.3, 0.2]), axis=1) < 0.18
-    assert (red[~ball] > 0).mean() > 0.8 and (red[ball] < 0).mean() > 0.8  # colours on the right parts
+    ball = (np.linalg.norm(mesh.vertices - np.array([0.35, -0.3, 0.2]), axis=1) < 0.27) & (mesh.vertices[:, 0] > 0.3)
+    box = np.abs(mesh.vertices[:, 0]) < 0.2  # the box is 0.5 wide in x; the ball starts at x = 0.13
+    assert ball.sum() > 20 and box.sum() > 20
+    assert (red[box] > 0).mean() > 0.9 and (red[ball] < 0).mean() > 0.9  # colours on the right parts
