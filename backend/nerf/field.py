@@ -68,7 +68,7 @@ class HashGrid(nn.Module):
                 index = index & (self.sizes[level] - 1)
             index = index + self.offsets[level]
             weight = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=-1)  # [N, 8]
-            values = self.table.index_select(0, index.reshape(-1)).reshape(index.shape[0], 8, -1)  # [N, 8, F]
+            values = self.table.index_select(0, index.reshape(-1)).reshape(-1, 8, self.features_per_level)
             features.append((values * weight[..., None]).sum(dim=1))
         return torch.cat(features, dim=-1)
 

@@ -43,14 +43,17 @@ class VolumeRenderer:
         self.grid = nerfacc.OccGridEstimator(roi_aabb=[-r, -r, -r, r, r, r], resolution=config.grid_resolution,
                                              levels=1).to(self.device)
         self.use_nerfacc_sampler = self.device.type == "cuda" if use_nerfacc_sampler is None else use_nerfacc_sampler
+        self.grid_filled = False
 
     # -- occupancy grid ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def update_grid(self, step: int, field: RadianceField, force: bool = False) -> None:
-        """Refresh the occupancy grid every ``grid_update_every`` steps (all cells during warm-up)."""
+        """Refresh the occupancy grid every ``grid_update_every`` steps (all cells during warm-up), and whenever it
+        has never been filled."""
         c = self.config
-        if not force and step % c.grid_update_every:
+        if not force and step % c.grid_update_every and self.grid_filled:
             return
+        self.grid_filled = True
         self.grid.train()
         self.grid._update(step=step, occ_eval_fn=lambda x: field.density(x)[:, None] * c.render_step,
                           occ_thre=c.grid_occupancy_threshold, ema_decay=c.grid_ema_decay,
@@ -62,6 +65,7 @@ class VolumeRenderer:
     def load_grid_state(self, state: dict[str, torch.Tensor]) -> None:
         self.grid.occs.copy_(state["occs"])
         self.grid.binaries.copy_(state["binaries"])
+        self.grid_filled = True
 
     # -- rendering -----------------------------------------------------------------------------------------------
     def render_views(self, field: RadianceField, cameras: ViewCameras, height: int, width: int,
