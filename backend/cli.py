@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from backend import __version__
-from backend.commands import preview, serve
+from backend.commands import generate, preview, serve
 
-COMMANDS = [preview, serve]
+COMMANDS = [preview, generate, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

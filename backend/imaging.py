@@ -81,13 +81,27 @@ def composite_on_white(image: Image.Image) -> Image.Image:
     return canvas.convert("RGB")
 
 
-def image_to_tensor(image: Image.Image, size: int = MODEL_INPUT_SIZE) -> torch.Tensor:
-    """[1, 3, size, size] float32 in [-1, 1]: white composite, square, bicubic resize."""
-    rgb = composite_on_white(image)
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-    array = np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+def image_to_tensor(image: Image.Image, size: int = MODEL_INPUT_SIZE, method: str = "preview") -> torch.Tensor:
+    """[1, 3, size, size] float32 in [-1, 1] on white, square (padded, not stretched).
+
+    ``method="preview"``: composite over white at full resolution, then bicubic resize (the reference's
+    ``i2i.py``). ``method="sds"``: area-resize the straight-alpha RGBA, then composite over white (the reference's
+    SDS guidance, cv2 INTER_AREA)."""
+    if method == "preview":
+        rgb = composite_on_white(image)
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+        array = np.asarray(rgb, dtype=np.float32) / 255.0
+    elif method == "sds":
+        rgba = image.convert("RGBA")
+        side = max(rgba.size)
+        square = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+        square.paste(rgba, ((side - rgba.width) // 2, (side - rgba.height) // 2))
+        values = np.asarray(square.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0
+        array = values[..., :3] * values[..., 3:] + (1.0 - values[..., 3:])
+    else:
+        raise ValueError(f"unknown image method {method!r}")
+    return torch.from_numpy(np.ascontiguousarray(array * 2.0 - 1.0)).permute(2, 0, 1)[None].contiguous()
 
 
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -11,7 +11,7 @@ from backend.errors import UserError
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, default_dtype: str = "auto") -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--checkpoint",
@@ -21,12 +21,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--model",
-        choices=["isotropic3d", "tiny"],
+        choices=["isotropic3d", "tiny", "random"],
         default="isotropic3d",
-        help="'tiny': the untrained test-size model (no weights needed; output is not meaningful)",
+        help="'tiny': the untrained test-size model (no weights needed; output is not meaningful); "
+        "'random': the published sizes with random weights (benchmarks)",
     )
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    group.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
+    group.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default=default_dtype,
+        help=f"weights' dtype; auto: bfloat16 on CUDA, float32 on CPU (default {default_dtype})",
+    )
     group.add_argument("--offline", action="store_true", help="never download weights")
     group.add_argument(
         "--compile",
@@ -59,15 +65,17 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def load_model_from_args(args: argparse.Namespace):
     """The model the options ask for, on its device and dtype, in eval mode."""
-    from backend.models.multiview_model import build_tiny_model, load_checkpoint
+    from backend.models.multiview_model import build_random_published_model, build_tiny_model, load_checkpoint
     from backend.models.weights import find_checkpoint
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    if args.model in ("tiny", "random") and args.checkpoint:
+        raise UserError(f"--model {args.model} takes no --checkpoint")
     if args.model == "tiny":
-        if args.checkpoint:
-            raise UserError("--model tiny takes no --checkpoint")
         model = build_tiny_model()
+    elif args.model == "random":
+        model = build_random_published_model(device=device)
     else:
         model = load_checkpoint(find_checkpoint(args.checkpoint, allow_download=not args.offline))
     model = model.to(device=device, dtype=dtype).eval()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -129,3 +130,70 @@ def reference_get_camera(
         elevations.append(value)
     # Each entry has been converted once already; encode_cameras' isotropic3d path would convert twice more.
     return encode_cameras(elevations, [math.radians(a) for a in azimuths], "mvdream")
+
+
+@dataclass(frozen=True)
+class ViewCameras:
+    """A batch of N = objects x views_per_object pinhole cameras looking at the origin, object-major.
+
+    Angles in degrees; ``distance`` in world units; ``fovy`` the vertical field of view in degrees;
+    ``c2w`` float32 [N, 4, 4] in this module's convention (columns right, up, back, position).
+    """
+
+    elevation: torch.Tensor
+    azimuth: torch.Tensor
+    distance: torch.Tensor
+    fovy: torch.Tensor
+    c2w: torch.Tensor
+    views_per_object: int
+
+    def __len__(self) -> int:
+        return int(self.c2w.shape[0])
+
+    def codes(self, encoding: CameraEncoding) -> torch.Tensor:
+        """Camera codes [N, 16] the model is conditioned on (from the angles, as the reference SDS does)."""
+        return encode_cameras(self.elevation, self.azimuth, encoding)
+
+
+def make_view_cameras(elevation_deg, azimuth_deg, distance, fovy_deg, views_per_object: int = 1) -> ViewCameras:
+    """Cameras from per-view angles (degrees), distances and vertical fields of view (degrees)."""
+    elevation, azimuth = torch.broadcast_tensors(_as_float64(elevation_deg), _as_float64(azimuth_deg))
+    distance = _as_float64(distance).expand_as(elevation).clone()
+    fovy = _as_float64(fovy_deg).expand_as(elevation).clone()
+    c2w = camera_to_world(elevation, azimuth, distance).float()
+    return ViewCameras(elevation.float(), azimuth.float(), distance.float(), fovy.float(), c2w, views_per_object)
+
+
+def random_multiview_cameras(
+    num_objects: int,
+    views_per_object: int,
+    generator: torch.Generator,
+    elevation_range: tuple[float, float] = (0.0, 30.0),
+    azimuth_range: tuple[float, float] = (0.0, 360.0),
+    fovy_range: tuple[float, float] = (15.0, 60.0),
+    relative_radius_range: tuple[float, float] = (0.8, 1.0),
+) -> ViewCameras:
+    """SDS training cameras as threestudio's ``random_multiview`` draws them (REFERENCE.md D).
+
+    The views of one object share elevation, fovy and distance; their azimuths are 360/views apart from a random
+    offset. Elevation: with probability 1/2 uniform in degrees, else uniform on the sphere (one coin per batch).
+    Distance = U(relative_radius_range) / tan(fovy / 2), so the unit sphere fills a similar part of every image.
+    """
+
+    def uniform(count: int, low: float, high: float) -> torch.Tensor:
+        return torch.rand(count, generator=generator, dtype=torch.float64) * (high - low) + low
+
+    elevation_lo, elevation_hi = elevation_range
+    if torch.rand(1, generator=generator).item() < 0.5:
+        elevation = uniform(num_objects, elevation_lo, elevation_hi)
+    else:
+        lo, hi = (elevation_lo + 90.0) / 180.0, (elevation_hi + 90.0) / 180.0
+        elevation = torch.rad2deg(torch.asin(2.0 * uniform(num_objects, lo, hi) - 1.0))
+    offsets = torch.rand(num_objects, 1, generator=generator, dtype=torch.float64)
+    steps = torch.arange(views_per_object, dtype=torch.float64)[None, :]
+    azimuth = ((offsets + steps) / views_per_object).reshape(-1) * (azimuth_range[1] - azimuth_range[0])
+    azimuth = azimuth + azimuth_range[0]
+    fovy = uniform(num_objects, *fovy_range)
+    distance = uniform(num_objects, *relative_radius_range) / torch.tan(torch.deg2rad(fovy) / 2.0)
+    repeat = lambda values: values.repeat_interleave(views_per_object)  # noqa: E731 - object-major rows
+    return make_view_cameras(repeat(elevation), azimuth, repeat(distance), repeat(fovy), views_per_object)

@@ -1,0 +1,171 @@
+"""``iso3d generate IMAGE --out asset.glb``: one image to a mesh by SDS, with a progress bar.
+
+Every setting of backend.nerf.presets is an option ``--SECTION.NAME VALUE`` (e.g. ``--mesh.resolution 384``,
+``--cameras.fovy_range 20,50``) on top of ``--preset``; the common ones have short forms (--steps, --seed,
+--mesh-every). The work folder (default: ``<out>.job`` beside the output) keeps the checkpoint, the latest
+intermediate mesh and all final files; ``--resume DIR`` continues an interrupted run from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from backend.commands.model_options import add_model_arguments, load_model_from_args
+from backend.errors import UserError
+from backend.nerf.presets import PRESETS, GenerateConfig, preset, set_option, validate
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class InputError(UserError):
+    """Bad input the user can fix; the message says what and how."""
+
+
+def load_condition_image(path: str | Path):
+    """The input image as a tensor [1, 3, 256, 256] in [-1, 1], prepared as the reference SDS path does."""
+    from backend.imaging import image_to_tensor, load_image
+
+    return image_to_tensor(load_image(path), method="sds")
+
+
+def _option_fields():
+    for section in dataclasses.fields(GenerateConfig):
+        for item in dataclasses.fields(section.default_factory()):
+            yield section.name, item
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "generate", help="image -> 3-D mesh (GLB/OBJ/PLY) by SDS", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("image", nargs="?", help="input image (PNG/JPEG; transparency becomes white)")
+    parser.add_argument("--out", default="out/asset.glb", help="output mesh: .glb, .obj or .ply (default %(default)s)")
+    parser.add_argument("--workdir", help="work folder (default: OUT's name + '.job' beside it)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="settings preset (default fast)")
+    parser.add_argument("--steps", type=int, help="optimisation steps (reference 10000)")
+    parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument("--mesh-every", type=int, help="intermediate mesh every N steps (0: none)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run whose work folder is DIR")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    # fp32 weights: the SDS step runs the UNet and VAE under bf16 autocast (run.mixed_precision)
+    add_model_arguments(parser, default_dtype="float32")
+    group = parser.add_argument_group("settings (every field of backend.nerf.presets)")
+    for section, item in _option_fields():
+        group.add_argument(f"--{section}.{item.name}", dest=f"set:{section}.{item.name}", metavar="VALUE",
+                           help=f"default from the preset ({item.type})")
+    return parser
+
+
+def build_config(args) -> GenerateConfig:
+    if args.resume:
+        saved = Path(args.resume) / "config.json"
+        if not saved.is_file():
+            raise InputError(f"cannot resume: {saved} does not exist")
+        config = GenerateConfig.from_dict(json.loads(saved.read_text()))
+    else:
+        config = preset(args.preset)
+    overrides = {key[4:]: value for key, value in vars(args).items() if key.startswith("set:") and value is not None}
+    for flag, key in (("steps", "run.steps"), ("seed", "run.seed"), ("mesh_every", "run.mesh_every")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    for key, value in overrides.items():
+        set_option(config, key, value)
+    validate(config)
+    return config
+
+
+def run(args) -> int:
+    from backend.events import Done, Failed, MeshUpdate, Progress
+    from backend.nerf.trainer import CHECKPOINT_NAME, TURNTABLE_NAME, generate
+
+    out = Path(args.out)
+    try:
+        if out.suffix.lower() not in (".glb", ".obj", ".ply"):
+            raise InputError(f"--out {out}: the mesh format must be .glb, .obj or .ply")
+        if not args.resume and not args.image:
+            raise InputError("give an input IMAGE (or --resume DIR)")
+        config = build_config(args)
+        image = load_condition_image(args.image) if args.image and not args.resume else None
+        workdir = Path(args.resume or args.workdir or out.with_name(out.stem + ".job"))
+        if not args.resume and (workdir / CHECKPOINT_NAME).exists():
+            raise InputError(f"{workdir} already holds a run: pass --resume {workdir} to continue it, "
+                             "or --workdir for a new folder")
+        model = load_model_from_args(args)
+        device = model.device
+    except (UserError, ValueError, FileNotFoundError) as error:
+        print(f"iso3d generate: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not getattr(model, "trained", True):
+        print(f"note: model '{model.name}' is untrained: the result is not a meaningful object", file=sys.stderr)
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.run.steps, unit="step", dynamic_ncols=True)
+    status = EXIT_FAILED
+    cancel = threading.Event()  # Ctrl-C: save the state and stop at the end of the step; twice: stop now
+
+    def on_interrupt(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        for event in generate(model, config, workdir, image=image, device=device, resume=bool(args.resume),
+                              cancel=cancel):
+            if isinstance(event, Progress) and bar is not None:
+                bar.set_description(event.phase)
+                if event.losses:
+                    bar.set_postfix(loss=f"{event.losses.get('loss', 0):.4g}", t=int(event.losses.get("t", 0)))
+                bar.n = event.step
+                bar.refresh()
+            elif isinstance(event, MeshUpdate) and bar is not None and not event.final:
+                bar.write(f"step {event.step}: mesh with {len(event.faces)} faces -> {workdir}/mesh_latest.ply")
+            elif isinstance(event, Failed):
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                print(f"iso3d generate: {event.code}: {event.message}", file=sys.stderr)
+                if event.code == "cancelled":
+                    print(f"resume with: iso3d generate --resume {workdir} --out {out}", file=sys.stderr)
+                status = EXIT_FAILED
+            elif isinstance(event, Done):
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(event.artifacts[f"mesh{out.suffix.lower()}"], out)
+                turntable = out.with_name(out.stem + "_turntable.png")
+                shutil.copyfile(event.artifacts[TURNTABLE_NAME], turntable)
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                print(f"wrote {out} and {turntable} (all formats and the checkpoint in {workdir})")
+                status = EXIT_OK
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: iso3d generate --resume {workdir} --out {out}", file=sys.stderr)
+        status = EXIT_FAILED
+    finally:
+        if bar is not None:
+            bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m backend.commands.generate ...`` is ``iso3d generate ...``."""
+    from backend.cli import main as iso3d_main
+
+    return iso3d_main(["generate", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The radiance field: a multiresolution hash grid (pure torch) with small density and albedo MLPs.
+
+Points are world coordinates (Blender Z-up) inside [-radius, radius]^3. Density is in 1/world-unit:
+``softplus(raw + blob_density * (1 - |x| / blob_radius))`` (threestudio's ``blob_magic3d`` bias); albedo is
+``sigmoid`` of three features, in [0, 1]. Normals point outward (along -grad density), unit length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.nerf.presets import FieldConfig
+
+_PRIMES = (1, 2654435761, 805459861)  # tcnn's spatial hash primes
+# The 8 corners of a cell as 0/1 offsets [8, 3].
+_CORNERS = torch.tensor([[(i >> 0) & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dtype=torch.int64)
+
+
+class HashGrid(nn.Module):
+    """Multiresolution hash encoding (Instant-NGP / tcnn ``HashGrid``): [N, 3] in [0, 1] -> [N, levels*features].
+
+    Level l has ``floor(base * scale**l)`` cells a side. Levels whose (cells+1)^3 vertices fit in the table are
+    indexed densely, the others through tcnn's spatial hash. Trilinear interpolation between the 8 corners.
+    """
+
+    def __init__(self, levels, features_per_level, log2_hashmap_size, base_resolution, per_level_scale):
+        super().__init__()
+        self.levels = levels
+        self.features_per_level = features_per_level
+        table_size = 2**log2_hashmap_size
+        self.scales: list[float] = []
+        self.sides: list[int] = []  # vertices a side for dense levels, 0 for hashed ones
+        sizes = []
+        for level in range(levels):
+            scale = base_resolution * per_level_scale**level - 1.0
+            side = math.ceil(scale) + 2  # positions x*scale + 0.5 reach corners 0 .. ceil(scale)+1
+            dense = side**3 <= table_size
+            size = side**3 if dense else table_size
+            size = (size + 7) // 8 * 8
+            self.scales.append(scale)
+            self.sides.append(side if dense else 0)
+            sizes.append(size)
+        self.sizes = sizes
+        self.offsets = [sum(sizes[:level]) for level in range(levels)]
+        self.table = nn.Parameter(torch.empty(sum(sizes), features_per_level).uniform_(-1e-4, 1e-4))
+
+    @property
+    def output_dim(self) -> int:
+        return self.levels * self.features_per_level
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        corners = _CORNERS.to(x01.device)
+        features = []
+        for level in range(self.levels):
+            position = x01 * self.scales[level] + 0.5
+            base = position.floor()
+            frac = position - base  # [N, 3]
+            vertex = base.long()[:, None, :] + corners  # [N, 8, 3]
+            side = self.sides[level]
+            if side:
+                index = vertex[..., 0] + vertex[..., 1] * side + vertex[..., 2] * (side * side)
+            else:  # table sizes of hashed levels are powers of two
+                index = (vertex[..., 0] * _PRIMES[0]) ^ (vertex[..., 1] * _PRIMES[1]) ^ (vertex[..., 2] * _PRIMES[2])
+                index = index & (self.sizes[level] - 1)
+            index = index + self.offsets[level]
+            weight = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=-1)  # [N, 8]
+            values = self.table.index_select(0, index.reshape(-1)).reshape(-1, 8, self.features_per_level)
+            features.append((values * weight[..., None]).sum(dim=1))
+        return torch.cat(features, dim=-1)
+
+
+def mlp(in_dim: int, out_dim: int, width: int, hidden_layers: int) -> nn.Sequential:
+    """ReLU MLP without biases (tcnn's FullyFusedMLP as the reference configures it)."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(hidden_layers):
+        layers += [nn.Linear(dim, width, bias=False), nn.ReLU()]
+        dim = width
+    layers.append(nn.Linear(dim, out_dim, bias=False))
+    return nn.Sequential(*layers)
+
+
+class RadianceField(nn.Module):
+    """Density, albedo and normals at world points; see the module docstring for units and conventions."""
+
+    def __init__(self, config: FieldConfig):
+        super().__init__()
+        self.config = config
+        self.radius = config.radius
+        self.encoding = HashGrid(
+            config.levels,
+            config.features_per_level,
+            config.log2_hashmap_size,
+            config.base_resolution,
+            config.per_level_scale,
+        )
+        self.density_mlp = mlp(self.encoding.output_dim, 1, config.mlp_width, config.mlp_hidden_layers)
+        self.albedo_mlp = mlp(self.encoding.output_dim, 3, config.mlp_width, config.mlp_hidden_layers)
+        self._compiled = None
+
+    def grid_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoding.parameters())
+
+    def mlp_parameters(self) -> list[nn.Parameter]:
+        return list(self.density_mlp.parameters()) + list(self.albedo_mlp.parameters())
+
+    def use_compiled(self, enabled: bool = True) -> None:
+        """Run the field through torch.compile (the plain-torch ``_evaluate`` stays the reference)."""
+        self._compiled = torch.compile(self._evaluate, dynamic=True) if enabled else None
+
+    def _encode(self, points: torch.Tensor) -> torch.Tensor:
+        x01 = ((points / self.radius + 1.0) * 0.5).clamp(0.0, 1.0)
+        return self.encoding(x01)
+
+    def _density_from_features(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        raw = self.density_mlp(features)[..., 0]
+        blob = self.config.blob_density * (1.0 - points.norm(dim=-1) / self.config.blob_radius)
+        return F.softplus(raw + blob)
+
+    def _evaluate(self, points: torch.Tensor, with_albedo: bool = True):
+        features = self._encode(points)
+        density = self._density_from_features(points, features)
+        albedo = torch.sigmoid(self.albedo_mlp(features)) if with_albedo else None
+        return density, albedo
+
+    def _run(self, points: torch.Tensor, with_albedo: bool = True):
+        if self._compiled is not None and points.shape[0] > 0:
+            return self._compiled(points, with_albedo)
+        return self._evaluate(points, with_albedo)
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        """Density [N] at points [N, 3]."""
+        return self._run(points, with_albedo=False)[0]
+
+    def forward(self, points: torch.Tensor, with_normals: bool = False):
+        """(density [N], albedo [N, 3], normals [N, 3] or None) at points [N, 3]."""
+        if not with_normals:
+            density, albedo = self._run(points)
+            return density, albedo, None
+        if self.config.normals == "analytic":
+            return self._forward_analytic_normals(points)
+        return self._forward_finite_difference_normals(points)
+
+    def _forward_finite_difference_normals(self, points: torch.Tensor):
+        eps = self.config.finite_difference_eps
+        offsets = torch.eye(3, device=points.device, dtype=points.dtype) * eps
+        shifted = torch.cat([points[:, None, :] + offsets, points[:, None, :] - offsets], dim=1)  # [N, 6, 3]
+        n = points.shape[0]
+        density, albedo = self._run(points)
+        around = self.density(shifted.reshape(-1, 3)).reshape(n, 6)
+        gradient = (around[:, :3] - around[:, 3:]) / (2.0 * eps)
+        return density, albedo, F.normalize(-gradient, dim=-1)
+
+    def _forward_analytic_normals(self, points: torch.Tensor):
+        training = torch.is_grad_enabled()  # the double backward is needed only when the loss will backpropagate
+        with torch.enable_grad():
+            points = points.detach().requires_grad_(True)
+            density, albedo = self._run(points)
+            (gradient,) = torch.autograd.grad(density.sum(), points, create_graph=training)
+        normals = F.normalize(-gradient, dim=-1)
+        if not training:
+            density, albedo, normals = density.detach(), albedo.detach(), normals.detach()
+        return density, albedo, normals

@@ -1,0 +1,207 @@
+"""Volume rendering of the field over a white background.
+
+CUDA: nerfacc's occupancy grid (``OccGridEstimator``) marches rays and its packed rendering functions composite.
+CPU: nerfacc's marching needs its CUDA extension, so rays are sampled here (uniform steps inside the field's box,
+samples in empty grid cells skipped without evaluating the field) and composited with nerfacc's batched functions.
+Both share one occupancy grid, updated the same way (occupancy = density * render_step, EMA, threshold).
+Lengths along rays are world units; colours linear in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import nerfacc
+import torch
+
+from backend.diffusion.cameras import ViewCameras
+from backend.nerf.field import RadianceField
+from backend.nerf.presets import RendererConfig
+from backend.nerf.rays import camera_rays
+from backend.nerf.shading import ALBEDO, Lighting, shade
+
+
+@dataclass
+class RenderOutput:
+    """Per ray: ``rgb`` [R, 3] composited on white, ``opacity`` [R], ``normal`` [R, 3] (opacity-weighted, zeros
+    where not computed), ``orientation`` [R]: sum of detached weights * max(0, n . d)^2 (the orientation loss term)."""
+
+    rgb: torch.Tensor
+    opacity: torch.Tensor
+    normal: torch.Tensor
+    orientation: torch.Tensor
+
+
+class VolumeRenderer:
+    def __init__(self, config: RendererConfig, radius: float, device: torch.device | str = "cpu",
+                 use_nerfacc_sampler: bool | None = None):
+        self.config = config
+        self.radius = radius
+        self.device = torch.device(device)
+        r = radius
+        self.grid = nerfacc.OccGridEstimator(roi_aabb=[-r, -r, -r, r, r, r], resolution=config.grid_resolution,
+                                             levels=1).to(self.device)
+        self.use_nerfacc_sampler = self.device.type == "cuda" if use_nerfacc_sampler is None else use_nerfacc_sampler
+        self.grid_filled = False
+
+    # -- occupancy grid ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_grid(self, step: int, field: RadianceField, force: bool = False) -> None:
+        """Refresh the occupancy grid every ``grid_update_every`` steps (all cells during warm-up), and whenever it
+        has never been filled."""
+        c = self.config
+        if not force and step % c.grid_update_every and self.grid_filled:
+            return
+        self.grid_filled = True
+        self.grid.train()
+        self.grid._update(step=step, occ_eval_fn=lambda x: field.density(x)[:, None] * c.render_step,
+                          occ_thre=c.grid_occupancy_threshold, ema_decay=c.grid_ema_decay,
+                          warmup_steps=c.grid_warmup_steps)
+
+    def grid_state(self) -> dict[str, torch.Tensor]:
+        return {"occs": self.grid.occs.clone(), "binaries": self.grid.binaries.clone()}
+
+    def load_grid_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.grid.occs.copy_(state["occs"])
+        self.grid.binaries.copy_(state["binaries"])
+        self.grid_filled = True
+
+    # -- rendering -----------------------------------------------------------------------------------------------
+    def render_views(self, field: RadianceField, cameras: ViewCameras, height: int, width: int,
+                     lighting: Lighting = ALBEDO, stratified: bool = False,
+                     generator: torch.Generator | None = None, with_normals: bool | None = None) -> RenderOutput:
+        """Render every camera at height x width; outputs reshaped to [N, H, W, ...].
+
+        ``with_normals``: compute normals (orientation term, normal maps); default when training or shading."""
+        origins, directions = camera_rays(cameras.c2w.to(self.device), cameras.fovy, height, width)
+        n = len(cameras)
+        light = None
+        if lighting.light_positions is not None:
+            light = lighting.light_positions.to(self.device)[:, None, None, :].expand(n, height, width, 3)
+            light = light.reshape(-1, 3)
+        if torch.is_grad_enabled():
+            out = self.render_rays(field, origins.reshape(-1, 3), directions.reshape(-1, 3), lighting, light,
+                                   stratified, generator, with_normals)
+        else:
+            out = self._render_chunked(field, origins.reshape(-1, 3), directions.reshape(-1, 3), lighting, light,
+                                       stratified, generator, with_normals)
+        return RenderOutput(out.rgb.reshape(n, height, width, 3), out.opacity.reshape(n, height, width),
+                            out.normal.reshape(n, height, width, 3), out.orientation.reshape(n, height, width))
+
+    def _render_chunked(self, field, origins, directions, lighting, light, stratified, generator,
+                        with_normals) -> RenderOutput:
+        parts = []
+        size = self.config.chunk_rays
+        for start in range(0, origins.shape[0], size):
+            part_light = None if light is None else light[start:start + size]
+            parts.append(self.render_rays(field, origins[start:start + size], directions[start:start + size],
+                                          lighting, part_light, stratified, generator, with_normals))
+        return RenderOutput(*(torch.cat([getattr(p, name) for p in parts]) for name in
+                              ("rgb", "opacity", "normal", "orientation")))
+
+    def render_rays(self, field: RadianceField, origins: torch.Tensor, directions: torch.Tensor,
+                    lighting: Lighting = ALBEDO, light_positions: torch.Tensor | None = None,
+                    stratified: bool = False, generator: torch.Generator | None = None,
+                    with_normals: bool | None = None) -> RenderOutput:
+        """Render rays (origins, unit directions [R, 3]); ``light_positions`` [R, 3] when the lighting needs it."""
+        if with_normals is None:
+            with_normals = torch.is_grad_enabled() or lighting.needs_normals
+        if self.use_nerfacc_sampler:
+            return self._render_packed(field, origins, directions, lighting, light_positions, stratified,
+                                       with_normals)
+        return self._render_batched(field, origins, directions, lighting, light_positions, stratified, generator,
+                                    with_normals)
+
+    def _evaluate(self, field, points, directions, light, lighting, with_normals):
+        """Density [S], colour [S, 3], normals [S, 3] or None, orientation term [S] (before weights)."""
+        density, albedo, normals = field(points, with_normals=with_normals)
+        colour = shade(albedo, normals, points, light, lighting)
+        orientation = None
+        if normals is not None:
+            orientation = (normals * directions).sum(dim=-1).clamp(min=0.0) ** 2
+        return density, colour, normals, orientation
+
+    def _render_packed(self, field, origins, directions, lighting, light, stratified, with_normals) -> RenderOutput:
+        c = self.config
+        n_rays = origins.shape[0]
+
+        def sigma_fn(t_starts, t_ends, ray_indices):
+            mid = (t_starts + t_ends)[:, None] / 2.0
+            return field.density(origins[ray_indices] + directions[ray_indices] * mid)
+
+        ray_indices, t_starts, t_ends = self.grid.sampling(
+            origins, directions, sigma_fn=sigma_fn if c.alpha_threshold > 0 else None, near_plane=0.0,
+            far_plane=1e10, render_step_size=c.render_step, stratified=stratified, alpha_thre=c.alpha_threshold,
+            cone_angle=0.0)
+        mid = (t_starts + t_ends)[:, None] / 2.0
+        ray_dirs = directions[ray_indices]
+        points = origins[ray_indices] + ray_dirs * mid
+        sample_light = None if light is None else light[ray_indices]
+        density, colour, normals, orientation = self._evaluate(field, points, ray_dirs, sample_light, lighting,
+                                                               with_normals)
+        weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, density, ray_indices=ray_indices,
+                                                           n_rays=n_rays)
+        acc = lambda values: nerfacc.accumulate_along_rays(weights, values, ray_indices=ray_indices,  # noqa: E731
+                                                           n_rays=n_rays)
+        rgb = acc(colour)
+        opacity = acc(None)[:, 0]
+        normal = acc(normals) if normals is not None else torch.zeros_like(rgb)
+        if orientation is not None:
+            orient = nerfacc.accumulate_along_rays(weights.detach(), orientation[:, None], ray_indices=ray_indices,
+                                                   n_rays=n_rays)[:, 0]
+        else:
+            orient = torch.zeros_like(opacity)
+        return RenderOutput(rgb + (1.0 - opacity[:, None]), opacity, normal, orient)
+
+    def _render_batched(self, field, origins, directions, lighting, light, stratified, generator,
+                        with_normals) -> RenderOutput:
+        c = self.config
+        n_rays = origins.shape[0]
+        device = origins.device
+        # Ray / box [-radius, radius]^3 intersection (slab method).
+        safe = torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
+        t0 = (-self.radius - origins) / safe
+        t1 = (self.radius - origins) / safe
+        near = torch.minimum(t0, t1).amax(dim=-1).clamp(min=0.0)
+        far = torch.maximum(t0, t1).amin(dim=-1)
+        hit = far > near
+        longest = float((far - near)[hit].max()) if bool(hit.any()) else 0.0
+        count = max(1, min(math.ceil(longest / c.render_step), c.cpu_max_samples))
+        step = max(c.render_step, longest / count)
+        offset = (torch.rand(n_rays, 1, generator=generator, device=device) if stratified
+                  else torch.zeros(n_rays, 1, device=device))
+        index = torch.arange(count, device=device, dtype=torch.float32)[None, :]
+        t_starts = near[:, None] + (index + offset) * step  # [R, S]
+        t_ends = t_starts + step
+        mid = (t_starts + t_ends) / 2.0
+        points = origins[:, None, :] + directions[:, None, :] * mid[..., None]  # [R, S, 3]
+        valid = hit[:, None] & (t_ends <= far[:, None] + 1e-6)
+        valid &= self._occupied(points)
+        ray_id, sample_id = valid.nonzero(as_tuple=True)
+
+        sample_points = points[ray_id, sample_id]
+        sample_dirs = directions[ray_id]
+        sample_light = None if light is None else light[ray_id]
+        density, colour, normals, orientation = self._evaluate(field, sample_points, sample_dirs, sample_light,
+                                                               lighting, with_normals)
+
+        def dense(values: torch.Tensor) -> torch.Tensor:
+            out = values.new_zeros((n_rays, count) + tuple(values.shape[1:]))
+            return out.index_put((ray_id, sample_id), values)
+
+        weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, dense(density))
+        rgb = nerfacc.accumulate_along_rays(weights, dense(colour))
+        opacity = nerfacc.accumulate_along_rays(weights, None)[:, 0]
+        normal = nerfacc.accumulate_along_rays(weights, dense(normals)) if normals is not None else torch.zeros_like(rgb)
+        if orientation is not None:
+            orient = nerfacc.accumulate_along_rays(weights.detach(), dense(orientation)[..., None])[:, 0]
+        else:
+            orient = torch.zeros_like(opacity)
+        return RenderOutput(rgb + (1.0 - opacity[:, None]), opacity, normal, orient)
+
+    def _occupied(self, points: torch.Tensor) -> torch.Tensor:
+        """Whether points [..., 3] lie in occupied grid cells."""
+        res = self.grid.binaries.shape[-1]
+        cell = ((points + self.radius) / (2.0 * self.radius) * res).long().clamp(0, res - 1)
+        return self.grid.binaries[0][cell[..., 0], cell[..., 1], cell[..., 2]]

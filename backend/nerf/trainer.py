@@ -1,0 +1,342 @@
+"""The SDS optimisation of the field: a generator of typed events (backend.events), with checkpoint and resume.
+
+One ``update_step(step)`` call per step carries the schedules to every module (guidance timestep range, shading
+phase, render phase, orientation weight, occupancy grid). All randomness of step k comes from generators seeded with
+(seed, k), and the global RNG (used inside nerfacc) is forked and seeded the same way, so a run resumed from a
+checkpoint continues exactly as an uninterrupted one.
+
+Work folder (``workdir``): ``config.json``, ``checkpoint.pt`` (the latest good optimisation state, replaced
+atomically), ``mesh_latest.ply`` (the latest intermediate mesh), and at the end ``mesh.glb``, ``mesh.obj``,
+``mesh.ply`` and ``turntable.png``. Nothing there is overwritten by a failing run's state.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.diffusion.cameras import ViewCameras, make_view_cameras, orbit_azimuths, random_multiview_cameras
+from backend.diffusion.sds import LatentEncoder, SDSGuidance, vae_latent_encoder
+from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
+from backend.nerf.field import RadianceField
+from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
+from backend.nerf.presets import GenerateConfig, validate
+from backend.nerf.renderer import VolumeRenderer
+from backend.nerf.shading import ALBEDO, PointLightShading
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.json"
+LATEST_MESH_NAME = "mesh_latest.ply"
+FINAL_MESH_NAMES = ("mesh.glb", "mesh.obj", "mesh.ply")
+TURNTABLE_NAME = "turntable.png"
+CHECKPOINT_FORMAT = 1
+
+
+class GenerationError(Exception):
+    """A failure with a short ``code`` and a human-readable message (becomes a ``Failed`` event)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _linear(start: float, end: float, step: int, until_step: float) -> float:
+    if until_step <= 0:
+        return end
+    return start + (end - start) * min(max(step / until_step, 0.0), 1.0)
+
+
+@dataclass
+class StepPlan:
+    """What ``update_step`` decided for one step."""
+
+    objects: int
+    resolution: int
+    lambda_orient: float
+
+
+class SDSTrainer:
+    """Optimises a RadianceField by SDS for one image's conditioning ``context`` [1, T, D]."""
+
+    def __init__(self, config: GenerateConfig, model, context: torch.Tensor, workdir: str | Path,
+                 device: str | torch.device = "cpu", latent_encoder: LatentEncoder | None = None):
+        validate(config)
+        self.config = config
+        self.model = model
+        self.device = torch.device(device)
+        self.workdir = Path(workdir)
+        self.context = context.detach().to(self.device)
+        self.total_steps = config.run.steps
+        torch.manual_seed(config.run.seed)  # initial weights come from the seed
+        self.field = RadianceField(config.field).to(self.device)
+        if self.device.type == "cuda" and config.field.compile:
+            self.field.use_compiled()
+        self.renderer = VolumeRenderer(config.renderer, config.field.radius, self.device)
+        self.shading = PointLightShading(config.shading, self.total_steps)
+        encoder = latent_encoder or vae_latent_encoder(model.vae)
+        self.guidance = SDSGuidance(model.unet, model.alphas_cumprod, encoder, config.guidance, self.total_steps,
+                                    getattr(model, "camera_encoding", "isotropic3d"))
+        o = config.optimizer
+        self.optimizer = torch.optim.AdamW(
+            [{"params": self.field.grid_parameters(), "lr": o.lr_grid},
+             {"params": self.field.mlp_parameters(), "lr": o.lr_mlp}],
+            betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.step = 0  # the next step to run
+        self.elapsed_before = 0.0  # seconds spent in earlier sessions of this run
+        self.last_checkpoint_step: int | None = None
+        self.plan = StepPlan(config.phases.objects_before, config.phases.resolution_before, 0.0)
+
+    # -- schedules -----------------------------------------------------------------------------------------------
+    def update_step(self, step: int) -> StepPlan:
+        """Carry step ``step``'s schedules to every module."""
+        c = self.config
+        steps = self.total_steps
+        self.guidance.update_step(step)
+        self.shading.update_step(step)
+        self.renderer.update_grid(step, self.field)
+        before = step < c.phases.switch_at * steps
+        self.plan = StepPlan(
+            objects=c.phases.objects_before if before else c.phases.objects_after,
+            resolution=c.phases.resolution_before if before else c.phases.resolution_after,
+            lambda_orient=_linear(c.loss.lambda_orient_start, c.loss.lambda_orient_end, step,
+                                  c.loss.orient_until * steps),
+        )
+        return self.plan
+
+    def _step_seed(self, step: int) -> int:
+        return (self.config.run.seed * 1_000_003 + step * 7919) % (2**63 - 1)
+
+    # -- one optimisation step -----------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """Run step ``self.step``; returns its losses. Raises GenerationError on a non-finite loss."""
+        step = self.step
+        seed = self._step_seed(step)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            cpu_generator = torch.Generator().manual_seed(seed)
+            generator = cpu_generator if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(seed)
+            plan = self.update_step(step)
+            losses = self._optimise(plan, cpu_generator, generator)
+        self.step = step + 1
+        return losses
+
+    def _optimise(self, plan: StepPlan, cpu_generator, generator) -> dict[str, float]:
+        c = self.config
+        views = c.cameras.views_per_object
+        cameras = random_multiview_cameras(plan.objects, views, cpu_generator, c.cameras.elevation_range,
+                                           c.cameras.azimuth_range, c.cameras.fovy_range,
+                                           c.cameras.relative_radius_range)
+        lighting = self.shading.sample(cameras.c2w[:, :3, 3], views, cpu_generator)
+        with_normals = plan.lambda_orient > 0 or lighting.needs_normals
+        out = self.renderer.render_views(self.field, cameras, plan.resolution, plan.resolution, lighting,
+                                         stratified=True, generator=generator, with_normals=with_normals)
+        renders = out.rgb.permute(0, 3, 1, 2)
+        codes = cameras.codes(self.guidance.camera_encoding).to(self.device)
+        autocast = self.device.type == "cuda" and c.run.mixed_precision
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            sds = self.guidance(renders, self.context, codes, views, generator)
+        loss = c.loss.lambda_sds * sds.loss.float()
+        orient = torch.zeros((), device=self.device)
+        if with_normals:
+            orient = out.orientation.sum() / (out.opacity > 0).sum().clamp(min=1)
+            loss = loss + plan.lambda_orient * orient
+        if not torch.isfinite(loss):
+            raise GenerationError(
+                "nan_loss", f"the loss became {loss.item()} at step {self.step}; optimisation stopped"
+                + self._kept_note())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item(), "sds": sds.loss.item(), "orient": orient.item(), "t": float(sds.timestep)}
+
+    def _kept_note(self) -> str:
+        if self.last_checkpoint_step is None:
+            return " (no checkpoint had been written yet)"
+        return f"; the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.workdir}"
+
+    # -- outputs -------------------------------------------------------------------------------------------------
+    def eval_cameras(self, count: int = 4) -> ViewCameras:
+        c = self.config.cameras
+        azimuths = orbit_azimuths(count)
+        return make_view_cameras([c.eval_elevation] * count, azimuths, c.eval_distance, c.eval_fovy)
+
+    @torch.no_grad()
+    def render_views(self, count: int = 4, resolution: int | None = None) -> Views:
+        """Albedo renders of the field from the evaluation cameras (white background)."""
+        cameras = self.eval_cameras(count)
+        size = resolution or self.config.run.views_resolution
+        out = self.renderer.render_views(self.field, cameras, size, size, ALBEDO, with_normals=False)
+        images = (out.rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+        return Views("render", images, cameras.elevation.tolist(), cameras.azimuth.tolist(),
+                     cameras.c2w.cpu().numpy(), step=self.step)
+
+    def extract_mesh(self, resolution: int | None = None) -> Mesh:
+        m = self.config.mesh
+        return extract_mesh(self.field, resolution or m.resolution, m.density_threshold, m.min_component_fraction,
+                            m.chunk_points)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "field": self.field.state_dict(),
+            "grid": self.renderer.grid_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "context": self.context.cpu(),
+            "config": self.config.to_dict(),
+            "elapsed": self.elapsed_before,
+            "model": getattr(self.model, "name", type(self.model).__name__),
+        }
+
+    def save_checkpoint(self, elapsed: float = 0.0) -> Path | None:
+        """Write the state atomically; a state with non-finite weights is not written (the last good one stays)."""
+        if not all(torch.isfinite(p).all() for p in self.field.parameters()):
+            return None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        state["elapsed"] = self.elapsed_before + elapsed
+        path = self.workdir / CHECKPOINT_NAME
+        temporary = path.with_name(path.name + ".partial")
+        torch.save(state, temporary)
+        temporary.replace(path)
+        self.last_checkpoint_step = self.step
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as error:
+            raise GenerationError("bad_checkpoint", f"cannot read checkpoint {path}: {error}") from None
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise GenerationError("bad_checkpoint", f"{path} is not a generation checkpoint of this version")
+        self.field.load_state_dict(state["field"])
+        self.renderer.load_grid_state(state["grid"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.context = state["context"].to(self.device)
+        self.step = int(state["step"])
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        self.last_checkpoint_step = self.step
+
+    # -- the run -------------------------------------------------------------------------------------------------
+    def run(self, cancel: threading.Event | Callable[[], bool] | None = None,
+            mesh_requested: threading.Event | None = None) -> Iterator[Event]:
+        """Optimise from ``self.step`` to the end, yielding events; ends with Done or Failed."""
+        run = self.config.run
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+        cancelled = (cancel.is_set if isinstance(cancel, threading.Event) else cancel) or (lambda: False)
+        start_time = time.perf_counter()
+        start_step = self.step
+        phase = "sds"
+        try:
+            while self.step < self.total_steps:
+                if cancelled():
+                    self.save_checkpoint(time.perf_counter() - start_time)
+                    yield Failed("cancelled", f"cancelled at step {self.step}; state saved in {self.workdir}")
+                    return
+                losses = self.train_step()
+                step = self.step  # steps done
+                elapsed = time.perf_counter() - start_time
+                eta = elapsed / (step - start_step) * (self.total_steps - step)
+                yield Progress(phase, step, self.total_steps, self.elapsed_before + elapsed, eta, losses)
+                if run.views_every and step % run.views_every == 0:
+                    yield self.render_views()
+                wants_mesh = mesh_requested is not None and mesh_requested.is_set()
+                if (run.mesh_every and step % run.mesh_every == 0 and step < self.total_steps) or wants_mesh:
+                    if mesh_requested is not None:
+                        mesh_requested.clear()
+                    event = self._intermediate_mesh(step)
+                    if event is not None:
+                        yield event
+                if run.checkpoint_every and step % run.checkpoint_every == 0:
+                    self.save_checkpoint(elapsed)
+            self.save_checkpoint(time.perf_counter() - start_time)
+            yield from self._finish(start_time)
+        except GenerationError as error:
+            yield Failed(error.code, error.message)
+        except torch.OutOfMemoryError:
+            yield Failed("out_of_memory",
+                         f"the GPU ran out of memory at step {self.step}: try the 'draft' preset or lower "
+                         f"phases.resolution_after / phases.objects_before" + self._kept_note())
+
+    def _intermediate_mesh(self, step: int) -> MeshUpdate | None:
+        mesh = self.extract_mesh(self.config.mesh.preview_resolution)
+        if mesh.is_empty:
+            return None
+        export_mesh(mesh, self.workdir / LATEST_MESH_NAME)
+        return MeshUpdate(mesh.vertices, mesh.faces, mesh.vertex_colors, step)
+
+    def _finish(self, start_time: float) -> Iterator[Event]:
+        total = self.total_steps
+        yield Progress("mesh", total, total, self.elapsed_before + time.perf_counter() - start_time, None, {})
+        mesh = self.extract_mesh()
+        if mesh.is_empty:
+            raise GenerationError(
+                "empty_mesh", f"no surface at density {self.config.mesh.density_threshold}: the field is empty "
+                "(lower mesh.density_threshold or run more steps)" + self._kept_note())
+        artifacts = {}
+        for name in FINAL_MESH_NAMES:
+            artifacts[name] = str(export_mesh(mesh, self.workdir / name))
+        yield MeshUpdate(mesh.vertices, mesh.faces, mesh.vertex_colors, total, final=True)
+        views = self.render_views(self.config.run.turntable_views)
+        artifacts[TURNTABLE_NAME] = str(save_image_strip(views.images, self.workdir / TURNTABLE_NAME))
+        yield views
+        artifacts[CHECKPOINT_NAME] = str(self.workdir / CHECKPOINT_NAME)
+        yield Done(artifacts)
+
+
+def save_image_strip(images: np.ndarray, path: Path) -> Path:
+    """Images uint8 [V, H, W, 3] side by side in one PNG (written atomically)."""
+    from PIL import Image
+
+    strip = np.concatenate(list(images), axis=1)
+    temporary = path.with_name(path.name + ".partial")
+    Image.fromarray(strip).save(temporary, format="PNG")
+    temporary.replace(path)
+    return path
+
+
+def condition_context(model, image: torch.Tensor) -> torch.Tensor:
+    """The conditioning context [1, 1, D] of an image [1, 3, 256, 256] in [-1, 1] (white background)."""
+    return model.encode_image(image).float()
+
+
+def generate(model, config: GenerateConfig, workdir: str | Path, image: torch.Tensor | None = None,
+             device: str | torch.device = "cpu", resume: bool = False,
+             cancel: threading.Event | Callable[[], bool] | None = None,
+             mesh_requested: threading.Event | None = None,
+             latent_encoder: LatentEncoder | None = None) -> Iterator[Event]:
+    """Image -> events (progress, renders, meshes) -> Done with mesh.glb/.obj/.ply and turntable.png in
+    ``workdir``. ``resume``: continue from ``workdir``'s checkpoint (the image is then optional). Errors become
+    one Failed event; earlier outputs stay on disk."""
+    try:
+        workdir = Path(workdir)
+        checkpoint = workdir / CHECKPOINT_NAME
+        if resume and not checkpoint.is_file():
+            raise GenerationError("no_checkpoint", f"nothing to resume: {checkpoint} does not exist")
+        if not resume and image is None:
+            raise GenerationError("no_image", "an input image is needed")
+        context = condition_context(model, image.to(device)) if image is not None and not resume else None
+        if context is None:  # the real context comes from the checkpoint
+            context = torch.zeros(1, 1, 1)
+        trainer = SDSTrainer(config, model, context, workdir, device, latent_encoder)
+        if resume:
+            trainer.load_checkpoint(checkpoint)
+    except GenerationError as error:
+        yield Failed(error.code, error.message)
+        return
+    except ValueError as error:
+        yield Failed("bad_settings", str(error))
+        return
+    yield from trainer.run(cancel, mesh_requested)

@@ -1,0 +1,149 @@
+"""SDS benchmark: ms per step in each phase, the step's floor, peak memory, and the wall time of a reference run.
+
+    python bench/sds.py                      # CUDA, published model sizes with random weights
+    python bench/sds.py --full               # also run the whole `reference` preset end to end (wall time)
+    python bench/sds.py --tiny --device cpu  # smoke run at tiny sizes
+
+Figures printed:
+  - ms per SDS step in phase 1 (2 objects x 4 views at 64^2) and phase 2 (1 x 4 at 256^2), with each normals kind;
+  - the floor of one 256^2 step: one batch-8 UNet forward at 32x32 ([uncond; cond] x 4 views) plus the VAE encoder
+    forward and backward of 4 views at 256^2, and the ratio step / floor;
+  - mesh extraction time (final resolution), peak GPU memory, and the reference run's wall time (estimated from the
+    phase timings, or measured with --full).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from backend.models.vae import encode_latents  # noqa: E402
+from backend.nerf.presets import preset, set_option  # noqa: E402
+from backend.nerf.trainer import SDSTrainer, generate  # noqa: E402
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats: int, warmup: int) -> float:
+    """Median milliseconds of ``fn()``."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return sorted(times)[len(times) // 2]
+
+
+def floor_ms(model, device, resolution: int, repeats: int, warmup: int, autocast: bool) -> dict[str, float]:
+    views = 4
+    latent = resolution // 8
+    context = torch.randn(2 * views, 1, model.unet.config.cross_attention_dim, device=device)
+    x = torch.randn(2 * views, 4, latent, latent, device=device)
+    t = torch.full((2 * views,), 500, device=device)
+    camera = torch.randn(2 * views, 16, device=device)
+    images = torch.rand(views, 3, resolution, resolution, device=device) * 2 - 1
+
+    def unet():
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            model.unet(x, t, context=context, camera=camera, num_frames=views)
+
+    def vae():
+        source = images.clone().requires_grad_(True)
+        with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            latents = encode_latents(model.vae, source)
+        latents.float().square().sum().backward()
+
+    return {"unet": timed(unet, device, repeats, warmup), "vae": timed(vae, device, repeats, warmup)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="tiny model and CPU-sized settings")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per phase")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--full", action="store_true", help="run the whole reference preset (wall time)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: use --tiny --device cpu for a smoke run", file=sys.stderr)
+        return 2
+
+    from backend.models.multiview_model import build_random_published_model, build_tiny_model
+
+    model = build_tiny_model(0).to(device) if args.tiny else build_random_published_model(0, device=device)
+    config = preset("tiny" if args.tiny else "reference")
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; model: {model.name}; "
+          f"torch {torch.__version__}")
+    autocast = device.type == "cuda" and config.run.mixed_precision
+    context = torch.randn(1, 1, model.unet.config.cross_attention_dim, device=device)
+    steps = config.run.steps
+    switch = int(config.phases.switch_at * steps)
+    results = {}
+    for normals in ("finite_difference", "analytic"):
+        set_option(config, "field.normals", normals)
+        with tempfile.TemporaryDirectory() as workdir:
+            trainer = SDSTrainer(config, model, context, workdir, device)
+            phase_1_step = min(config.renderer.grid_warmup_steps + 44, switch - 1)  # past the grid warm-up
+            for phase, at in (("phase 1", phase_1_step), ("phase 2", switch + 1)):
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+
+                def one_step():
+                    trainer.step = at  # the same step (and phase) every time
+                    trainer.train_step()
+
+                ms = timed(one_step, device, args.steps, args.warmup)
+                peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+                results[(normals, phase)] = ms
+                plan = trainer.plan
+                print(f"{normals:17s} {phase}: {plan.objects}x{config.cameras.views_per_object} views at "
+                      f"{plan.resolution}^2: {ms:8.1f} ms/step, peak GPU memory {peak:.2f} GiB")
+            start = time.perf_counter()
+            mesh = trainer.extract_mesh()
+            synchronize(device)
+            mesh_s = time.perf_counter() - start
+    print(f"final mesh ({config.mesh.resolution}^3 grid, {len(mesh.faces)} faces): {mesh_s:.2f} s")
+
+    floor = floor_ms(model, device, config.guidance.latent_resolution_input, args.steps, args.warmup, autocast)
+    total_floor = floor["unet"] + floor["vae"]
+    print(f"floor: UNet batch-8 forward {floor['unet']:.1f} ms + VAE encoder fwd+bwd 4x{config.guidance.latent_resolution_input}^2 {floor['vae']:.1f} ms "
+          f"= {total_floor:.1f} ms")
+    default = "finite_difference"
+    for normals in ("finite_difference", "analytic"):
+        ratio = results[(normals, "phase 2")] / total_floor
+        estimate = (switch * results[(normals, "phase 1")] + (steps - switch) * results[(normals, "phase 2")]) / 1e3
+        meshes = (steps // config.run.mesh_every) * mesh_s * (config.mesh.preview_resolution / config.mesh.resolution)**3
+        print(f"{normals:17s}: 256^2 step / floor = {ratio:.2f}; reference run ({steps} steps) ~ "
+              f"{(estimate + meshes + mesh_s) / 60:.1f} min (steps {estimate / 60:.1f} min + meshes)")
+    if args.full:
+        set_option(config, "field.normals", default)
+        with tempfile.TemporaryDirectory() as workdir:
+            start = time.perf_counter()
+            image = torch.zeros(1, 3, 256, 256, device=device)
+            last = None
+            for last in generate(model, config, workdir, image=image, device=device):
+                pass
+            synchronize(device)
+            print(f"whole reference run: {(time.perf_counter() - start) / 60:.1f} min, ended with "
+                  f"{type(last).__name__}; peak GPU memory "
+                  f"{torch.cuda.max_memory_allocated() / 2**30 if device.type == 'cuda' else float('nan'):.2f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Field normals (finite differences vs analytic), compiled vs plain field, mesh extraction and export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from backend.nerf.field import RadianceField
+from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
+from tests.nerf.targets import SPHERE_CENTRE, SPHERE_RADIUS, SphereTarget, chamfer_distance, small_config, \
+    sphere_surface_points
+
+
+def test_finite_difference_normals_match_analytic_ones():
+    config = small_config().field
+    torch.manual_seed(0)
+    field = RadianceField(config)
+    points = torch.rand(2000, 3) * 1.2 - 0.6
+    _, _, analytic = field(points, with_normals=True) if config.normals == "analytic" else (None, None, None)
+    field.config.normals = "analytic"
+    _, _, analytic = field(points, with_normals=True)
+    field.config.normals = "finite_difference"
+    _, _, finite = field(points, with_normals=True)
+    cosine = (analytic * finite).sum(dim=-1)
+    assert cosine.median() > 0.999 and (cosine > 0.95).float().mean() > 0.97
+
+
+@pytest.mark.slow
+def test_compiled_field_equals_the_plain_torch_field():
+    torch.manual_seed(0)
+    field = RadianceField(small_config().field)
+    points = torch.rand(4096, 3) * 2 - 1
+    plain_density, plain_albedo, _ = field(points)
+    field.use_compiled()
+    density, albedo, _ = field(points)
+    assert torch.allclose(density, plain_density, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(albedo, plain_albedo, rtol=1e-5, atol=1e-6)
+
+
+def test_extracted_mesh_is_outward_clean_and_coloured():
+    target = SphereTarget()
+    mesh = extract_mesh(target, 48, threshold=30.0, min_component_fraction=0.01)
+    shape = trimesh.Trimesh(mesh.vertices, mesh.faces)
+    assert shape.is_watertight and shape.volume > 0
+    assert abs(shape.volume - 4 / 3 * np.pi * SPHERE_RADIUS**3) < 0.05 * shape.volume
+    assert chamfer_distance(mesh.vertices, sphere_surface_points()) < 0.02  # ~ the 4000 points' spacing
+    red = mesh.vertices[:, 0] > SPHERE_CENTRE[0] + 0.02
+    assert (mesh.vertex_colors[red, 0] > 200).all() and (mesh.vertex_colors[~red & (mesh.vertices[:, 0] <
+                                                         SPHERE_CENTRE[0] - 0.02), 2] > 200).all()
+
+
+class TwoBlobs(SphereTarget):
+    """The sphere plus a tiny floater far from it."""
+
+    def density(self, points):
+        floater = self.peak * torch.sigmoid((0.06 - (points - torch.tensor([-0.8, 0.8, 0.8])).norm(dim=-1)) * 60)
+        return torch.maximum(super().density(points), floater)
+
+
+def test_small_floating_components_are_dropped():
+    kept = extract_mesh(TwoBlobs(), 48, threshold=30.0, min_component_fraction=0.0)
+    cleaned = extract_mesh(TwoBlobs(), 48, threshold=30.0, min_component_fraction=0.05)
+    assert len(trimesh.Trimesh(kept.vertices, kept.faces).split(only_watertight=False)) == 2
+    assert len(trimesh.Trimesh(cleaned.vertices, cleaned.faces).split(only_watertight=False)) == 1
+
+
+def test_empty_field_gives_an_empty_mesh_and_export_refuses_unknown_formats(tmp_path):
+    mesh = extract_mesh(SphereTarget(peak=1.0), 16, threshold=30.0)
+    assert mesh.is_empty
+    with pytest.raises(ValueError, match="mesh formats"):
+        export_mesh(Mesh(np.zeros((3, 3), np.float32), np.array([[0, 1, 2]], np.int32),
+                         np.zeros((3, 3), np.uint8)), tmp_path / "a.fbx")

@@ -1,0 +1,156 @@
+"""The generation loop with the real tiny model: every event type, resume determinism, cancel, bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+from backend.commands import generate as command
+from backend.events import EVENT_TYPES, Done, Failed, MeshUpdate, Progress, Views
+from backend.models.multiview_model import build_tiny_model
+from backend.nerf.trainer import CHECKPOINT_NAME, LATEST_MESH_NAME, SDSTrainer, generate
+from tests.nerf.targets import small_config
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_tiny_model(seed=0)
+
+
+@pytest.fixture(scope="module")
+def image():
+    return command.load_condition_image("examples/example.png")
+
+
+def test_a_run_yields_every_event_type_and_writes_outputs(model, image, tmp_path):
+    config = small_config(steps=4, run__mesh_every=2, run__views_every=2, run__checkpoint_every=2,
+                          mesh__density_threshold=2.0)
+    events = list(generate(model, config, tmp_path, image=image))
+    kinds = {type(e) for e in events}
+    assert kinds == set(EVENT_TYPES) - {Failed}
+    progress = [e for e in events if isinstance(e, Progress) and e.phase == "sds"]
+    assert [p.step for p in progress] == [1, 2, 3, 4] and all(p.total == 4 for p in progress)
+    assert all(np.isfinite(p.losses["loss"]) and p.eta is not None and p.elapsed > 0 for p in progress)
+    views = [e for e in events if isinstance(e, Views)]
+    assert views[0].images.shape == (4, 24, 24, 3) and views[0].images.dtype == np.uint8
+    assert views[0].c2w.shape == (4, 4, 4) and views[0].kind == "render"
+    meshes = [e for e in events if isinstance(e, MeshUpdate)]
+    assert meshes[-1].final and not meshes[0].final and meshes[0].step == 2
+    final = meshes[-1]
+    assert final.vertices.dtype == np.float32 and final.faces.dtype == np.int32 and final.vertex_colors.dtype == np.uint8
+    assert trimesh.Trimesh(final.vertices, final.faces).volume > 0  # wound outward
+    done = events[-1]
+    assert isinstance(done, Done)
+    for name in ("mesh.glb", "mesh.obj", "mesh.ply", "turntable.png", CHECKPOINT_NAME):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / LATEST_MESH_NAME).is_file()
+    ply = trimesh.load(tmp_path / "mesh.ply")
+    assert np.allclose(np.sort(ply.vertices[:, 2]), np.sort(final.vertices[:, 2]), atol=1e-5)  # PLY keeps Z up
+    glb = trimesh.load(tmp_path / "mesh.glb", force="mesh")
+    assert np.allclose(np.sort(glb.vertices[:, 1]), np.sort(final.vertices[:, 2]), atol=1e-5)  # GLB is Y up
+    assert Image.open(tmp_path / "turntable.png").size == (2 * 24, 24)
+
+
+def test_resume_continues_to_the_same_result(model, image, tmp_path):
+    config = small_config(steps=6, run__mesh_every=0, run__views_every=0, run__checkpoint_every=3)
+    context = model.encode_image(image).float()
+    whole = SDSTrainer(config, model, context, tmp_path / "whole")
+    for _ in range(6):
+        whole.train_step()
+
+    cancel_after_three = threading.Event()
+    first = SDSTrainer(config, model, context, tmp_path / "split")
+    events = []
+    for event in first.run(cancel=cancel_after_three):
+        events.append(event)
+        if isinstance(event, Progress) and event.step == 3:
+            cancel_after_three.set()
+    assert isinstance(events[-1], Failed) and events[-1].code == "cancelled"
+    resumed = list(generate(model, config, tmp_path / "split", resume=True))
+    assert isinstance(resumed[-1], Done)
+    assert [e.step for e in resumed if isinstance(e, Progress) and e.phase == "sds"] == [4, 5, 6]
+    state = torch.load(tmp_path / "split" / CHECKPOINT_NAME, weights_only=True)
+    for name, value in whole.field.state_dict().items():
+        assert torch.equal(state["field"][name], value), name
+    assert torch.equal(state["grid"]["binaries"], whole.renderer.grid.binaries)
+
+
+def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(model, image, tmp_path):
+    config = small_config(steps=4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
+    trainer = SDSTrainer(config, model, model.encode_image(image).float(), tmp_path)
+    events = []
+    for event in trainer.run():
+        events.append(event)
+        if isinstance(event, Progress) and event.step == 3:  # after the checkpoint of step 2
+            with torch.no_grad():  # a diverged optimiser state: the next loss is NaN
+                trainer.field.encoding.table.fill_(float("nan"))
+    failed = events[-1]
+    assert isinstance(failed, Failed) and failed.code == "nan_loss"
+    assert "at step 3" in failed.message and "(step 2)" in failed.message and str(tmp_path) in failed.message
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] == 2 and torch.isfinite(state["field"]["encoding.table"]).all()
+
+
+def test_out_of_memory_becomes_a_clear_failure(model, image, tmp_path, monkeypatch):
+    # A CPU cannot run out of GPU memory; the renderer raises the error CUDA would raise.
+    config = small_config(steps=2, run__mesh_every=0, run__views_every=0)
+    trainer = SDSTrainer(config, model, model.encode_image(image).float(), tmp_path)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(trainer.renderer, "render_views", out_of_memory)
+    events = list(trainer.run())
+    assert isinstance(events[-1], Failed) and events[-1].code == "out_of_memory"
+    assert "draft" in events[-1].message
+
+
+@pytest.mark.parametrize("setting, value", [("run.steps", 0), ("phases.resolution_after", -64),
+                                            ("mesh.resolution", 0), ("cameras.fovy_range", "0,200")])
+def test_impossible_settings_are_refused_by_name(setting, value, tmp_path):
+    with pytest.raises(ValueError, match=setting.replace(".", r"\.")):
+        config = small_config()
+        from backend.nerf.presets import set_option, validate
+
+        set_option(config, setting, value)
+        validate(config)
+
+
+def _cli(*argv):
+    return command.main([*map(str, argv)])
+
+
+def test_cli_bad_inputs_give_clear_errors(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cases = [
+        ((tmp_path / "missing.png", "--model", "tiny"), "does not exist"),
+        ((corrupt, "--model", "tiny"), "not an image PIL can read"),
+        (("examples/example.png", "--model", "tiny", "--steps", "0"), "run.steps must be at least 1"),
+        (("examples/example.png", "--model", "tiny", "--phases.resolution_after", "-8"), "resolution_after"),
+        (("examples/example.png", "--model", "tiny", "--out", tmp_path / "a.fbx"), ".glb, .obj or .ply"),
+        (("--resume", tmp_path / "nothing", "--model", "tiny"), "cannot resume"),
+    ]
+    for argv, message in cases:
+        assert _cli(*argv) == command.EXIT_BAD_INPUT
+        assert message in capsys.readouterr().err
+
+
+def test_cli_generates_and_resumes(tmp_path, capsys):
+    out = tmp_path / "asset.obj"
+    common = ("--model", "tiny", "--device", "cpu", "--preset", "tiny", "--quiet", "--out", out,
+              "--phases.resolution_before", "24", "--mesh.resolution", "32", "--mesh.density_threshold", "2")
+    assert _cli("examples/example.png", "--steps", "2", *common) == command.EXIT_OK
+    assert out.is_file() and (tmp_path / "asset_turntable.png").is_file()
+    job = tmp_path / "asset.job"
+    # The same work folder again without --resume is refused (nothing is overwritten) ...
+    assert _cli("examples/example.png", "--steps", "2", *common) == command.EXIT_BAD_INPUT
+    assert "--resume" in capsys.readouterr().err
+    # ... and --resume with more steps continues from step 2.
+    assert _cli("--resume", job, "--steps", "3", *common) == command.EXIT_OK
+    assert torch.load(job / CHECKPOINT_NAME, weights_only=True)["step"] == 3
