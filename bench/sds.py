@@ -77,6 +77,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per phase")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--full", action="store_true", help="run the whole reference preset (wall time)")
+    parser.add_argument("--profile", action="store_true", help="print where a phase-2 step spends its GPU time")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -108,6 +109,16 @@ def main() -> int:
                     trainer.train_step()
 
                 ms = timed(one_step, device, args.steps, args.warmup)
+                if args.profile and phase == "phase 2" and normals == "finite_difference":
+                    from torch.profiler import ProfilerActivity, profile
+
+                    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+                    with profile(activities=activities) as profiler:
+                        for _ in range(3):
+                            one_step()
+                        synchronize(device)
+                    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+                    print(profiler.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
                 peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
                 results[(normals, phase)] = ms
                 plan = trainer.plan

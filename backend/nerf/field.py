@@ -159,7 +159,9 @@ class RadianceField(nn.Module):
         training = torch.is_grad_enabled()  # the double backward is needed only when the loss will backpropagate
         with torch.enable_grad():
             points = points.detach().requires_grad_(True)
-            density, albedo = self._run(points)
+            # The double backward needs create_graph, which torch.compile's backward (donated buffers) refuses:
+            # the analytic path runs the plain-torch field.
+            density, albedo = self._evaluate(points)
             (gradient,) = torch.autograd.grad(density.sum(), points, create_graph=training)
         normals = F.normalize(-gradient, dim=-1)
         if not training:
