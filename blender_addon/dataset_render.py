@@ -1,0 +1,445 @@
+"""Multi-view training-data renderer (bpy only): one render scene reused for many objects.
+
+Used by the add-on's "Render training views" operator (on copies of the selected objects) and, headless, by
+``training/render_cli.py`` worker processes (on imported files). Per object: import or copy into the render
+scene, normalise to the unit cube at the origin, light with a randomly rotated and scaled HDRI from the ones
+Blender ships, render the fixed and random view sets, write ``cameras.json`` (conventions in
+``render_plan``), then publish the folder with one atomic rename so that no half-written object ever looks
+finished. Units: Blender units, angles in degrees unless named ``*_rad``; world Z up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import bpy
+import mathutils
+import numpy as np
+
+from .render_plan import (
+    RECORD_FILE,
+    ObjectPlan,
+    RenderSettings,
+    RenderSettingsError,
+    camera_to_world,
+    object_record,
+    plan_object,
+)
+
+SUPPORTED_EXTENSIONS = (".glb", ".gltf", ".obj", ".fbx", ".ply", ".stl", ".blend")
+# ID collections that importers add to; what an import adds there is removed again after the object's render.
+_ID_COLLECTIONS = (
+    "objects", "meshes", "materials", "images", "textures", "node_groups", "collections", "cameras", "lights",
+    "actions", "armatures", "curves", "lattices", "metaballs", "fonts", "grease_pencils", "hair_curves",
+    "pointclouds", "volumes", "particles", "speakers", "sounds", "lightprobes", "cache_files", "worlds",
+)
+
+
+class ObjectRenderError(Exception):
+    """One object cannot be rendered; the message is the human-readable reason recorded in the manifest."""
+
+
+def shipped_hdri_folder() -> str:
+    """The folder of the world HDRIs that Blender ships (``datafiles/studiolights/world``)."""
+    folder = bpy.utils.system_resource("DATAFILES", path=os.path.join("studiolights", "world"))
+    if not folder or not os.path.isdir(folder):
+        raise RenderSettingsError("this Blender has no studiolights/world HDRI folder to light with")
+    return folder
+
+
+def available_hdris(settings: RenderSettings) -> list[str]:
+    """Sorted HDRI file names to draw from: ``settings.hdris`` (checked to exist) or all shipped ones."""
+    shipped = sorted(name for name in os.listdir(shipped_hdri_folder()) if name.lower().endswith((".exr", ".hdr")))
+    if not settings.hdris:
+        return shipped
+    missing = [name for name in settings.hdris if name not in shipped]
+    if missing:
+        raise RenderSettingsError(f"unknown HDRI(s) {', '.join(missing)}; Blender ships {', '.join(shipped)}")
+    return sorted(settings.hdris)
+
+
+def _engine_identifier(engine: str) -> str:
+    if engine == "cycles":
+        return "CYCLES"
+    items = {item.identifier for item in bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items}
+    for name in ("BLENDER_EEVEE_NEXT", "BLENDER_EEVEE"):  # 4.2-4.x call it EEVEE_NEXT, 5.x EEVEE
+        if name in items:
+            return name
+    raise RenderSettingsError("this Blender build has no EEVEE engine")
+
+
+def _enable_cycles_gpu() -> str:
+    """Switches Cycles to the first GPU backend with devices; returns its name or raises a clear error."""
+    preferences = bpy.context.preferences.addons["cycles"].preferences
+    for backend in ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL"):
+        try:
+            preferences.compute_device_type = backend
+        except TypeError:  # backend not compiled into this build
+            continue
+        preferences.get_devices()
+        gpus = [device for device in preferences.devices if device.type == backend]
+        if gpus:
+            for device in preferences.devices:
+                device.use = device.type == backend
+            return backend
+    raise RenderSettingsError("device gpu: Cycles finds no GPU (OptiX, CUDA, HIP, oneAPI or Metal) here; use cpu")
+
+
+@dataclass
+class LoadedObject:
+    """Objects of one training object inside the render scene and every datablock to remove afterwards."""
+
+    objects: list  # bpy.types.Object, all of them (meshes, empties, armatures...)
+    owned_ids: list  # bpy.types.ID that this object brought in (removed by TrainingViewRenderer.discard)
+    source: str
+
+
+class TrainingViewRenderer:
+    """Configures ``scene`` once (render settings, camera, world) and renders objects into it one after another.
+
+    ``scene`` must contain nothing but what this renderer and the loaded objects put there. ``owns_scene``:
+    remove the scene itself on ``close()`` (the add-on renders in a temporary scene).
+    """
+
+    def __init__(self, settings: RenderSettings, scene, owns_scene: bool = False):
+        self.settings = settings
+        self.scene = scene
+        self.owns_scene = owns_scene
+        self.hdri_folder = shipped_hdri_folder()
+        self.hdris = available_hdris(settings)
+        self.gpu_backend = None
+        self._own_ids = []
+        self._configure_render()
+        self._make_camera()
+        self._make_world()
+
+    # ----- scene set-up (once) -----
+    def _configure_render(self):
+        settings, render = self.settings, self.scene.render
+        render.engine = _engine_identifier(settings.engine)
+        render.resolution_x = render.resolution_y = settings.resolution
+        render.resolution_percentage = 100
+        render.pixel_aspect_x = render.pixel_aspect_y = 1.0
+        render.film_transparent = settings.background == "transparent"
+        render.use_persistent_data = True  # keep BVH/images/world maps between the views of an object
+        render.dither_intensity = 0.0  # exact white background, bit-identical re-renders
+        render.threads_mode = "FIXED" if settings.threads else "AUTO"
+        if settings.threads:
+            render.threads = settings.threads
+        image = render.image_settings
+        image.file_format = "PNG"
+        image.color_mode = "RGBA" if settings.background == "transparent" else "RGB"
+        image.color_depth = "8"
+        render.use_file_extension = True
+        self.scene.view_settings.view_transform = "Standard"
+        self.scene.view_settings.look = "None"
+        self.scene.view_settings.exposure = 0.0
+        self.scene.view_settings.gamma = 1.0
+        if settings.engine == "cycles":
+            cycles = self.scene.cycles
+            if settings.device == "gpu":
+                self.gpu_backend = _enable_cycles_gpu()
+            cycles.device = "GPU" if settings.device == "gpu" else "CPU"
+            cycles.samples = settings.samples
+            cycles.use_denoising = settings.denoise
+            cycles.use_animated_seed = False
+            # SyncDreamer's bounces: 1 diffuse, 1 glossy, 3 transparent/transmission.
+            cycles.max_bounces = 6
+            cycles.diffuse_bounces = 1
+            cycles.glossy_bounces = 1
+            cycles.transparent_max_bounces = 3
+            cycles.transmission_bounces = 3
+        else:
+            self.scene.eevee.taa_render_samples = settings.samples
+
+    def _make_camera(self):
+        data = bpy.data.cameras.new("iso3d_render_camera")
+        data.lens_unit = "FOV"
+        data.sensor_fit = "AUTO"
+        data.angle = math.radians(self.settings.fov_deg)
+        data.clip_start = 0.01
+        data.clip_end = 1000.0
+        self.camera = bpy.data.objects.new("iso3d_render_camera", data)
+        self.scene.collection.objects.link(self.camera)
+        self.scene.camera = self.camera
+        self._own_ids += [self.camera, data]
+
+    def _make_world(self):
+        """HDRI lighting; with a white background, camera rays see plain white (emission 1, Standard view)."""
+        world = bpy.data.worlds.new("iso3d_render_world")
+        self._own_ids.append(world)
+        self.scene.world = world
+        tree = world.node_tree
+        tree.nodes.clear()
+        nodes, links = tree.nodes, tree.links
+        coordinates = nodes.new("ShaderNodeTexCoord")
+        self.mapping = nodes.new("ShaderNodeMapping")
+        self.environment = nodes.new("ShaderNodeTexEnvironment")
+        self.hdri_background = nodes.new("ShaderNodeBackground")
+        output = nodes.new("ShaderNodeOutputWorld")
+        links.new(coordinates.outputs["Generated"], self.mapping.inputs["Vector"])
+        links.new(self.mapping.outputs["Vector"], self.environment.inputs["Vector"])
+        links.new(self.environment.outputs["Color"], self.hdri_background.inputs["Color"])
+        if self.settings.background == "white":
+            white = nodes.new("ShaderNodeBackground")
+            white.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
+            white.inputs["Strength"].default_value = 1.0
+            light_path = nodes.new("ShaderNodeLightPath")
+            mix = nodes.new("ShaderNodeMixShader")
+            links.new(light_path.outputs["Is Camera Ray"], mix.inputs["Fac"])
+            links.new(self.hdri_background.outputs["Background"], mix.inputs[1])
+            links.new(white.outputs["Background"], mix.inputs[2])
+            links.new(mix.outputs["Shader"], output.inputs["Surface"])
+        else:
+            links.new(self.hdri_background.outputs["Background"], output.inputs["Surface"])
+
+    def _set_lighting(self, plan: ObjectPlan):
+        image = bpy.data.images.load(os.path.join(self.hdri_folder, plan.hdri), check_existing=True)
+        if image not in self._own_ids:
+            self._own_ids.append(image)
+        self.environment.image = image
+        self.mapping.inputs["Rotation"].default_value = (0.0, 0.0, math.radians(plan.hdri_rotation_deg))
+        self.hdri_background.inputs["Strength"].default_value = plan.hdri_strength
+
+    # ----- loading objects -----
+    def _snapshot_ids(self) -> dict:
+        return {
+            name: {id_.as_pointer() for id_ in getattr(bpy.data, name)}
+            for name in _ID_COLLECTIONS
+            if hasattr(bpy.data, name)
+        }
+
+    def _ids_added_since(self, snapshot: dict) -> list:
+        added = []
+        for name, before in snapshot.items():
+            added += [id_ for id_ in getattr(bpy.data, name) if id_.as_pointer() not in before]
+        return added
+
+    def import_file(self, path: str) -> LoadedObject:
+        """Imports a GLB/GLTF/OBJ/FBX/PLY/STL/.blend file into the render scene (the context scene).
+
+        Raises ObjectRenderError when the file cannot be read; imported cameras and lights are dropped.
+        """
+        if bpy.context.scene != self.scene:
+            raise RuntimeError("import_file needs the render scene to be the context scene")
+        extension = os.path.splitext(path)[1].lower()
+        if extension not in SUPPORTED_EXTENSIONS:
+            raise ObjectRenderError(f"unsupported file type {extension or '(none)'}; use {', '.join(SUPPORTED_EXTENSIONS)}")
+        if not os.path.isfile(path):
+            raise ObjectRenderError(f"file not found: {path}")
+        snapshot = self._snapshot_ids()
+        try:
+            self._run_importer(extension, path)
+        except Exception as error:  # importers raise RuntimeError or their own errors with the reason
+            self.discard(LoadedObject([], self._ids_added_since(snapshot), path))
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise ObjectRenderError(f"could not import {os.path.basename(path)}: {reason}") from None
+        added = self._ids_added_since(snapshot)
+        objects = [id_ for id_ in added if isinstance(id_, bpy.types.Object)]
+        for obj in objects:
+            if obj.name not in self.scene.collection.all_objects:  # e.g. objects appended from a .blend
+                self.scene.collection.objects.link(obj)
+        dropped = [obj for obj in objects if obj.type in {"CAMERA", "LIGHT", "LIGHT_PROBE", "SPEAKER"}]
+        for obj in dropped:
+            for collection in list(obj.users_collection):
+                collection.objects.unlink(obj)
+        kept = [obj for obj in objects if obj not in dropped]
+        return LoadedObject(kept, added, path)
+
+    def _run_importer(self, extension: str, path: str):
+        if extension in (".glb", ".gltf"):
+            result = bpy.ops.import_scene.gltf(filepath=path, merge_vertices=True)
+        elif extension == ".obj":
+            result = bpy.ops.wm.obj_import(filepath=path)
+        elif extension == ".fbx":
+            result = bpy.ops.import_scene.fbx(filepath=path)
+        elif extension == ".ply":
+            result = bpy.ops.wm.ply_import(filepath=path)
+        elif extension == ".stl":
+            result = bpy.ops.wm.stl_import(filepath=path)
+        else:  # .blend: append every object of the file
+            with bpy.data.libraries.load(path, link=False) as (data_from, data_to):
+                data_to.objects = list(data_from.objects)
+            result = {"FINISHED"}
+        if "FINISHED" not in result:
+            raise RuntimeError(f"the importer returned {', '.join(sorted(result))}")
+
+    def copy_objects(self, objects: Sequence) -> LoadedObject:
+        """Copies objects (with their mesh data, world transforms baked, parents dropped) into the render scene.
+
+        The originals are never modified; the add-on renders the selected objects this way.
+        """
+        copies, owned = [], []
+        for original in objects:
+            duplicate = original.copy()
+            if original.data is not None:
+                duplicate.data = original.data.copy()
+                owned.append(duplicate.data)
+            duplicate.animation_data_clear()
+            duplicate.parent = None
+            duplicate.matrix_world = original.matrix_world.copy()
+            self.scene.collection.objects.link(duplicate)
+            copies.append(duplicate)
+            owned.append(duplicate)
+        return LoadedObject(copies, owned, ", ".join(obj.name for obj in objects))
+
+    def discard(self, loaded: LoadedObject):
+        """Removes everything a loaded object brought into the file (objects, meshes, materials, images...)."""
+        ids = [id_ for id_ in loaded.owned_ids if id_ not in self._own_ids]
+        if ids:
+            bpy.data.batch_remove(ids)
+
+    # ----- rendering -----
+    def _mesh_objects(self, loaded: LoadedObject) -> list:
+        return [obj for obj in loaded.objects if obj.type == "MESH"]
+
+    def _world_vertices(self, meshes: list) -> np.ndarray:
+        depsgraph = bpy.context.evaluated_depsgraph_get() if bpy.context.scene == self.scene else None
+        if depsgraph is None:
+            depsgraph = self.scene.view_layers[0].depsgraph
+        blocks = []
+        for obj in meshes:
+            evaluated = obj.evaluated_get(depsgraph)
+            mesh = evaluated.data
+            count = len(mesh.vertices)
+            if count == 0:
+                continue
+            local = np.empty(count * 3, dtype=np.float64)
+            mesh.vertices.foreach_get("co", local)
+            matrix = np.array(evaluated.matrix_world, dtype=np.float64)
+            blocks.append(local.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3])
+        return np.concatenate(blocks) if blocks else np.zeros((0, 3))
+
+    def _normalise(self, loaded: LoadedObject) -> dict:
+        """Scales and moves the object so its largest bounding-box side is 1, centred at the origin.
+
+        Returns the JSON's ``normalization``: world = scale * original + offset.
+        """
+        meshes = self._mesh_objects(loaded)
+        if not meshes:
+            raise ObjectRenderError("the file contains no mesh objects (empty scene)")
+        faces = sum(len(obj.data.polygons) for obj in meshes)
+        if faces > self.settings.max_faces:
+            raise ObjectRenderError(f"too large: {faces} faces, more than the limit of {self.settings.max_faces}")
+        self.scene.view_layers[0].update()
+        vertices = self._world_vertices(meshes)
+        if len(vertices) == 0 or faces == 0:
+            raise ObjectRenderError("the meshes have no faces (empty scene)")
+        if not np.isfinite(vertices).all():
+            raise ObjectRenderError("the mesh has non-finite vertex coordinates")
+        low, high = vertices.min(axis=0), vertices.max(axis=0)
+        extent = float((high - low).max())
+        if extent <= 1e-9 * max(1.0, float(np.abs(vertices).max())):
+            raise ObjectRenderError("the object has zero size (all vertices at one point)")
+        scale = 1.0 / extent
+        offset = -scale * (low + high) / 2.0
+        normaliser = bpy.data.objects.new("iso3d_normaliser", None)
+        self.scene.collection.objects.link(normaliser)
+        loaded.objects.append(normaliser)
+        loaded.owned_ids.append(normaliser)
+        for obj in loaded.objects:
+            if obj is not normaliser and (obj.parent is None or obj.parent not in loaded.objects):
+                world = obj.matrix_world.copy()
+                obj.parent = normaliser
+                obj.matrix_parent_inverse = mathutils.Matrix.Identity(4)
+                obj.matrix_world = world
+        normaliser.matrix_world = mathutils.Matrix.Translation(offset.tolist()) @ mathutils.Matrix.Scale(scale, 4)
+        self.scene.view_layers[0].update()
+        return {
+            "scale": scale,
+            "offset": offset.tolist(),
+            "bbox_min_original": low.tolist(),
+            "bbox_max_original": high.tolist(),
+            "faces": faces,
+        }
+
+    def render(self, loaded: LoadedObject, object_id: str, out_root: str, staging_root: str | None = None,
+               overwrite: bool = False) -> Iterator[tuple[int, int]]:
+        """Renders one loaded object's views into ``out_root/object_id`` and yields (views done, views total).
+
+        Images and the JSON go to a staging folder under ``staging_root`` (default ``out_root/.partial``) that
+        is renamed to ``out_root/object_id`` only when complete. ``overwrite``: replace an existing folder.
+        Raises ObjectRenderError with the reason when the object cannot be rendered.
+        """
+        started = time.perf_counter()
+        plan = plan_object(self.settings, object_id, self.hdris)
+        normalization = self._normalise(loaded)
+        self._set_lighting(plan)
+        self.scene.cycles.seed = plan.seed
+        staging_root = staging_root or os.path.join(out_root, ".partial")
+        staging = os.path.join(staging_root, f"{object_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        os.makedirs(staging)
+        try:
+            total = len(plan.views)
+            for done, view in enumerate(plan.views):
+                self.camera.matrix_world = mathutils.Matrix(
+                    camera_to_world(view.elevation_deg, view.azimuth_deg, view.distance).tolist()
+                )
+                self.scene.render.filepath = os.path.join(staging, view.file_name)
+                bpy.ops.render.render(write_still=True, scene=self.scene.name)
+                if not os.path.isfile(self.scene.render.filepath):
+                    raise ObjectRenderError(f"Blender wrote no image for view {view.file_name}")
+                yield done + 1, total
+            render_info = {
+                "engine": self.scene.render.engine,
+                "device": self.settings.device,
+                "gpu_backend": self.gpu_backend,
+                "blender_version": bpy.app.version_string,
+                "seconds": time.perf_counter() - started,
+            }
+            record = object_record(self.settings, plan, loaded.source, normalization, render_info)
+            write_json_atomically(os.path.join(staging, RECORD_FILE), record)
+            publish_folder(staging, os.path.join(out_root, object_id), overwrite)
+        finally:
+            if os.path.isdir(staging):
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def render_file(self, path: str, object_id: str, out_root: str, staging_root: str | None = None,
+                    overwrite: bool = False):
+        """Imports, renders and discards one file (the headless path); raises ObjectRenderError on failure."""
+        loaded = self.import_file(path)
+        try:
+            for _ in self.render(loaded, object_id, out_root, staging_root, overwrite):
+                pass
+        finally:
+            self.discard(loaded)
+
+    def close(self):
+        """Removes the camera, world and HDRI images (and the scene when owned)."""
+        ids = [id_ for id_ in self._own_ids if id_ is not None]
+        self._own_ids = []
+        if self.owns_scene:
+            ids.append(self.scene)
+        bpy.data.batch_remove(ids)
+
+
+def write_json_atomically(path: str, data: dict):
+    """Writes JSON to ``path`` through a temporary file and a rename (never a truncated file)."""
+    import json
+
+    temporary = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def publish_folder(staging: str, final: str, overwrite: bool):
+    """Moves a finished staging folder to its final name in one rename; an existing one is kept unless
+    ``overwrite``, in which case it is swapped out first and deleted afterwards."""
+    if os.path.exists(final):
+        if not overwrite:
+            raise ObjectRenderError(f"output folder already exists: {final}")
+        retired = f"{staging}.old"
+        os.replace(final, retired)
+        os.replace(staging, final)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, final)
