@@ -218,7 +218,8 @@ class TrainingSamples(torch.utils.data.Dataset):
 
     Keys: ``targets`` [F, 3, H, W] images or [F, 2C, h, w] moments; ``input`` [3, H, W] image or [2C, h, w]
     moments; ``input_embedding`` [D] (cached only); ``cameras`` [F, 16]; ``timestep`` []; ``noise`` [F, C, h, w];
-    ``posterior_noise`` [F + 1, C, h, w] (targets, then the input view); ``drop_condition`` [] bool.
+    ``posterior_noise`` [F + 1, C, h, w] (targets, then the input view); ``drop_condition`` [] bool;
+    ``target_indices`` [F] and ``input_index`` [] (view indices in their sets).
     """
 
     def __init__(
@@ -272,6 +273,8 @@ class TrainingSamples(torch.utils.data.Dataset):
             "noise": noise,
             "posterior_noise": posterior_noise,
             "drop_condition": torch.tensor(drop),
+            "target_indices": torch.tensor([v.index for v in targets]),
+            "input_index": torch.tensor(inputs[input_position].index),
         }
         if self.cache_dir is None:
             sample["targets"] = torch.stack([load_image(obj.image_path(v)) for v in targets])
@@ -295,11 +298,13 @@ def collate_samples(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.T
 class RankBatches(torch.utils.data.Sampler):
     """Yields, for steps ``start_step`` .. ``total_steps - 1`` and each of ``accumulation`` micro-steps, the keys
     of this rank's micro-batch. Global sample index = micro * world * batch + rank * batch + j, so the global
-    batch of a step is the same set of samples for any split over processes and micro-steps."""
+    batch of a step is the same set of samples for any split over processes and micro-steps.
+    ``repeat_first_step``: every step gets step 0's samples (a fixed batch to overfit)."""
 
     def __init__(self, settings: SampleSettings, batch_size: int, accumulation: int, rank: int, world_size: int,
-                 start_step: int, total_steps: int):
+                 start_step: int, total_steps: int, repeat_first_step: bool = False):
         self.settings = settings
+        self.repeat_first_step = repeat_first_step
         self.batch_size, self.accumulation = batch_size, accumulation
         self.rank, self.world_size = rank, world_size
         self.start_step, self.total_steps = start_step, total_steps
@@ -313,6 +318,8 @@ class RankBatches(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         for step in range(self.start_step, self.total_steps):
+            if self.repeat_first_step:  # debugging: the same global batch every step (overfitting must work)
+                step = 0
             views = step_target_views(self.settings, step)
             for micro in range(self.accumulation):
                 first = (micro * self.world_size + self.rank) * self.batch_size

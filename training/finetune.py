@@ -87,6 +87,7 @@ class FinetuneConfig:
     device: str = "auto"
     resume: bool = False
     progress: bool = True
+    overfit_one_batch: bool = False  # debugging: train on the first step's batch again and again
 
     def check(self) -> None:
         problems = [
@@ -138,7 +139,8 @@ def _autocast(device: torch.device, precision: str):
 
 
 def train(config: FinetuneConfig) -> dict:
-    """Runs (or resumes) the fine-tuning; returns a summary {"step", "loss", "checkpoint"} on every rank.
+    """Runs (or resumes) the fine-tuning; returns {"step", "loss", "checkpoint", "model"} on every rank (``model``:
+    the trained MultiViewDiffusionModel, for in-process callers).
 
     Every check of the input (dataset, checkpoint kind, cache, resume settings) happens before the first step.
     """
@@ -223,7 +225,7 @@ def _train(config: FinetuneConfig, group: distributed.ProcessGroup) -> dict:
     )
     batches = RankBatches(
         sample_settings, config.batch_size, config.grad_accumulation, group.rank, group.world_size, start_step,
-        config.steps,
+        config.steps, repeat_first_step=config.overfit_one_batch,
     )
     loader = torch.utils.data.DataLoader(
         samples,
@@ -310,4 +312,5 @@ def _train(config: FinetuneConfig, group: distributed.ProcessGroup) -> dict:
         log.close()
     if summary["checkpoint"] is None:
         summary["checkpoint"] = str(latest_checkpoint(out))
+    summary["model"] = model.eval()
     return summary

@@ -63,6 +63,8 @@ def _add_training(parser: argparse.ArgumentParser, stage: int) -> None:
                         help="camera code the model learns (isotropic3d: the one the inference path uses)")
     parser.add_argument("--num-workers", type=int, default=2, help="data-loading processes per GPU")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overfit-one-batch", action="store_true",
+                        help="debugging: train on the first step's batch again and again (the loss must fall)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +119,7 @@ def run_training(args) -> int:
         device=args.device,
         resume=args.resume,
         progress=not args.no_progress,
+        overfit_one_batch=args.overfit_one_batch,
     )
     summary = train(config)
     print(f"iso3d-train: finished at step {summary['step']}, loss {summary['loss']}, checkpoint {summary['checkpoint']}")
