@@ -3,9 +3,9 @@ process or many under torchrun (DDP, data sharded per rank).
 
 One optimizer step consumes a global batch of ``batch_size x grad_accumulation x world_size`` samples (objects);
 the loss is the epsilon MSE over the target frames, averaged over the global batch. Only the UNet trains: the VAE
-and the image tower stay frozen, and the cross-attention's query/key projections stay frozen too, because with a
-one-token context (the CLIP embedding) the softmax is exactly 1 and they do not affect the output (their gradient
-is zero, and DDP would otherwise report them as unused).
+and the image tower stay frozen, and so do the cross-attention's query side (to_q, to_k and the norm before it):
+with a one-token context (the CLIP embedding) the softmax is exactly 1 and they do not affect the output (their
+gradient is zero, and DDP would otherwise report them as unused).
 """
 
 from __future__ import annotations
@@ -114,15 +114,19 @@ class FinetuneConfig:
 
 
 def freeze_inert_cross_attention(unet: torch.nn.Module) -> int:
-    """Freezes attn2's to_q/to_k (inert with a one-token context); returns how many tensors were frozen."""
-    frozen = 0
+    """Freezes what a one-token context makes inert: each cross-attention's to_q/to_k and the norm2 that feeds
+    only its queries (the softmax over one key is 1, so the output is to_out(to_v(context)) whatever the query).
+    Returns how many tensors were frozen."""
+    frozen = []
     for name, module in unet.named_modules():
-        if name.endswith("attn2"):
-            for projection in (module.to_q, module.to_k):
-                for parameter in projection.parameters():
-                    parameter.requires_grad_(False)
-                    frozen += 1
-    return frozen
+        if getattr(module, "attn2", None) is not None:
+            frozen += [module.attn2.to_q, module.attn2.to_k, module.norm2]
+    count = 0
+    for part in frozen:
+        for parameter in part.parameters():
+            parameter.requires_grad_(False)
+            count += 1
+    return count
 
 
 def _check_resume(saved: dict, current: dict, checkpoint: Path) -> None:
@@ -204,6 +208,7 @@ def _train(config: FinetuneConfig, group: distributed.ProcessGroup) -> dict:
         eps=config.adam_eps,
         weight_decay=config.weight_decay,
         fused=device.type == "cuda",
+        foreach=None if device.type == "cuda" else True,  # CPU: one kernel per step, not one per tensor
     )
     scheduler = make_scheduler(optimizer, config.lr_schedule, config.warmup_steps, config.steps)
     weight_average = WeightAverage(unet, config.ema_decay) if config.ema_decay else None

@@ -25,14 +25,15 @@ from backend.diffusion.cameras import encode_cameras
 @dataclass
 class UNetInputs:
     """One UNet call: ``x`` [N, C, h, w], ``timesteps`` [N], ``context`` [N, 1, D], ``camera`` [N, 16],
-    ``num_frames`` per object, ``is_target`` [N] bool, and the noise ``epsilon`` [N_targets, C, h, w] that the
-    target rows must predict."""
+    ``num_frames`` per object (the first ``num_targets`` of them are targets), ``is_target`` [N] bool, and the noise
+    ``epsilon`` [N_targets, C, h, w] that the target rows must predict."""
 
     x: torch.Tensor
     timesteps: torch.Tensor
     context: torch.Tensor
     camera: torch.Tensor
     num_frames: int
+    num_targets: int
     is_target: torch.Tensor
     epsilon: torch.Tensor
 
@@ -58,6 +59,7 @@ def build_unet_inputs(
     cameras [B, F, 16]; alphas_cumprod [1000]; reference_latents [B, C, h, w] or None (stage 1).
     """
     batch, frames = clean_latents.shape[:2]
+    targets = frames
     alpha = alphas_cumprod.to(clean_latents.device, torch.float32)[timesteps].view(batch, 1, 1, 1, 1)
     noisy = alpha.sqrt() * clean_latents + (1.0 - alpha).sqrt() * noise
     frame_timesteps = timesteps.view(batch, 1).expand(batch, frames)
@@ -78,11 +80,17 @@ def build_unet_inputs(
         context=context.repeat_interleave(frames, dim=0),
         camera=cameras.reshape(rows, -1),
         num_frames=frames,
+        num_targets=targets,
         is_target=is_target.reshape(rows),
         epsilon=noise.reshape(-1, *noise.shape[2:]),
     )
 
 
 def epsilon_loss(prediction: torch.Tensor, inputs: UNetInputs) -> torch.Tensor:
-    """Mean squared error of the target rows' noise prediction (float32); other rows do not enter."""
-    return F.mse_loss(prediction[inputs.is_target].float(), inputs.epsilon.float())
+    """Mean squared error of the target rows' noise prediction (float32); other rows do not enter.
+
+    The targets are taken by slicing each object's frames (not by a boolean mask, whose backward accumulates
+    with a non-deterministic scatter on CPU)."""
+    frames = prediction.view(-1, inputs.num_frames, *prediction.shape[1:])
+    targets = frames[:, : inputs.num_targets].reshape(inputs.epsilon.shape)
+    return F.mse_loss(targets.float(), inputs.epsilon.float())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -31,11 +32,24 @@ def mvdream_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stage1_checkpoint(tmp_path_factory) -> Path:
-    """A tiny checkpoint in the Isotropic3D layout (image tower included), as stage 2 starts from."""
-    from backend.models.multiview_model import build_tiny_model, save_checkpoint
+def stage1_checkpoint(mvdream_checkpoint, tmp_path_factory) -> Path:
+    """A tiny checkpoint in the Isotropic3D layout (image tower included), as stage 2 starts from: the MVDream one
+    with the tower stage 1 adds, so both share their frozen parts (and one cache)."""
+    from backend.models.multiview_model import save_checkpoint
+    from training.model_setup import load_stage_model
 
-    return save_checkpoint(build_tiny_model(seed=2), tmp_path_factory.mktemp("ckpt") / "stage1-tiny.safetensors")
+    model = load_stage_model(1, mvdream_checkpoint, tiny=True)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "stage1-tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def dataset_cache(dataset_dir, stage1_checkpoint, tmp_path_factory) -> Path:
+    """The latents/CLIP cache of ``dataset_dir`` for the frozen VAE and image tower of both tiny checkpoints."""
+    from training.cache_command import precompute_cache
+
+    cache = tmp_path_factory.mktemp("cache")
+    assert precompute_cache(dataset_dir, stage1_checkpoint, cache, tiny=True, device="cpu") == 3
+    return cache
 
 
 def tiny_args(stage: str, data: Path, init: Path | None, out: Path, *extra: str) -> list[str]:
@@ -47,11 +61,25 @@ def tiny_args(stage: str, data: Path, init: Path | None, out: Path, *extra: str)
     return args + list(extra)
 
 
-def subprocess_env() -> dict:
+def subprocess_env(threads: int | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     return env
+
+
+@contextlib.contextmanager
+def single_thread():
+    """CPU kernels are bit-reproducible only with one thread (parallel reductions differ from run to run)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from tests.training.conftest import run_cli
 from training.data import RankBatches, SampleSettings, TrainingSamples, check_objects, step_target_views
 from training.render_records import RECORD_FILE, DatasetError, camera_codes, scan_render_folder
 
@@ -66,16 +65,15 @@ def test_samples_of_a_step_do_not_depend_on_the_process_split(dataset_dir):
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
-def test_cache_matches_on_the_fly_encoding(dataset_dir, stage1_checkpoint, tmp_path):
+def test_cache_matches_on_the_fly_encoding(dataset_dir, stage1_checkpoint, dataset_cache):
     from backend.models.multiview_model import load_checkpoint
     from training.batches import encode_batch
+    from training.cache_command import precompute_cache
     from training.data import collate_samples
 
-    cache = tmp_path / "cache"
-    result = run_cli(["cache", "--data", str(dataset_dir), "--init", str(stage1_checkpoint), "--cache", str(cache),
-                      "--model", "tiny", "--device", "cpu"], timeout=120)
-    assert result.returncode == 0, result.stderr
+    cache = dataset_cache
     assert len(list(cache.glob("*.safetensors"))) == 3
+    assert precompute_cache(dataset_dir, stage1_checkpoint, cache, tiny=True, device="cpu") == 0  # resumable
     objects = scan_render_folder(dataset_dir)
     settings = SampleSettings(seed=2, multiview_probability=1.0)
     keys = next(iter(RankBatches(settings, 2, 1, 0, 1, 0, 1)))
@@ -86,6 +84,15 @@ def test_cache_matches_on_the_fly_encoding(dataset_dir, stage1_checkpoint, tmp_p
                                                   for k in keys]), torch.device("cpu"))
     for name in on_the_fly:
         assert torch.allclose(on_the_fly[name], cached[name], atol=1e-5), name
+
+
+def test_cache_of_other_weights_is_refused(dataset_dir, dataset_cache):
+    from backend.models.multiview_model import build_tiny_model
+    from training.data import cache_fingerprints, check_cache
+
+    objects = scan_render_folder(dataset_dir)
+    with pytest.raises(DatasetError, match="other weights"):
+        check_cache(objects, dataset_cache, cache_fingerprints(build_tiny_model(seed=7)))
 
 
 def test_empty_and_half_rendered_folders_are_refused(tmp_path, dataset_dir):

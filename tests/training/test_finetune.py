@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.conftest import REPO_ROOT, run_cli, subprocess_env, tiny_args
+from tests.training.conftest import REPO_ROOT, run_cli, single_thread, subprocess_env, tiny_args
 from training.train_cli import main
 
 
@@ -36,14 +36,14 @@ def test_stage1_overfits_a_fixed_batch_from_mvdream_layout(dataset_dir, mvdream_
 
 
 def test_checkpoint_loads_strictly_into_the_inference_path_with_the_same_outputs(dataset_dir, stage1_checkpoint,
-                                                                                 tmp_path):
+                                                                                 dataset_cache, tmp_path):
     from backend.diffusion.preview import PreviewSettings, generate_preview
     from backend.models.multiview_model import load_checkpoint
     from training.finetune import FinetuneConfig, train
 
     config = FinetuneConfig(stage=2, data=dataset_dir, out=tmp_path / "run", init=stage1_checkpoint, tiny=True,
                             steps=2, batch_size=1, learning_rate=1e-3, precision="fp32", num_workers=0,
-                            ema_decay=0.5, progress=False, checkpoint_every=2)
+                            ema_decay=0.5, progress=False, checkpoint_every=2, cache=dataset_cache)
     result = train(config)
     checkpoint = Path(result["checkpoint"])
     assert checkpoint.name == "step-0000002"
@@ -51,24 +51,26 @@ def test_checkpoint_loads_strictly_into_the_inference_path_with_the_same_outputs
     loaded = load_checkpoint(checkpoint / "model.safetensors")  # strict: every key, every shape
     assert loaded.configs == trained.configs
     image = torch.rand(1, 3, 256, 256) * 2 - 1
-    settings = PreviewSettings(steps=2, seed=3)
+    settings = PreviewSettings(steps=1, seed=3)
     expected = generate_preview(trained, image, settings).images
     assert np.array_equal(generate_preview(loaded, image, settings).images, expected)
-    initial = generate_preview(load_checkpoint(stage1_checkpoint), image, settings).images
-    assert not np.array_equal(initial, expected)  # training changed the model
+    initial = load_checkpoint(stage1_checkpoint)
+    assert any(not torch.equal(a, b) for a, b in zip(initial.unet.parameters(), trained.unet.parameters()))
     averaged = load_checkpoint(checkpoint / "model-ema.safetensors")
     assert any(not torch.equal(a, b) for a, b in zip(averaged.unet.parameters(), trained.unet.parameters()))
 
 
-def test_kill_and_resume_gives_the_same_losses(dataset_dir, mvdream_checkpoint, tmp_path):
-    common = ("--steps", "6", "--batch-size", "1", "--checkpoint-every", "2", "--ema-decay", "0.9")
-    assert main(tiny_args("stage1", dataset_dir, mvdream_checkpoint, tmp_path / "whole", *common)) == 0
+def test_kill_and_resume_gives_the_same_losses(dataset_dir, mvdream_checkpoint, dataset_cache, tmp_path):
+    common = ("--steps", "4", "--batch-size", "1", "--checkpoint-every", "2", "--ema-decay", "0.9",
+              "--cache", str(dataset_cache))
+    with single_thread():
+        assert main(tiny_args("stage1", dataset_dir, mvdream_checkpoint, tmp_path / "whole", *common)) == 0
     reference = losses(tmp_path / "whole")
 
     run = tmp_path / "killed"
     command = [sys.executable, "-m", "training.train_cli",
                *tiny_args("stage1", dataset_dir, mvdream_checkpoint, run, *common)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=subprocess_env(threads=1), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "step-0000002").is_dir():
@@ -76,17 +78,22 @@ def test_kill_and_resume_gives_the_same_losses(dataset_dir, mvdream_checkpoint, 
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
-    assert not (run / "checkpoints" / "step-0000006").exists()
+    assert not (run / "checkpoints" / "step-0000004").exists()
 
     assert main(tiny_args("stage1", dataset_dir, None, run, *common)) == 2  # checkpoints exist: needs --resume
-    assert main(tiny_args("stage1", dataset_dir, None, run, *common, "--resume")) == 0
-    assert losses(run) == reference
+    with single_thread():
+        assert main(tiny_args("stage1", dataset_dir, None, run, *common, "--resume")) == 0
+    assert losses(run) == reference  # exactly
 
 
-def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(dataset_dir, stage1_checkpoint, tmp_path):
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(dataset_dir, stage1_checkpoint,
+                                                                        dataset_cache, tmp_path):
     from backend.models.multiview_model import load_checkpoint
 
-    common = ("--steps", "3", "--checkpoint-every", "3", "--multiview-probability", "0.5")
+    # A small LR: Adam's normalised step would turn last-bit differences of near-zero gradients (batch of 2 in
+    # one process vs. 1 + 1 reduced by gloo) into differences of the size of the LR.
+    common = ("--steps", "3", "--checkpoint-every", "3", "--multiview-probability", "0.5", "--cache",
+              str(dataset_cache), "--lr", "1e-5")
     assert main(tiny_args("stage2", dataset_dir, stage1_checkpoint, tmp_path / "one", "--batch-size", "2", *common)) == 0
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "-m", "training.train_cli",
@@ -95,11 +102,16 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(dataset
     assert result.returncode == 0, result.stderr[-3000:]
     run_settings = json.loads((tmp_path / "two" / "run.json").read_text())
     assert run_settings["world_size"] == 2 and run_settings["global_batch"] == 2
-    np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-5)
+    np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-4)
     one = load_checkpoint(tmp_path / "one" / "checkpoints" / "step-0000003" / "model.safetensors")
     two = load_checkpoint(tmp_path / "two" / "checkpoints" / "step-0000003" / "model.safetensors")
-    for a, b in zip(one.unet.parameters(), two.unet.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    initial = load_checkpoint(stage1_checkpoint)
+    moved = apart = 0.0
+    for a, b, start in zip(one.unet.parameters(), two.unet.parameters(), initial.unet.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=3e-5)  # at most a few LR-sized steps apart...
+        moved += float((a - start).square().sum())
+        apart += float((a - b).square().sum())
+    assert apart**0.5 < 0.1 * moved**0.5  # ...and far closer to each other than to where they started
 
 
 @pytest.mark.parametrize(
