@@ -25,13 +25,13 @@ def losses(run: Path) -> list[float]:
     return [e["loss"] for e in entries]
 
 
-def test_stage1_overfits_a_fixed_batch_from_mvdream_layout(dataset_dir, mvdream_checkpoint, tmp_path):
-    args = tiny_args("stage1", dataset_dir, mvdream_checkpoint, tmp_path / "run", "--steps", "12", "--batch-size",
+def test_stage1_overfits_a_fixed_batch_from_mvdream_layout(dataset_dir, mvdream_checkpoint, dataset_cache, tmp_path):
+    args = tiny_args("stage1", dataset_dir, mvdream_checkpoint, tmp_path / "run", "--steps", "8", "--batch-size",
                      "2", "--multiview-probability", "1", "--condition-drop", "0", "--overfit-one-batch",
-                     "--checkpoint-every", "100")
+                     "--checkpoint-every", "100", "--cache", str(dataset_cache))
     assert main(args) == 0
     sequence = losses(tmp_path / "run")
-    assert len(sequence) == 12
+    assert len(sequence) == 8
     assert np.mean(sequence[-3:]) < 0.5 * np.mean(sequence[:3]), sequence
 
 
