@@ -39,11 +39,13 @@ class RunLog:
         """A resumed run repeats the steps after its checkpoint: earlier lines for them are dropped."""
         if not self.metrics_path.exists():
             return
-        kept = [
-            line
-            for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) < step
-        ]
+        kept = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", step) < step:
+                    kept.append(line)
+            except ValueError:  # a line cut short by a kill
+                continue
         self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def step(self, entry: dict) -> None:

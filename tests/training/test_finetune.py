@@ -14,7 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.conftest import REPO_ROOT, run_cli, single_thread, subprocess_env, tiny_args
+from tests.training.finetune_fixtures import (  # noqa: F401 - fixtures
+    REPO_ROOT,
+    dataset_cache,
+    dataset_dir,
+    mvdream_checkpoint,
+    run_cli,
+    single_thread,
+    stage1_checkpoint,
+    subprocess_env,
+    tiny_args,
+)
 from training.train_cli import main
 
 

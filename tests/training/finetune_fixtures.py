@@ -1,4 +1,6 @@
-"""Fixtures of the training tests: a small dataset in the renderer's format and tiny checkpoints of both kinds."""
+"""Fixtures and helpers of the fine-tuning tests: a small dataset in the renderer's format, tiny checkpoints of both
+kinds, their cache, and CLI helpers. Test modules import the fixtures (a module, not conftest.py, so that the
+renderer's tests/training/conftest.py stays its own)."""
 
 from __future__ import annotations
 
