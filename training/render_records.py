@@ -161,5 +161,8 @@ def scan_render_folder(root: str | os.PathLike, skip_incomplete: bool = False) -
 
 
 def camera_codes(views: list[ViewRecord] | tuple[ViewRecord, ...], encoding: str) -> torch.Tensor:
-    """Model camera codes [len(views), 16] (float32) of rendered views, in the given camera encoding."""
+    """Model camera codes [len(views), 16] (float32) of rendered views, in the given camera encoding.
+
+    The render branch has since added ``training/camera_codes.py`` (record -> codes); once it is merged here,
+    this should call it so that one converter remains."""
     return encode_cameras([v.elevation_deg for v in views], [v.azimuth_deg for v in views], encoding)
