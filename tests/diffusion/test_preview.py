@@ -87,6 +87,8 @@ def test_reference_frame_adds_a_frame_and_drops_its_prediction(model, image):
     with_reference = generate_preview(model, image, PreviewSettings(steps=2, seed=3, reference_frame=True))
     assert with_reference.images.shape == plain.images.shape == (4, 256, 256, 3)
     assert not np.array_equal(with_reference.images, plain.images)
+    again = generate_preview(model, image, PreviewSettings(steps=2, seed=3, reference_frame=True))
+    assert np.array_equal(again.images, with_reference.images)  # the reference latent's sample is seeded too
 
 
 def test_settings_choose_views_angles_and_encoding(model, image):
