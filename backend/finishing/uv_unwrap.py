@@ -29,6 +29,8 @@ def unwrap(mesh: trimesh.Trimesh, texture_size: int, padding_texels: int = 2) ->
     pack_options.padding = padding_texels
     pack_options.bilinear = True
     atlas.generate(chart_options, pack_options)
+    if atlas.atlas_count != 1:  # uvs of several atlas pages would overlap in one texture
+        raise RuntimeError(f"xatlas packed the charts into {atlas.atlas_count} pages instead of one")
     vertex_map, faces, uvs = atlas[0]
     return UnwrappedMesh(np.asarray(mesh.vertices, np.float32)[vertex_map], faces.astype(np.int32),
                          uvs.astype(np.float32))
