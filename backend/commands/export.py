@@ -36,15 +36,18 @@ def _formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def add_finishing_arguments(parser: argparse.ArgumentParser) -> None:
-    """The finishing options (shared by ``iso3d export``)."""
-    parser.add_argument("--faces", type=int, default=20000, help="face budget of the asset (default %(default)s)")
+def add_finishing_arguments(parser, default_faces: int | None = 20000, default_formats=("glb",)) -> None:
+    """The finishing options of ``iso3d export`` (and of ``iso3d generate``, where ``--faces`` turns finishing on)."""
+    parser.add_argument("--faces", type=int, default=default_faces,
+                        help="face budget of the asset" + (" (default %(default)s)" if default_faces else
+                                                           ": finish the result (UVs, baked texture, LODs)"))
     parser.add_argument("--texture", type=int, default=1024,
                         help="albedo texture size in texels, a power of two up to 8192 (default %(default)s)")
     parser.add_argument("--lods", type=_budgets, default=(), metavar="N,N,...",
                         help="further face budgets, one LOD asset each (e.g. 50000,10000,2000)")
-    parser.add_argument("--format", dest="formats", type=_formats, default=("glb",), metavar="FMT[,FMT]",
-                        help="glb, obj (+mtl+png), ply (vertex colours), comma-separated, or all (default glb)")
+    parser.add_argument("--format", dest="formats", type=_formats, default=default_formats, metavar="FMT[,FMT]",
+                        help="glb, obj (+mtl+png), ply (vertex colours), comma-separated, or all (default "
+                        + (",".join(default_formats) if default_formats else "OUT's format") + ")")
     parser.add_argument("--size", type=float, default=1.0,
                         help="largest side of the asset in metres / Blender units (default %(default)s)")
     parser.add_argument("--resolution", type=int, help="marching-cubes grid cells a side (default: the job's)")
@@ -55,10 +58,12 @@ def add_finishing_arguments(parser: argparse.ArgumentParser) -> None:
                         help="close holes up to this perimeter, field units (default %(default)s)")
 
 
-def finish_options(args):
+def finish_options(args, formats: tuple[str, ...] | None = None):
+    """FinishOptions from the parsed finishing options (``formats`` when ``--format`` was not given)."""
     from backend.finishing.pipeline import FinishOptions
 
-    return FinishOptions(faces=args.faces, texture=args.texture, lods=tuple(args.lods), formats=tuple(args.formats),
+    return FinishOptions(faces=args.faces, texture=args.texture, lods=tuple(args.lods),
+                         formats=tuple(args.formats or formats or ()),
                          size=args.size, resolution=args.resolution, threshold=args.threshold,
                          min_component_fraction=args.min_component, max_hole_perimeter=args.max_hole)
 

@@ -178,3 +178,17 @@ def test_a_folder_without_a_field_is_refused(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert code == 2 and "holds no field" in error and len(error.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_generate_with_a_face_budget_writes_the_finished_asset(tmp_path):
+    out = tmp_path / "thing.glb"
+    code = iso3d(["generate", "examples/example.png", "--model", "tiny", "--device", "cpu", "--preset", "tiny",
+                  "--quiet", "--out", str(out), "--steps", "1", "--phases.resolution_before", "24",
+                  "--mesh.resolution", "32", "--mesh.density_threshold", "2", "--faces", "300", "--texture", "64",
+                  "--lods", "100"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "thing_finish.json").read_text())
+    assert [level["name"] for level in manifest["levels"]] == ["thing", "thing_lod1"]
+    (mesh,) = trimesh.load(out).geometry.values()
+    assert abs(len(mesh.faces) - 300) <= 6 and mesh.visual.material.baseColorTexture.size == (64, 64)
+    assert (tmp_path / "thing_lod1.glb").is_file()
