@@ -18,6 +18,7 @@ from backend.finishing.placement import place_upright
 from backend.finishing.surface import extract_surface
 from backend.finishing.texture_bake import bake_albedo, field_device, query_albedo
 from backend.finishing.uv_unwrap import UnwrappedMesh, unwrap
+from backend.nerf.mesh import Mesh
 
 MAX_TEXTURE_SIZE = 8192
 MANIFEST_SUFFIX = "_finish.json"
@@ -75,6 +76,7 @@ class FinishResult:
     scale: float
     seconds: dict[str, float]
     files: dict[str, bytes] = dataclass_field(default_factory=dict, repr=False)
+    mesh: Mesh | None = dataclass_field(default=None, repr=False)  # the main level, placed, Z-up, vertex colours
 
 
 @torch.no_grad()
@@ -119,7 +121,9 @@ def finish_field(field, options: FinishOptions, name: str = "asset", default_res
         files.update(level_files)
         levels.append(FinishedLevel(level_name, budget, len(unwrapped.faces), len(unwrapped.vertices),
                                     sorted(level_files)))
-    return FinishResult(levels, len(cleaned.faces), offset.tolist(), scale, seconds, files)
+        if index == 0:
+            main = Mesh(placed.vertices.astype(np.float32), placed.faces, vertex_colors)
+    return FinishResult(levels, len(cleaned.faces), offset.tolist(), scale, seconds, files, main)
 
 
 def finish_job(job_dir: str | Path, out_dir: str | Path | None = None, options: FinishOptions | None = None,
