@@ -3,7 +3,6 @@ re-imports (trimesh and bpy) upright at the expected size, and bad input refused
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from PIL import Image
 
 from backend.cli import main as iso3d
 from backend.finishing.cleanup import clean_surface, close_small_holes
