@@ -10,7 +10,7 @@ import torch
 
 from backend.nerf.field import RadianceField
 from backend.nerf.trainer import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CONFIG_NAME
-from tests.nerf.targets import SphereTarget, small_config  # noqa: F401 (SnowmanTarget builds on SphereTarget)
+from tests.nerf.targets import SphereTarget, small_config
 
 SURFACE_THRESHOLD = 30.0  # half the target's peak density: the spheres' surface
 BODY_CENTRE, BODY_RADIUS = (0.0, 0.0, -0.15), 0.35
