@@ -153,6 +153,7 @@ def test_glb_imports_into_blender_upright_textured_at_the_expected_size(exported
     assert np.argmax(high - low) == 2 and abs((high - low).max() - SIZE) < 0.01 * SIZE  # +Z up, SIZE tall
     assert np.allclose((low + high) / 2, 0, atol=0.01 * SIZE)  # at the origin
     assert report["centroid"][2] < 0  # the big body is at the bottom, the head on top
+    assert np.abs(np.array(report["plus_x_colour"]) - RED).max() < 0.08  # the texture maps the right way round
 
 
 @pytest.mark.parametrize("arguments, message", [
