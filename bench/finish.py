@@ -68,7 +68,10 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=20000)
     parser.add_argument("--texture", type=int, default=1024)
     parser.add_argument("--warmup", action="store_true", help="run once at small sizes first (compile, caches)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     field = bench_field(args.device)
     if args.warmup:
         finish_field(field, FinishOptions(faces=1000, texture=64), default_resolution=64,
