@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from backend import __version__
-from backend.commands import generate, preview, serve
+from backend.commands import export, generate, preview, serve
 
-COMMANDS = [preview, generate, serve]
+COMMANDS = [preview, generate, export, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

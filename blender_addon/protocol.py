@@ -28,7 +28,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024 * 1024  # one frame
 MAX_MESSAGE_BYTES = 192 * 1024 * 1024  # all frames
 MAX_IMAGE_PIXELS = 64_000_000
 MAX_ARRAY_ELEMENTS = 3 * 8_000_000  # 8 M vertices or faces
-JOB_KINDS = ("preview", "generate")
+JOB_KINDS = ("preview", "generate", "finish")
 ARRAY_DTYPES = {"<f4": 4, "<i4": 4, "|u1": 1}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

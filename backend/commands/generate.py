@@ -3,7 +3,9 @@
 Every setting of backend.nerf.presets is an option ``--SECTION.NAME VALUE`` (e.g. ``--mesh.resolution 384``,
 ``--cameras.fovy_range 20,50``) on top of ``--preset``; the common ones have short forms (--steps, --seed,
 --mesh-every). The work folder (default: ``<out>.job`` beside the output) keeps the checkpoint, the latest
-intermediate mesh and all final files; ``--resume DIR`` continues an interrupted run from it.
+intermediate mesh and all final files; ``--resume DIR`` continues an interrupted run from it. With ``--faces N``
+the result is finished as ``iso3d export`` does (face budget, UVs + baked texture, LODs, upright placement) and
+written as OUT (and OUT's LODs) instead of the raw mesh.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+from backend.commands.export import add_finishing_arguments, finish_options
 from backend.commands.model_options import add_model_arguments, load_model_from_args
 from backend.errors import UserError
 from backend.nerf.presets import PRESETS, GenerateConfig, preset, set_option, validate
@@ -56,6 +59,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     # fp32 weights: the SDS step runs the UNet and VAE under bf16 autocast (run.mixed_precision)
     add_model_arguments(parser, default_dtype="float32")
+    add_finishing_arguments(parser.add_argument_group("finishing (with --faces; see iso3d export)"),
+                            default_faces=None, default_formats=None)
     group = parser.add_argument_group("settings (every field of backend.nerf.presets)")
     for section, item in _option_fields():
         group.add_argument(f"--{section}.{item.name}", dest=f"set:{section}.{item.name}", metavar="VALUE",
@@ -92,6 +97,12 @@ def run(args) -> int:
         if not args.resume and not args.image:
             raise InputError("give an input IMAGE (or --resume DIR)")
         config = build_config(args)
+        finishing = None
+        if args.faces is not None:
+            from backend.finishing.pipeline import validate_options
+
+            finishing = finish_options(args, formats=(out.suffix.lower()[1:],))
+            validate_options(finishing)
         image = load_condition_image(args.image) if args.image and not args.resume else None
         workdir = Path(args.resume or args.workdir or out.with_name(out.stem + ".job"))
         if not args.resume and (workdir / CHECKPOINT_NAME).exists():
@@ -141,7 +152,18 @@ def run(args) -> int:
                 status = EXIT_FAILED
             elif isinstance(event, Done):
                 out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(event.artifacts[f"mesh{out.suffix.lower()}"], out)
+                if finishing is not None:
+                    from backend.finishing.pipeline import finish_job
+
+                    try:
+                        finish_job(workdir, out.parent, finishing, device=str(device), name=out.stem)
+                    except UserError as error:
+                        print(f"iso3d generate: error: finishing: {error} (the run is kept: re-run the finishing "
+                              f"with iso3d export {workdir})", file=sys.stderr)
+                        status = EXIT_BAD_INPUT
+                        break
+                else:
+                    shutil.copyfile(event.artifacts[f"mesh{out.suffix.lower()}"], out)
                 turntable = out.with_name(out.stem + "_turntable.png")
                 shutil.copyfile(event.artifacts[TURNTABLE_NAME], turntable)
                 if bar is not None:

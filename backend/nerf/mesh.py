@@ -67,7 +67,7 @@ def extract_mesh(field: RadianceField, resolution: int, threshold: float, min_co
         return empty_mesh()
     vertices = vertices * (2.0 * field.radius / resolution) - field.radius
     mesh = trimesh.Trimesh(vertices, faces.astype(np.int64), process=True)
-    mesh = _drop_small_components(mesh, min_component_fraction)
+    mesh = drop_small_components(mesh, min_component_fraction)
     if mesh.volume < 0:  # density is higher inside: faces must face away from it
         mesh.invert()
     device = _device(field)
@@ -84,7 +84,8 @@ def _device(field: torch.nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
-def _drop_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
+def drop_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
+    """``mesh`` without connected components of fewer than ``min_fraction`` of its faces."""
     if min_fraction <= 0 or len(mesh.faces) == 0:
         return mesh
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))

@@ -52,6 +52,8 @@ def validate_settings(kind: str, settings: dict) -> None:
         preview_settings(settings)
     elif kind == "generate":
         generate_config(settings)
+    elif kind == "finish":
+        finish_settings(settings)
     else:
         raise SettingsError(f"unknown job kind {kind!r}")
 
@@ -83,6 +85,31 @@ def generate_config(settings: dict):
     return config
 
 
+FINISH_SETTINGS = {"source": str, "faces": int, "texture": int, "lods": list, "size": float, "formats": list}
+
+
+def finish_settings(settings: dict):
+    """``{"source": GENERATE_JOB_ID, "faces": 20000, "texture": 1024, "lods": [5000], "size": 1.0,
+    "formats": ["glb"]}`` -> (source job id, FinishOptions). The input image of a finish job is not used."""
+    from backend.finishing.pipeline import FinishOptions, validate_options
+
+    unknown = sorted(set(settings) - set(FINISH_SETTINGS))
+    if unknown:
+        raise SettingsError(f"unknown finish settings: {', '.join(unknown)}")
+    if "source" not in settings:
+        raise SettingsError("setting 'source' (the id of a generate job) is missing")
+    values = {k: _typed(k, v, FINISH_SETTINGS[k]) for k, v in settings.items()}
+    for key in ("lods", "formats"):
+        kind = int if key == "lods" else str
+        values[key] = tuple(_typed(key, item, kind) for item in values.get(key, ()))
+    source = values.pop("source")
+    if not values.get("formats"):
+        values.pop("formats", None)
+    options = FinishOptions(**values)
+    validate_options(options)
+    return source, options
+
+
 class JobRunner:
     """``runner(record, directory, cancel, resume)`` -> events, for the service's JobQueue."""
 
@@ -92,6 +119,9 @@ class JobRunner:
 
     def __call__(self, record, directory: Path, cancel: threading.Event, resume: bool) -> Iterator[Event]:
         try:
+            if record.kind == "finish":
+                yield from self._finish(record, directory)
+                return
             image = image_to_tensor(decode_image(self.store.input_png(record.id), "the job's input image"))
             if record.kind == "preview":
                 yield from self._preview(record, directory, image, cancel)
@@ -128,3 +158,19 @@ class JobRunner:
             resume=resume,
             cancel=cancel,
         )
+
+    def _finish(self, record, directory: Path) -> Iterator[Event]:
+        """Finish a generate job's saved field (``settings.source``) into ``directory/finished``; streams the
+        finished mesh (Z-up, placed, vertex colours) and ends with Done listing the files."""
+        from backend.events import MeshUpdate
+        from backend.finishing.pipeline import finish_job
+
+        source, options = finish_settings(record.settings)
+        try:
+            work = self.store.directory(source) / "work"
+        except KeyError:
+            raise UserError(f"finish: no job {source[:40]!r} on this backend") from None
+        out = directory / "finished"
+        result = finish_job(work, out, options, device=str(self.model.device), name="asset")
+        yield MeshUpdate(result.mesh.vertices, result.mesh.faces, result.mesh.vertex_colors, 0, final=True)
+        yield Done({name: str(out / name) for level in result.levels for name in level.files})

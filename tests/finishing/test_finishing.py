@@ -1,0 +1,236 @@
+"""Asset finishing on a known object: face budgets, Chamfer distance, baked texture vs field albedo, GLB/OBJ/PLY
+re-imports (trimesh and bpy) upright at the expected size, and bad input refused with nothing overwritten."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from backend.cli import main as iso3d
+from backend.finishing.cleanup import clean_surface, close_small_holes
+from backend.finishing.decimate import FACE_TOLERANCE, decimate
+from backend.finishing.surface import extract_surface
+from backend.finishing.texture_bake import bake_albedo
+from backend.finishing.uv_unwrap import unwrap
+from tests.finishing.fitted_job import RED, SURFACE_THRESHOLD, SnowmanTarget, fit_snowman_field, write_job
+
+SIZE = 2.0  # --size of the exported asset (metres)
+TEXTURE = 256
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Small tensors: one thread is as fast on a quiet machine and ~8x faster on a busy 2-core one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return fit_snowman_field()
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, fitted):
+    return write_job(tmp_path_factory.mktemp("finish") / "snowman.job", *fitted)
+
+
+@pytest.fixture(scope="module")
+def exported(job):
+    out = job.parent / "finished"
+    code = iso3d(["export", str(job), "--faces", "3000", "--texture", str(TEXTURE), "--lods", "1500,400",
+                  "--format", "all", "--size", str(SIZE), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def analytic_surface():
+    return clean_surface(extract_surface(SnowmanTarget(), 64, SURFACE_THRESHOLD).to_trimesh())
+
+
+def surface_chamfer(a: trimesh.Trimesh, b: trimesh.Trimesh, count: int = 3000, dense: int = 200000) -> float:
+    """Symmetric mean distance (world units) from points sampled on each surface to the other surface (a dense
+    sample of it standing in for it: about 0.001 of sampling floor)."""
+    from scipy.spatial import cKDTree
+
+    def one_way(source, target):
+        points = trimesh.sample.sample_surface(source, count, seed=0)[0]
+        return cKDTree(trimesh.sample.sample_surface(target, dense, seed=1)[0]).query(points)[0].mean()
+
+    return 0.5 * (one_way(a, b) + one_way(b, a))
+
+
+def test_cleanup_drops_floaters_and_closes_small_holes_outward(analytic_surface):
+    assert analytic_surface.is_watertight and analytic_surface.volume > 0
+    floater = trimesh.creation.icosphere(subdivisions=0, radius=0.02)  # 20 faces: 0.3%
+    floater.apply_translation([0.8, 0.8, 0.8])
+    holed = analytic_surface.copy()
+    holed.update_faces(np.arange(len(holed.faces)) != 0)  # a one-triangle hole
+    holed.invert()  # and wound inward
+    cleaned = clean_surface(trimesh.util.concatenate([holed, floater]), 0.01, 0.1)
+    assert cleaned.is_watertight and cleaned.volume > 0
+    assert cleaned.bounds[1].max() < 0.7  # the floater is gone
+    assert len(close_small_holes(holed, 1e-6).faces) == len(holed.faces)  # larger holes stay open
+
+
+@pytest.mark.parametrize("budget", [4000, 1000, 200])
+def test_decimation_meets_the_face_budget_and_keeps_the_shape(analytic_surface, budget):
+    simplified = decimate(analytic_surface, budget)
+    assert abs(len(simplified.faces) - budget) <= FACE_TOLERANCE * budget
+    # the object is 0.86 tall; the marching-cubes cell is 0.031
+    limit = {4000: 0.003, 1000: 0.005, 200: 0.012}[budget]  # includes ~0.0015 of sampling floor
+    distance = surface_chamfer(simplified, analytic_surface)
+    print(budget, distance)
+    assert distance < limit
+
+
+def test_baked_texture_matches_the_field_albedo_at_surface_points(fitted):
+    field, _ = fitted
+    unwrapped = unwrap(decimate(clean_surface(extract_surface(field, 64, SURFACE_THRESHOLD).to_trimesh()), 2000),
+                       TEXTURE)
+    texture = bake_albedo(field, unwrapped, TEXTURE)
+    shape = trimesh.Trimesh(unwrapped.vertices, unwrapped.faces, process=False)
+    points, face = trimesh.sample.sample_surface(shape, 3000, seed=1)
+    weights = trimesh.triangles.points_to_barycentric(shape.triangles[face], points)
+    uv = (unwrapped.uvs[unwrapped.faces[face]] * weights[..., None]).sum(axis=1)
+    col = np.clip((uv[:, 0] * TEXTURE).astype(int), 0, TEXTURE - 1)
+    row = np.clip(((1.0 - uv[:, 1]) * TEXTURE).astype(int), 0, TEXTURE - 1)
+    baked = texture[row, col] / 255.0
+    with torch.no_grad():
+        truth = field(torch.as_tensor(points, dtype=torch.float32))[1].numpy()
+    error = np.abs(baked - truth).mean()
+    assert error < 0.02, f"mean |baked - field albedo| = {error:.4f}"
+    assert (texture.reshape(-1, 3).sum(axis=1) > 0).all()  # gutters are dilated: no black texels
+
+
+def test_export_writes_every_format_and_lod_with_a_manifest(exported):
+    names = {p.name for p in exported.iterdir()}
+    for stem in ("snowman", "snowman_lod1", "snowman_lod2"):
+        assert {f"{stem}.glb", f"{stem}.obj", f"{stem}.mtl", f"{stem}.png", f"{stem}.ply"} <= names
+    assert not [n for n in names if n.endswith(".partial")]
+    manifest = json.loads((exported / "snowman_finish.json").read_text())
+    assert [level["face_budget"] for level in manifest["levels"]] == [3000, 1500, 400]
+    for level in manifest["levels"]:
+        assert abs(level["faces"] - level["face_budget"]) <= FACE_TOLERANCE * level["face_budget"]
+
+
+def test_glb_reimports_with_trimesh_textured_upright_and_sized(exported):
+    scene = trimesh.load(exported / "snowman.glb")
+    (mesh,) = scene.geometry.values()
+    assert isinstance(mesh.visual, trimesh.visual.TextureVisuals)
+    material = mesh.visual.material
+    assert material.baseColorTexture.size == (TEXTURE, TEXTURE) and material.metallicFactor == 0.0
+    extent = mesh.bounds[1] - mesh.bounds[0]
+    assert abs(extent.max() - SIZE) < 0.01 * SIZE and np.allclose(mesh.bounds.mean(axis=0), 0, atol=0.01 * SIZE)
+    assert np.argmax(extent) == 1  # glTF is Y-up: the snowman's height is along Y
+    head = mesh.vertices[mesh.vertices[:, 1] > 0.5 * SIZE * 0.5]
+    assert len(head) and np.abs(head[:, [0, 2]]).max() < 0.3 * SIZE  # the small head is on top
+    colours = mesh.visual.to_color().vertex_colors[:, :3] / 255.0
+    right = mesh.vertices[:, 0] > 0.1
+    assert np.abs(colours[right].mean(axis=0) - RED).max() < 0.08  # +X stays +X (red)
+
+
+def test_obj_and_ply_reimport_upright(exported):
+    obj = trimesh.load(exported / "snowman.obj", process=False)
+    assert isinstance(obj.visual, trimesh.visual.TextureVisuals) and obj.visual.material.image.size[0] == TEXTURE
+    assert np.argmax(obj.extents) == 1  # OBJ is Y-up
+    ply = trimesh.load(exported / "snowman.ply", process=False)
+    assert np.argmax(ply.extents) == 2 and abs(ply.extents.max() - SIZE) < 0.01 * SIZE  # PLY is Z-up, as Blender reads it
+    assert ply.visual.vertex_colors[ply.vertices[:, 0] > 0.1, 0].mean() > 200
+
+
+def test_glb_imports_into_blender_upright_textured_at_the_expected_size(exported):
+    pytest.importorskip("bpy")
+    script = Path(__file__).with_name("blender_import_check.py")
+    result = subprocess.run([sys.executable, str(script), str(exported / "snowman.glb")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    low, high = np.array(report["bbox_min"]), np.array(report["bbox_max"])
+    assert report["objects"] == 1 and report["base_color_textured"] == [True]
+    assert [TEXTURE, TEXTURE] in report["images"]
+    assert np.argmax(high - low) == 2 and abs((high - low).max() - SIZE) < 0.01 * SIZE  # +Z up, SIZE tall
+    assert np.allclose((low + high) / 2, 0, atol=0.01 * SIZE)  # at the origin
+    assert report["centroid"][2] < 0  # the big body is at the bottom, the head on top
+    assert np.abs(np.array(report["plus_x_colour"]) - RED).max() < 0.08  # the texture maps the right way round
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--faces", "0"], "face budget 0"),
+    (["--faces", "10000000"], "larger than the surface"),
+    (["--lods", "2000,-5"], "face budget -5"),
+    (["--texture", "1000"], "power of two"),
+    (["--texture", "16384"], "power of two"),
+])
+def test_bad_input_is_one_line_exit_2_and_overwrites_nothing(exported, job, capsys, arguments, message):
+    before = {p.name: p.stat().st_mtime_ns for p in exported.iterdir()}
+    code = iso3d(["export", str(job), "--texture", "64", "--faces", "500", "--out", str(exported), *arguments])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and message in error and len(error.splitlines()) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in exported.iterdir()} == before
+
+
+def test_a_folder_without_a_field_is_refused(tmp_path, capsys):
+    (tmp_path / "empty.job").mkdir()
+    code = iso3d(["export", str(tmp_path / "empty.job"), "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "holds no field" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_generate_with_a_face_budget_writes_the_finished_asset(tmp_path):
+    out = tmp_path / "thing.glb"
+    code = iso3d(["generate", "examples/example.png", "--model", "tiny", "--device", "cpu", "--preset", "tiny",
+                  "--quiet", "--out", str(out), "--steps", "1", "--phases.resolution_before", "24",
+                  "--mesh.resolution", "32", "--mesh.density_threshold", "2", "--faces", "300", "--texture", "64",
+                  "--lods", "100"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "thing_finish.json").read_text())
+    assert [level["name"] for level in manifest["levels"]] == ["thing", "thing_lod1"]
+    (mesh,) = trimesh.load(out).geometry.values()
+    assert abs(len(mesh.faces) - 300) <= 6 and mesh.visual.material.baseColorTexture.size == (64, 64)
+    assert (tmp_path / "thing_lod1.glb").is_file()
+
+
+def test_the_service_finish_job_streams_the_finished_mesh(tmp_path, fitted):
+    from types import SimpleNamespace
+
+    from backend.errors import SettingsError
+    from backend.events import Done, MeshUpdate
+    from backend.service.job_kinds import JobRunner, validate_settings
+    from blender_addon.protocol import JOB_KINDS
+
+    assert "finish" in JOB_KINDS
+    source = "a" * 16
+    write_job(tmp_path / source / "work", *fitted)
+
+    class Store:
+        def directory(self, job_id):
+            if job_id != source:
+                raise KeyError(job_id)
+            return tmp_path / job_id
+
+    settings = {"source": source, "faces": 500, "texture": 64, "lods": [200], "size": 1}
+    validate_settings("finish", settings)
+    for bad in ({"faces": 500}, {**settings, "texture": 100}, {**settings, "lods": [0]}, {**settings, "x": 1}):
+        with pytest.raises(SettingsError if "source" not in bad or "x" in bad else Exception):
+            validate_settings("finish", bad)
+    record = SimpleNamespace(id="b" * 16, kind="finish", settings=settings, step=0)
+    events = list(JobRunner(SimpleNamespace(device="cpu"), Store())(record, tmp_path / "job", None, False))
+    mesh, done = events
+    assert isinstance(mesh, MeshUpdate) and mesh.final and abs(len(mesh.faces) - 500) <= 10
+    assert isinstance(done, Done) and {"asset.glb", "asset_lod1.glb"} <= set(done.artifacts)
+    assert abs(np.ptp(mesh.vertices, axis=0).max() - 1.0) < 0.01  # placement is the full surface's
+    missing = SimpleNamespace(id="c" * 16, kind="finish", settings={**settings, "source": "f" * 16}, step=0)
+    (failed,) = JobRunner(SimpleNamespace(device="cpu"), Store())(missing, tmp_path / "job2", None, False)
+    assert failed.code == "bad_input" and "no job" in failed.message
