@@ -63,10 +63,15 @@ def image_file_png(path: str) -> bytes:
         data = file.read()
     if data.startswith(PNG_SIGNATURE):
         return data
+    unreadable = ImageInputError(f"The file {path} could not be read as an image")
     try:  # JPEG, EXR, ...: through Blender's image loader
         image = bpy.data.images.load(path, check_existing=True)
     except RuntimeError:
-        raise ImageInputError(f"The file {path} could not be read as an image") from None
+        raise unreadable from None
+    if image.size[0] == 0 or image.size[1] == 0:
+        if image.users == 0:
+            bpy.data.images.remove(image)
+        raise unreadable
     return image_datablock_png(image)
 
 

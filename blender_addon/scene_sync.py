@@ -23,7 +23,8 @@ def vertex_color_material() -> bpy.types.Material:
     if material is not None:
         return material
     material = bpy.data.materials.new(MATERIAL_NAME)
-    material.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # always on (and deprecated) from 5.0
+        material.use_nodes = True
     nodes, links = material.node_tree.nodes, material.node_tree.links
     shader = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
     attribute = nodes.new("ShaderNodeVertexColor")
@@ -104,6 +105,8 @@ def place_view_empties(
 ) -> list:
     """Image empties showing each view at its camera around ``target``, facing it (the image plane is the
     camera's XY plane; its +Z, the camera's back, points away from the target)."""
+    from mathutils import Matrix
+
     empties = []
     target = np.asarray(target, dtype=np.float64)
     for index, (image, matrix) in enumerate(zip(images, c2w)):
@@ -119,6 +122,6 @@ def place_view_empties(
         empty.data = image
         empty.empty_display_size = size
         empty.use_empty_image_alpha = False
-        empty.matrix_world = [list(row) for row in matrix]  # Blender takes rows here
+        empty.matrix_world = Matrix(matrix.tolist())  # Matrix() takes rows (a plain nested list would be columns)
         empties.append(empty)
     return empties
