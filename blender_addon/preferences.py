@@ -72,9 +72,8 @@ def connection_settings(context) -> tuple[str, tuple | None]:
     parts = urlsplit(address)
     if parts.scheme not in ("tcp", "ipc", "inproc") or (parts.scheme == "tcp" and not parts.port):
         raise ConnectionRefused(f"The backend address '{address}' is not valid: use tcp://HOST:PORT")
-    if is_loopback(address):
-        return address, None
-    if not bpy.app.online_access:
+    loopback = is_loopback(address)
+    if not loopback and not bpy.app.online_access:
         raise ConnectionRefused(
             f"Blender is in offline mode, so the add-on will not connect to the remote backend {address}: allow "
             "online access (Preferences > System > Network) or use a backend on this machine (127.0.0.1)"
@@ -82,7 +81,9 @@ def connection_settings(context) -> tuple[str, tuple | None]:
     preferences = addon_preferences(context)
     server_key = bpy.path.abspath(preferences.server_public_key) if preferences and preferences.server_public_key else ""
     client_key = bpy.path.abspath(preferences.client_secret_key) if preferences and preferences.client_secret_key else ""
-    if not server_key or not client_key:
+    if not (server_key and client_key):
+        if loopback:
+            return address, None
         raise ConnectionRefused(
             f"A remote backend ({address}) needs CURVE keys: set the server's public key file and this client's "
             "secret key file in the add-on preferences (`iso3d keys DIR` makes them)"
@@ -92,7 +93,7 @@ def connection_settings(context) -> tuple[str, tuple | None]:
             raise ConnectionRefused(f"The {label} file {path} does not exist")
     from .client import BackendClient
 
-    try:
+    try:  # keys are used whenever both are set: a remote backend, or one reached through an SSH tunnel
         return address, BackendClient.load_curve_keys(server_key, client_key)
     except (OSError, ValueError) as error:
         raise ConnectionRefused(f"The CURVE key files could not be read: {error}") from None

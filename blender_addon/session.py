@@ -19,6 +19,7 @@ from .local_backend import LocalBackend
 
 HEARTBEAT_SECONDS = 2.0
 ATTACH_RETRY_SECONDS = 5.0
+NO_ANSWER_SECONDS = 10.0
 FINISHED_STATES = ("done", "failed", "cancelled")
 
 
@@ -43,8 +44,11 @@ class Session:
     def __init__(self):
         self.client = None
         self.address = ""
+        self.curve = None
         self.links_seen = 0
         self.last_heartbeat = 0.0
+        self.connect_started = 0.0
+        self.no_answer_message = ""
         self.attached: dict[str, float] = {}  # job id -> when attach was last sent on this connection
         # kept in the driver namespace so that reloading the add-on keeps the handle of a running local backend
         self.local_backend = bpy.app.driver_namespace.setdefault("iso3d_local_backend", LocalBackend())
@@ -56,12 +60,14 @@ class Session:
         from .preferences import connection_settings
 
         address, curve = connection_settings(context)
-        if self.client is not None and not force and address == self.address:
+        if self.client is not None and not force and (address, curve) == (self.address, self.curve):
             return self.client
         self.disconnect()
         self.client = BackendClient(address, curve=curve, client_name=f"blender {bpy.app.version_string}")
-        self.address = address
+        self.address, self.curve = address, curve
         self.links_seen = 0
+        self.connect_started = time.monotonic()
+        self.no_answer_message = ""
         self.attached.clear()
         self.client.hello()
         for scene in bpy.data.scenes:
@@ -148,6 +154,7 @@ class Session:
                 self.attached.clear()
                 self._reattach_unfinished(context)
         self._set_connection(self._connection_state(client, messages))
+        self._report_silence(client)
         now = time.monotonic()
         if now - self.last_heartbeat > HEARTBEAT_SECONDS:
             self.last_heartbeat = now
@@ -174,6 +181,28 @@ class Session:
         if client.links and not client.link_up:
             return "LOST"
         return "CONNECTING"
+
+    def _report_silence(self, client) -> None:
+        """Say so when a new connection gets no answer at all (no backend there, or one that wants CURVE keys)."""
+        if client.connected:
+            if self.no_answer_message:
+                for scene in bpy.data.scenes:
+                    state = getattr(scene, "iso3d_job", None)
+                    if state is not None and state.last_error == self.no_answer_message:
+                        state.last_error = ""
+                self.no_answer_message = ""
+            return
+        waited = time.monotonic() - self.connect_started
+        if self.no_answer_message or waited < NO_ANSWER_SECONDS:
+            return
+        self.no_answer_message = (
+            f"No answer from the backend at {self.address} for {waited:.0f} s: is it running there? A backend "
+            "started with CURVE keys ignores clients without the right keys (set them in the add-on preferences)"
+        )
+        for scene in bpy.data.scenes:
+            state = getattr(scene, "iso3d_job", None)
+            if state is not None:
+                state.last_error = self.no_answer_message
 
     def _set_connection(self, value: str) -> None:
         for scene in bpy.data.scenes:

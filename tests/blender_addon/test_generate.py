@@ -196,3 +196,32 @@ def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(re
         for process in (backend, restarted):
             if process is not None and process.process is not None:
                 process.stop()
+
+
+def test_curve_keys_from_the_preferences_reach_a_keyed_backend(registered_addon, tmp_path, monkeypatch):
+    from backend.service.auth import generate_keys
+
+    from blender_addon import session
+
+    keys = generate_keys(tmp_path / "keys")
+    backend = BackendProcess(tmp_path / "data", extra=["--curve-secret-key", str(keys["server_secret"]),
+                                                       "--curve-allowed-clients", str(keys["client_public"].parent)])
+    backend.start()
+    monkeypatch.setattr(session, "NO_ANSWER_SECONDS", 1.0)
+    try:
+        registered_addon.backend_address = backend.address
+        registered_addon.previews_folder = str(tmp_path / "previews")
+        settings = bpy.context.scene.iso3d_generate
+        settings.image_source, settings.image_path, settings.preview_steps = "FILE", str(EXAMPLE), 2
+        SESSION.disconnect()
+        assert bpy.ops.iso3d.connect() == {"FINISHED"}  # without keys: silence, said in plain words
+        state = drain_until(lambda s: "No answer" in s.last_error, 20)
+        assert state.connection != "CONNECTED" and "CURVE" in state.last_error
+        registered_addon.server_public_key = str(keys["server_public"])
+        registered_addon.client_secret_key = str(keys["client_secret"])
+        assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+        state = drain_until(lambda s: s.state in ("done", "failed"))
+        assert state.state == "done" and state.connection == "CONNECTED" and not state.last_error
+    finally:
+        SESSION.disconnect()
+        backend.stop()
