@@ -73,7 +73,7 @@ def connection_settings(context) -> tuple[str, tuple | None]:
     if parts.scheme not in ("tcp", "ipc", "inproc") or (parts.scheme == "tcp" and not parts.port):
         raise ConnectionRefused(f"The backend address '{address}' is not valid: use tcp://HOST:PORT")
     loopback = is_loopback(address)
-    if not loopback and not bpy.app.online_access:
+    if not loopback and not getattr(bpy.app, "online_access", True):  # Blender < 4.2 has no offline mode
         raise ConnectionRefused(
             f"Blender is in offline mode, so the add-on will not connect to the remote backend {address}: allow "
             "online access (Preferences > System > Network) or use a backend on this machine (127.0.0.1)"
