@@ -49,9 +49,10 @@ def set_mesh_data(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray,
     if "position" in mesh.attributes and ".corner_vert" in mesh.attributes:
         mesh.attributes["position"].data.foreach_set("vector", vertices.ravel())
         mesh.attributes[".corner_vert"].data.foreach_set("value", faces.ravel())
-    else:  # Blender before 4.0
+    else:  # Blender before 4.0: polygon sizes are stored too
         mesh.vertices.foreach_set("co", vertices.ravel())
         mesh.loops.foreach_set("vertex_index", faces.ravel())
+        mesh.polygons.foreach_set("loop_total", np.full(len(faces), 3, dtype=np.int32))
     mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
     mesh.update(calc_edges=True)
     attribute = mesh.color_attributes.get(COLOR_ATTRIBUTE) or mesh.color_attributes.new(

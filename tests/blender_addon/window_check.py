@@ -52,9 +52,12 @@ def outside(out_dir: Path) -> int:
 
 
 def inside() -> None:
+    import faulthandler
     import time
 
     import bpy
+
+    faulthandler.enable()
 
     settings = json.loads(os.environ["ISO3D_WINDOW_CHECK"])
     sys.path.insert(0, str(Path(settings["addons"]) / "addons"))
