@@ -101,8 +101,11 @@ def inside() -> None:
                         bpy.context.view_layer.objects.active = obj
                         bpy.ops.view3d.view_selected()
                 for region in area.regions:
-                    if region.type == "UI":
-                        region.active_panel_category = "Isotropic3D"
+                    if region.type == "UI" and hasattr(region, "active_panel_category"):
+                        try:  # writable from Blender 4.2; on 3.4 the tab is clicked by hand
+                            region.active_panel_category = "Isotropic3D"
+                        except (AttributeError, TypeError):
+                            pass
                 area.tag_redraw()
         bpy.app.timers.register(shoot, first_interval=1.5)
         return None
