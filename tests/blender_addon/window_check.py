@@ -73,7 +73,7 @@ def inside() -> None:
                "mesh.preview_resolution": 32, "mesh.density_threshold": 2.0}
     generate = scene.iso3d_generate
     generate.image_source, generate.image_path, generate.preset = "FILE", settings["image"], "tiny"
-    generate.steps, generate.mesh_every, generate.options = 12, 3, json.dumps(options)
+    generate.steps, generate.mesh_every, generate.options = 6, 2, json.dumps(options)
     started = time.monotonic()
     result = bpy.ops.iso3d.generate()
     print("WINDOW CHECK generate:", result, flush=True)
