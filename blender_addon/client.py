@@ -31,7 +31,10 @@ class BackendClient:
             self.socket.curve_serverkey = server_public
             self.socket.curve_publickey = client_public
             self.socket.curve_secretkey = client_secret
+        self.monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.socket.connect(address)
+        self.link_up = False  # the transport is connected now (from the socket's monitor)
+        self.links = 0  # how many times the transport came up; > 1 means it reconnected (a restarted backend)
         self.outbox: deque[list[bytes]] = deque()
         self.welcome: protocol.Message | None = None
         self.last_reply: float | None = None
@@ -48,7 +51,28 @@ class BackendClient:
         return server_public, client_public, client_secret
 
     def close(self) -> None:
+        try:
+            self.socket.disable_monitor()
+        except Exception:  # noqa: BLE001 - already closed
+            pass
+        self.monitor.close(0)
         self.socket.close(0)
+
+    def _watch_link(self) -> None:
+        """Follow the transport's connect/disconnect events (never blocks)."""
+        import zmq
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_CONNECTED:
+                self.link_up = True
+                self.links += 1
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.link_up = False
 
     # -- sending ----------------------------------------------------------------------------------------------
     def send(self, frames: list[bytes]) -> None:
@@ -103,6 +127,7 @@ class BackendClient:
         """Messages waiting now (never blocks). A message the client cannot read becomes a local ``error``."""
         import zmq
 
+        self._watch_link()
         self._flush()
         messages = []
         for _ in range(max_messages):

@@ -1,8 +1,127 @@
-"""View3D sidebar tab "Isotropic3D". This file holds the tab's panels; "Render training views" is one of them."""
+"""View3D sidebar tab "Isotropic3D": "Generate" (image, settings, buttons), its "Backend" and "Progress" sub-panels,
+and "Render training views"."""
 
 import bpy
 
-from .preferences import output_folder
+from .preferences import backend_address, output_folder
+
+_TAB = dict(bl_space_type="VIEW_3D", bl_region_type="UI", bl_category="Isotropic3D")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+
+
+class ISO3D_PT_generate(bpy.types.Panel):
+    bl_label = "Generate"
+    bl_idname = "ISO3D_PT_generate"
+    bl_space_type, bl_region_type, bl_category = _TAB["bl_space_type"], _TAB["bl_region_type"], _TAB["bl_category"]
+    bl_order = 0
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.iso3d_generate
+        state = context.scene.iso3d_job
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(settings, "image_source")
+        if settings.image_source == "FILE":
+            layout.prop(settings, "image_path")
+        elif settings.image_source == "IMAGE":
+            layout.template_ID(settings, "image", open="image.open")
+        else:
+            obj = context.active_object
+            name = obj.data.name if obj and obj.type == "EMPTY" and obj.data else "no active image empty"
+            layout.label(text=name, icon="IMAGE_DATA")
+        column = layout.column(align=True)
+        column.prop(settings, "preset")
+        column.prop(settings, "steps")
+        column.prop(settings, "mesh_every")
+        column.prop(settings, "seed")
+        column = layout.column(align=True)
+        column.prop(settings, "guidance")
+        column.prop(settings, "preview_steps")
+        column.prop(settings, "elevation")
+        layout.prop(settings, "result_object")
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        row.operator("iso3d.preview_views", icon="IMAGE_PLANE")
+        row.operator("iso3d.generate", icon="MESH_MONKEY")
+        row = layout.row()
+        row.enabled = state.active
+        row.operator("iso3d.cancel", icon="CANCEL")
+
+
+class ISO3D_PT_generate_progress(bpy.types.Panel):
+    bl_label = "Progress"
+    bl_idname = "ISO3D_PT_generate_progress"
+    bl_parent_id = "ISO3D_PT_generate"
+    bl_space_type, bl_region_type, bl_category = _TAB["bl_space_type"], _TAB["bl_region_type"], _TAB["bl_category"]
+
+    def draw(self, context):
+        layout = self.layout
+        state = context.scene.iso3d_job
+        if not state.job_id and not state.request and not state.last_error:
+            layout.label(text="No job yet")
+        if state.job_id or state.request:
+            layout.label(text=f"{state.job_kind or 'job'} {state.job_id or '(sending)'}: {state.state or 'attaching'}")
+            if state.phase:
+                text = f"{state.phase}"
+                if state.total:
+                    text += f"  {state.step}/{state.total}"
+                if state.position:
+                    text += f"  (queue position {state.position})"
+                if state.eta >= 0 and state.state == "running":
+                    text += f"  ETA {_duration(state.eta)}"
+                layout.label(text=text, icon="TIME")
+            if state.total and hasattr(layout, "progress"):  # Blender 4.0+
+                layout.progress(factor=min(state.step / state.total, 1.0), text=f"{100 * state.step // state.total}%")
+            if state.mesh_updates:
+                layout.label(text=f"{state.mesh_updates} mesh updates into '{state.object_name}'", icon="MESH_DATA")
+        if state.last_error:
+            box = layout.box()
+            for index, line in enumerate(_wrap(state.last_error, 48)):
+                box.label(text=line, icon="ERROR" if index == 0 else "BLANK1")
+
+
+class ISO3D_PT_generate_backend(bpy.types.Panel):
+    bl_label = "Backend"
+    bl_idname = "ISO3D_PT_generate_backend"
+    bl_parent_id = "ISO3D_PT_generate"
+    bl_space_type, bl_region_type, bl_category = _TAB["bl_space_type"], _TAB["bl_region_type"], _TAB["bl_category"]
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw_header(self, context):
+        state = context.scene.iso3d_job
+        icon = {"CONNECTED": "LINKED", "CONNECTING": "TIME", "LOST": "ERROR"}.get(state.connection, "UNLINKED")
+        self.layout.label(text="", icon=icon)
+
+    def draw(self, context):
+        from .session import SESSION
+
+        layout = self.layout
+        state = context.scene.iso3d_job
+        label = state.bl_rna.properties["connection"].enum_items[state.connection].name
+        layout.label(text=f"{label}: {backend_address(context)}")
+        if state.server:
+            layout.label(text=state.server)
+        layout.operator("iso3d.connect", icon="LINKED")
+        layout.label(text=SESSION.local_backend.status_line())
+        row = layout.row(align=True)
+        row.operator("iso3d.start_local_backend", text="Start local", icon="PLAY")
+        row.operator("iso3d.stop_local_backend", text="Stop local", icon="PAUSE")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + ([line] if line else [])
 
 
 class ISO3D_PT_render_training_views(bpy.types.Panel):
@@ -12,6 +131,7 @@ class ISO3D_PT_render_training_views(bpy.types.Panel):
     bl_region_type = "UI"
     bl_category = "Isotropic3D"
     bl_options = {"DEFAULT_CLOSED"}
+    bl_order = 10
 
     def draw(self, context):
         layout = self.layout
@@ -40,9 +160,14 @@ class ISO3D_PT_render_training_views(bpy.types.Panel):
         layout.operator("iso3d.render_training_views", icon="RENDER_STILL")
 
 
+CLASSES = (ISO3D_PT_generate, ISO3D_PT_generate_progress, ISO3D_PT_generate_backend, ISO3D_PT_render_training_views)
+
+
 def register():
-    bpy.utils.register_class(ISO3D_PT_render_training_views)
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
 
 
 def unregister():
-    bpy.utils.unregister_class(ISO3D_PT_render_training_views)
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,37 +1,182 @@
-"""Add-on preferences: the output folder for rendered training views (more settings join as features land)."""
+"""Add-on preferences: the backend address, a local backend to start, CURVE keys for a remote backend, and the
+output folders. Also the checks that turn them into a connection (loopback or keys, Blender's offline mode)."""
 
 import os
+from urllib.parse import urlsplit
 
 import bpy
 
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+class ConnectionRefused(Exception):
+    """The preferences do not allow this connection; the message says why in plain words."""
+
+
+def _user_folder(name: str) -> str:
+    """The extension's user folder ``name`` (``extension_path_user``) or, for a legacy install, ~/isotropic3d/name."""
+    try:
+        return bpy.utils.extension_path_user(__package__, path=name, create=False)
+    except (ValueError, AttributeError):  # not installed as an extension (tests, legacy add-on)
+        return os.path.join(os.path.expanduser("~"), "isotropic3d", name)
+
 
 def default_output_folder() -> str:
-    """The extension's user folder (``extension_path_user``) or, for a legacy install, ~/isotropic3d."""
-    try:
-        return bpy.utils.extension_path_user(__package__, path="training_views", create=False)
-    except (ValueError, AttributeError):  # not installed as an extension (tests, legacy add-on)
-        return os.path.join(os.path.expanduser("~"), "isotropic3d", "training_views")
+    return _user_folder("training_views")
+
+
+def addon_preferences(context):
+    """The add-on's preferences, or None when the add-on is not registered under its package name."""
+    addon = context.preferences.addons.get(__package__)
+    return addon.preferences if addon is not None else None
 
 
 def output_folder(context) -> str:
     """The output folder set in the preferences, or the default when empty or the add-on is not registered."""
-    addon = context.preferences.addons.get(__package__)
-    folder = addon.preferences.output_folder if addon is not None else ""
+    preferences = addon_preferences(context)
+    folder = preferences.output_folder if preferences is not None else ""
     return bpy.path.abspath(folder) if folder else default_output_folder()
+
+
+def previews_folder(context) -> str:
+    """Where streamed preview images are written before they are loaded as Image datablocks."""
+    preferences = addon_preferences(context)
+    folder = preferences.previews_folder if preferences is not None else ""
+    return bpy.path.abspath(folder) if folder else _user_folder("previews")
+
+
+def local_data_folder(context) -> str:
+    preferences = addon_preferences(context)
+    folder = preferences.local_data_folder if preferences is not None else ""
+    return bpy.path.abspath(folder) if folder else _user_folder("backend_data")
+
+
+def backend_address(context) -> str:
+    preferences = addon_preferences(context)
+    return (preferences.backend_address.strip() if preferences is not None else "") or DEFAULT_ADDRESS
+
+
+def is_loopback(address: str) -> bool:
+    """True for addresses that never leave this machine (tcp to 127.0.0.1/localhost/::1, ipc, inproc)."""
+    parts = urlsplit(address)
+    if parts.scheme in ("ipc", "inproc"):
+        return True
+    host = parts.hostname or ""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def connection_settings(context) -> tuple[str, tuple | None]:
+    """(address, CURVE keys or None) for a connection, or ConnectionRefused saying why not."""
+    address = backend_address(context)
+    parts = urlsplit(address)
+    if parts.scheme not in ("tcp", "ipc", "inproc") or (parts.scheme == "tcp" and not parts.port):
+        raise ConnectionRefused(f"The backend address '{address}' is not valid: use tcp://HOST:PORT")
+    loopback = is_loopback(address)
+    if not loopback and not getattr(bpy.app, "online_access", True):  # Blender < 4.2 has no offline mode
+        raise ConnectionRefused(
+            f"Blender is in offline mode, so the add-on will not connect to the remote backend {address}: allow "
+            "online access (Preferences > System > Network) or use a backend on this machine (127.0.0.1)"
+        )
+    preferences = addon_preferences(context)
+    server_key = bpy.path.abspath(preferences.server_public_key) if preferences and preferences.server_public_key else ""
+    client_key = bpy.path.abspath(preferences.client_secret_key) if preferences and preferences.client_secret_key else ""
+    if not (server_key and client_key):
+        if loopback:
+            return address, None
+        raise ConnectionRefused(
+            f"A remote backend ({address}) needs CURVE keys: set the server's public key file and this client's "
+            "secret key file in the add-on preferences (`iso3d keys DIR` makes them)"
+        )
+    for label, path in (("server public key", server_key), ("client secret key", client_key)):
+        if not os.path.isfile(path):
+            raise ConnectionRefused(f"The {label} file {path} does not exist")
+    from .client import BackendClient
+
+    try:  # keys are used whenever both are set: a remote backend, or one reached through an SSH tunnel
+        return address, BackendClient.load_curve_keys(server_key, client_key)
+    except (OSError, ValueError) as error:
+        raise ConnectionRefused(f"The CURVE key files could not be read: {error}") from None
 
 
 class Isotropic3DPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
+    backend_address: bpy.props.StringProperty(
+        name="Backend address",
+        description="ZeroMQ address of the Isotropic3D backend (`iso3d serve --bind ...`)",
+        default=DEFAULT_ADDRESS,
+    )
+    # -- a backend started by the add-on on this machine --
+    local_python: bpy.props.StringProperty(
+        name="Python",
+        description="Python with the backend installed (runs `PYTHON -m backend.cli serve`); empty = the `iso3d` "
+        "command on PATH",
+        subtype="FILE_PATH",
+        default="",
+    )
+    local_model: bpy.props.StringProperty(
+        name="Model",
+        description="'tiny' (test-size, no weights), or the path of isotropic3d.ckpt; empty = the backend's default",
+        default="",
+    )
+    local_device: bpy.props.StringProperty(
+        name="Device", description="auto (CUDA if available), cpu, cuda, cuda:1, ...", default="auto"
+    )
+    local_data_folder: bpy.props.StringProperty(
+        name="Data folder",
+        description="Where the local backend keeps its jobs; empty = the extension's user folder",
+        subtype="DIR_PATH",
+        default="",
+    )
+    # -- a remote backend --
+    server_public_key: bpy.props.StringProperty(
+        name="Server public key",
+        description="The backend's CURVE public certificate (server.key), needed for a non-loopback address",
+        subtype="FILE_PATH",
+        default="",
+    )
+    client_secret_key: bpy.props.StringProperty(
+        name="Client secret key",
+        description="This client's CURVE secret certificate (blender.key_secret)",
+        subtype="FILE_PATH",
+        default="",
+    )
+    # -- outputs --
     output_folder: bpy.props.StringProperty(
         name="Output folder",
         description="Where rendered training views go (one folder per object); empty = the extension's user folder",
         subtype="DIR_PATH",
         default="",
     )
+    previews_folder: bpy.props.StringProperty(
+        name="Previews folder",
+        description="Where streamed preview images are saved; empty = the extension's user folder",
+        subtype="DIR_PATH",
+        default="",
+    )
 
     def draw(self, context):
-        self.layout.prop(self, "output_folder")
+        from .session import SESSION
+
+        layout = self.layout
+        layout.prop(self, "backend_address")
+        box = layout.box()
+        box.label(text="Local backend", icon="CONSOLE")
+        box.prop(self, "local_python")
+        box.prop(self, "local_model")
+        box.prop(self, "local_device")
+        box.prop(self, "local_data_folder")
+        row = box.row()
+        row.label(text=SESSION.local_backend.status_line())
+        row.operator("iso3d.start_local_backend", text="Start")
+        row.operator("iso3d.stop_local_backend", text="Stop")
+        box = layout.box()
+        box.label(text="Remote backend (CURVE keys)", icon="LOCKED")
+        box.prop(self, "server_public_key")
+        box.prop(self, "client_secret_key")
+        layout.prop(self, "output_folder")
+        layout.prop(self, "previews_folder")
 
 
 def register():

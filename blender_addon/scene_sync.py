@@ -23,7 +23,8 @@ def vertex_color_material() -> bpy.types.Material:
     if material is not None:
         return material
     material = bpy.data.materials.new(MATERIAL_NAME)
-    material.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # always on (and deprecated) from 5.0
+        material.use_nodes = True
     nodes, links = material.node_tree.nodes, material.node_tree.links
     shader = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
     attribute = nodes.new("ShaderNodeVertexColor")
@@ -48,9 +49,10 @@ def set_mesh_data(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray,
     if "position" in mesh.attributes and ".corner_vert" in mesh.attributes:
         mesh.attributes["position"].data.foreach_set("vector", vertices.ravel())
         mesh.attributes[".corner_vert"].data.foreach_set("value", faces.ravel())
-    else:  # Blender before 4.0
+    else:  # Blender before 4.0: polygon sizes are stored too
         mesh.vertices.foreach_set("co", vertices.ravel())
         mesh.loops.foreach_set("vertex_index", faces.ravel())
+        mesh.polygons.foreach_set("loop_total", np.full(len(faces), 3, dtype=np.int32))
     mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
     mesh.update(calc_edges=True)
     attribute = mesh.color_attributes.get(COLOR_ATTRIBUTE) or mesh.color_attributes.new(
@@ -104,6 +106,8 @@ def place_view_empties(
 ) -> list:
     """Image empties showing each view at its camera around ``target``, facing it (the image plane is the
     camera's XY plane; its +Z, the camera's back, points away from the target)."""
+    from mathutils import Matrix
+
     empties = []
     target = np.asarray(target, dtype=np.float64)
     for index, (image, matrix) in enumerate(zip(images, c2w)):
@@ -119,6 +123,6 @@ def place_view_empties(
         empty.data = image
         empty.empty_display_size = size
         empty.use_empty_image_alpha = False
-        empty.matrix_world = [list(row) for row in matrix]  # Blender takes rows here
+        empty.matrix_world = Matrix(matrix.tolist())  # Matrix() takes rows (a plain nested list would be columns)
         empties.append(empty)
     return empties

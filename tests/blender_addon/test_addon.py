@@ -28,19 +28,6 @@ def test_manifest_is_a_valid_extension_manifest():
     assert "bl_info" not in (ADDON_DIR / "__init__.py").read_text()
 
 
-@pytest.fixture
-def registered_addon(tmp_path):
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    addon = bpy.context.preferences.addons.new()
-    addon.module = blender_addon.__name__
-    blender_addon.register()
-    try:
-        yield bpy.context.preferences.addons[blender_addon.__name__].preferences
-    finally:
-        blender_addon.unregister()
-        bpy.context.preferences.addons.remove(addon)
-
-
 def test_operator_renders_each_selected_mesh_into_the_preferences_folder(registered_addon, tmp_path):
     registered_addon.output_folder = str(tmp_path / "views")
     scene = bpy.context.scene

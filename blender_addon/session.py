@@ -1,0 +1,363 @@
+"""The add-on's one connection to the backend and the jobs it follows (module-level ``SESSION``).
+
+``drain(context)`` polls the client (never blocks) and applies each message to the scene that owns its job through
+``scene_sync``: preview views -> Image datablocks and image empties around the job's target; ``mesh`` -> one object
+replaced in place; ``done`` -> the GLB path on that object; progress and errors -> ``scene.iso3d_job``. In the UI a
+``bpy.app.timers`` callback calls it; in background mode (tests, ``bpy.app.background``) timers never fire, so it is
+called directly. Re-attaching is automatic: whenever a scene holds an unfinished job id (after reopening a file,
+reloading the add-on, or a backend restart seen as a reconnection), the session attaches to it again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import bpy
+
+from .local_backend import LocalBackend
+
+HEARTBEAT_SECONDS = 2.0
+ATTACH_RETRY_SECONDS = 5.0
+NO_ANSWER_SECONDS = 10.0
+FINISHED_STATES = ("done", "failed", "cancelled")
+
+
+def _job_scenes(job: str):
+    return [scene for scene in bpy.data.scenes if getattr(scene, "iso3d_job", None) and scene.iso3d_job.job_id == job]
+
+
+def _request_scene(request: str):
+    for scene in bpy.data.scenes:
+        if getattr(scene, "iso3d_job", None) and request and scene.iso3d_job.request == request:
+            return scene
+    return None
+
+
+def _plain_error(code: str, message: str) -> str:
+    """An error for an artist: the backend's sentence, with the code only where it adds something."""
+    message = (message or "").strip() or code.replace("_", " ")
+    return message[0].upper() + message[1:]
+
+
+class Session:
+    def __init__(self):
+        self.client = None
+        self.address = ""
+        self.curve = None
+        self.links_seen = 0
+        self.last_heartbeat = 0.0
+        self.connect_started = 0.0
+        self.no_answer_message = ""
+        self.attached: dict[str, float] = {}  # job id -> when attach was last sent on this connection
+        # kept in the driver namespace so that reloading the add-on keeps the handle of a running local backend
+        self.local_backend = bpy.app.driver_namespace.setdefault("iso3d_local_backend", LocalBackend())
+
+    # -- connection -----------------------------------------------------------------------------------------
+    def connect(self, context, force: bool = False):
+        """The client for the preferences' address (created on first use; ConnectionRefused if not allowed)."""
+        from .client import BackendClient
+        from .preferences import connection_settings
+
+        address, curve = connection_settings(context)
+        if self.client is not None and not force and (address, curve) == (self.address, self.curve):
+            return self.client
+        self.disconnect()
+        self.client = BackendClient(address, curve=curve, client_name=f"blender {bpy.app.version_string}")
+        self.address, self.curve = address, curve
+        self.links_seen = 0
+        self.connect_started = time.monotonic()
+        self.no_answer_message = ""
+        self.attached.clear()
+        self.client.hello()
+        for scene in bpy.data.scenes:
+            if getattr(scene, "iso3d_job", None) is not None:
+                scene.iso3d_job.connection = "CONNECTING"
+        return self.client
+
+    def disconnect(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+        self.attached.clear()
+
+    def shutdown(self) -> None:
+        """Add-on unregistered: close the socket. A local backend keeps running (its jobs go on; the reloaded
+        add-on finds it again); it stops when Blender exits or by the Stop button."""
+        self.disconnect()
+
+    # -- jobs -----------------------------------------------------------------------------------------------
+    def submit(self, context, kind: str, image_png: bytes, settings: dict, object_name: str = "") -> str:
+        scene = context.scene
+        client = self.connect(context)
+        state = scene.iso3d_job
+        request = client.submit(kind, image_png, settings, name=object_name)
+        state.request, state.job_id, state.job_kind, state.state = request, "", kind, "queued"
+        state.phase, state.step, state.total, state.eta, state.position = "submitted", 0, 0, -1.0, 0
+        state.last_error, state.mesh_updates, state.artifacts = "", 0, ""
+        state.target = tuple(scene.cursor.location)
+        if kind == "generate":
+            state.object_name = object_name
+        return request
+
+    def cancel(self, context) -> None:
+        state = context.scene.iso3d_job
+        if not state.job_id:
+            raise ValueError("There is no job to cancel")
+        self.connect(context).cancel(state.job_id)
+
+    def attach(self, context, job: str) -> None:
+        state = context.scene.iso3d_job
+        if state.job_id != job:
+            state.job_id, state.state, state.request, state.last_error = job, "", "", ""
+        self.connect(context).attach(job)
+        self.attached[job] = time.monotonic()
+
+    def _reattach_unfinished(self, context) -> None:
+        """Attach to every unfinished job of the open file that this connection does not follow yet."""
+        now = time.monotonic()
+        for scene in bpy.data.scenes:
+            state = getattr(scene, "iso3d_job", None)
+            if state is None or not state.active or state.request:
+                continue
+            if state.job_id in self.attached and now - self.attached[state.job_id] < ATTACH_RETRY_SECONDS:
+                continue
+            if state.job_id in self.attached and state.connection == "CONNECTED":
+                continue  # following it already
+            try:
+                client = self.connect(context)
+            except Exception as error:  # noqa: BLE001 - refused by the preferences: say so, retry later
+                state.last_error = str(error)
+                self.attached[state.job_id] = now
+                continue
+            client.attach(state.job_id)
+            self.attached[state.job_id] = now
+
+    # -- the drain ------------------------------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return self.client is not None or any(
+            getattr(scene, "iso3d_job", None) is not None and scene.iso3d_job.active for scene in bpy.data.scenes
+        )
+
+    def drain(self, context, max_messages: int = 64) -> int:
+        """Apply what the backend sent (never blocks). Returns the number of messages applied."""
+        self._reattach_unfinished(context)
+        client = self.client
+        if client is None:
+            return 0
+        messages = client.poll(max_messages)
+        if client.links > self.links_seen:  # the transport came (back) up: a restarted backend forgot us
+            reconnected = self.links_seen > 0
+            self.links_seen = client.links
+            if reconnected:
+                client.hello()
+                self.attached.clear()
+                self._reattach_unfinished(context)
+        self._set_connection(self._connection_state(client, messages))
+        self._report_silence(client)
+        now = time.monotonic()
+        if now - self.last_heartbeat > HEARTBEAT_SECONDS:
+            self.last_heartbeat = now
+            client.ping()
+        latest_mesh = {}
+        for index, message in enumerate(messages):
+            if message.type == "mesh":
+                latest_mesh[message.get("job")] = index
+        applied = 0
+        for index, message in enumerate(messages):
+            if message.type == "mesh" and latest_mesh.get(message.get("job")) != index and not message.get("final"):
+                continue  # a newer mesh of the same job is in this batch
+            try:
+                self.apply(context, message)
+            except Exception as error:  # noqa: BLE001 - one bad message must not stop the stream
+                for scene in _job_scenes(message.get("job")) or [context.scene]:
+                    scene.iso3d_job.last_error = f"Could not apply the backend's {message.type}: {error}"
+            applied += 1
+        return applied
+
+    def _connection_state(self, client, messages) -> str:
+        if client.link_up and client.connected:
+            return "CONNECTED"
+        if client.links and not client.link_up:
+            return "LOST"
+        return "CONNECTING"
+
+    def _report_silence(self, client) -> None:
+        """Say so when a new connection gets no answer at all (no backend there, or one that wants CURVE keys)."""
+        if client.connected:
+            if self.no_answer_message:
+                for scene in bpy.data.scenes:
+                    state = getattr(scene, "iso3d_job", None)
+                    if state is not None and state.last_error == self.no_answer_message:
+                        state.last_error = ""
+                self.no_answer_message = ""
+            return
+        waited = time.monotonic() - self.connect_started
+        if self.no_answer_message or waited < NO_ANSWER_SECONDS:
+            return
+        self.no_answer_message = (
+            f"No answer from the backend at {self.address} for {waited:.0f} s: is it running there? A backend "
+            "started with CURVE keys ignores clients without the right keys (set them in the add-on preferences)"
+        )
+        for scene in bpy.data.scenes:
+            state = getattr(scene, "iso3d_job", None)
+            if state is not None:
+                state.last_error = self.no_answer_message
+
+    def _set_connection(self, value: str) -> None:
+        for scene in bpy.data.scenes:
+            state = getattr(scene, "iso3d_job", None)
+            if state is not None and state.connection != value:
+                state.connection = value
+
+    # -- applying one message -------------------------------------------------------------------------------
+    def apply(self, context, message) -> None:
+        handler = getattr(self, f"_on_{message.type}", None)
+        if handler is not None:
+            handler(context, message)
+
+    def _on_welcome(self, context, message) -> None:
+        server = f"{message.get('server')} · {message.get('model')} on {message.get('device')}"
+        if not message.get("trained"):
+            server += " (untrained weights)"
+        for scene in bpy.data.scenes:
+            if getattr(scene, "iso3d_job", None) is not None:
+                scene.iso3d_job.server = server
+
+    def _on_accepted(self, context, message) -> None:
+        job = message.get("job")
+        scene = _request_scene(message.get("request", ""))
+        scenes = [scene] if scene is not None else _job_scenes(job)
+        for scene in scenes:
+            state = scene.iso3d_job
+            state.job_id, state.job_kind, state.request = job, message.get("kind"), ""
+            state.position = message.get("position")
+            if state.state not in FINISHED_STATES:
+                state.state = "queued" if message.get("position") > 0 else "running"
+            self.attached[job] = time.monotonic()
+
+    def _on_progress(self, context, message) -> None:
+        for scene in _job_scenes(message.get("job")):
+            state = scene.iso3d_job
+            state.phase, state.step, state.total = message.get("phase"), message.get("step"), message.get("total")
+            state.position = message.get("position", 0)
+            state.eta = message.get("eta", -1.0)
+            if state.state not in FINISHED_STATES:
+                state.state = "queued" if message.get("phase") == "queued" else "running"
+
+    def _on_views(self, context, message) -> None:
+        from . import scene_sync
+        from .preferences import previews_folder
+
+        for scene in _job_scenes(message.get("job")):
+            state = scene.iso3d_job
+            prefix = "Isotropic3D preview" if message.get("kind") == "preview" else f"{state.object_name} render"
+            folder = f"{previews_folder(context)}/{message.get('job')}"
+            images = [
+                scene_sync.load_png_image(f"{prefix} {index}", png, folder)
+                for index, png in enumerate(message.payloads)
+            ]
+            if message.get("kind") == "preview":
+                collection = _collection(scene, "Isotropic3D previews")
+                scene_sync.place_view_empties(prefix, images, message.get("c2w"), target=tuple(state.target),
+                                              collection=collection)
+
+    def _on_mesh(self, context, message) -> None:
+        from . import scene_sync
+        from .client import decode_array
+
+        job = message.get("job")
+        vertices, faces, colours = (decode_array(message, index) for index in range(3))
+        for scene in _job_scenes(job):
+            state = scene.iso3d_job
+            state.object_name = state.object_name or f"Isotropic3D {job[:8]}"
+            scene_sync.apply_mesh(state.object_name, vertices, faces, colours, job=job, collection=scene.collection)
+            state.mesh_updates += 1
+            if message.get("final"):
+                state.phase = "final mesh"
+
+    def _on_done(self, context, message) -> None:
+        artifacts = {item.get("name", ""): item.get("path", "") for item in message.get("artifacts")
+                     if isinstance(item, dict)}
+        for scene in _job_scenes(message.get("job")):
+            state = scene.iso3d_job
+            state.state, state.eta, state.position = "done", 0.0, 0
+            state.step = state.total
+            state.artifacts = json.dumps(artifacts)
+            glb = next((path for name, path in artifacts.items() if name.endswith(".glb")), "")
+            obj = bpy.data.objects.get(state.object_name) if state.object_name else None
+            if obj is not None and glb:
+                obj["iso3d_glb"] = glb
+
+    def _on_error(self, context, message) -> None:
+        job, code = message.get("job"), message.get("code")
+        text = _plain_error(code, message.get("message"))
+        scenes = _job_scenes(job) if job else []
+        if not scenes:  # an error about no job of ours (or a refused submission): the scene waiting for a reply
+            scenes = [s for s in bpy.data.scenes if getattr(s, "iso3d_job", None) and s.iso3d_job.request] or [
+                context.scene]
+        for scene in scenes:
+            state = scene.iso3d_job
+            if code == "not_running":
+                state.last_error = text
+                continue
+            state.last_error = text
+            if code == "unknown_job" or state.request:
+                state.state, state.request = "failed", ""
+            elif job:
+                state.state = "cancelled" if code == "cancelled" else "failed"
+
+    def _on_pong(self, context, message) -> None:
+        pass
+
+
+def _collection(scene, name: str):
+    collection = bpy.data.collections.get(name)
+    if collection is None:
+        collection = bpy.data.collections.new(name)
+    if collection.name not in scene.collection.children:
+        scene.collection.children.link(collection)
+    return collection
+
+
+SESSION = Session()
+
+
+# -- timer and handlers -----------------------------------------------------------------------------------------
+def _redraw_sidebars() -> None:
+    window_manager = bpy.context.window_manager
+    for window in getattr(window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+def _tick():
+    """The UI timer: drain, redraw the sidebar when something changed, come back soon while a job runs."""
+    try:
+        applied = SESSION.drain(bpy.context)
+        if applied or SESSION.client is not None:
+            _redraw_sidebars()
+    except Exception as error:  # noqa: BLE001 - a timer that raises is unregistered for good
+        print(f"Isotropic3D: {error}")
+    return 0.1 if SESSION.has_work() else 1.0
+
+
+@bpy.app.handlers.persistent
+def _on_load_post(*_args):
+    SESSION.attached.clear()  # a new file: its unfinished jobs are attached on the next drain
+
+
+def register():
+    if _on_load_post not in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.append(_on_load_post)
+    if not bpy.app.timers.is_registered(_tick):
+        bpy.app.timers.register(_tick, first_interval=0.5, persistent=True)
+
+
+def unregister():
+    if bpy.app.timers.is_registered(_tick):
+        bpy.app.timers.unregister(_tick)
+    if _on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_on_load_post)
+    SESSION.shutdown()

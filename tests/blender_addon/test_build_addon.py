@@ -1,0 +1,80 @@
+"""build_addon.py: the extension zip validates with Blender's own validator, installs into a fresh bpy user folder
+and enables; without network (or wheels) the build fails with one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytest.importorskip("bpy")
+
+INSTALL_AND_ENABLE = textwrap.dedent("""
+    import sys, bpy
+    result = bpy.ops.extensions.package_install_files(filepath=sys.argv[1], repo="user_default",
+                                                      enable_on_install=True)
+    module = "bl_ext.user_default.isotropic3d"
+    preferences = bpy.context.preferences.addons[module].preferences
+    import importlib
+    package = importlib.import_module(module)
+    print("RESULT", result == {"FINISHED"}, hasattr(bpy.types, "ISO3D_PT_generate"),
+          hasattr(bpy.types, "ISO3D_OT_generate"), preferences.backend_address, package.__file__)
+""")
+
+
+def build(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "build_addon.py"), *args], capture_output=True,
+                          text=True, cwd=REPO_ROOT, timeout=300)
+
+
+def install_in_fresh_user_folder(zip_path, user_folder) -> str:
+    environment = dict(os.environ, BLENDER_USER_RESOURCES=str(user_folder))
+    result = subprocess.run([sys.executable, "-c", INSTALL_AND_ENABLE, str(zip_path)], capture_output=True,
+                            text=True, env=environment, timeout=300)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT")]
+    assert result.returncode == 0 and lines, result.stdout + result.stderr
+    return lines[-1]
+
+
+def test_zip_without_wheels_validates_installs_and_enables(tmp_path):
+    result = build("--no-wheels", "--output-dir", str(tmp_path / "dist"))
+    assert result.returncode == 0, result.stderr
+    assert "validated" in result.stdout
+    (zip_path,) = (tmp_path / "dist").glob("isotropic3d-*.zip")
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert "blender_manifest.toml" in names and "__init__.py" in names and "session.py" in names
+    assert not any("__pycache__" in name or name.startswith("wheels/") for name in names)
+    line = install_in_fresh_user_folder(zip_path, tmp_path / "user")
+    assert line.startswith("RESULT True True True tcp://127.0.0.1:5555 "), line
+    assert str(tmp_path / "user") in line  # installed into the fresh user folder, not imported from the checkout
+
+
+def test_build_without_reachable_wheels_fails_in_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = build("--wheels-from", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "dist"))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "could not download pyzmq" in result.stderr
+    assert not (tmp_path / "dist").exists()
+
+
+@pytest.mark.slow
+def test_zips_with_downloaded_wheels_per_platform(tmp_path):
+    """Needs network: pip downloads the six pyzmq wheels."""
+    result = build("--split-platforms", "--output-dir", str(tmp_path / "dist"))
+    assert result.returncode == 0, result.stderr
+    zips = {path.name: zipfile.ZipFile(path).namelist() for path in (tmp_path / "dist").glob("*.zip")}
+    assert len(zips) == 4
+    linux = next(names for name, names in zips.items() if "linux_x64" in name)
+    assert sorted(n for n in linux if n.startswith("wheels/")) == [
+        "wheels/pyzmq-27.3.0-cp311-cp311-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl",
+        "wheels/pyzmq-27.3.0-cp312-abi3-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl",
+    ]
+    line = install_in_fresh_user_folder(tmp_path / "dist" / next(n for n in zips if "linux_x64" in n),
+                                        tmp_path / "user")
+    assert line.startswith("RESULT True True True"), line

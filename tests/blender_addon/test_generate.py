@@ -1,0 +1,227 @@
+"""The generation side of the extension end to end: real bpy, a real `iso3d serve --model tiny` subprocess on a free
+loopback port, the operators, and ``SESSION.drain`` called directly (timers never fire in background mode)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+import blender_addon  # noqa: E402
+from blender_addon.client import decode_array  # noqa: E402
+from blender_addon.session import SESSION  # noqa: E402
+from tests.conftest import REPO_ROOT  # noqa: E402
+from tests.service.conftest import BackendProcess  # noqa: E402
+
+EXAMPLE = REPO_ROOT / "examples" / "example.png"
+SMALL = {"phases.resolution_before": 24, "phases.resolution_after": 24, "mesh.resolution": 32,
+         "mesh.preview_resolution": 24, "mesh.density_threshold": 2.0}
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    process = BackendProcess(tmp_path_factory.mktemp("backend") / "data").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def addon(registered_addon, backend, tmp_path):
+    registered_addon.backend_address = backend.address
+    registered_addon.previews_folder = str(tmp_path / "previews")
+    settings = bpy.context.scene.iso3d_generate
+    settings.image_source, settings.image_path = "FILE", str(EXAMPLE)
+    settings.preview_steps, settings.preset, settings.seed = 2, "tiny", 3
+    SESSION.disconnect()
+    yield registered_addon
+    SESSION.disconnect()
+
+
+@pytest.fixture
+def applied_meshes(monkeypatch):
+    """The mesh messages the session applied, in order."""
+    seen = []
+    original = SESSION.apply
+
+    def recording(context, message):
+        if message.type == "mesh":
+            seen.append(message)
+        return original(context, message)
+
+    monkeypatch.setattr(SESSION, "apply", recording)
+    return seen
+
+
+def drain_until(predicate, timeout: float = 90.0, on_drain=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        SESSION.drain(bpy.context)
+        if on_drain is not None:
+            on_drain()
+        if predicate(bpy.context.scene.iso3d_job):
+            return bpy.context.scene.iso3d_job
+        time.sleep(0.05)
+    state = bpy.context.scene.iso3d_job
+    raise TimeoutError(f"state {state.state!r} phase {state.phase!r} step {state.step}: {state.last_error}")
+
+
+def test_preview_views_become_images_and_empties_around_the_cursor(addon):
+    bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
+    assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+    state = drain_until(lambda s: s.state in ("done", "failed"))
+    assert state.state == "done", state.last_error
+    assert state.connection == "CONNECTED" and "tiny" in state.server
+    images = [bpy.data.images[f"Isotropic3D preview {i}"] for i in range(4)]
+    assert all(image.size[0] > 0 and image.size[1] > 0 for image in images)
+    empties = [bpy.data.objects[f"Isotropic3D preview view {i}"] for i in range(4)]
+    for empty, image in zip(empties, images):
+        assert empty.type == "EMPTY" and empty.empty_display_type == "IMAGE" and empty.data == image
+        offset = np.array(empty.matrix_world.translation) - np.array((1.0, 2.0, 3.0))
+        assert np.linalg.norm(offset) == pytest.approx(2.5, abs=1e-4)
+    assert len({tuple(np.round(e.matrix_world.translation, 3)) for e in empties}) == 4
+    # A second preview replaces the same images and empties.
+    assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+    drain_until(lambda s: s.state == "done" and not s.request)
+    assert len([o for o in bpy.data.objects if o.name.startswith("Isotropic3D preview view")]) == 4
+
+
+def test_generate_streams_meshes_into_one_object_and_records_the_glb(addon, applied_meshes):
+    settings = bpy.context.scene.iso3d_generate
+    settings.steps, settings.mesh_every, settings.options = 3, 1, json.dumps(SMALL)
+    assert bpy.ops.iso3d.generate() == {"FINISHED"}
+    user_matrix = None
+
+    def move_the_object_once():  # the artist moves the object while it grows: the transform must stay
+        nonlocal user_matrix
+        obj = bpy.data.objects.get("Isotropic3D example")
+        if obj is not None and user_matrix is None:
+            obj.location, obj.scale = (4.0, 0.0, 1.0), (2.0, 2.0, 2.0)
+            bpy.context.view_layer.update()
+            user_matrix = np.array(obj.matrix_world)
+
+    state = drain_until(lambda s: s.state in ("done", "failed"), 120, move_the_object_once)
+    assert state.state == "done", state.last_error
+    generated = [o for o in bpy.data.objects if o.type == "MESH"]
+    assert [o.name for o in generated] == ["Isotropic3D example"]
+    obj = generated[0]
+    assert len(applied_meshes) >= 2 and applied_meshes[-1].get("final")
+    assert state.mesh_updates == len(applied_meshes)
+    vertices, faces = decode_array(applied_meshes[-1], 0), decode_array(applied_meshes[-1], 1)
+    assert len(obj.data.vertices) == len(vertices) and len(obj.data.polygons) == len(faces)
+    np.testing.assert_allclose(np.array(obj.matrix_world), user_matrix, atol=1e-6)
+    assert obj.data.color_attributes.active_color.name == "iso3d_color"
+    assert obj.active_material.name == "Isotropic3D vertex colour"
+    assert obj["iso3d_glb"].endswith(".glb") and Path(obj["iso3d_glb"]).is_file()
+    assert obj["iso3d_job"] == state.job_id
+
+
+def test_cancel_stops_the_job(addon):
+    settings = bpy.context.scene.iso3d_generate
+    settings.steps, settings.mesh_every, settings.options = 400, 0, json.dumps(SMALL)
+    assert bpy.ops.iso3d.generate() == {"FINISHED"}
+    drain_until(lambda s: s.state == "running" and s.step >= 1)
+    assert bpy.ops.iso3d.cancel() == {"FINISHED"}
+    state = drain_until(lambda s: s.state in ("cancelled", "done", "failed"), 60)
+    assert state.state == "cancelled" and "cancel" in state.last_error.lower()
+
+
+def test_problems_are_reported_in_plain_words(addon):
+    settings = bpy.context.scene.iso3d_generate
+    settings.image_path = "/no/such/image.png"
+    with pytest.raises(RuntimeError, match="does not exist"):
+        bpy.ops.iso3d.preview_views()
+    assert "does not exist" in bpy.context.scene.iso3d_job.last_error
+    settings.image_path = str(REPO_ROOT / "README.md")
+    with pytest.raises(RuntimeError, match="could not be read as an image"):
+        bpy.ops.iso3d.generate()
+    settings.image_path, settings.options = str(EXAMPLE), "{not json"
+    with pytest.raises(RuntimeError, match="not valid JSON"):
+        bpy.ops.iso3d.generate()
+    settings.options = json.dumps({"nerf.no_such_setting": 1})  # refused by the backend
+    assert bpy.ops.iso3d.generate() == {"FINISHED"}
+    state = drain_until(lambda s: s.state == "failed")
+    assert state.last_error and "Traceback" not in state.last_error
+    with pytest.raises(RuntimeError, match="no job|already"):
+        bpy.context.scene.iso3d_job.job_id = ""
+        bpy.ops.iso3d.cancel()
+
+
+def test_remote_backends_need_online_access_and_keys(addon):
+    addon.backend_address = "tcp://192.0.2.7:5555"
+    expected = "needs CURVE keys" if bpy.app.online_access else "offline mode"
+    with pytest.raises(RuntimeError, match=expected):
+        bpy.ops.iso3d.preview_views()
+    with pytest.raises(RuntimeError, match=expected):
+        bpy.ops.iso3d.connect()
+    assert SESSION.client is None  # nothing was opened towards that address
+
+
+def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(registered_addon, tmp_path):
+    backend = BackendProcess(tmp_path / "data").start()
+    restarted = None
+    try:
+        registered_addon.backend_address = backend.address
+        registered_addon.previews_folder = str(tmp_path / "previews")
+        settings = bpy.context.scene.iso3d_generate
+        settings.image_source, settings.image_path, settings.preset = "FILE", str(EXAMPLE), "tiny"
+        settings.steps, settings.mesh_every, settings.options = 12, 4, json.dumps(SMALL)
+        SESSION.disconnect()
+        assert bpy.ops.iso3d.generate() == {"FINISHED"}
+        state = drain_until(lambda s: s.state == "running" and s.step >= 2)
+        job = state.job_id
+        backend.kill()
+        drain_until(lambda s: s.connection == "LOST", 30)
+        # Blender saves, the add-on is reloaded, the file is opened again, the backend comes back.
+        blend = tmp_path / "scene.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+        blender_addon.unregister()
+        bpy.ops.wm.open_mainfile(filepath=str(blend))
+        blender_addon.register()
+        assert bpy.context.scene.iso3d_job.job_id == job
+        restarted = BackendProcess(tmp_path / "data")
+        restarted.port, restarted.bind, restarted.address = backend.port, backend.bind, backend.address
+        restarted.start()
+        state = drain_until(lambda s: s.state in ("done", "failed"), 150)
+        assert state.state == "done", state.last_error
+        assert state.job_id == job and state.connection == "CONNECTED"
+        obj = bpy.data.objects[state.object_name]
+        assert obj["iso3d_glb"].endswith(".glb") and len(obj.data.polygons) > 0
+    finally:
+        SESSION.disconnect()
+        for process in (backend, restarted):
+            if process is not None and process.process is not None:
+                process.stop()
+
+
+def test_curve_keys_from_the_preferences_reach_a_keyed_backend(registered_addon, tmp_path, monkeypatch):
+    from backend.service.auth import generate_keys
+
+    from blender_addon import session
+
+    keys = generate_keys(tmp_path / "keys")
+    backend = BackendProcess(tmp_path / "data", extra=["--curve-secret-key", str(keys["server_secret"]),
+                                                       "--curve-allowed-clients", str(keys["client_public"].parent)])
+    backend.start()
+    monkeypatch.setattr(session, "NO_ANSWER_SECONDS", 1.0)
+    try:
+        registered_addon.backend_address = backend.address
+        registered_addon.previews_folder = str(tmp_path / "previews")
+        settings = bpy.context.scene.iso3d_generate
+        settings.image_source, settings.image_path, settings.preview_steps = "FILE", str(EXAMPLE), 2
+        SESSION.disconnect()
+        assert bpy.ops.iso3d.connect() == {"FINISHED"}  # without keys: silence, said in plain words
+        state = drain_until(lambda s: "No answer" in s.last_error, 20)
+        assert state.connection != "CONNECTED" and "CURVE" in state.last_error
+        registered_addon.server_public_key = str(keys["server_public"])
+        registered_addon.client_secret_key = str(keys["client_secret"])
+        assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+        state = drain_until(lambda s: s.state in ("done", "failed"))
+        assert state.state == "done" and state.connection == "CONNECTED" and not state.last_error
+    finally:
+        SESSION.disconnect()
+        backend.stop()
