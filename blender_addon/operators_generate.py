@@ -172,11 +172,4 @@ CLASSES = (ISO3D_OT_preview_views, ISO3D_OT_generate, ISO3D_OT_cancel, ISO3D_OT_
            ISO3D_OT_start_local_backend, ISO3D_OT_stop_local_backend)
 
 
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
