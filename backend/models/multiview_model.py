@@ -6,6 +6,7 @@ reference layout.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from dataclasses import dataclass, field
@@ -79,15 +80,7 @@ class MultiViewDiffusionModel:
 
 
 def _seeded(seed: int | None):
-    return torch.random.fork_rng(devices=[]) if seed is not None else _nullcontext()
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+    return torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
 
 
 def build_modules(configs: dict, device: str | torch.device = "cpu", seed: int | None = None):
