@@ -42,13 +42,20 @@ class Views:
 @dataclass(frozen=True)
 class MeshUpdate:
     """A mesh: vertices float32 [V, 3] (Blender Z-up, object space), faces int32 [F, 3] (counter-clockwise seen
-    from outside), vertex colours uint8 [V, 3]. ``final`` marks the finished asset."""
+    from outside), vertex colours uint8 [V, 3]. ``final`` marks the finished asset.
+
+    A finished (textured) asset also has ``uvs`` float32 [F, 3, 2] (one per face corner, v up: texel row =
+    (1 - v) * height), ``texture`` uint8 [H, W, 3] (the baked albedo, row 0 at the top) and ``level``: 0 for the
+    main face budget, i for the i-th LOD."""
 
     vertices: np.ndarray
     faces: np.ndarray
     vertex_colors: np.ndarray
     step: int
     final: bool = False
+    uvs: np.ndarray | None = None
+    texture: np.ndarray | None = None
+    level: int = 0
 
 
 @dataclass(frozen=True)

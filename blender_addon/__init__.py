@@ -4,7 +4,8 @@ register()/unregister() only. bpy is imported lazily (inside these functions and
 the bpy-free modules of this package (``render_plan``, the protocol) import without Blender.
 """
 
-_MODULES = ("preferences", "render_properties", "properties", "operators_render", "operators_generate", "session", "panels")
+_MODULES = ("preferences", "render_properties", "properties", "operators_render", "operators_generate", "operators_finish",
+            "session", "panels")
 
 
 def _load_modules():

@@ -103,14 +103,12 @@ class BackendClient:
     def ping(self, token: str = "") -> None:
         self.send(protocol.encode("ping", token=token))
 
-    def submit(self, kind: str, image_png: bytes, settings: dict, name: str = "") -> str:
-        """Queue a job; returns the request id echoed by the ``accepted`` reply."""
+    def submit(self, kind: str, image_png: bytes | None, settings: dict, name: str = "") -> str:
+        """Queue a job; returns the request id echoed by the ``accepted`` reply. ``image_png``: the input image
+        (None for a job kind that takes none, ``finish``)."""
         request = uuid.uuid4().hex[:12]
-        self.send(
-            protocol.encode(
-                "submit", [protocol.png_payload(image_png)], kind=kind, settings=settings, request=request, name=name
-            )
-        )
+        payloads = [] if image_png is None else [protocol.png_payload(image_png)]
+        self.send(protocol.encode("submit", payloads, kind=kind, settings=settings, request=request, name=name))
         return request
 
     def cancel(self, job: str) -> None:

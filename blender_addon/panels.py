@@ -1,5 +1,5 @@
 """View3D sidebar tab "Isotropic3D": "Generate" (image, settings, buttons), its "Backend" and "Progress" sub-panels,
-and "Render training views"."""
+"Finish" (face budget, texture, LODs of the selected generated object) and "Render training views"."""
 
 import bpy
 
@@ -124,6 +124,53 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + ([line] if line else [])
 
 
+class ISO3D_PT_finish(bpy.types.Panel):
+    bl_label = "Finish"
+    bl_idname = "ISO3D_PT_finish"
+    bl_space_type, bl_region_type, bl_category = _TAB["bl_space_type"], _TAB["bl_region_type"], _TAB["bl_category"]
+    bl_order = 5
+
+    def draw(self, context):
+        from .operators_finish import finish_target
+        from .scene_sync import FINISH_JOB_PROPERTY, lod_objects
+
+        layout = self.layout
+        obj = finish_target(context)
+        if obj is None:
+            layout.label(text="Select an object made by Generate", icon="INFO")
+            return
+        properties = context.scene.iso3d_finish
+        mesh = obj.data
+        finished = bool(obj.get(FINISH_JOB_PROPERTY))
+        layout.label(text=f"{obj.name}: {len(mesh.polygons):,} faces" + (", finished" if finished else ""),
+                     icon="CHECKMARK" if finished else "MESH_DATA")
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        column = layout.column(align=True)
+        column.prop(properties, "faces")
+        column.prop(properties, "texture")
+        column.prop(properties, "size")
+        column = layout.column(align=True)
+        column.prop(properties, "lods")
+        column.prop(properties, "lod_layout")
+        lods = lod_objects(obj)
+        if lods:
+            counts = ", ".join(f"{len(lods[level].data.polygons):,}" for level in sorted(lods))
+            layout.label(text=f"LODs: {counts} faces", icon="OUTLINER_OB_GROUP_INSTANCE")
+        state = context.scene.iso3d_job
+        row = layout.row()
+        row.scale_y = 1.4
+        row.enabled = not state.active
+        row.operator("iso3d.finish", text="Re-run Finish" if finished else "Finish", icon="MOD_DECIM")
+        if state.job_kind == "finish" and state.object_name == obj.name:
+            if state.active or state.request:
+                layout.label(text=f"finishing: {state.state or 'sending'}", icon="TIME")
+            elif state.state == "failed" and state.last_error:
+                box = layout.box()
+                for index, line in enumerate(_wrap(state.last_error, 48)):
+                    box.label(text=line, icon="ERROR" if index == 0 else "BLANK1")
+
+
 class ISO3D_PT_render_training_views(bpy.types.Panel):
     bl_label = "Render training views"
     bl_idname = "ISO3D_PT_render_training_views"
@@ -160,7 +207,8 @@ class ISO3D_PT_render_training_views(bpy.types.Panel):
         layout.operator("iso3d.render_training_views", icon="RENDER_STILL")
 
 
-CLASSES = (ISO3D_PT_generate, ISO3D_PT_generate_progress, ISO3D_PT_generate_backend, ISO3D_PT_render_training_views)
+CLASSES = (ISO3D_PT_generate, ISO3D_PT_generate_progress, ISO3D_PT_generate_backend, ISO3D_PT_finish,
+           ISO3D_PT_render_training_views)
 
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

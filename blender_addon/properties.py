@@ -1,4 +1,5 @@
-"""Per-scene settings of a generation (``scene.iso3d_generate``) and the state of its job (``scene.iso3d_job``).
+"""Per-scene settings of a generation (``scene.iso3d_generate``), of finishing a generated object
+(``scene.iso3d_finish``) and the state of the scene's job (``scene.iso3d_job``).
 
 The job state lives in the scene so that it is saved with the file: reopening the file (or reloading the add-on)
 finds the job id and re-attaches to the backend.
@@ -53,6 +54,29 @@ class Isotropic3DGenerateProperties(bpy.types.PropertyGroup):
     )
 
 
+TEXTURE_SIZES = [(str(size), f"{size} px", f"A {size}x{size} baked albedo texture") for size in
+                 (256, 512, 1024, 2048, 4096)]
+
+
+class Isotropic3DFinishProperties(bpy.types.PropertyGroup):
+    """Settings of the Finish section (face budget, texture, LODs); the backend re-runs them from the saved field."""
+
+    faces: bpy.props.IntProperty(name="Faces", description="Face budget of the finished mesh", default=20000,
+                                 min=1, soft_min=100, max=10_000_000)
+    texture: bpy.props.EnumProperty(name="Texture", description="Size of the baked albedo texture",
+                                    items=TEXTURE_SIZES, default="1024")
+    lods: bpy.props.StringProperty(
+        name="LODs", description="Further face budgets, comma-separated (e.g. 5000,1000); empty = none", default="")
+    lod_layout: bpy.props.EnumProperty(
+        name="LODs as",
+        items=[("CHILDREN", "Children", "Hidden child objects of the finished object"),
+               ("COLLECTION", "Collection", "Visible objects side by side in a '<object> LODs' collection")],
+        default="CHILDREN",
+    )
+    size: bpy.props.FloatProperty(name="Size", description="Largest side of the finished mesh (object space)",
+                                  default=1.0, min=0.001, max=1000.0, subtype="DISTANCE")
+
+
 class Isotropic3DJobState(bpy.types.PropertyGroup):
     connection: bpy.props.EnumProperty(
         name="Connection",
@@ -79,6 +103,7 @@ class Isotropic3DJobState(bpy.types.PropertyGroup):
     target: bpy.props.FloatVectorProperty(name="Target", description="Where the preview views are placed around",
                                           size=3, subtype="TRANSLATION")
     mesh_updates: bpy.props.IntProperty(name="Mesh updates")
+    lod_levels: bpy.props.IntProperty(name="LOD levels", description="LODs the current finish job delivered")
     artifacts: bpy.props.StringProperty(name="Artifacts", description="Result files (JSON name -> path)")
 
     @property
@@ -86,18 +111,20 @@ class Isotropic3DJobState(bpy.types.PropertyGroup):
         return bool(self.job_id) and self.state in ("", "queued", "running")
 
 
-CLASSES = (Isotropic3DGenerateProperties, Isotropic3DJobState)
+CLASSES = (Isotropic3DGenerateProperties, Isotropic3DFinishProperties, Isotropic3DJobState)
 
 
 def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Scene.iso3d_generate = bpy.props.PointerProperty(type=Isotropic3DGenerateProperties)
+    bpy.types.Scene.iso3d_finish = bpy.props.PointerProperty(type=Isotropic3DFinishProperties)
     bpy.types.Scene.iso3d_job = bpy.props.PointerProperty(type=Isotropic3DJobState)
 
 
 def unregister():
     del bpy.types.Scene.iso3d_job
+    del bpy.types.Scene.iso3d_finish
     del bpy.types.Scene.iso3d_generate
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

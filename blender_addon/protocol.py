@@ -5,9 +5,11 @@ JSON header ``{"v": PROTOCOL_VERSION, "type": ..., ...}``; the frames after it a
 header's ``payloads`` list describes, in order: ``{"kind": "png"}`` (PNG bytes) or ``{"kind": "array", "dtype":
 "<f4"|"<i4"|"|u1", "shape": [...]}`` (little-endian, C order).
 
-Client -> backend: hello, submit (job spec + input image PNG), cancel, attach, list, ping.
+Client -> backend: hello, submit (job spec + input image PNG; a ``finish`` job, which works on an earlier
+generate job's field, carries no image), cancel, attach, list, ping.
 Backend -> client: welcome, accepted, progress, views (PNG per view + cameras), mesh (vertices f4 [V,3], faces
-i4 [F,3], vertex colours u1 [V,3]), done, error, jobs (the answer to list), pong.
+i4 [F,3], vertex colours u1 [V,3]; a finished asset adds corner UVs f4 [F,3,2] (v up) and its baked texture as
+PNG, and ``level``: 0 main, i the i-th LOD), done, error, jobs (the answer to list), pong.
 
 ``decode`` checks every limit and the header schema and raises ``ProtocolError`` (with a short ``code``) on any
 violation, so a receiver can answer with an ``error`` message and go on. Angles are degrees; camera matrices are
@@ -26,9 +28,10 @@ MAX_FRAMES = 20
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024  # one frame
 MAX_MESSAGE_BYTES = 192 * 1024 * 1024  # all frames
-MAX_IMAGE_PIXELS = 64_000_000
+MAX_IMAGE_PIXELS = 8192 * 8192
 MAX_ARRAY_ELEMENTS = 3 * 8_000_000  # 8 M vertices or faces
 JOB_KINDS = ("preview", "generate", "finish")
+IMAGELESS_JOB_KINDS = ("finish",)  # jobs that work on an earlier job's result, not on an input image
 ARRAY_DTYPES = {"<f4": 4, "<i4": 4, "|u1": 1}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -47,7 +50,7 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "accepted": ({"job": _STR, "kind": _STR, "position": _INT}, {"request": _STR}),
     "progress": ({"job": _STR, "phase": _STR, "step": _INT, "total": _INT}, {"elapsed": _NUM, "eta": _NUM, "losses": _DICT, "position": _INT}),
     "views": ({"job": _STR, "kind": _STR, "elevations": _LIST, "azimuths": _LIST, "c2w": _LIST}, {"step": _INT}),
-    "mesh": ({"job": _STR, "step": _INT, "final": _BOOL}, {}),
+    "mesh": ({"job": _STR, "step": _INT, "final": _BOOL}, {"level": _INT}),
     "done": ({"job": _STR, "artifacts": _LIST}, {}),
     "error": ({"code": _STR, "message": _STR}, {"job": (str, type(None))}),
     "jobs": ({"jobs": _LIST}, {}),
@@ -125,10 +128,12 @@ def _check_fields(message_type: str, header: dict) -> None:
             raise ProtocolError("bad_schema", f"field '{name}' of '{message_type}' is too long")
 
 
-def _check_payloads(message_type: str, specs: list, frames: list[bytes]) -> None:
+def _check_payloads(message_type: str, specs: list, frames: list[bytes], header: dict) -> None:
     if len(specs) != len(frames):
         raise ProtocolError("bad_payload", f"the header describes {len(specs)} payloads but {len(frames)} came")
     rule = _PAYLOAD_RULES.get(message_type)
+    if message_type == "submit" and header.get("kind") in IMAGELESS_JOB_KINDS:
+        rule = "none"
     kinds = [spec.get("kind") if isinstance(spec, dict) else None for spec in specs]
     if rule is None and specs:
         raise ProtocolError("bad_payload", f"'{message_type}' carries no payloads")
@@ -136,8 +141,11 @@ def _check_payloads(message_type: str, specs: list, frames: list[bytes]) -> None
         raise ProtocolError("bad_payload", f"'{message_type}' carries exactly one PNG image")
     if rule == "pngs" and (not kinds or any(k != "png" for k in kinds)):
         raise ProtocolError("bad_payload", f"'{message_type}' carries one PNG per view")
-    if rule == "mesh" and kinds != ["array"] * 3:
-        raise ProtocolError("bad_payload", "'mesh' carries three arrays: vertices, faces, vertex colours")
+    if rule == "none" and specs:
+        raise ProtocolError("bad_payload", "a finish job carries no image")
+    if rule == "mesh" and kinds not in (["array"] * 3, ["array"] * 4 + ["png"]):
+        raise ProtocolError("bad_payload", "'mesh' carries three arrays (vertices, faces, vertex colours), then "
+                                           "optionally corner UVs and the texture PNG")
     for spec, data in zip(specs, frames):
         if spec["kind"] == "png":
             width, height = png_size(data)
@@ -157,13 +165,15 @@ def _check_payloads(message_type: str, specs: list, frames: list[bytes]) -> None
         if elements * ARRAY_DTYPES[dtype] != len(data):
             raise ProtocolError("bad_payload", "an array payload's size does not match its shape")
     if rule == "mesh":
-        (vertices, faces, colours) = specs
+        vertices, faces, colours = specs[:3]
         if (
             vertices["dtype"] != "<f4" or faces["dtype"] != "<i4" or colours["dtype"] != "|u1"
             or len(vertices["shape"]) != 2 or vertices["shape"][1] != 3 or len(faces["shape"]) != 2
             or faces["shape"][1] != 3 or colours["shape"] != vertices["shape"]
         ):
             raise ProtocolError("bad_payload", "'mesh' arrays must be vertices <f4 [V,3], faces <i4 [F,3], colours |u1 [V,3]")
+        if len(specs) == 5 and (specs[3]["dtype"] != "<f4" or specs[3]["shape"] != [faces["shape"][0], 3, 2]):
+            raise ProtocolError("bad_payload", "'mesh' corner UVs must be <f4 [F,3,2] for its F faces")
 
 
 def decode(frames: list[bytes], sender: str) -> Message:
@@ -197,7 +207,7 @@ def decode(frames: list[bytes], sender: str) -> Message:
     specs = header.get("payloads", [])
     if not isinstance(specs, list) or not all(isinstance(s, dict) and "kind" in s for s in specs):
         raise ProtocolError("bad_payload", "'payloads' must be a list of payload descriptions")
-    _check_payloads(message_type, specs, [bytes(f) for f in frames[1:]])
+    _check_payloads(message_type, specs, [bytes(f) for f in frames[1:]], header)
     if message_type == "submit" and header["kind"] not in JOB_KINDS:
         raise ProtocolError("bad_schema", f"unknown job kind {header['kind'][:40]!r}; one of {', '.join(JOB_KINDS)}")
     fields = {k: v for k, v in header.items() if k not in ("v", "type", "payloads")}

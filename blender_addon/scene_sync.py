@@ -1,4 +1,5 @@
-"""Applies backend messages to Blender data: meshes replaced in place, preview images and image empties.
+"""Applies backend messages to Blender data: meshes replaced in place, finished (UV-mapped, baked-texture) meshes
+and their LODs, preview images and image empties.
 
 All array work goes through ``foreach_set`` with numpy buffers (no per-vertex Python loops), so a 200k-face mesh
 applies in tens of milliseconds. Coordinates arrive in Blender's Z-up world; camera matrices are camera-to-world.
@@ -13,8 +14,13 @@ import bpy
 import numpy as np
 
 COLOR_ATTRIBUTE = "iso3d_color"
+UV_MAP = "UVMap"
 MATERIAL_NAME = "Isotropic3D vertex colour"
-JOB_PROPERTY = "iso3d_job"
+BAKED_MATERIAL_PREFIX = "Isotropic3D baked"
+JOB_PROPERTY = "iso3d_job"  # the generate job whose field made the object (what Finish works on)
+FINISH_JOB_PROPERTY = "iso3d_finish_job"
+LOD_OF_PROPERTY, LOD_LEVEL_PROPERTY = "iso3d_lod_of", "iso3d_lod_level"
+LOD_LAYOUTS = ("CHILDREN", "COLLECTION")
 
 
 def vertex_color_material() -> bpy.types.Material:
@@ -34,8 +40,51 @@ def vertex_color_material() -> bpy.types.Material:
     return material
 
 
-def set_mesh_data(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> None:
-    """Replace the geometry of ``mesh``: vertices float32 [V, 3], triangles int32 [F, 3], colours uint8 [V, 3]."""
+def baked_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
+    """The material ``name``: Principled BSDF (metallic 0, roughness 1, as the exported GLB) with ``image`` as its
+    base colour through the UV map (created, or its image swapped when it exists)."""
+    material = bpy.data.materials.get(name) or bpy.data.materials.new(name)
+    if bpy.app.version < (5, 0, 0):
+        material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    shader = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
+    shader.inputs["Metallic"].default_value = 0.0
+    shader.inputs["Roughness"].default_value = 1.0
+    texture = next((n for n in nodes if n.type == "TEX_IMAGE"), None)
+    if texture is None:
+        texture = nodes.new("ShaderNodeTexImage")
+        texture.location = (shader.location[0] - 350, shader.location[1])
+        links.new(texture.outputs["Color"], shader.inputs["Base Color"])
+    texture.image = image
+    texture.interpolation = "Linear"
+    return material
+
+
+def load_texture_image(name: str, png: bytes, folder: str | os.PathLike) -> bpy.types.Image:
+    """``png`` saved as ``folder/name.png`` and loaded as the Image ``name``, packed into the .blend file so the
+    asset travels with it. An older image of that name is replaced (materials using it are pointed at the new
+    one by the caller)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{bpy.path.clean_name(name)}.png"
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_bytes(png)
+    temporary.replace(path)
+    old = bpy.data.images.get(name)
+    if old is not None:
+        old.name = f"{name} (old)"
+    image = bpy.data.images.load(str(path))
+    image.name = name
+    image.pack()
+    if old is not None:
+        bpy.data.images.remove(old)
+    return image
+
+
+def set_mesh_data(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray,
+                  corner_uvs: np.ndarray | None = None) -> None:
+    """Replace the geometry of ``mesh``: vertices float32 [V, 3], triangles int32 [F, 3], colours uint8 [V, 3],
+    optionally a UV map from ``corner_uvs`` float32 [F, 3, 2] (one uv per face corner, v up as in Blender)."""
     vertices = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1, 3)
     faces = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1, 3)
     if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
@@ -63,6 +112,13 @@ def set_mesh_data(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray,
     rgba[:, 3] = 1.0
     attribute.data.foreach_set("color_srgb", rgba.ravel())
     mesh.color_attributes.active_color = attribute
+    if corner_uvs is not None:
+        corner_uvs = np.ascontiguousarray(corner_uvs, dtype=np.float32).reshape(-1, 2)
+        if len(corner_uvs) != faces.size:
+            raise ValueError(f"{len(corner_uvs)} corner UVs for {faces.size} face corners")
+        layer = mesh.uv_layers.get(UV_MAP) or mesh.uv_layers.new(name=UV_MAP)
+        layer.data.foreach_set("uv", corner_uvs.ravel())
+        mesh.uv_layers.active = layer
 
 
 def apply_mesh(
@@ -80,6 +136,99 @@ def apply_mesh(
     if job:
         obj[JOB_PROPERTY] = job
     return obj
+
+
+def apply_finished_mesh(obj: bpy.types.Object, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray,
+                        corner_uvs: np.ndarray, texture: bpy.types.Image, finish_job: str = "") -> bpy.types.Object:
+    """Replace ``obj``'s mesh in place with a finished one (UV map, vertex colours kept as an attribute) and its
+    materials with one baked-texture material. Transform, modifiers and the generate job id stay."""
+    set_mesh_data(obj.data, vertices, faces, colors, corner_uvs)
+    material = baked_material(f"{BAKED_MATERIAL_PREFIX} {obj.name}", texture)
+    obj.data.materials.clear()
+    obj.data.materials.append(material)
+    if finish_job:
+        obj[FINISH_JOB_PROPERTY] = finish_job
+    return obj
+
+
+def lod_objects(main: bpy.types.Object) -> dict[int, bpy.types.Object]:
+    """level -> the LOD objects made for ``main`` (found by their custom properties, wherever they are)."""
+    return {int(obj[LOD_LEVEL_PROPERTY]): obj for obj in bpy.data.objects
+            if obj.get(LOD_OF_PROPERTY) == main.name and LOD_LEVEL_PROPERTY in obj}
+
+
+def apply_lod(main: bpy.types.Object, level: int, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray,
+              corner_uvs: np.ndarray, texture: bpy.types.Image, layout: str = "CHILDREN") -> bpy.types.Object:
+    """The LOD ``level`` (1, 2, ...) of ``main`` as ``"<main> LOD<level>"``, replaced in place when it exists.
+
+    layout CHILDREN: a child of ``main`` exactly on it, hidden (eye toggle) and not rendered (the main object is
+    what shows; the LODs travel with it; Alt+H shows them). COLLECTION: in the collection ``"<main> LODs"``, visible, side by side
+    along +X from ``main`` (one object width apart), for comparing them."""
+    if layout not in LOD_LAYOUTS:
+        raise ValueError(f"LOD layout {layout!r}: one of {', '.join(LOD_LAYOUTS)}")
+    obj = lod_objects(main).get(level)
+    if obj is None:
+        name = f"{main.name} LOD{level}"
+        obj = bpy.data.objects.new(name, bpy.data.meshes.new(name))
+        obj[LOD_OF_PROPERTY], obj[LOD_LEVEL_PROPERTY] = main.name, level
+    set_mesh_data(obj.data, vertices, faces, colors, corner_uvs)
+    obj.data.materials.clear()
+    obj.data.materials.append(baked_material(f"{BAKED_MATERIAL_PREFIX} {obj.name}", texture))
+    for collection in list(obj.users_collection):
+        collection.objects.unlink(obj)
+    if layout == "CHILDREN":
+        for collection in main.users_collection or [bpy.context.scene.collection]:
+            collection.objects.link(obj)
+        obj.parent = main
+        obj.matrix_parent_inverse.identity()
+        obj.matrix_basis.identity()
+        obj.hide_viewport = False  # evaluated (its world matrix follows the parent), only not shown:
+        obj.hide_render = True
+        _hide_in_view_layers(obj, True)
+    else:
+        from mathutils import Matrix
+
+        name = f"{main.name} LODs"
+        collection = bpy.data.collections.get(name) or bpy.data.collections.new(name)
+        parent = (main.users_collection or [bpy.context.scene.collection])[0]
+        if collection.name not in parent.children:
+            parent.children.link(collection)
+        collection.objects.link(obj)
+        obj.parent = None
+        width = max(float(np.ptp(np.asarray(vertices, np.float64)[:, 0])) if len(vertices) else 0.0, 1e-3)
+        obj.matrix_world = main.matrix_world @ Matrix.Translation((1.25 * width * level, 0.0, 0.0))
+        obj.hide_viewport = obj.hide_render = False
+        _hide_in_view_layers(obj, False)
+    return obj
+
+
+def _hide_in_view_layers(obj: bpy.types.Object, hidden: bool) -> None:
+    """The eye toggle (H / Alt+H) in every view layer that shows ``obj``."""
+    for scene in bpy.data.scenes:
+        if obj.name not in scene.collection.all_objects:
+            continue
+        for view_layer in scene.view_layers:
+            try:
+                obj.hide_set(hidden, view_layer=view_layer)
+            except RuntimeError:  # excluded from this view layer
+                pass
+
+
+def remove_lods(main: bpy.types.Object, keep_levels: int) -> None:
+    """Delete ``main``'s LOD objects above ``keep_levels`` (a re-run with fewer LODs), with their meshes and
+    materials, and the LOD collection when it is left empty."""
+    for level, obj in lod_objects(main).items():
+        if level > keep_levels:
+            mesh, materials = obj.data, [m for m in obj.data.materials if m is not None]
+            bpy.data.objects.remove(obj)
+            if mesh.users == 0:
+                bpy.data.meshes.remove(mesh)
+            for material in materials:
+                if material.users == 0 and material.name.startswith(BAKED_MATERIAL_PREFIX):
+                    bpy.data.materials.remove(material)
+    collection = bpy.data.collections.get(f"{main.name} LODs")
+    if collection is not None and not collection.all_objects:
+        bpy.data.collections.remove(collection)
 
 
 def load_png_image(name: str, png: bytes, folder: str | os.PathLike) -> bpy.types.Image:

@@ -2,7 +2,8 @@
 
 ``drain(context)`` polls the client (never blocks) and applies each message to the scene that owns its job through
 ``scene_sync``: preview views -> Image datablocks and image empties around the job's target; ``mesh`` -> one object
-replaced in place; ``done`` -> the GLB path on that object; progress and errors -> ``scene.iso3d_job``. In the UI a
+replaced in place (a ``finish`` job's textured meshes: the object's mesh + baked material, then its LODs);
+``done`` -> the GLB path on that object; progress and errors -> ``scene.iso3d_job``. In the UI a
 ``bpy.app.timers`` callback calls it; in background mode (tests, ``bpy.app.background``) timers never fire, so it is
 called directly. Re-attaching is automatic: whenever a scene holds an unfinished job id (after reopening a file,
 reloading the add-on, or a backend restart seen as a reconnection), the session attaches to it again.
@@ -87,16 +88,17 @@ class Session:
         self.disconnect()
 
     # -- jobs -----------------------------------------------------------------------------------------------
-    def submit(self, context, kind: str, image_png: bytes, settings: dict, object_name: str = "") -> str:
+    def submit(self, context, kind: str, image_png: bytes | None, settings: dict, object_name: str = "") -> str:
+        """Send a job for ``context.scene``; ``object_name``: the object its meshes go to (generate, finish)."""
         scene = context.scene
         client = self.connect(context)
         state = scene.iso3d_job
         request = client.submit(kind, image_png, settings, name=object_name)
         state.request, state.job_id, state.job_kind, state.state = request, "", kind, "queued"
         state.phase, state.step, state.total, state.eta, state.position = "submitted", 0, 0, -1.0, 0
-        state.last_error, state.mesh_updates, state.artifacts = "", 0, ""
+        state.last_error, state.mesh_updates, state.artifacts, state.lod_levels = "", 0, "", 0
         state.target = tuple(scene.cursor.location)
-        if kind == "generate":
+        if kind in ("generate", "finish"):
             state.object_name = object_name
         return request
 
@@ -271,10 +273,33 @@ class Session:
         for scene in _job_scenes(job):
             state = scene.iso3d_job
             state.object_name = state.object_name or f"Isotropic3D {job[:8]}"
-            scene_sync.apply_mesh(state.object_name, vertices, faces, colours, job=job, collection=scene.collection)
+            if len(message.payloads) == 5:
+                self._apply_finished(context, scene, message, vertices, faces, colours)
+            else:
+                scene_sync.apply_mesh(state.object_name, vertices, faces, colours, job=job, collection=scene.collection)
             state.mesh_updates += 1
             if message.get("final"):
                 state.phase = "final mesh"
+
+    def _apply_finished(self, context, scene, message, vertices, faces, colours) -> None:
+        """A finish job's level: 0 replaces the object's mesh and material, i > 0 is its i-th LOD."""
+        from . import scene_sync
+        from .client import decode_array
+        from .preferences import previews_folder
+
+        state, job, level = scene.iso3d_job, message.get("job"), message.get("level", 0)
+        main = bpy.data.objects.get(state.object_name)
+        if main is None or main.type != "MESH":
+            raise ValueError(f"the object '{state.object_name}' to finish is gone")
+        name = main.name if level == 0 else f"{main.name} LOD{level}"
+        texture = scene_sync.load_texture_image(f"{name} baked", message.payloads[4],
+                                                f"{previews_folder(context)}/{job}")
+        uvs = decode_array(message, 3)
+        if level == 0:
+            scene_sync.apply_finished_mesh(main, vertices, faces, colours, uvs, texture, finish_job=job)
+        else:
+            scene_sync.apply_lod(main, level, vertices, faces, colours, uvs, texture, scene.iso3d_finish.lod_layout)
+        state.lod_levels = max(state.lod_levels, level)
 
     def _on_done(self, context, message) -> None:
         artifacts = {item.get("name", ""): item.get("path", "") for item in message.get("artifacts")
@@ -284,10 +309,14 @@ class Session:
             state.state, state.eta, state.position = "done", 0.0, 0
             state.step = state.total
             state.artifacts = json.dumps(artifacts)
-            glb = next((path for name, path in artifacts.items() if name.endswith(".glb")), "")
+            glb = artifacts.get("asset.glb") or next((p for n, p in artifacts.items() if n.endswith(".glb")), "")
             obj = bpy.data.objects.get(state.object_name) if state.object_name else None
             if obj is not None and glb:
                 obj["iso3d_glb"] = glb
+            if obj is not None and state.job_kind == "finish":
+                from . import scene_sync
+
+                scene_sync.remove_lods(obj, state.lod_levels)  # a re-run with fewer LODs drops the extra ones
 
     def _on_error(self, context, message) -> None:
         job, code = message.get("job"), message.get("code")

@@ -69,6 +69,16 @@ class FinishedLevel:
 
 
 @dataclass
+class TexturedMesh:
+    """One finished level as it goes into a scene: ``mesh`` welded (no seam copies), placed, Z-up, with vertex
+    colours; ``corner_uvs`` float32 [F, 3, 2] (v up); ``texture`` uint8 [H, W, 3] (row 0 at the top)."""
+
+    mesh: Mesh
+    corner_uvs: np.ndarray
+    texture: np.ndarray
+
+
+@dataclass
 class FinishResult:
     levels: list[FinishedLevel]
     surface_faces: int
@@ -76,7 +86,12 @@ class FinishResult:
     scale: float
     seconds: dict[str, float]
     files: dict[str, bytes] = dataclass_field(default_factory=dict, repr=False)
-    mesh: Mesh | None = dataclass_field(default=None, repr=False)  # the main level, placed, Z-up, vertex colours
+    meshes: list[TexturedMesh] = dataclass_field(default_factory=list, repr=False)  # one per level, main first
+
+    @property
+    def mesh(self) -> Mesh | None:
+        """The main level's mesh."""
+        return self.meshes[0].mesh if self.meshes else None
 
 
 @torch.no_grad()
@@ -104,7 +119,7 @@ def finish_field(field, options: FinishOptions, name: str = "asset", default_res
         raise UserError(f"face budget {too_many[0]} is larger than the surface ({len(cleaned.faces)} faces): "
                         "lower it, or raise --resolution")
     _, offset, scale = place_upright(np.asarray(cleaned.vertices), options.size)
-    levels, files = [], {}
+    levels, files, meshes = [], {}, []
     for index, budget in enumerate(budgets):
         level_name = name if index == 0 else f"{name}_lod{index}"
         simplified = decimate(cleaned, budget)
@@ -112,8 +127,10 @@ def finish_field(field, options: FinishOptions, name: str = "asset", default_res
         unwrapped = unwrap(simplified, options.texture)
         lap("unwrap")
         texture = bake_albedo(field, unwrapped, options.texture)
-        points = torch.as_tensor(unwrapped.vertices, device=field_device(field))
-        vertex_colors = (query_albedo(field, points) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+        welded = np.asarray(simplified.vertices, np.float32)
+        points = torch.as_tensor(welded, device=field_device(field))
+        welded_colors = (query_albedo(field, points) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+        vertex_colors = welded_colors[unwrapped.source_vertex]
         lap("bake")
         placed = UnwrappedMesh((unwrapped.vertices + offset) * scale, unwrapped.faces, unwrapped.uvs)
         level_files = asset_files(placed, texture, vertex_colors, level_name, options.formats)
@@ -121,9 +138,10 @@ def finish_field(field, options: FinishOptions, name: str = "asset", default_res
         files.update(level_files)
         levels.append(FinishedLevel(level_name, budget, len(unwrapped.faces), len(unwrapped.vertices),
                                     sorted(level_files)))
-        if index == 0:
-            main = Mesh(placed.vertices.astype(np.float32), placed.faces, vertex_colors)
-    return FinishResult(levels, len(cleaned.faces), offset.tolist(), scale, seconds, files, main)
+        welded_mesh = Mesh(((welded + offset) * scale).astype(np.float32),
+                           unwrapped.source_vertex[unwrapped.faces].astype(np.int32), welded_colors)
+        meshes.append(TexturedMesh(welded_mesh, unwrapped.corner_uvs(), texture))
+    return FinishResult(levels, len(cleaned.faces), offset.tolist(), scale, seconds, files, meshes)
 
 
 def finish_job(job_dir: str | Path, out_dir: str | Path | None = None, options: FinishOptions | None = None,

@@ -85,6 +85,7 @@ def generate_config(settings: dict):
     return config
 
 
+MAX_STREAMED_TEXTURE = 4096  # a 4096^2 PNG stays under the protocol's frame limit
 FINISH_SETTINGS = {"source": str, "faces": int, "texture": int, "lods": list, "size": float, "formats": list}
 
 
@@ -107,6 +108,9 @@ def finish_settings(settings: dict):
         values.pop("formats", None)
     options = FinishOptions(**values)
     validate_options(options)
+    if options.texture > MAX_STREAMED_TEXTURE:
+        raise SettingsError(f"texture size {options.texture}: the service streams textures up to "
+                            f"{MAX_STREAMED_TEXTURE}; larger ones are written by `iso3d export`")
     return source, options
 
 
@@ -161,7 +165,8 @@ class JobRunner:
 
     def _finish(self, record, directory: Path) -> Iterator[Event]:
         """Finish a generate job's saved field (``settings.source``) into ``directory/finished``; streams the
-        finished mesh (Z-up, placed, vertex colours) and ends with Done listing the files."""
+        finished meshes (main level 0, then each LOD: Z-up, placed, vertex colours, corner UVs and the baked
+        texture) and ends with Done listing the files."""
         from backend.events import MeshUpdate
         from backend.finishing.pipeline import finish_job
 
@@ -172,5 +177,8 @@ class JobRunner:
             raise UserError(f"finish: no job {source[:40]!r} on this backend") from None
         out = directory / "finished"
         result = finish_job(work, out, options, device=str(self.model.device), name="asset")
-        yield MeshUpdate(result.mesh.vertices, result.mesh.faces, result.mesh.vertex_colors, 0, final=True)
+        for level, textured in enumerate(result.meshes):
+            mesh = textured.mesh
+            yield MeshUpdate(mesh.vertices, mesh.faces, mesh.vertex_colors, 0, final=True,
+                             uvs=textured.corner_uvs, texture=textured.texture, level=level)
         yield Done({name: str(out / name) for level in result.levels for name in level.files})

@@ -1,7 +1,8 @@
 """Jobs of the service: persisted records, the one-GPU-job-at-a-time queue, cancellation and replay.
 
 Each job lives in ``<data>/jobs/<id>/`` (the id is generated here, never taken from a client): ``job.json`` (the
-record), ``input.png``, ``views/`` (latest multi-view images + cameras), ``mesh_latest.npz`` (latest mesh) and the
+record), ``input.png``, ``views/`` (latest multi-view images + cameras), ``mesh_latest.npz`` (latest mesh; a
+finish job adds ``mesh_lod<i>.npz``) and the
 job's own work files (for generate: the NeRF checkpoint and final meshes). A restarted service finds unfinished
 jobs there and runs them again; generate jobs resume from their last checkpoint.
 """
@@ -87,11 +88,12 @@ class JobStore:
             raise KeyError(job_id)
         return self.root / job_id
 
-    def create(self, kind: str, settings: dict, image_png: bytes, name: str = "") -> JobRecord:
+    def create(self, kind: str, settings: dict, image_png: bytes | None, name: str = "") -> JobRecord:
         record = JobRecord(id=uuid.uuid4().hex[:16], kind=kind, settings=settings, name=name[:200])
         directory = self.root / record.id
         directory.mkdir(parents=True)
-        _write_atomic(directory / "input.png", image_png)
+        if image_png is not None:
+            _write_atomic(directory / "input.png", image_png)
         self.records[record.id] = record
         self.save(record)
         return record
@@ -127,13 +129,12 @@ class JobStore:
             (views / "latest.partial.npz").replace(views / "latest.npz")
             record.views_kind = event.kind
         elif isinstance(event, MeshUpdate):
-            np.savez(
-                directory / "mesh_latest.partial.npz",
-                vertices=event.vertices,
-                faces=event.faces,
-                vertex_colors=event.vertex_colors,
-            )
-            (directory / "mesh_latest.partial.npz").replace(directory / "mesh_latest.npz")
+            arrays = dict(vertices=event.vertices, faces=event.faces, vertex_colors=event.vertex_colors)
+            if event.uvs is not None and event.texture is not None:
+                arrays.update(uvs=event.uvs, texture=event.texture)
+            name = _mesh_file(event.level)
+            np.savez(directory / f"{name}.partial.npz", **arrays)
+            (directory / f"{name}.partial.npz").replace(directory / f"{name}.npz")
             record.mesh_step, record.mesh_final = event.step, event.final
         elif isinstance(event, Done):
             record.status, record.artifacts = "done", dict(event.artifacts)
@@ -159,16 +160,27 @@ class JobStore:
                     data["c2w"],
                     None if step < 0 else step,
                 )
-        mesh = directory / "mesh_latest.npz"
-        if mesh.is_file():
+        levels = sorted(int(path.stem[len("mesh_lod"):]) for path in directory.glob("mesh_lod*.npz")
+                        if path.stem[len("mesh_lod"):].isdigit())
+        for level in [0, *levels]:
+            mesh = directory / f"{_mesh_file(level)}.npz"
+            if not mesh.is_file():
+                continue
             with np.load(mesh) as data:
                 yield MeshUpdate(
-                    data["vertices"], data["faces"], data["vertex_colors"], record.mesh_step or 0, record.mesh_final
+                    data["vertices"], data["faces"], data["vertex_colors"], record.mesh_step or 0, record.mesh_final,
+                    uvs=data["uvs"] if "uvs" in data else None, texture=data["texture"] if "texture" in data else None,
+                    level=level,
                 )
         if record.status == "done":
             yield Done(record.artifacts)
         elif record.status in ("failed", "cancelled"):
             yield Failed(record.error_code or record.status, record.error_message or record.status)
+
+
+def _mesh_file(level: int) -> str:
+    """The latest mesh of a level: ``mesh_latest`` (level 0: the main mesh), ``mesh_lod<i>``."""
+    return "mesh_latest" if level == 0 else f"mesh_lod{level}"
 
 
 JobFunction = Callable[[JobRecord, Path, threading.Event, bool], Iterator[Event]]

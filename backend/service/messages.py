@@ -11,9 +11,9 @@ from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from blender_addon import protocol
 
 
-def png_bytes(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=1)
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
@@ -54,7 +54,12 @@ def event_frames(job: str, event: Event, position: int | None = None) -> list[by
             protocol.array_payload("<i4", list(faces.shape), faces.tobytes()),
             protocol.array_payload("|u1", list(colours.shape), colours.tobytes()),
         ]
-        return protocol.encode("mesh", payloads, job=job, step=int(event.step), final=bool(event.final))
+        if event.uvs is not None and event.texture is not None:
+            uvs = np.ascontiguousarray(event.uvs, dtype="<f4")
+            payloads.append(protocol.array_payload("<f4", list(uvs.shape), uvs.tobytes()))
+            payloads.append(protocol.png_payload(png_bytes(event.texture, compress_level=6)))
+        return protocol.encode("mesh", payloads, job=job, step=int(event.step), final=bool(event.final),
+                               level=int(event.level))
     if isinstance(event, Done):
         artifacts = [{"name": name, "path": str(path)} for name, path in sorted(event.artifacts.items())]
         return protocol.encode("done", job=job, artifacts=artifacts)

@@ -159,8 +159,10 @@ class BackendServer:
         validate_settings(kind, settings)
         from backend.imaging import decode_image
 
-        decode_image(message.payloads[0], "the submitted image")  # refuse a bad image now, not in the queue
-        record = self.store.create(kind, settings, message.payloads[0], message.get("name", ""))
+        image_png = message.payloads[0] if message.payloads else None  # a finish job has none
+        if image_png is not None:
+            decode_image(image_png, "the submitted image")  # refuse a bad image now, not in the queue
+        record = self.store.create(kind, settings, image_png, message.get("name", ""))
         try:
             position = self.queue.submit(record)
         except OverflowError as error:

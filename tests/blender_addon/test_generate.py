@@ -118,6 +118,19 @@ def test_generate_streams_meshes_into_one_object_and_records_the_glb(addon, appl
     assert obj.active_material.name == "Isotropic3D vertex colour"
     assert obj["iso3d_glb"].endswith(".glb") and Path(obj["iso3d_glb"]).is_file()
     assert obj["iso3d_job"] == state.job_id
+    # Finish works on what Generate left: the same object gets a decimated, UV-mapped, textured mesh.
+    generate_job, streamed_faces = state.job_id, len(obj.data.polygons)
+    bpy.context.view_layer.objects.active = obj
+    finish = bpy.context.scene.iso3d_finish
+    finish.faces, finish.texture, finish.lods = max(streamed_faces // 3, 4), "256", ""
+    assert bpy.ops.iso3d.finish() == {"FINISHED"}
+    state = drain_until(lambda s: s.job_kind == "finish" and s.state in ("done", "failed") and not s.request)
+    assert state.state == "done", state.last_error
+    assert [o.name for o in bpy.data.objects if o.type == "MESH"] == ["Isotropic3D example"]
+    assert 0 < len(obj.data.polygons) <= streamed_faces // 3 + 2 and obj.data.uv_layers.active is not None
+    assert obj.active_material.name == "Isotropic3D baked Isotropic3D example"
+    assert obj["iso3d_job"] == generate_job and obj["iso3d_glb"].endswith("asset.glb")
+    np.testing.assert_allclose(np.array(obj.matrix_world), user_matrix, atol=1e-6)
 
 
 def test_cancel_stops_the_job(addon):

@@ -49,6 +49,39 @@ def test_mesh_round_trip_and_shape_checks():
         protocol.encode("mesh", payloads[:2] + [protocol.array_payload("|u1", [4, 3], colours[:4].tobytes())], job="j", step=1, final=False)
 
 
+def test_a_finished_mesh_carries_corner_uvs_and_its_texture():
+    import numpy as np
+
+    from blender_addon.client import decode_array
+
+    vertices = np.zeros((5, 3), np.float32)
+    faces = np.array([[0, 1, 2], [2, 3, 4]], dtype="<i4")
+    uvs = np.random.default_rng(1).random((2, 3, 2), dtype=np.float32)
+    mesh = [
+        protocol.array_payload("<f4", [5, 3], vertices.tobytes()),
+        protocol.array_payload("<i4", [2, 3], faces.tobytes()),
+        protocol.array_payload("|u1", [5, 3], bytes(15)),
+    ]
+    textured = mesh + [protocol.array_payload("<f4", [2, 3, 2], uvs.tobytes()), protocol.png_payload(png(8, 8))]
+    message = protocol.decode(protocol.encode("mesh", textured, job="j", step=0, final=True, level=2), "server")
+    assert message.get("level") == 2 and np.array_equal(decode_array(message, 3), uvs)
+    assert protocol.png_size(message.payloads[4]) == (8, 8)
+    wrong_uvs = mesh + [protocol.array_payload("<f4", [3, 3, 2], bytes(72)), protocol.png_payload(png())]
+    with pytest.raises(protocol.ProtocolError, match="corner UVs"):
+        protocol.encode("mesh", wrong_uvs, job="j", step=0, final=True)
+    with pytest.raises(protocol.ProtocolError, match="optionally corner UVs"):  # UVs without the texture
+        protocol.encode("mesh", textured[:4], job="j", step=0, final=True)
+
+
+def test_only_a_finish_job_is_submitted_without_an_image():
+    message = protocol.decode(protocol.encode("submit", [], kind="finish", settings={"source": "a" * 16}), "client")
+    assert message.payloads == []
+    with pytest.raises(protocol.ProtocolError, match="finish job carries no image"):
+        protocol.encode("submit", [protocol.png_payload(png())], kind="finish", settings={})
+    with pytest.raises(protocol.ProtocolError, match="exactly one PNG"):
+        protocol.encode("submit", [], kind="generate", settings={})
+
+
 @pytest.mark.parametrize(
     "frames, code",
     [

@@ -74,3 +74,23 @@ def write_job(folder: Path, field: RadianceField, config) -> Path:
     torch.save({"format": CHECKPOINT_FORMAT, "step": config.run.steps, "field": field.state_dict(),
                 "config": config.to_dict()}, folder / CHECKPOINT_NAME)
     return folder
+
+
+def store_fitted_generate_job(data: Path) -> tuple[str, RadianceField, object]:
+    """(job id, field, config): a finished generate job in a service data folder (``iso3d serve --data``) whose
+    saved field is the fitted snowman, for finish jobs served by a real backend."""
+    from backend.service.jobs import JobStore
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: one thread is as fast, and much faster on a busy machine
+    try:
+        field, config = fit_snowman_field()
+    finally:
+        torch.set_num_threads(threads)
+    store = JobStore(data)
+    png = (Path(__file__).resolve().parents[2] / "examples" / "example.png").read_bytes()
+    record = store.create("generate", {"preset": "tiny"}, png, name="snowman")
+    write_job(store.directory(record.id) / "work", field, config)
+    record.status, record.step, record.total = "done", config.run.steps, config.run.steps
+    store.save(record)
+    return record.id, field, config

@@ -208,6 +208,8 @@ def test_the_service_finish_job_streams_the_finished_mesh(tmp_path, fitted):
     from backend.errors import SettingsError
     from backend.events import Done, MeshUpdate
     from backend.service.job_kinds import JobRunner, validate_settings
+    from backend.service.messages import event_frames
+    from blender_addon import protocol
     from blender_addon.protocol import JOB_KINDS
 
     assert "finish" in JOB_KINDS
@@ -227,10 +229,25 @@ def test_the_service_finish_job_streams_the_finished_mesh(tmp_path, fitted):
             validate_settings("finish", bad)
     record = SimpleNamespace(id="b" * 16, kind="finish", settings=settings, step=0)
     events = list(JobRunner(SimpleNamespace(device="cpu"), Store())(record, tmp_path / "job", None, False))
-    mesh, done = events
+    mesh, lod, done = events
     assert isinstance(mesh, MeshUpdate) and mesh.final and abs(len(mesh.faces) - 500) <= 10
+    assert isinstance(lod, MeshUpdate) and lod.final and lod.level == 1 and abs(len(lod.faces) - 200) <= 4
+    assert mesh.level == 0
     assert isinstance(done, Done) and {"asset.glb", "asset_lod1.glb"} <= set(done.artifacts)
     assert abs(np.ptp(mesh.vertices, axis=0).max() - 1.0) < 0.01  # placement is the full surface's
+    for level in (mesh, lod):
+        # welded (no seam copies: every vertex position once) with one uv per face corner
+        assert level.uvs.shape == (len(level.faces), 3, 2) and level.texture.shape == (64, 64, 3)
+        assert len(np.unique(level.vertices, axis=0)) == len(level.vertices)
+        # the baked texture under each corner's uv is the albedo at that corner's vertex
+        rows = np.clip(((1.0 - level.uvs[..., 1]) * 64).astype(int), 0, 63)
+        cols = np.clip((level.uvs[..., 0] * 64).astype(int), 0, 63)
+        sampled = level.texture[rows, cols].astype(float)
+        assert np.abs(sampled - level.vertex_colors[level.faces].astype(float)).mean() / 255.0 < 0.06
+    frames = event_frames("b" * 16, lod)
+    message = protocol.decode(frames, "server")
+    assert message.get("level") == 1 and [spec["kind"] for spec in message.payload_specs] == ["array"] * 4 + ["png"]
+    assert protocol.png_size(message.payloads[4]) == (64, 64)
     missing = SimpleNamespace(id="c" * 16, kind="finish", settings={**settings, "source": "f" * 16}, step=0)
     (failed,) = JobRunner(SimpleNamespace(device="cpu"), Store())(missing, tmp_path / "job2", None, False)
     assert failed.code == "bad_input" and "no job" in failed.message

@@ -240,3 +240,39 @@ def test_curve_keys_admit_only_allowed_clients(tmp_path, connect):
                 client.wait_for(lambda m: True, 3)
     finally:
         backend.stop()
+
+
+def test_finish_job_streams_every_level_textured_and_replays_it_on_attach(tmp_path, connect):
+    from blender_addon.client import decode_array
+    from tests.finishing.fitted_job import store_fitted_generate_job
+
+    source, _, _ = store_fitted_generate_job(tmp_path / "data")
+    backend = BackendProcess(tmp_path / "data").start()
+    try:
+        client = connect(backend.address)
+        client.submit("finish", None, {"source": source, "faces": 600, "texture": 64, "lods": [300, 100]})
+        job = client.wait_for(lambda m: m.type == "accepted", 30).get("job")
+        streamed = []
+        client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, 120, streamed)
+        assert streamed[-1].type == "done", streamed[-1].fields
+        meshes = [m for m in streamed if m.type == "mesh"]
+        assert [m.get("level") for m in meshes] == [0, 1, 2] and all(m.get("final") for m in meshes)
+        for message, budget in zip(meshes, (600, 300, 100)):
+            faces, uvs = decode_array(message, 1), decode_array(message, 3)
+            assert abs(len(faces) - budget) <= max(2, 0.02 * budget) and uvs.shape == (len(faces), 3, 2)
+            assert protocol.png_size(message.payloads[4]) == (64, 64)
+        # another client (Blender reopened) attaching later gets every level again, then done
+        later = connect(backend.address)
+        later.attach(job)
+        replayed = []
+        later.wait_for(lambda m: m.type == "done", 30, replayed)
+        replayed_meshes = [m for m in replayed if m.type == "mesh"]
+        assert [m.get("level") for m in replayed_meshes] == [0, 1, 2]
+        for first, again in zip(meshes, replayed_meshes):
+            assert first.payloads == again.payloads
+        # a finish of a job that does not exist fails in words
+        client.submit("finish", None, {"source": "0" * 16, "faces": 600})
+        failed = client.wait_for(lambda m: m.type == "error", 30)
+        assert "no job" in failed.get("message")
+    finally:
+        backend.stop()
