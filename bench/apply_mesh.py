@@ -1,7 +1,9 @@
 """Benchmark: applying a streamed 200k-face mesh to a Blender object in place (blender_addon.scene_sync).
 
 Prints the median milliseconds of replacing the object's mesh (vertices, triangles, vertex colours) with bpy's
-``foreach_set``, as the add-on does for every intermediate mesh. Run: python bench/apply_mesh.py [--faces N]
+``foreach_set``, as the add-on does for every intermediate mesh, and of applying a finished asset (the same mesh
+with corner UVs, plus a baked texture PNG written, loaded, packed and wired into the material), as the Finish
+section does. Run: python bench/apply_mesh.py [--faces N] [--texture 1024]
 """
 
 from __future__ import annotations
@@ -38,10 +40,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--texture", type=int, default=1024, help="texels a side of the finished asset's texture")
     args = parser.parse_args()
     import bpy
 
-    from blender_addon.scene_sync import apply_mesh
+    import tempfile
+
+    from blender_addon.scene_sync import apply_finished_mesh, apply_mesh, load_texture_image
+    from backend.service.messages import png_bytes
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     vertices, faces, colours = grid_sphere(args.faces)
@@ -54,6 +60,21 @@ def main() -> None:
         samples.append(time.perf_counter() - started)
     mesh = bpy.data.objects["bench"].data
     assert len(mesh.polygons) == len(faces) and len(mesh.vertices) == len(vertices)
+
+    # A finished asset: corner UVs from the sphere's angles, a smooth texture as the baker makes (PNG as streamed).
+    corner_uvs = np.stack([np.arctan2(vertices[:, 1], vertices[:, 0]) / (2 * np.pi) + 0.5,
+                           np.arccos(np.clip(vertices[:, 2], -1, 1)) / np.pi], -1).astype(np.float32)[faces]
+    ramp = np.linspace(0, 255, args.texture, dtype=np.float32)
+    texture = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], 128.0), -1).astype(np.uint8)
+    png = png_bytes(texture, compress_level=6)
+    finished = []
+    with tempfile.TemporaryDirectory() as folder:
+        for repeat in range(args.repeats):
+            started = time.perf_counter()
+            image = load_texture_image("bench baked", png, folder)
+            apply_finished_mesh(bpy.data.objects["bench"], vertices, faces, colours, corner_uvs, image, "job")
+            finished.append(time.perf_counter() - started)
+    assert len(mesh.uv_layers.active.data) == faces.size and tuple(image.size) == (args.texture, args.texture)
     print(
         json.dumps(
             {
@@ -61,6 +82,8 @@ def main() -> None:
                 "vertices": len(vertices),
                 "apply_ms_median": round(sorted(samples)[len(samples) // 2] * 1000, 1),
                 "apply_ms_min": round(min(samples) * 1000, 1),
+                "texture": args.texture,
+                "apply_finished_ms_median": round(sorted(finished)[len(finished) // 2] * 1000, 1),
                 "bpy": bpy.app.version_string,
                 "cpu": platform.processor() or platform.machine(),
                 "date": time.strftime("%Y-%m-%d"),
