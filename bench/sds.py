@@ -4,8 +4,13 @@
     python bench/sds.py --full               # also run the whole `reference` preset end to end (wall time)
     python bench/sds.py --tiny --device cpu  # smoke run at tiny sizes
 
+Variants: ``--normals analytic,finite_difference`` (``autograd``, the double backward, is seconds per step), each
+with the eager UNet (float32 weights under bf16 autocast, as `iso3d generate` by default) and, with
+``--unet eager,cudagraphs``, with the guidance UNet in bf16 compiled with CUDA graphs (`iso3d generate --dtype
+bfloat16 --compile cudagraphs`; its first steps compile for about a minute).
+
 Figures printed:
-  - ms per SDS step in phase 1 (2 objects x 4 views at 64^2) and phase 2 (1 x 4 at 256^2), with each normals kind;
+  - ms per SDS step in phase 1 (2 objects x 4 views at 64^2) and phase 2 (1 x 4 at 256^2), for each variant;
   - the floor of one 256^2 step: one batch-8 UNet forward at 32x32 ([uncond; cond] x 4 views) plus the VAE encoder
     forward and backward of 4 views at 256^2, and the ratio step / floor;
   - mesh extraction time (final resolution), peak GPU memory, and the reference run's wall time (estimated from the
@@ -78,6 +83,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--full", action="store_true", help="run the whole reference preset (wall time)")
     parser.add_argument("--profile", action="store_true", help="print where a phase-2 step spends its GPU time")
+    parser.add_argument("--normals", default="analytic,finite_difference", help="normals kinds, comma-separated")
+    parser.add_argument("--unet", default="eager,cudagraphs", help="guidance UNet: eager and/or cudagraphs")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -95,8 +102,20 @@ def main() -> int:
     steps = config.run.steps
     switch = int(config.phases.switch_at * steps)
     results = {}
-    for normals in ("finite_difference", "analytic"):
+    normals_kinds = [n.strip() for n in args.normals.split(",") if n.strip()]
+    unet_kinds = [u.strip() for u in args.unet.split(",") if u.strip()]
+    if device.type != "cuda":
+        unet_kinds = ["eager"]
+    variants = [(normals, unet) for unet in unet_kinds for normals in normals_kinds
+                if unet == "eager" or normals == normals_kinds[0]]
+    for normals, unet in variants:
         set_option(config, "field.normals", normals)
+        if unet == "cudagraphs" and getattr(model, "eager_unet", None) is None:
+            from backend.models.acceleration import accelerate_for_inference
+
+            model.to(torch.bfloat16)
+            accelerate_for_inference(model, "reduce-overhead")
+        label = f"{normals}{' +cudagraphs' if unet == 'cudagraphs' else ''}"
         with tempfile.TemporaryDirectory() as workdir:
             trainer = SDSTrainer(config, model, context, workdir, device)
             phase_1_step = min(config.renderer.grid_warmup_steps + 44, switch - 1)  # past the grid warm-up
@@ -109,7 +128,7 @@ def main() -> int:
                     trainer.train_step()
 
                 ms = timed(one_step, device, args.steps, args.warmup)
-                if args.profile and phase == "phase 2" and normals == "finite_difference":
+                if args.profile and phase == "phase 2" and (normals, unet) == variants[0]:
                     from torch.profiler import ProfilerActivity, profile
 
                     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -120,9 +139,9 @@ def main() -> int:
                     sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
                     print(profiler.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
                 peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-                results[(normals, phase)] = ms
+                results[(label, phase)] = ms
                 plan = trainer.plan
-                print(f"{normals:17s} {phase}: {plan.objects}x{config.cameras.views_per_object} views at "
+                print(f"{label:29s} {phase}: {plan.objects}x{config.cameras.views_per_object} views at "
                       f"{plan.resolution}^2: {ms:8.1f} ms/step, peak GPU memory {peak:.2f} GiB")
             start = time.perf_counter()
             mesh = trainer.extract_mesh()
@@ -132,17 +151,26 @@ def main() -> int:
 
     floor = floor_ms(model, device, config.guidance.latent_resolution_input, args.steps, args.warmup, autocast)
     total_floor = floor["unet"] + floor["vae"]
-    print(f"floor: UNet batch-8 forward {floor['unet']:.1f} ms + VAE encoder fwd+bwd 4x{config.guidance.latent_resolution_input}^2 {floor['vae']:.1f} ms "
-          f"= {total_floor:.1f} ms")
-    default = "finite_difference"
-    for normals in ("finite_difference", "analytic"):
-        ratio = results[(normals, "phase 2")] / total_floor
-        estimate = (switch * results[(normals, "phase 1")] + (steps - switch) * results[(normals, "phase 2")]) / 1e3
+    unet_kind = "bf16 compiled + CUDA graphs" if getattr(model, "eager_unet", None) is not None else "eager"
+    print(f"floor ({unet_kind} UNet): UNet batch-8 forward {floor['unet']:.1f} ms + VAE encoder fwd+bwd "
+          f"4x{config.guidance.latent_resolution_input}^2 {floor['vae']:.1f} ms = {total_floor:.1f} ms")
+    if getattr(model, "eager_unet", None) is not None:  # the floor with the eager UNet too, for the eager variants
+        compiled, model.unet = model.unet, model.eager_unet
+        eager_floor = floor_ms(model, device, config.guidance.latent_resolution_input, args.steps, args.warmup,
+                               autocast)
+        model.unet = compiled
+        print(f"floor (eager bf16 UNet): UNet {eager_floor['unet']:.1f} ms + VAE {eager_floor['vae']:.1f} ms = "
+              f"{eager_floor['unet'] + eager_floor['vae']:.1f} ms")
+    for (label, phase), _ in results.items():
+        if phase != "phase 2":
+            continue
+        ratio = results[(label, "phase 2")] / total_floor
+        estimate = (switch * results[(label, "phase 1")] + (steps - switch) * results[(label, "phase 2")]) / 1e3
         meshes = (steps // config.run.mesh_every) * mesh_s * (config.mesh.preview_resolution / config.mesh.resolution)**3
-        print(f"{normals:17s}: 256^2 step / floor = {ratio:.2f}; reference run ({steps} steps) ~ "
+        print(f"{label:29s}: 256^2 step / floor = {ratio:.2f}; reference run ({steps} steps) ~ "
               f"{(estimate + meshes + mesh_s) / 60:.1f} min (steps {estimate / 60:.1f} min + meshes)")
     if args.full:
-        set_option(config, "field.normals", default)
+        set_option(config, "field.normals", normals_kinds[0])
         with tempfile.TemporaryDirectory() as workdir:
             start = time.perf_counter()
             image = torch.zeros(1, 3, 256, 256, device=device)

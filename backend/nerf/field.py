@@ -3,6 +3,15 @@
 Points are world coordinates (Blender Z-up) inside [-radius, radius]^3. Density is in 1/world-unit:
 ``softplus(raw + blob_density * (1 - |x| / blob_radius))`` (threestudio's ``blob_magic3d`` bias); albedo is
 ``sigmoid`` of three features, in [0, 1]. Normals point outward (along -grad density), unit length.
+
+Normals (``FieldConfig.normals``):
+- ``analytic``: -grad density written out as forward operations: the hash grid's trilinear weights differentiated
+  with the same 8 gathered corners per level, carried through the bias-free ReLU MLP as three tangents. The value
+  is the exact gradient, computed in one pass (no extra field queries, no double backward), and training
+  backpropagates through it with first-order autograd only.
+- ``autograd``: the same gradient by ``torch.autograd.grad(create_graph=True)`` on the plain-torch field (the
+  reference's way; a double backward, slow): the reference the analytic path is tested equal to.
+- ``finite_difference``: central differences, six more density queries per point.
 """
 
 from __future__ import annotations
@@ -52,9 +61,11 @@ class HashGrid(nn.Module):
     def output_dim(self) -> int:
         return self.levels * self.features_per_level
 
-    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+    def forward(self, x01: torch.Tensor, with_gradient: bool = False):
+        """Features [N, levels*features]; with ``with_gradient`` also their derivative d features / d x01
+        [N, 3, levels*features] (one row per axis), from the same corner values."""
         corners = _CORNERS.to(x01.device)
-        features = []
+        features, gradients = [], []
         for level in range(self.levels):
             position = x01 * self.scales[level] + 0.5
             base = position.floor()
@@ -67,10 +78,35 @@ class HashGrid(nn.Module):
                 index = (vertex[..., 0] * _PRIMES[0]) ^ (vertex[..., 1] * _PRIMES[1]) ^ (vertex[..., 2] * _PRIMES[2])
                 index = index & (self.sizes[level] - 1)
             index = index + self.offsets[level]
-            weight = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=-1)  # [N, 8]
+            axis_weight = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :])  # [N, 8, 3]
+            weight = axis_weight.prod(dim=-1)  # [N, 8]
             values = self.table.index_select(0, index.reshape(-1)).reshape(-1, 8, self.features_per_level)
             features.append((values * weight[..., None]).sum(dim=1))
+            if with_gradient:
+                # d weight / d frac_k = (+1 or -1) * the product of the other two axes' weights; frac = x01*scale+c
+                w0, w1, w2 = axis_weight.unbind(dim=-1)
+                others = torch.stack([w1 * w2, w0 * w2, w0 * w1], dim=-1)  # [N, 8, 3]
+                sign = corners.to(x01.dtype) * 2.0 - 1.0
+                weight_gradient = others * sign * self.scales[level]
+                gradients.append(torch.einsum("ncf,nck->nkf", values, weight_gradient))
+        if with_gradient:
+            return torch.cat(features, dim=-1), torch.cat(gradients, dim=-1)
         return torch.cat(features, dim=-1)
+
+
+def mlp_with_tangents(network: nn.Sequential, inputs: torch.Tensor, tangents: torch.Tensor):
+    """(outputs [N, O], tangents [N, K, O]) of a bias-free ReLU MLP: each Linear maps the tangents as it maps
+    the inputs (it is linear), each ReLU masks them where it is flat (its derivative at 0 taken as 0, as
+    autograd does)."""
+    for layer in network:
+        if isinstance(layer, nn.Linear):
+            inputs, tangents = layer(inputs), layer(tangents)
+        elif isinstance(layer, nn.ReLU):
+            active = inputs > 0
+            inputs, tangents = inputs * active, tangents * active[:, None, :]
+        else:
+            raise TypeError(f"no tangent rule for {type(layer).__name__}")
+    return inputs, tangents
 
 
 def mlp(in_dim: int, out_dim: int, width: int, hidden_layers: int) -> nn.Sequential:
@@ -101,6 +137,7 @@ class RadianceField(nn.Module):
         self.density_mlp = mlp(self.encoding.output_dim, 1, config.mlp_width, config.mlp_hidden_layers)
         self.albedo_mlp = mlp(self.encoding.output_dim, 3, config.mlp_width, config.mlp_hidden_layers)
         self._compiled = None
+        self._compiled_with_normals = None
 
     def grid_parameters(self) -> list[nn.Parameter]:
         return list(self.encoding.parameters())
@@ -111,6 +148,7 @@ class RadianceField(nn.Module):
     def use_compiled(self, enabled: bool = True) -> None:
         """Run the field through torch.compile (the plain-torch ``_evaluate`` stays the reference)."""
         self._compiled = torch.compile(self._evaluate, dynamic=True) if enabled else None
+        self._compiled_with_normals = torch.compile(self._evaluate_with_normals, dynamic=True) if enabled else None
 
     def _encode(self, points: torch.Tensor) -> torch.Tensor:
         x01 = ((points / self.radius + 1.0) * 0.5).clamp(0.0, 1.0)
@@ -127,6 +165,22 @@ class RadianceField(nn.Module):
         albedo = torch.sigmoid(self.albedo_mlp(features)) if with_albedo else None
         return density, albedo
 
+    def _evaluate_with_normals(self, points: torch.Tensor):
+        """(density, albedo, normals) with the analytic gradient (see the module docstring)."""
+        scaled = (points / self.radius + 1.0) * 0.5
+        inside = ((scaled >= 0.0) & (scaled <= 1.0)).to(points.dtype)  # the clamp's derivative
+        features, feature_gradient = self.encoding(scaled.clamp(0.0, 1.0), with_gradient=True)
+        feature_gradient = feature_gradient * (inside * (0.5 / self.radius))[:, :, None]  # d/d points
+        raw, raw_gradient = mlp_with_tangents(self.density_mlp, features, feature_gradient)
+        distance = points.norm(dim=-1)
+        blob = self.config.blob_density * (1.0 - distance / self.config.blob_radius)
+        blob_gradient = -self.config.blob_density / self.config.blob_radius * points / distance.clamp(min=1e-12)[:, None]
+        density = F.softplus(raw[..., 0] + blob)
+        # grad density = sigmoid(raw + blob) * (grad raw + grad blob); the positive factor drops out of the normal
+        normals = F.normalize(-(raw_gradient[..., 0] + blob_gradient), dim=-1)
+        albedo = torch.sigmoid(self.albedo_mlp(features))
+        return density, albedo, normals
+
     def _run(self, points: torch.Tensor, with_albedo: bool = True):
         if self._compiled is not None and points.shape[0] > 0:
             return self._compiled(points, with_albedo)
@@ -142,7 +196,11 @@ class RadianceField(nn.Module):
             density, albedo = self._run(points)
             return density, albedo, None
         if self.config.normals == "analytic":
-            return self._forward_analytic_normals(points)
+            if self._compiled_with_normals is not None and points.shape[0] > 0:
+                return self._compiled_with_normals(points)
+            return self._evaluate_with_normals(points)
+        if self.config.normals == "autograd":
+            return self._forward_autograd_normals(points)
         return self._forward_finite_difference_normals(points)
 
     def _forward_finite_difference_normals(self, points: torch.Tensor):
@@ -155,7 +213,7 @@ class RadianceField(nn.Module):
         gradient = (around[:, :3] - around[:, 3:]) / (2.0 * eps)
         return density, albedo, F.normalize(-gradient, dim=-1)
 
-    def _forward_analytic_normals(self, points: torch.Tensor):
+    def _forward_autograd_normals(self, points: torch.Tensor):
         training = torch.is_grad_enabled()  # the double backward is needed only when the loss will backpropagate
         with torch.enable_grad():
             points = points.detach().requires_grad_(True)
