@@ -113,7 +113,7 @@ def main() -> int:
         if unet == "cudagraphs" and getattr(model, "eager_unet", None) is None:
             from backend.models.acceleration import accelerate_for_inference
 
-            model.to(torch.bfloat16)
+            model.to(dtype=torch.bfloat16)
             accelerate_for_inference(model, "reduce-overhead")
         label = f"{normals}{' +cudagraphs' if unet == 'cudagraphs' else ''}"
         with tempfile.TemporaryDirectory() as workdir:

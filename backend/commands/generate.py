@@ -57,8 +57,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--mesh-every", type=int, help="intermediate mesh every N steps (0: none)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run whose work folder is DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    # fp32 weights: the SDS step runs the UNet and VAE under bf16 autocast (run.mixed_precision)
-    add_model_arguments(parser, default_dtype="float32")
+    # On a GPU: bf16 weights and the guidance UNet compiled with CUDA graphs (it runs without gradients; 6.9 ms
+    # instead of 38 ms per call at the published size), compiled once in the first steps.
+    add_model_arguments(parser, default_compile="auto")
     add_finishing_arguments(parser.add_argument_group("finishing (with --faces; see iso3d export)"),
                             default_faces=None, default_formats=None)
     group = parser.add_argument_group("settings (every field of backend.nerf.presets)")

@@ -11,7 +11,9 @@ from backend.errors import UserError
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, default_dtype: str = "auto") -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, default_dtype: str = "auto", default_compile: str = "off") -> None:
+    """``default_compile``: "auto" (CUDA graphs on a GPU, off on the CPU) for long runs and services, where the
+    minute of compiling pays off; "off" for one-shot commands."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--checkpoint",
@@ -36,10 +38,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_dtype: str = "a
     group.add_argument("--offline", action="store_true", help="never download weights")
     group.add_argument(
         "--compile",
-        choices=["off", "default", "cudagraphs"],
-        default="off",
-        help="torch.compile the UNet ('cudagraphs': also CUDA graphs, the fastest on a GPU); the first run compiles "
-        "for about a minute, so this pays off for many runs in one process",
+        choices=["off", "default", "cudagraphs", "auto"],
+        default=default_compile,
+        help="torch.compile the UNet ('cudagraphs': also CUDA graphs, the fastest on a GPU; 'auto': cudagraphs on a "
+        f"GPU, off on the CPU); the first run compiles for about a minute (default {default_compile})",
     )
 
 
@@ -79,12 +81,15 @@ def load_model_from_args(args: argparse.Namespace):
     else:
         model = load_checkpoint(find_checkpoint(args.checkpoint, allow_download=not args.offline))
     model = model.to(device=device, dtype=dtype).eval()
-    if args.compile != "off":
+    compile_mode = args.compile
+    if compile_mode == "auto":
+        compile_mode = "cudagraphs" if device.type == "cuda" else "off"
+    if compile_mode != "off":
         from backend.models.acceleration import accelerate_for_inference
 
         accelerate_for_inference(
             model,
-            "reduce-overhead" if args.compile == "cudagraphs" else "default",
+            "reduce-overhead" if compile_mode == "cudagraphs" else "default",
             channels_last=device.type == "cuda",
         )
     return model

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--curve-allowed-clients", metavar="DIR", help="folder of allowed client public certificates (.key)"
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, default_compile="auto")  # a long-lived process: the compile pays off
     return parser
 
 

@@ -88,7 +88,8 @@ class HashGrid(nn.Module):
                 others = torch.stack([w1 * w2, w0 * w2, w0 * w1], dim=-1)  # [N, 8, 3]
                 sign = corners.to(x01.dtype) * 2.0 - 1.0
                 weight_gradient = others * sign * self.scales[level]
-                gradients.append(torch.einsum("ncf,nck->nkf", values, weight_gradient))
+                # broadcast-and-sum, not einsum: einsum becomes N tiny batched matmuls on a GPU
+                gradients.append((values[:, :, None, :] * weight_gradient[..., None]).sum(dim=1))  # [N, 3, F]
         if with_gradient:
             return torch.cat(features, dim=-1), torch.cat(gradients, dim=-1)
         return torch.cat(features, dim=-1)
