@@ -23,23 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from backend.errors import UserError
+    from backend.errors import run_command
 
-    try:
-        return args.run(args)
-    except UserError as error:
-        print(f"iso3d: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("iso3d: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # out of GPU memory is not a bug, but the user can act on it
-        import torch
-
-        if isinstance(error, torch.cuda.OutOfMemoryError):
-            print("iso3d: error: out of GPU memory (try --dtype float16, fewer --views, or another GPU)", file=sys.stderr)
-            return 1
-        raise
+    return run_command("iso3d", lambda: args.run(args))
 
 
 if __name__ == "__main__":

@@ -73,5 +73,12 @@ class Failed:
     message: str
 
 
-Event = Progress | Views | MeshUpdate | Done | Failed
-EVENT_TYPES: tuple[type, ...] = (Progress, Views, MeshUpdate, Done, Failed)
+@dataclass(frozen=True)
+class Queued:
+    """The job waits in the service's queue at ``position`` (1 = next); sent when jobs ahead of it start."""
+
+    position: int
+
+
+Event = Progress | Views | MeshUpdate | Done | Failed | Queued
+EVENT_TYPES: tuple[type, ...] = (Progress, Views, MeshUpdate, Done, Failed, Queued)

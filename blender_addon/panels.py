@@ -164,7 +164,8 @@ class ISO3D_PT_finish(bpy.types.Panel):
         row.operator("iso3d.finish", text="Re-run Finish" if finished else "Finish", icon="MOD_DECIM")
         if state.job_kind == "finish" and state.object_name == obj.name:
             if state.active or state.request:
-                layout.label(text=f"finishing: {state.state or 'sending'}", icon="TIME")
+                stage = f"{state.phase.removeprefix('finish: ')} {state.step}/{state.total}" if state.total else ""
+                layout.label(text=f"finishing: {stage or state.state or 'sending'}", icon="TIME")
             elif state.state == "failed" and state.last_error:
                 box = layout.box()
                 for index, line in enumerate(_wrap(state.last_error, 48)):

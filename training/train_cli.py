@@ -148,16 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cache" and args.cache is None:
         print("iso3d-train: error: cache needs --cache DIR", file=sys.stderr)
         return 2
-    from backend.errors import UserError
+    from backend.errors import run_command
 
-    try:
-        return run_cache(args) if args.command == "cache" else run_training(args)
-    except UserError as error:
-        print(f"iso3d-train: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("iso3d-train: interrupted", file=sys.stderr)
-        return 130
+    return run_command("iso3d-train", lambda: run_cache(args) if args.command == "cache" else run_training(args))
 
 
 if __name__ == "__main__":

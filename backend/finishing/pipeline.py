@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field as dataclass_field
 from pathlib import Path
 
@@ -94,19 +95,32 @@ class FinishResult:
         return self.meshes[0].mesh if self.meshes else None
 
 
+Progress = Callable[[str, int, int], None]  # (stage just done, stages done, stages in all)
+
+
+def stage_count(options: FinishOptions) -> int:
+    """Stages of a finish: extraction and clean-up, then decimate, unwrap, bake and encode per level."""
+    return 2 + 4 * (1 + len(options.lods))
+
+
 @torch.no_grad()
 def finish_field(field, options: FinishOptions, name: str = "asset", default_resolution: int = 256,
-                 default_threshold: float = 10.0) -> FinishResult:
-    """Run every stage on ``field`` and return the files in memory (nothing is written)."""
+                 default_threshold: float = 10.0, progress: Progress | None = None) -> FinishResult:
+    """Run every stage on ``field`` and return the files in memory (nothing is written). ``progress`` is called
+    after each stage; an exception it raises (a cancel) stops the finish there."""
     validate_options(options)
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
+    done, total = 0, stage_count(options)
 
     def lap(stage: str) -> None:
-        nonlocal clock
+        nonlocal clock, done
         now = time.perf_counter()
         seconds[stage] = seconds.get(stage, 0.0) + now - clock
         clock = now
+        done += 1
+        if progress is not None:
+            progress(stage, done, total)
 
     surface = extract_surface(field, options.resolution or default_resolution,
                               default_threshold if options.threshold is None else options.threshold)
@@ -145,7 +159,7 @@ def finish_field(field, options: FinishOptions, name: str = "asset", default_res
 
 
 def finish_job(job_dir: str | Path, out_dir: str | Path | None = None, options: FinishOptions | None = None,
-               device: str = "cpu", name: str | None = None) -> FinishResult:
+               device: str = "cpu", name: str | None = None, progress: Progress | None = None) -> FinishResult:
     """Finish the job in ``job_dir`` into ``out_dir`` (default: ``job_dir/finished``). Files are named after the
     job folder (``chair.job`` -> ``chair.glb``, ``chair_lod1.glb``, ...) plus ``<name>_finish.json`` (settings,
     face counts, placement). Bad input raises UserError before anything is written."""
@@ -156,7 +170,7 @@ def finish_job(job_dir: str | Path, out_dir: str | Path | None = None, options: 
     job_dir = Path(job_dir)
     field, config = load_job_field(job_dir, device)
     name = name or (job_dir.name[:-4] if job_dir.name.endswith(".job") and len(job_dir.name) > 4 else "asset")
-    result = finish_field(field, options, name, config.mesh.resolution, config.mesh.density_threshold)
+    result = finish_field(field, options, name, config.mesh.resolution, config.mesh.density_threshold, progress)
     manifest = {"job": str(job_dir.resolve()), "options": asdict(options), "surface_faces": result.surface_faces,
                 "placement": {"offset": result.offset, "scale": result.scale, "up": "+Z (Blender)"},
                 "levels": [asdict(level) for level in result.levels], "seconds": result.seconds}

@@ -6,11 +6,12 @@ Settings arrive from the network, so every key and value is checked here; anythi
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from backend.errors import SettingsError, UserError
-from backend.events import Done, Event, Failed, Views
+from backend.events import Done, Event, Failed, Progress, Views
 from backend.imaging import decode_image, image_to_tensor
 
 PREVIEW_SETTINGS = {
@@ -124,7 +125,7 @@ class JobRunner:
     def __call__(self, record, directory: Path, cancel: threading.Event, resume: bool) -> Iterator[Event]:
         try:
             if record.kind == "finish":
-                yield from self._finish(record, directory)
+                yield from self._finish(record, directory, cancel)
                 return
             image = image_to_tensor(decode_image(self.store.input_png(record.id), "the job's input image"))
             if record.kind == "preview":
@@ -163,10 +164,13 @@ class JobRunner:
             cancel=cancel,
         )
 
-    def _finish(self, record, directory: Path) -> Iterator[Event]:
-        """Finish a generate job's saved field (``settings.source``) into ``directory/finished``; streams the
-        finished meshes (main level 0, then each LOD: Z-up, placed, vertex colours, corner UVs and the baked
-        texture) and ends with Done listing the files."""
+    def _finish(self, record, directory: Path, cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Finish a generate job's saved field (``settings.source``) into ``directory/finished``: Progress after
+        each stage ("finish: <stage>"), then the finished meshes (main level 0, then each LOD: Z-up, placed,
+        vertex colours, corner UVs and the baked texture) and Done listing the files. A cancel stops it after
+        the current stage, with nothing written."""
+        import queue
+
         from backend.events import MeshUpdate
         from backend.finishing.pipeline import finish_job
 
@@ -176,9 +180,41 @@ class JobRunner:
         except KeyError:
             raise UserError(f"finish: no job {source[:40]!r} on this backend") from None
         out = directory / "finished"
-        result = finish_job(work, out, options, device=str(self.model.device), name="asset")
+        started = time.monotonic()
+        updates: queue.Queue = queue.Queue()
+
+        def report(stage: str, done: int, total: int) -> None:
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled()
+            elapsed = time.monotonic() - started
+            updates.put(Progress(f"finish: {stage}", done, total, elapsed, elapsed / done * (total - done)))
+
+        def work_thread() -> None:
+            try:
+                updates.put(finish_job(work, out, options, device=str(self.model.device), name="asset",
+                                       progress=report))
+            except BaseException as error:  # noqa: BLE001 - handed to the job's thread below
+                updates.put(error)
+
+        threading.Thread(target=work_thread, name="iso3d-finish", daemon=True).start()
+        while True:
+            item = updates.get()
+            if isinstance(item, Progress):
+                yield item
+                continue
+            if isinstance(item, _Cancelled):
+                yield Failed("cancelled", "finish cancelled; nothing was written")
+                return
+            if isinstance(item, BaseException):
+                raise item
+            result = item
+            break
         for level, textured in enumerate(result.meshes):
             mesh = textured.mesh
             yield MeshUpdate(mesh.vertices, mesh.faces, mesh.vertex_colors, 0, final=True,
                              uvs=textured.corner_uvs, texture=textured.texture, level=level)
         yield Done({name: str(out / name) for level in result.levels for name in level.files})
+
+
+class _Cancelled(Exception):
+    """Raised from a finish's progress callback to stop it at a stage boundary."""

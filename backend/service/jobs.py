@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
+from backend.events import Done, Event, Failed, MeshUpdate, Progress, Queued, Views
 
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 FINISHED = ("done", "failed", "cancelled")
@@ -259,7 +259,7 @@ class JobQueue:
                 job_id = self.pending.popleft()
                 self.running = job_id
                 for waiting in list(self.pending):  # everyone behind moved up one place
-                    self.publish(waiting, ("position", self.position(waiting)))
+                    self.publish(waiting, Queued(self.position(waiting)))
             try:
                 self._run(job_id)
             finally:

@@ -17,7 +17,7 @@ import zmq
 
 from backend import __version__
 from backend.errors import UserError
-from backend.events import Done, Failed, MeshUpdate, Progress, Views
+from backend.events import Done, Failed, MeshUpdate, Progress, Queued, Views
 from backend.service.auth import CurveKeys, is_loopback, secure_socket
 from backend.service.job_kinds import JobRunner, validate_settings
 from backend.service.jobs import FINISHED, JobQueue, JobStore
@@ -112,11 +112,9 @@ class BackendServer:
             except queue.Empty:
                 return
             subscribers = self.subscribers.get(job_id, set())
-            if isinstance(event, tuple) and event[0] == "position":
+            if isinstance(event, Queued):  # a queued job has no progress of its own yet: report its place
                 record = self.store.records[job_id]
-                frames = protocol.encode(
-                    "progress", job=job_id, phase="queued", step=0, total=record.total or 0, position=event[1]
-                )
+                frames = event_frames(job_id, Progress("queued", 0, record.total or 0, 0.0), position=event.position)
             else:
                 frames = event_frames(job_id, event)
             for identity in subscribers:

@@ -99,10 +99,10 @@ def test_panels_draw_in_every_state(registered_addon):
     lod = scene_sync.apply_lod(obj, 1, vertices, faces[:2], np.zeros((4, 3), np.uint8), uvs[:2], image)
     state = context.scene.iso3d_job
     state.job_id, state.job_kind, state.state, state.object_name = "c" * 16, "finish", "running", "Thing"
-    state.phase, state.step, state.total, state.eta = "finishing", 1, 4, 3.0
+    state.phase, state.step, state.total, state.eta = "finish: unwrap", 1, 4, 3.0
     drawn = draw_all(context)
     assert ("operator", "iso3d.finish", "Re-run Finish") in drawn["ISO3D_PT_finish"]
-    assert "LODs: 2 faces" in texts(drawn["ISO3D_PT_finish"]) and "finishing: running" in texts(drawn["ISO3D_PT_finish"])
+    assert "LODs: 2 faces" in texts(drawn["ISO3D_PT_finish"]) and "finishing: unwrap 1/4" in texts(drawn["ISO3D_PT_finish"])
     assert ("progress", "25%") in drawn["ISO3D_PT_generate_progress"]
     state.state, state.last_error = "failed", "face budget 9 is larger than the surface (4 faces): lower it"
     drawn = draw_all(context)

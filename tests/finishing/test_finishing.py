@@ -206,7 +206,7 @@ def test_the_service_finish_job_streams_the_finished_mesh(tmp_path, fitted):
     from types import SimpleNamespace
 
     from backend.errors import SettingsError
-    from backend.events import Done, MeshUpdate
+    from backend.events import Done, MeshUpdate, Progress
     from backend.service.job_kinds import JobRunner, validate_settings
     from backend.service.messages import event_frames
     from blender_addon import protocol
@@ -229,7 +229,10 @@ def test_the_service_finish_job_streams_the_finished_mesh(tmp_path, fitted):
             validate_settings("finish", bad)
     record = SimpleNamespace(id="b" * 16, kind="finish", settings=settings, step=0)
     events = list(JobRunner(SimpleNamespace(device="cpu"), Store())(record, tmp_path / "job", None, False))
-    mesh, lod, done = events
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert [p.step for p in progress] == list(range(1, 11)) and all(p.total == 10 for p in progress)
+    assert progress[0].phase == "finish: extract" and progress[-1].phase == "finish: encode"
+    mesh, lod, done = [e for e in events if not isinstance(e, Progress)]
     assert isinstance(mesh, MeshUpdate) and mesh.final and abs(len(mesh.faces) - 500) <= 10
     assert isinstance(lod, MeshUpdate) and lod.final and lod.level == 1 and abs(len(lod.faces) - 200) <= 4
     assert mesh.level == 0

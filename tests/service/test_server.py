@@ -270,6 +270,15 @@ def test_finish_job_streams_every_level_textured_and_replays_it_on_attach(tmp_pa
         assert [m.get("level") for m in replayed_meshes] == [0, 1, 2]
         for first, again in zip(meshes, replayed_meshes):
             assert first.payloads == again.payloads
+        # cancelled between two stages: a cancelled error, and no file written
+        client.submit("finish", None, {"source": source, "faces": 600, "texture": 64, "lods": [300, 100]})
+        cancelled_job = client.wait_for(lambda m: m.type == "accepted", 30).get("job")
+        first = client.wait_for(lambda m: m.type == "progress" and m.get("job") == cancelled_job, 60)
+        assert first.get("phase").startswith("finish: ") and first.get("total") == 14
+        client.cancel(cancelled_job)
+        stopped = client.wait_for(lambda m: m.get("job") == cancelled_job and m.type in ("error", "done"), 60)
+        assert stopped.type == "error" and stopped.get("code") == "cancelled", stopped.fields
+        assert not list((tmp_path / "data" / "jobs" / cancelled_job).glob("finished/*"))
         # a finish of a job that does not exist fails in words
         client.submit("finish", None, {"source": "0" * 16, "faces": 600})
         failed = client.wait_for(lambda m: m.type == "error", 30)
