@@ -5,7 +5,12 @@ import bpy
 
 from .preferences import backend_address, output_folder
 
-_TAB = dict(bl_space_type="VIEW_3D", bl_region_type="UI", bl_category="Isotropic3D")
+class _SidebarTab:
+    """Where every panel of the add-on lives: the 3D View's sidebar, tab "Isotropic3D"."""
+
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Isotropic3D"
 
 
 def _duration(seconds: float) -> str:
@@ -13,10 +18,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
 
 
-class ISO3D_PT_generate(bpy.types.Panel):
+class ISO3D_PT_generate(_SidebarTab, bpy.types.Panel):
     bl_label = "Generate"
     bl_idname = "ISO3D_PT_generate"
-    bl_space_type, bl_region_type, bl_category = _TAB["bl_space_type"], _TAB["bl_region_type"], _TAB["bl_category"]
     bl_order = 0
 
     def draw(self, context):
@@ -53,11 +57,10 @@ class ISO3D_PT_generate(bpy.types.Panel):
         row.operator("iso3d.cancel", icon="CANCEL")
 
 
-class ISO3D_PT_generate_progress(bpy.types.Panel):
+class ISO3D_PT_generate_progress(_SidebarTab, bpy.types.Panel):
     bl_label = "Progress"
     bl_idname = "ISO3D_PT_generate_progress"
     bl_parent_id = "ISO3D_PT_generate"
-    bl_space_type, bl_region_type, bl_category = _TAB["bl_space_type"], _TAB["bl_region_type"], _TAB["bl_category"]
 
     def draw(self, context):
         layout = self.layout
@@ -80,16 +83,13 @@ class ISO3D_PT_generate_progress(bpy.types.Panel):
             if state.mesh_updates:
                 layout.label(text=f"{state.mesh_updates} mesh updates into '{state.object_name}'", icon="MESH_DATA")
         if state.last_error:
-            box = layout.box()
-            for index, line in enumerate(_wrap(state.last_error, 48)):
-                box.label(text=line, icon="ERROR" if index == 0 else "BLANK1")
+            _error_box(layout, state.last_error)
 
 
-class ISO3D_PT_generate_backend(bpy.types.Panel):
+class ISO3D_PT_generate_backend(_SidebarTab, bpy.types.Panel):
     bl_label = "Backend"
     bl_idname = "ISO3D_PT_generate_backend"
     bl_parent_id = "ISO3D_PT_generate"
-    bl_space_type, bl_region_type, bl_category = _TAB["bl_space_type"], _TAB["bl_region_type"], _TAB["bl_category"]
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw_header(self, context):
@@ -113,6 +113,13 @@ class ISO3D_PT_generate_backend(bpy.types.Panel):
         row.operator("iso3d.stop_local_backend", text="Stop local", icon="PAUSE")
 
 
+def _error_box(layout, text: str) -> None:
+    """An error in plain words, wrapped to the sidebar's width."""
+    box = layout.box()
+    for index, line in enumerate(_wrap(text, 48)):
+        box.label(text=line, icon="ERROR" if index == 0 else "BLANK1")
+
+
 def _wrap(text: str, width: int) -> list[str]:
     lines, line = [], ""
     for word in text.split():
@@ -124,10 +131,9 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + ([line] if line else [])
 
 
-class ISO3D_PT_finish(bpy.types.Panel):
+class ISO3D_PT_finish(_SidebarTab, bpy.types.Panel):
     bl_label = "Finish"
     bl_idname = "ISO3D_PT_finish"
-    bl_space_type, bl_region_type, bl_category = _TAB["bl_space_type"], _TAB["bl_region_type"], _TAB["bl_category"]
     bl_order = 5
 
     def draw(self, context):
@@ -167,17 +173,12 @@ class ISO3D_PT_finish(bpy.types.Panel):
                 stage = f"{state.phase.removeprefix('finish: ')} {state.step}/{state.total}" if state.total else ""
                 layout.label(text=f"finishing: {stage or state.state or 'sending'}", icon="TIME")
             elif state.state == "failed" and state.last_error:
-                box = layout.box()
-                for index, line in enumerate(_wrap(state.last_error, 48)):
-                    box.label(text=line, icon="ERROR" if index == 0 else "BLANK1")
+                _error_box(layout, state.last_error)
 
 
-class ISO3D_PT_render_training_views(bpy.types.Panel):
+class ISO3D_PT_render_training_views(_SidebarTab, bpy.types.Panel):
     bl_label = "Render training views"
     bl_idname = "ISO3D_PT_render_training_views"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Isotropic3D"
     bl_options = {"DEFAULT_CLOSED"}
     bl_order = 10
 

@@ -60,16 +60,22 @@ def baked_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
     return material
 
 
+def _write_png(folder: str | os.PathLike, stem: str, png: bytes) -> Path:
+    """``folder/stem.png`` written whole (a partial file, then one rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.png"
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_bytes(png)
+    temporary.replace(path)
+    return path
+
+
 def load_texture_image(name: str, png: bytes, folder: str | os.PathLike) -> bpy.types.Image:
     """``png`` saved as ``folder/name.png`` and loaded as the Image ``name``, packed into the .blend file so the
     asset travels with it. An older image of that name is replaced (materials using it are pointed at the new
     one by the caller)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{bpy.path.clean_name(name)}.png"
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_bytes(png)
-    temporary.replace(path)
+    path = _write_png(folder, bpy.path.clean_name(name), png)
     old = bpy.data.images.get(name)
     if old is not None:
         old.name = f"{name} (old)"
@@ -233,12 +239,7 @@ def remove_lods(main: bpy.types.Object, keep_levels: int) -> None:
 
 def load_png_image(name: str, png: bytes, folder: str | os.PathLike) -> bpy.types.Image:
     """Save ``png`` as ``folder/name.png`` and load it as an Image datablock (reloaded if it exists)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_bytes(png)
-    temporary.replace(path)
+    path = _write_png(folder, name, png)
     image = bpy.data.images.get(name)
     if image is not None and Path(bpy.path.abspath(image.filepath)) == path:
         image.reload()
