@@ -9,6 +9,10 @@ with the eager UNet (float32 weights under bf16 autocast, as `iso3d generate` by
 ``--unet eager,cudagraphs``, with the guidance UNet in bf16 compiled with CUDA graphs (`iso3d generate --dtype
 bfloat16 --compile cudagraphs`; its first steps compile for about a minute).
 
+``--field blob`` times the steps on the freshly initialised field (the density blob: nearly every sample inside
+it is kept, the slowest state, as at the start of a run); ``--field fitted`` first regresses the field onto a
+solid sphere (radius 0.35, as an object looks after the first few hundred steps), so rays stop at its surface.
+
 Figures printed:
   - ms per SDS step in phase 1 (2 objects x 4 views at 64^2) and phase 2 (1 x 4 at 256^2), for each variant;
   - the floor of one 256^2 step: one batch-8 UNet forward at 32x32 ([uncond; cond] x 4 views) plus the VAE encoder
@@ -75,6 +79,28 @@ def floor_ms(model, device, resolution: int, repeats: int, warmup: int, autocast
     return {"unet": timed(unet, device, repeats, warmup), "vae": timed(vae, device, repeats, warmup)}
 
 
+def fit_to_sphere(trainer, device, steps: int = 300) -> None:
+    """Regress ``trainer.field`` onto a solid sphere (density 60 inside radius 0.35, grey albedo) and rebuild the
+    occupancy grid from it."""
+    field = trainer.field
+    count = 65536 if device.type == "cuda" else 4096
+    optimizer = torch.optim.Adam(field.parameters(), lr=0.01)
+    generator = torch.Generator(device=device).manual_seed(0)
+    for _ in range(steps):
+        points = torch.rand(count, 3, device=device, generator=generator) * 2 - 1
+        near = torch.nn.functional.normalize(torch.randn(count, 3, device=device, generator=generator), dim=-1)
+        points = torch.cat([points, near * (0.35 + 0.05 * torch.randn(count, 1, device=device, generator=generator))])
+        target = 60.0 * torch.sigmoid((0.35 - points.norm(dim=-1)) * 60.0)
+        density, albedo, _ = field(points)
+        loss = (torch.log1p(density) - torch.log1p(target)).square().mean() + (albedo - 0.6).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        trainer.renderer.grid.occs.zero_()
+        trainer.renderer.update_grid(0, field, force=True)  # step 0: every cell, from the fitted field
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -85,6 +111,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="print where a phase-2 step spends its GPU time")
     parser.add_argument("--normals", default="analytic,finite_difference", help="normals kinds, comma-separated")
     parser.add_argument("--unet", default="eager,cudagraphs", help="guidance UNet: eager and/or cudagraphs")
+    parser.add_argument("--field", default="blob", help="field state(s) to time: blob and/or fitted")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -106,18 +133,21 @@ def main() -> int:
     unet_kinds = [u.strip() for u in args.unet.split(",") if u.strip()]
     if device.type != "cuda":
         unet_kinds = ["eager"]
-    variants = [(normals, unet) for unet in unet_kinds for normals in normals_kinds
+    field_states = [f.strip() for f in args.field.split(",") if f.strip()]
+    variants = [(normals, unet, state) for state in field_states for unet in unet_kinds for normals in normals_kinds
                 if unet == "eager" or normals == normals_kinds[0]]
-    for normals, unet in variants:
+    for normals, unet, state in variants:
         set_option(config, "field.normals", normals)
         if unet == "cudagraphs" and getattr(model, "eager_unet", None) is None:
             from backend.models.acceleration import accelerate_for_inference
 
             model.to(dtype=torch.bfloat16)
             accelerate_for_inference(model, "reduce-overhead")
-        label = f"{normals}{' +cudagraphs' if unet == 'cudagraphs' else ''}"
+        label = f"{normals}{' +cudagraphs' if unet == 'cudagraphs' else ''}{' (fitted)' if state == 'fitted' else ''}"
         with tempfile.TemporaryDirectory() as workdir:
             trainer = SDSTrainer(config, model, context, workdir, device)
+            if state == "fitted":
+                fit_to_sphere(trainer, device)
             phase_1_step = min(config.renderer.grid_warmup_steps + 44, switch - 1)  # past the grid warm-up
             for phase, at in (("phase 1", phase_1_step), ("phase 2", switch + 1)):
                 if device.type == "cuda":
@@ -128,7 +158,7 @@ def main() -> int:
                     trainer.train_step()
 
                 ms = timed(one_step, device, args.steps, args.warmup)
-                if args.profile and phase == "phase 2" and (normals, unet) == variants[0]:
+                if args.profile and phase == "phase 2" and (normals, unet, state) == variants[0]:
                     from torch.profiler import ProfilerActivity, profile
 
                     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
