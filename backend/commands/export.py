@@ -76,6 +76,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (default: JOB_DIR/finished)")
     parser.add_argument("--name", help="base name of the files (default: JOB_DIR's name without .job)")
     parser.add_argument("--device", default="cpu", help="torch device for the field queries (cpu, cuda)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_finishing_arguments(parser)
     return parser
 
@@ -85,13 +86,31 @@ def run(args) -> int:
 
     start = time.perf_counter()
     out = Path(args.out) if args.out else Path(args.job_dir) / "finished"
+    bar = None
     try:
         options = finish_options(args)
         validate_options(options)
-        result = finish_job(args.job_dir, out, options, device=args.device, name=args.name)
+        if not args.quiet:
+            from tqdm import tqdm
+
+            from backend.finishing.pipeline import stage_count
+
+            # leave=False: erased when done, so an error stays one line; disable=None: no bar when not a terminal
+            bar = tqdm(total=stage_count(options), unit="stage", dynamic_ncols=True, leave=False, disable=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if bar is not None:
+                bar.set_description(stage)
+                bar.update(done - bar.n)
+
+        result = finish_job(args.job_dir, out, options, device=args.device, name=args.name, progress=progress)
     except UserError as error:
+        if bar is not None:
+            bar.close()
         print(f"iso3d export: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if bar is not None:
+        bar.close()
     for level in result.levels:
         print(f"{level.name}: {level.faces} faces, {level.vertices} vertices -> "
               + ", ".join(str(out / f) for f in level.files))
