@@ -1,11 +1,13 @@
 """A real-window check: Blender (Debian's package, 3.4) under Xvfb with the add-on installed the legacy way, a
-generate job from a tiny backend streamed into the viewport, and a screenshot of the panel and the mesh.
+generate job from a tiny backend streamed into the viewport, then Finish on the generated object (LODs as
+children), and screenshots of the streamed mesh and of the finished, textured one.
 
     python tests/blender_addon/window_check.py OUT_DIR        # needs: apt-get install blender xvfb python3-zmq
 
 Outside Blender it prepares a legacy add-on copy (the extension plus a ``bl_info``), starts the backend and runs
-``xvfb-run blender --python`` on this same file; inside Blender it enables the add-on, presses Generate, lets the UI
-timer drain the stream, opens the sidebar tab and saves ``OUT_DIR/window.png``.
+``xvfb-run blender FILE.blend --python`` on this same file (a file on the command line: no splash screen); inside
+Blender it enables the add-on, presses Generate, lets the UI timer drain the stream, saves ``OUT_DIR/window.png``,
+presses Finish and, when the textured mesh has streamed in, saves ``OUT_DIR/finished.png``.
 """
 
 from __future__ import annotations
@@ -39,14 +41,18 @@ def outside(out_dir: Path) -> int:
         settings = {"address": backend.address, "image": str(repo / "examples" / "example.png"),
                     "out": str(out_dir), "addons": str(out_dir / "scripts")}
         environment = dict(os.environ, ISO3D_WINDOW_CHECK=json.dumps(settings))
+        empty_file = out_dir / "empty.blend"
+        subprocess.run(["blender", "-b", "--factory-startup", "--python-expr",
+                        f"import bpy; bpy.ops.wm.save_as_mainfile(filepath={str(empty_file)!r})"],
+                       check=True, capture_output=True, timeout=120)
         result = subprocess.run(
-            ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "blender", "--factory-startup", "--python",
-             str(Path(__file__).resolve())],
+            ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "blender", "--factory-startup", str(empty_file),
+             "--python", str(Path(__file__).resolve())],
             env=environment, timeout=600, capture_output=True, text=True,
         )
         (out_dir / "blender.log").write_text(result.stdout + result.stderr)
         print((result.stdout + result.stderr)[-3000:])
-        return 0 if (out_dir / "window.png").is_file() else 1
+        return 0 if (out_dir / "window.png").is_file() and (out_dir / "finished.png").is_file() else 1
     finally:
         backend.stop()
 
@@ -82,8 +88,9 @@ def inside() -> None:
         state = bpy.context.scene.iso3d_job
         if state.state not in ("done", "failed") and time.monotonic() - started < 300:
             return 0.5
-        print("WINDOW CHECK job:", state.state, state.phase, state.step, state.total, state.mesh_updates,
-              state.last_error, flush=True)
+        print("WINDOW CHECK job:", state.job_kind, state.state, state.phase, state.step, state.total,
+              state.mesh_updates, state.last_error, flush=True)
+        finishing = state.job_kind == "finish"
         for window in bpy.context.window_manager.windows:
             for area in window.screen.areas:
                 if area.type != "VIEW_3D":
@@ -91,7 +98,7 @@ def inside() -> None:
                 space = area.spaces.active
                 space.show_region_ui = True
                 space.shading.type = "SOLID"
-                space.shading.color_type = "VERTEX"
+                space.shading.color_type = "TEXTURE" if finishing else "VERTEX"
                 region = next(r for r in area.regions if r.type == "WINDOW")
                 with bpy.context.temp_override(window=window, area=area, region=region):
                     obj = bpy.data.objects.get(state.object_name)
@@ -107,15 +114,40 @@ def inside() -> None:
                         except (AttributeError, TypeError):
                             pass
                 area.tag_redraw()
-        bpy.app.timers.register(shoot, first_interval=1.5)
+        bpy.app.timers.register(shoot_finished if finishing else shoot_and_finish, first_interval=1.5)
         return None
 
-    def shoot():
-        path = str(Path(settings["out"]) / "window.png")
+    def screenshot(name: str) -> None:
+        path = str(Path(settings["out"]) / name)
         window = bpy.context.window_manager.windows[0]
         with bpy.context.temp_override(window=window):
             bpy.ops.screen.screenshot(filepath=path)
         print("WINDOW CHECK screenshot:", path, flush=True)
+
+    def shoot_and_finish():
+        nonlocal started
+        screenshot("window.png")
+        state = bpy.context.scene.iso3d_job
+        if state.state != "done":
+            bpy.ops.wm.quit_blender()
+            return None
+        obj = bpy.data.objects[state.object_name]
+        finish = bpy.context.scene.iso3d_finish
+        finish.faces, finish.texture, finish.lods = max(len(obj.data.polygons) // 3, 8), "256", "100"
+        started = time.monotonic()
+        print("WINDOW CHECK finish:", bpy.ops.iso3d.finish(), flush=True)
+        bpy.app.timers.register(show_sidebar_and_shoot, first_interval=1.0)
+        return None
+
+    def shoot_finished():
+        state = bpy.context.scene.iso3d_job
+        obj = bpy.data.objects.get(state.object_name)
+        if obj is not None:
+            material = obj.active_material
+            print("WINDOW CHECK finished object:", obj.name, len(obj.data.polygons), "faces; material",
+                  material.name if material else None, "; UV maps", [uv.name for uv in obj.data.uv_layers],
+                  "; children", [child.name for child in obj.children], flush=True)
+        screenshot("finished.png")
         bpy.ops.wm.quit_blender()
         return None
 
