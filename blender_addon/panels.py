@@ -48,6 +48,7 @@ class ISO3D_PT_generate(_SidebarTab, bpy.types.Panel):
         column.prop(settings, "preview_steps")
         column.prop(settings, "elevation")
         layout.prop(settings, "result_object")
+        layout.prop(context.scene.iso3d_finish, "after_generate")
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.operator("iso3d.preview_views", icon="IMAGE_PLANE")

@@ -75,6 +75,9 @@ class Isotropic3DFinishProperties(bpy.types.PropertyGroup):
     )
     size: bpy.props.FloatProperty(name="Size", description="Largest side of the finished mesh (object space)",
                                   default=1.0, min=0.001, max=1000.0, subtype="DISTANCE")
+    after_generate: bpy.props.BoolProperty(
+        name="Finish after Generate", default=False,
+        description="When a generation is done, finish its object at once with these settings")
 
 
 class Isotropic3DJobState(bpy.types.PropertyGroup):

@@ -130,18 +130,29 @@ def set_mesh_data(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray,
 def apply_mesh(
     name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, job: str = "", collection=None
 ) -> bpy.types.Object:
-    """Create the object ``name`` or replace its mesh in place (keeping its transform, modifiers and material)."""
+    """Create the object ``name`` or replace its mesh in place (keeping its transform, modifiers and material).
+
+    A new generation (another ``job``) into a finished object makes it unfinished again: its baked material (which
+    needs the finished UVs) goes back to the vertex-colour one."""
     obj = bpy.data.objects.get(name)
     if obj is None or obj.type != "MESH":
         mesh = bpy.data.meshes.new(name)
         obj = bpy.data.objects.new(name, mesh)
         (collection or bpy.context.scene.collection).objects.link(obj)
     set_mesh_data(obj.data, vertices, faces, colors)
+    if job and obj.get(JOB_PROPERTY) != job and FINISH_JOB_PROPERTY in obj:
+        del obj[FINISH_JOB_PROPERTY]
+        obj.data.materials.clear()
     if not obj.data.materials:
         obj.data.materials.append(vertex_color_material())
     if job:
         obj[JOB_PROPERTY] = job
     return obj
+
+
+def finished_from(obj: bpy.types.Object, job: str) -> bool:
+    """Whether ``obj`` holds a finished asset made from the generate ``job`` (its stream is then superseded)."""
+    return obj.get(JOB_PROPERTY) == job and FINISH_JOB_PROPERTY in obj
 
 
 def apply_finished_mesh(obj: bpy.types.Object, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray,

@@ -17,6 +17,7 @@ import time
 import bpy
 
 from .local_backend import LocalBackend
+from .scene_sync import FINISH_JOB_PROPERTY
 
 HEARTBEAT_SECONDS = 2.0
 ATTACH_RETRY_SECONDS = 5.0
@@ -88,9 +89,11 @@ class Session:
         self.disconnect()
 
     # -- jobs -----------------------------------------------------------------------------------------------
-    def submit(self, context, kind: str, image_png: bytes | None, settings: dict, object_name: str = "") -> str:
-        """Send a job for ``context.scene``; ``object_name``: the object its meshes go to (generate, finish)."""
-        scene = context.scene
+    def submit(self, context, kind: str, image_png: bytes | None, settings: dict, object_name: str = "",
+               scene=None) -> str:
+        """Send a job for ``scene`` (default ``context.scene``); ``object_name``: the object its meshes go to
+        (generate, finish)."""
+        scene = scene or context.scene
         client = self.connect(context)
         state = scene.iso3d_job
         request = client.submit(kind, image_png, settings, name=object_name)
@@ -273,8 +276,11 @@ class Session:
         for scene in _job_scenes(job):
             state = scene.iso3d_job
             state.object_name = state.object_name or f"Isotropic3D {job[:8]}"
+            target = bpy.data.objects.get(state.object_name)
             if len(message.payloads) == 5:
                 self._apply_finished(context, scene, message, vertices, faces, colours)
+            elif target is not None and scene_sync.finished_from(target, job):
+                continue  # a replay of the generation this object was finished from: keep the finished asset
             else:
                 scene_sync.apply_mesh(state.object_name, vertices, faces, colours, job=job, collection=scene.collection)
             state.mesh_updates += 1
@@ -306,6 +312,7 @@ class Session:
                      if isinstance(item, dict)}
         for scene in _job_scenes(message.get("job")):
             state = scene.iso3d_job
+            newly_done = state.state != "done"  # not a replay of a job this scene has already seen end
             state.state, state.eta, state.position = "done", 0.0, 0
             state.step = state.total
             state.artifacts = json.dumps(artifacts)
@@ -317,6 +324,20 @@ class Session:
                 from . import scene_sync
 
                 scene_sync.remove_lods(obj, state.lod_levels)  # a re-run with fewer LODs drops the extra ones
+            if (obj is not None and state.job_kind == "generate" and newly_done and scene.iso3d_finish.after_generate
+                    and FINISH_JOB_PROPERTY not in obj):  # not again on a replay of a job already finished
+                self._finish_after_generate(context, scene, obj, message.get("job"))
+
+    def _finish_after_generate(self, context, scene, obj, generate_job: str) -> None:
+        """Finish after Generate: send the finish job for the object that was just generated."""
+        from .operators_finish import finish_settings
+
+        try:
+            settings = finish_settings(scene.iso3d_finish, generate_job)
+        except ValueError as error:
+            scene.iso3d_job.last_error = f"Generated, but not finished: {error}"
+            return
+        self.submit(context, "finish", None, settings, obj.name, scene=scene)
 
     def _on_error(self, context, message) -> None:
         job, code = message.get("job"), message.get("code")

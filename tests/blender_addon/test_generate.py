@@ -238,3 +238,34 @@ def test_curve_keys_from_the_preferences_reach_a_keyed_backend(registered_addon,
     finally:
         SESSION.disconnect()
         backend.stop()
+
+
+def test_finish_after_generate_finishes_the_new_object_on_its_own(addon):
+    settings = bpy.context.scene.iso3d_generate
+    settings.steps, settings.mesh_every, settings.options = 3, 0, json.dumps(SMALL)
+    finish = bpy.context.scene.iso3d_finish
+    finish.after_generate, finish.faces, finish.texture, finish.lods = True, 60, "256", "30"
+    assert bpy.ops.iso3d.generate() == {"FINISHED"}
+    # the generate job's "done" sends the finish job in the same drain
+    state = drain_until(lambda s: s.job_kind == "finish" and s.state in ("done", "failed") and not s.request, 150)
+    assert state.state == "done", state.last_error
+    obj = bpy.data.objects[state.object_name]
+    assert abs(len(obj.data.polygons) - 60) <= 2 and obj.data.uv_layers.active is not None
+    assert obj.active_material.name.startswith("Isotropic3D baked")
+    assert [child.name for child in obj.children] == [f"{obj.name} LOD1"]
+    # attaching to the generate job again replays its final mesh and "done": the finished asset stays, and no
+    # second finish is sent
+    finish_job, finished_faces = obj["iso3d_finish_job"], len(obj.data.polygons)
+    assert bpy.ops.iso3d.connect(job=obj["iso3d_job"]) == {"FINISHED"}
+    state = drain_until(lambda s: s.job_id == obj["iso3d_job"] and s.state == "done")
+    for _ in range(20):
+        SESSION.drain(bpy.context)
+        time.sleep(0.05)
+    assert state.job_kind == "generate" and not state.request and obj["iso3d_finish_job"] == finish_job
+    assert len(obj.data.polygons) == finished_faces and obj.active_material.name.startswith("Isotropic3D baked")
+    # a new generation into the finished object makes it a plain generated object again (vertex colours)
+    settings.result_object, finish.after_generate = obj, False
+    assert bpy.ops.iso3d.generate() == {"FINISHED"}
+    state = drain_until(lambda s: s.job_kind == "generate" and s.state in ("done", "failed") and not s.request)
+    assert state.state == "done", state.last_error
+    assert "iso3d_finish_job" not in obj and obj.active_material.name == "Isotropic3D vertex colour"
