@@ -18,7 +18,7 @@ class SettingsError(UserError, ValueError):
     """Impossible settings (zero steps, an angle out of range, ...)."""
 
 
-def run_command(program: str, run: Callable[[], int], interrupted: str = "interrupted") -> int:
+def run_command(program: str, run: Callable[[], int]) -> int:
     """``run()``'s exit code, with the errors a user can act on as one line on stderr: bad input -> 2, Ctrl-C ->
     130, out of GPU memory -> 1. Anything else is a bug and raises with its traceback."""
     try:
@@ -27,7 +27,7 @@ def run_command(program: str, run: Callable[[], int], interrupted: str = "interr
         print(f"{program}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{program}: {interrupted}", file=sys.stderr)
+        print(f"{program}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:
         torch = sys.modules.get("torch")  # only a run that imported torch can run out of GPU memory

@@ -188,9 +188,7 @@ def apply_lod(main: bpy.types.Object, level: int, vertices: np.ndarray, faces: n
         name = f"{main.name} LOD{level}"
         obj = bpy.data.objects.new(name, bpy.data.meshes.new(name))
         obj[LOD_OF_PROPERTY], obj[LOD_LEVEL_PROPERTY] = main.name, level
-    set_mesh_data(obj.data, vertices, faces, colors, corner_uvs)
-    obj.data.materials.clear()
-    obj.data.materials.append(baked_material(f"{BAKED_MATERIAL_PREFIX} {obj.name}", texture))
+    apply_finished_mesh(obj, vertices, faces, colors, corner_uvs, texture)
     for collection in list(obj.users_collection):
         collection.objects.unlink(obj)
     if layout == "CHILDREN":

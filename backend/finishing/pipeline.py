@@ -89,11 +89,6 @@ class FinishResult:
     files: dict[str, bytes] = dataclass_field(default_factory=dict, repr=False)
     meshes: list[TexturedMesh] = dataclass_field(default_factory=list, repr=False)  # one per level, main first
 
-    @property
-    def mesh(self) -> Mesh | None:
-        """The main level's mesh."""
-        return self.meshes[0].mesh if self.meshes else None
-
 
 Progress = Callable[[str, int, int], None]  # (stage just done, stages done, stages in all)
 

@@ -151,14 +151,20 @@ class RadianceField(nn.Module):
         self._compiled = torch.compile(self._evaluate, dynamic=True) if enabled else None
         self._compiled_with_normals = torch.compile(self._evaluate_with_normals, dynamic=True) if enabled else None
 
+    def _unit_cube(self, points: torch.Tensor) -> torch.Tensor:
+        """World points -> the hash grid's [0, 1]^3 (unclamped)."""
+        return (points / self.radius + 1.0) * 0.5
+
     def _encode(self, points: torch.Tensor) -> torch.Tensor:
-        x01 = ((points / self.radius + 1.0) * 0.5).clamp(0.0, 1.0)
-        return self.encoding(x01)
+        return self.encoding(self._unit_cube(points).clamp(0.0, 1.0))
+
+    def _blob(self, distance: torch.Tensor) -> torch.Tensor:
+        """The density bias at ``distance`` = |x| from the centre."""
+        return self.config.blob_density * (1.0 - distance / self.config.blob_radius)
 
     def _density_from_features(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         raw = self.density_mlp(features)[..., 0]
-        blob = self.config.blob_density * (1.0 - points.norm(dim=-1) / self.config.blob_radius)
-        return F.softplus(raw + blob)
+        return F.softplus(raw + self._blob(points.norm(dim=-1)))
 
     def _evaluate(self, points: torch.Tensor, with_albedo: bool = True):
         features = self._encode(points)
@@ -168,13 +174,13 @@ class RadianceField(nn.Module):
 
     def _evaluate_with_normals(self, points: torch.Tensor):
         """(density, albedo, normals) with the analytic gradient (see the module docstring)."""
-        scaled = (points / self.radius + 1.0) * 0.5
+        scaled = self._unit_cube(points)
         inside = ((scaled >= 0.0) & (scaled <= 1.0)).to(points.dtype)  # the clamp's derivative
         features, feature_gradient = self.encoding(scaled.clamp(0.0, 1.0), with_gradient=True)
         feature_gradient = feature_gradient * (inside * (0.5 / self.radius))[:, :, None]  # d/d points
         raw, raw_gradient = mlp_with_tangents(self.density_mlp, features, feature_gradient)
         distance = points.norm(dim=-1)
-        blob = self.config.blob_density * (1.0 - distance / self.config.blob_radius)
+        blob = self._blob(distance)
         blob_gradient = -self.config.blob_density / self.config.blob_radius * points / distance.clamp(min=1e-12)[:, None]
         density = F.softplus(raw[..., 0] + blob)
         # grad density = sigmoid(raw + blob) * (grad raw + grad blob); the positive factor drops out of the normal

@@ -1,9 +1,9 @@
 """Jobs of the service: persisted records, the one-GPU-job-at-a-time queue, cancellation and replay.
 
 Each job lives in ``<data>/jobs/<id>/`` (the id is generated here, never taken from a client): ``job.json`` (the
-record), ``input.png``, ``views/`` (latest multi-view images + cameras), ``mesh_latest.npz`` (latest mesh; a
-finish job adds ``mesh_lod<i>.npz``) and the
-job's own work files (for generate: the NeRF checkpoint and final meshes). A restarted service finds unfinished
+record), ``input.png`` (not for finish jobs), ``views/`` (latest multi-view images + cameras), ``mesh_latest.npz``
+(latest mesh; a finish job adds ``mesh_lod<i>.npz``) and the job's own work files (for generate: the NeRF
+checkpoint and final meshes). A restarted service finds unfinished
 jobs there and runs them again; generate jobs resume from their last checkpoint.
 """
 
