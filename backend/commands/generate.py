@@ -33,9 +33,9 @@ class InputError(UserError):
 
 def load_condition_image(path: str | Path):
     """The input image as a tensor [1, 3, 256, 256] in [-1, 1], prepared as the reference SDS path does."""
-    from backend.imaging import image_to_tensor, load_image
+    from backend.imaging import load_image, prepare_condition_image
 
-    return image_to_tensor(load_image(path), method="sds")
+    return prepare_condition_image(load_image(path))
 
 
 def _option_fields():
@@ -57,7 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--mesh-every", type=int, help="intermediate mesh every N steps (0: none)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run whose work folder is DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    # On a GPU: bf16 weights and the guidance UNet compiled with CUDA graphs (it runs without gradients; 6.9 ms
+    # On a GPU: float16 weights and the guidance UNet compiled with CUDA graphs (it runs without gradients; 6.9 ms
     # instead of 38 ms per call at the published size), compiled once in the first steps.
     add_model_arguments(parser, default_compile="auto")
     add_finishing_arguments(parser.add_argument_group("finishing (with --faces; see iso3d export)"),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backend.errors import SettingsError, UserError
 from backend.events import Done, Event, Failed, Progress, Views
-from backend.imaging import decode_image, image_to_tensor
+from backend.imaging import decode_image, prepare_condition_image, prepare_preview_image
 
 PREVIEW_SETTINGS = {
     "views": ("num_views", int),
@@ -127,7 +127,8 @@ class JobRunner:
             if record.kind == "finish":
                 yield from self._finish(record, directory, cancel)
                 return
-            image = image_to_tensor(decode_image(self.store.input_png(record.id), "the job's input image"))
+            source = decode_image(self.store.input_png(record.id), "the job's input image")
+            image = (prepare_preview_image if record.kind == "preview" else prepare_condition_image)(source)
             if record.kind == "preview":
                 yield from self._preview(record, directory, image, cancel)
             elif record.kind == "generate":
