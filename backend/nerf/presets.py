@@ -133,7 +133,7 @@ class RunConfig:
     checkpoint_every: int = 500  # optimisation state saved every N steps (and on cancel/failure)
     views_resolution: int = 128  # preview render size
     turntable_views: int = 8
-    mixed_precision: bool = True  # bf16 autocast for the VAE and UNet on CUDA
+    mixed_precision: bool = True  # autocast of the VAE and UNet on CUDA (backend.diffusion.precision)
 
 
 @dataclass

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from backend.diffusion.cameras import ViewCameras, make_view_cameras, orbit_azimuths, random_multiview_cameras
+from backend.diffusion.precision import guidance_autocast_dtype, overflow_hint
 from backend.diffusion.sds import LatentEncoder, SDSGuidance, vae_latent_encoder
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from backend.nerf.field import RadianceField
@@ -141,8 +142,10 @@ class SDSTrainer:
                                          stratified=True, generator=generator, with_normals=with_normals)
         renders = out.rgb.permute(0, 3, 1, 2)
         codes = cameras.codes(self.guidance.camera_encoding).to(self.device)
-        autocast = self.device.type == "cuda" and c.run.mixed_precision
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+        weights_dtype = self.guidance.weights_dtype
+        autocast_dtype = guidance_autocast_dtype(weights_dtype) if self.device.type == "cuda" and \
+            c.run.mixed_precision else None
+        with torch.autocast(self.device.type, dtype=autocast_dtype or weights_dtype, enabled=autocast_dtype is not None):
             sds = self.guidance(renders, self.context, codes, views, generator)
         loss = c.loss.lambda_sds * sds.loss.float()
         orient = torch.zeros((), device=self.device)
@@ -152,7 +155,7 @@ class SDSTrainer:
         if not torch.isfinite(loss):
             raise GenerationError(
                 "nan_loss", f"the loss became {loss.item()} at step {self.step}; optimisation stopped"
-                + self._kept_note())
+                + overflow_hint(autocast_dtype or weights_dtype) + self._kept_note())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
