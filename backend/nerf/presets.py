@@ -117,7 +117,8 @@ class OptimizerConfig:
 
 @dataclass
 class MeshConfig:
-    resolution: int = 256  # final mesh: marching-cubes grid cells per axis
+    resolution: int = 256  # final mesh: marching-cubes grid cells per axis over the whole box (the coarse pass)
+    refinement: int = 2  # final mesh: surface cells split n times per axis (effective resolution x n; 1: off)
     preview_resolution: int = 96  # intermediate meshes
     density_threshold: float = 25.0
     min_component_fraction: float = 0.01  # components with fewer faces than this fraction are dropped
@@ -199,6 +200,7 @@ def tiny() -> GenerateConfig:
     config.phases.resolution_before = config.phases.resolution_after = 32
     config.guidance.latent_resolution_input = 64
     config.mesh.resolution, config.mesh.preview_resolution = 64, 32
+    config.mesh.refinement = 1  # a single pass: CPU-cheap
     config.mesh.density_threshold = 5.0
     return config
 
@@ -288,6 +290,7 @@ def validate(config: GenerateConfig) -> None:
     need(0 < g.min_step_end <= g.max_step_end < 1 and 0 < g.min_step_start <= g.max_step_start < 1,
          "guidance step fractions must satisfy 0 < min <= max < 1")
     need(mesh.resolution >= 8, f"mesh.resolution must be at least 8 (got {mesh.resolution})")
+    need(1 <= mesh.refinement <= 4, f"mesh.refinement must be 1 to 4 (got {mesh.refinement})")
     need(mesh.preview_resolution >= 8, f"mesh.preview_resolution must be at least 8 (got {mesh.preview_resolution})")
     need(0 <= mesh.min_component_fraction < 1, "mesh.min_component_fraction must be in [0, 1)")
     if problems:

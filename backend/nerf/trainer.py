@@ -183,9 +183,11 @@ class SDSTrainer:
                      cameras.c2w.cpu().numpy(), step=self.step)
 
     def extract_mesh(self, resolution: int | None = None) -> Mesh:
+        """The final mesh (coarse-to-fine at ``mesh.resolution`` x ``mesh.refinement``), or with ``resolution`` a
+        cheap single-pass one (intermediate meshes)."""
         m = self.config.mesh
         return extract_mesh(self.field, resolution or m.resolution, m.density_threshold, m.min_component_fraction,
-                            m.chunk_points)
+                            m.chunk_points, refinement=1 if resolution else m.refinement)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
