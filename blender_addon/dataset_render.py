@@ -241,7 +241,7 @@ class TrainingViewRenderer:
         snapshot = self._snapshot_ids()
         try:
             self._run_importer(extension, path)
-        except Exception as error:  # importers raise RuntimeError or their own errors with the reason
+        except Exception as error:  # noqa: BLE001 - importers raise RuntimeError or their own errors
             self.discard(LoadedObject([], self._ids_added_since(snapshot), path))
             reason = " ".join(str(error).split()) or type(error).__name__
             raise ObjectRenderError(f"could not import {os.path.basename(path)}: {reason}") from None

@@ -4,30 +4,29 @@ loopback port, the operators, and ``SESSION.drain`` called directly (timers neve
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+pytestmark = [pytest.mark.blender, pytest.mark.integration]
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
 from blender_addon.client import decode_array  # noqa: E402
 from blender_addon.session import SESSION  # noqa: E402
-from tests.conftest import REPO_ROOT  # noqa: E402
-from tests.service.conftest import BackendProcess  # noqa: E402
-
-EXAMPLE = REPO_ROOT / "examples" / "example.png"
+from tests.helpers.addon_session import drain_everything_sent, drain_until  # noqa: E402
+from tests.helpers.backend import BackendProcess  # noqa: E402
+from tests.helpers.paths import EXAMPLE_IMAGE as EXAMPLE  # noqa: E402
+from tests.helpers.paths import REPO_ROOT  # noqa: E402
 SMALL = {"phases.resolution_before": 24, "phases.resolution_after": 24, "mesh.resolution": 32,
          "mesh.preview_resolution": 24, "mesh.density_threshold": 2.0}
 
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    process = BackendProcess(tmp_path_factory.mktemp("backend") / "data").start()
-    yield process
-    process.stop()
+    with BackendProcess(tmp_path_factory.mktemp("backend") / "data").start() as process:
+        yield process
 
 
 @pytest.fixture
@@ -55,19 +54,6 @@ def applied_meshes(monkeypatch):
 
     monkeypatch.setattr(SESSION, "apply", recording)
     return seen
-
-
-def drain_until(predicate, timeout: float = 90.0, on_drain=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        SESSION.drain(bpy.context)
-        if on_drain is not None:
-            on_drain()
-        if predicate(bpy.context.scene.iso3d_job):
-            return bpy.context.scene.iso3d_job
-        time.sleep(0.05)
-    state = bpy.context.scene.iso3d_job
-    raise TimeoutError(f"state {state.state!r} phase {state.phase!r} step {state.step}: {state.last_error}")
 
 
 def test_preview_views_become_images_and_empties_around_the_cursor(addon):
@@ -104,7 +90,7 @@ def test_generate_streams_meshes_into_one_object_and_records_the_glb(addon, appl
             bpy.context.view_layer.update()
             user_matrix = np.array(obj.matrix_world)
 
-    state = drain_until(lambda s: s.state in ("done", "failed"), 120, move_the_object_once)
+    state = drain_until(lambda s: s.state in ("done", "failed"), on_drain=move_the_object_once)
     assert state.state == "done", state.last_error
     generated = [o for o in bpy.data.objects if o.type == "MESH"]
     assert [o.name for o in generated] == ["Isotropic3D example"]
@@ -139,7 +125,7 @@ def test_cancel_stops_the_job(addon):
     assert bpy.ops.iso3d.generate() == {"FINISHED"}
     drain_until(lambda s: s.state == "running" and s.step >= 1)
     assert bpy.ops.iso3d.cancel() == {"FINISHED"}
-    state = drain_until(lambda s: s.state in ("cancelled", "done", "failed"), 60)
+    state = drain_until(lambda s: s.state in ("cancelled", "done", "failed"))
     assert state.state == "cancelled" and "cancel" in state.last_error.lower()
 
 
@@ -176,7 +162,7 @@ def test_remote_backends_need_online_access_and_keys(addon):
 
 def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(registered_addon, tmp_path):
     backend = BackendProcess(tmp_path / "data").start()
-    restarted = None
+    restarted = backend.restarted()
     try:
         registered_addon.backend_address = backend.address
         registered_addon.previews_folder = str(tmp_path / "previews")
@@ -188,7 +174,7 @@ def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(re
         state = drain_until(lambda s: s.state == "running" and s.step >= 2)
         job = state.job_id
         backend.kill()
-        drain_until(lambda s: s.connection == "LOST", 30)
+        drain_until(lambda s: s.connection == "LOST")
         # Blender saves, the add-on is reloaded, the file is opened again, the backend comes back.
         blend = tmp_path / "scene.blend"
         bpy.ops.wm.save_as_mainfile(filepath=str(blend))
@@ -196,19 +182,16 @@ def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(re
         bpy.ops.wm.open_mainfile(filepath=str(blend))
         blender_addon.register()
         assert bpy.context.scene.iso3d_job.job_id == job
-        restarted = BackendProcess(tmp_path / "data")
-        restarted.port, restarted.bind, restarted.address = backend.port, backend.bind, backend.address
         restarted.start()
-        state = drain_until(lambda s: s.state in ("done", "failed"), 150)
+        state = drain_until(lambda s: s.state in ("done", "failed"))
         assert state.state == "done", state.last_error
         assert state.job_id == job and state.connection == "CONNECTED"
         obj = bpy.data.objects[state.object_name]
         assert obj["iso3d_glb"].endswith(".glb") and len(obj.data.polygons) > 0
     finally:
         SESSION.disconnect()
-        for process in (backend, restarted):
-            if process is not None and process.process is not None:
-                process.stop()
+        backend.stop()
+        restarted.stop()
 
 
 def test_curve_keys_from_the_preferences_reach_a_keyed_backend(registered_addon, tmp_path, monkeypatch):
@@ -228,7 +211,7 @@ def test_curve_keys_from_the_preferences_reach_a_keyed_backend(registered_addon,
         settings.image_source, settings.image_path, settings.preview_steps = "FILE", str(EXAMPLE), 2
         SESSION.disconnect()
         assert bpy.ops.iso3d.connect() == {"FINISHED"}  # without keys: silence, said in plain words
-        state = drain_until(lambda s: "No answer" in s.last_error, 20)
+        state = drain_until(lambda s: "No answer" in s.last_error)
         assert state.connection != "CONNECTED" and "CURVE" in state.last_error
         registered_addon.server_public_key = str(keys["server_public"])
         registered_addon.client_secret_key = str(keys["client_secret"])
@@ -247,7 +230,7 @@ def test_finish_after_generate_finishes_the_new_object_on_its_own(addon):
     finish.after_generate, finish.faces, finish.texture, finish.lods = True, 60, "256", "30"
     assert bpy.ops.iso3d.generate() == {"FINISHED"}
     # the generate job's "done" sends the finish job in the same drain
-    state = drain_until(lambda s: s.job_kind == "finish" and s.state in ("done", "failed") and not s.request, 150)
+    state = drain_until(lambda s: s.job_kind == "finish" and s.state in ("done", "failed") and not s.request)
     assert state.state == "done", state.last_error
     obj = bpy.data.objects[state.object_name]
     assert abs(len(obj.data.polygons) - 60) <= 2 and obj.data.uv_layers.active is not None
@@ -258,9 +241,7 @@ def test_finish_after_generate_finishes_the_new_object_on_its_own(addon):
     finish_job, finished_faces = obj["iso3d_finish_job"], len(obj.data.polygons)
     assert bpy.ops.iso3d.connect(job=obj["iso3d_job"]) == {"FINISHED"}
     state = drain_until(lambda s: s.job_id == obj["iso3d_job"] and s.state == "done")
-    for _ in range(20):
-        SESSION.drain(bpy.context)
-        time.sleep(0.05)
+    drain_everything_sent()  # a finish job sent on that "done" would have been accepted by now
     assert state.job_kind == "generate" and not state.request and obj["iso3d_finish_job"] == finish_job
     assert len(obj.data.polygons) == finished_faces and obj.active_material.name.startswith("Isotropic3D baked")
     # a new generation into the finished object makes it a plain generated object again (vertex colours)

@@ -14,7 +14,7 @@ from backend.commands import generate as command
 from backend.events import EVENT_TYPES, Done, Failed, MeshUpdate, Progress, Queued, Views
 from backend.models.multiview_model import build_tiny_model
 from backend.nerf.trainer import CHECKPOINT_NAME, LATEST_MESH_NAME, SDSTrainer, generate
-from tests.nerf.targets import small_config
+from tests.helpers.targets import small_config
 
 
 @pytest.fixture(scope="module")
