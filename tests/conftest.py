@@ -90,3 +90,30 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from backend.models.multiview_model import build_tiny_model, save_checkpoint
 
     return save_checkpoint(build_tiny_model(seed=2), tmp_path_factory.mktemp("tiny_checkpoint") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def backend_processes(tmp_path_factory):
+    """A factory of real backend processes for this test process: ``start(data=None, **options)`` returns a started
+    ``tests.helpers.backend.BackendProcess`` (its data folder fresh unless given); every one still running is
+    stopped at the end of the session, and all of them die with the test process in any case."""
+    from tests.helpers.backend import BackendProcess
+
+    started = []
+
+    def start(data: Path | None = None, **options) -> BackendProcess:
+        process = BackendProcess(data or tmp_path_factory.mktemp("backend") / "data", **options)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The untrained tiny model (seed 0), built once per test process; tests must not change its weights."""
+    from backend.models.multiview_model import build_tiny_model
+
+    return build_tiny_model(seed=0)

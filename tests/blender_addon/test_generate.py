@@ -24,9 +24,10 @@ SMALL = {"phases.resolution_before": 24, "phases.resolution_after": 24, "mesh.re
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    with BackendProcess(tmp_path_factory.mktemp("backend") / "data").start() as process:
-        yield process
+def backend(backend_processes):
+    process = backend_processes()
+    yield process
+    process.stop()  # ~800 MB: not kept for the rest of the session
 
 
 @pytest.fixture
