@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from backend.diffusion.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
+from backend.models.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
 from backend.models import checkpoints as ckpt
 from backend.models.configs import published_configs, tiny_configs
 from backend.models.image_encoder import CLIPImageEncoder
