@@ -12,7 +12,6 @@ atomically), ``mesh_latest.ply`` (the latest intermediate mesh), and at the end 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
