@@ -11,6 +11,14 @@ Backend -> client: welcome, accepted, progress, views (PNG per view + cameras), 
 i4 [F,3], vertex colours u1 [V,3]; a finished asset adds corner UVs f4 [F,3,2] (v up) and its baked texture as
 PNG, and ``level``: 0 main, i the i-th LOD), done, error, jobs (the answer to list), pong.
 
+``welcome`` may carry ``settings``: the backend's defaults and bounds of each job kind,
+``{kind: {wire_key: {"type": "int"|"float"|"bool"|"str"|"choice", "default": v, "min": v|null, "max": v|null,
+"choices": [..]|null, "help": "short text"}}}`` for kind preview/generate/finish. Wire keys are the field names
+of the backend's settings dataclasses, dotted for nested ones (``mesh.resolution``); a sequence setting is "str"
+(comma-separated, e.g. ``"15,60"``; a JSON list is accepted too); a null default means "decided by the backend"
+(e.g. the model's own camera encoding). A client sends only what the user changed; the rest takes these defaults.
+A generate job's ``preset`` picks the base the other generate defaults come from.
+
 ``decode`` checks every limit and the header schema and raises ``ProtocolError`` (with a short ``code``) on any
 violation, so a receiver can answer with an ``error`` message and go on. Angles are degrees; camera matrices are
 camera-to-world, row-major 16 floats, Blender Z-up.
@@ -46,7 +54,8 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "list": ({}, {}),
     "ping": ({}, {"token": _STR}),
     # backend -> client
-    "welcome": ({"server": _STR, "model": _STR, "device": _STR, "trained": _BOOL}, {"free_memory": _INT, "jobs": _LIST}),
+    "welcome": ({"server": _STR, "model": _STR, "device": _STR, "trained": _BOOL},
+                {"free_memory": _INT, "jobs": _LIST, "settings": _DICT}),
     "accepted": ({"job": _STR, "kind": _STR, "position": _INT}, {"request": _STR}),
     "progress": ({"job": _STR, "phase": _STR, "step": _INT, "total": _INT}, {"elapsed": _NUM, "eta": _NUM, "losses": _DICT, "position": _INT}),
     "views": ({"job": _STR, "kind": _STR, "elevations": _LIST, "azimuths": _LIST, "c2w": _LIST}, {"step": _INT}),

@@ -95,7 +95,7 @@ def test_no_weights_offline_says_what_to_do(tmp_path):
 
 
 def test_impossible_settings_get_one_line(tmp_path):
-    one_line_error(iso3d("preview", EXAMPLE, "--model", "tiny", "--steps", "0"), "steps must be")
+    one_line_error(iso3d("preview", EXAMPLE, "--model", "tiny", "--steps", "0"), "setting 'steps' must be")
     one_line_error(iso3d("preview", EXAMPLE, "--model", "tiny", "--device", "cuda:7"), "CUDA")
 
 

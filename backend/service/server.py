@@ -19,7 +19,7 @@ from backend import __version__
 from backend.errors import UserError
 from backend.events import Done, Failed, MeshUpdate, Progress, Queued, Views
 from backend.service.auth import CurveKeys, is_loopback, secure_socket
-from backend.service.job_kinds import JobRunner, validate_settings
+from backend.service.job_kinds import JobRunner, describe_job_settings, validate_settings
 from backend.service.jobs import FINISHED, JobQueue, JobStore
 from backend.service.messages import event_frames
 from blender_addon import protocol
@@ -60,6 +60,7 @@ class BackendServer:
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.queue = JobQueue(self.store, JobRunner(model, self.store), self._publish)
         self.stop_requested = threading.Event()
+        self.job_settings = describe_job_settings()
 
     @staticmethod
     def refuse_unauthenticated(bind: str):
@@ -142,6 +143,7 @@ class BackendServer:
         if free is not None:
             fields["free_memory"] = free
         fields["jobs"] = [r.summary() for r in self.store.records.values()][-50:]
+        fields["settings"] = self.job_settings
         self._send(identity, protocol.encode("welcome", **fields))
 
     def _on_ping(self, identity: bytes, message) -> None:
