@@ -136,7 +136,10 @@ class JobStore:
         return bool(record.model and self.model_name and record.model != self.model_name)
 
     def summary(self, record: JobRecord) -> dict:
+        from backend.service.options import sanitize_name
+
         summary = record.summary()
+        summary["name"] = sanitize_name(record.name)  # records of earlier releases kept names of any length
         if record.status not in FINISHED and self.needs_other_model(record):
             summary["status"] = "needs_model"
             summary["reason"] = f"made with the model {record.model!r}; restart the backend with it to resume"

@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import uuid
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from backend.service.options import ServiceOptions, sanitize_name
 from blender_addon import protocol
 
 log = logging.getLogger("iso3d.server")
-REPLAY_ERRORS = (OSError, ValueError, KeyError, EOFError)  # a damaged stored file (np.load raises these)
+REPLAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a damaged stored file (np.load)
 
 
 def describe_device(model) -> tuple[str, int | None]:
@@ -237,16 +238,33 @@ class BackendServer:
         fields = dict(server=f"iso3d {__version__}", model=self.model.name, device=device, trained=self.model.trained)
         if free is not None:
             fields["free_memory"] = free
-        fields["jobs"] = self.store.summaries(self._visible(client_key))[-50:]
         fields["settings"] = self.job_settings
-        self._send(identity, protocol.encode("welcome", **fields))
+        jobs = self.store.summaries(self._visible(client_key))[-50:]
+        while True:  # the most recent jobs that fit in a header
+            try:
+                frames = protocol.encode("welcome", **fields, jobs=jobs)
+                break
+            except protocol.ProtocolError:
+                if not jobs:
+                    raise
+                jobs = jobs[len(jobs) // 2 + 1:] if len(jobs) > 1 else []
+        self._send(identity, frames)
 
     def _on_ping(self, identity: bytes, message, client_key: str) -> None:
         fields = {"token": message.get("token")} if message.get("token") is not None else {}
         self._send(identity, protocol.encode("pong", **fields))
 
     def _on_list(self, identity: bytes, message, client_key: str) -> None:
-        self._send(identity, protocol.encode("jobs", jobs=self.store.summaries(self._visible(client_key))[-200:]))
+        jobs = self.store.summaries(self._visible(client_key))[-200:]
+        while True:  # the most recent jobs that fit in a header
+            try:
+                frames = protocol.encode("jobs", jobs=jobs)
+                break
+            except protocol.ProtocolError:
+                if not jobs:
+                    raise
+                jobs = jobs[len(jobs) // 2 + 1:] if len(jobs) > 1 else []
+        self._send(identity, frames)
 
     def _refuse_new_job(self) -> str | None:
         """Why no new job can be taken now (queue or disk), or None."""
