@@ -63,8 +63,8 @@ def test_bad_submissions_get_errors(backend, connect):
     client = connect(backend.address)
     cases = [
         ("preview", EXAMPLE_PNG, {"steps": 0}, "steps must be"),
-        ("preview", EXAMPLE_PNG, {"stepz": 3}, "unknown preview settings: stepz"),
-        ("preview", EXAMPLE_PNG, {"steps": "many"}, "must be int"),
+        ("preview", EXAMPLE_PNG, {"stepz": 3}, "unknown setting 'stepz'"),
+        ("preview", EXAMPLE_PNG, {"steps": "many"}, "setting 'steps' must be a number"),
         ("preview", EXAMPLE_PNG[:60], {"steps": 1}, "damaged or truncated"),
     ]
     for kind, image, settings, fragment in cases:
