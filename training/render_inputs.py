@@ -2,13 +2,20 @@
 
 Inputs are object files (GLB/GLTF/OBJ/FBX/PLY/STL/.blend), folders (searched recursively for those), list files
 (``.txt``/``.lst``: one path or Objaverse UID a line, ``#`` comments, paths relative to the list file) and
-Objaverse UIDs (32 hex digits). Object ids are file stems (made unique with a hash of the path when two files
-share a stem) or the UID; the id names the object's output folder.
+Objaverse UIDs (32 hex digits).
+
+An object's id names its output folder and is its identity: for a file, ``<stem>-<16 hex digits>``, the digits
+from a SHA-256 of the file's bytes and of the render settings that change pixels, so a file of the same name with
+other content (or the same file under other settings) is another object, and the same content listed twice is
+rendered once. For an Objaverse UID the id is the UID (Objaverse's own content identity; the output folder's
+manifest pins the settings). Sharding splits the sources sorted by path (or UID) before any file is read, so each
+machine hashes only its own shard.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -86,36 +93,65 @@ def _read_list(path: str, seen_lists: set) -> list[tuple[str, bool]]:
     return entries
 
 
-def _id_for_path(path: str) -> str:
-    stem = os.path.splitext(os.path.basename(path))[0]
-    return _UNSAFE.sub("_", stem).strip("._") or "object"
+ID_HASH_DIGITS = 16  # 64 bits: a collision among 10^6 objects has a chance of about 3e-8
 
 
-def collect_items(inputs: list[str]) -> list[RenderItem]:
-    """Expands inputs to render items sorted by id; duplicate sources are listed once."""
+@dataclass(frozen=True)
+class Source:
+    """An input before it is read: a file path or an Objaverse UID."""
+
+    source: str
+    is_objaverse_uid: bool = False
+
+
+def settings_key(settings: dict) -> str:
+    """The text of the settings that take part in object ids (sorted JSON)."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
+
+
+def content_id(path: str, key: str) -> str:
+    """``<safe file stem>-<hash of the file's bytes and the settings key>``; raises InputError if unreadable."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise InputError(f"cannot read object file {path}: {error.strerror}") from None
+    digest.update(b"\0settings\0" + key.encode())
+    stem = _UNSAFE.sub("_", os.path.splitext(os.path.basename(path))[0]).strip("._") or "object"
+    return f"{stem}-{digest.hexdigest()[:ID_HASH_DIGITS]}"
+
+
+def collect_sources(inputs: list[str]) -> list[Source]:
+    """Expands inputs to sources sorted by path or UID, each listed once."""
     if not inputs:
         raise InputError("no objects given: pass object files, folders, list files or Objaverse UIDs")
     sources: dict[str, bool] = {}
     for entry in inputs:
         for source, is_uid in _expand(entry, os.getcwd(), None, set()):
             sources.setdefault(source, is_uid)
-    stems: dict[str, list[str]] = {}
-    for source, is_uid in sources.items():
-        stems.setdefault(source if is_uid else _id_for_path(source), []).append(source)
-    items = []
-    for stem, group in stems.items():
-        for source in group:
-            object_id = stem
-            if len(group) > 1:
-                object_id = f"{stem}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
-            items.append(RenderItem(object_id, source, sources[source]))
-    return sorted(items, key=lambda item: item.object_id)
+    return [Source(source, is_uid) for source, is_uid in sorted(sources.items())]
 
 
-def shard(items: list[RenderItem], shard_index: int, num_shards: int) -> list[RenderItem]:
-    """Every ``num_shards``-th item from ``shard_index`` (items sorted by id, so each machine agrees)."""
+def identify(sources: list[Source], key: str) -> list[RenderItem]:
+    """Render items (ids by content, see the module) sorted by id; sources with the same content once."""
+    items: dict[str, RenderItem] = {}
+    for source in sources:
+        object_id = source.source if source.is_objaverse_uid else content_id(source.source, key)
+        items.setdefault(object_id, RenderItem(object_id, source.source, source.is_objaverse_uid))
+    return sorted(items.values(), key=lambda item: item.object_id)
+
+
+def collect_items(inputs: list[str], key: str = "") -> list[RenderItem]:
+    """``identify(collect_sources(inputs), key)``: every input's render item."""
+    return identify(collect_sources(inputs), key)
+
+
+def shard(sources: list, shard_index: int, num_shards: int) -> list:
+    """Every ``num_shards``-th entry from ``shard_index`` (entries in a fixed order, so each machine agrees)."""
     if num_shards < 1:
         raise InputError(f"--num-shards must be at least 1 (got {num_shards})")
     if not 0 <= shard_index < num_shards:
         raise InputError(f"--shard-index must be in 0..{num_shards - 1} (got {shard_index})")
-    return items[shard_index::num_shards]
+    return sources[shard_index::num_shards]
