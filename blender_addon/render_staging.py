@@ -128,14 +128,13 @@ def remove_abandoned(staging_root: str) -> tuple[int, int]:
         else:
             os.unlink(path)
         removed += 1
-    for name in sorted(names):
-        if name.endswith(LOCK_SUFFIX) and name[: -len(LOCK_SUFFIX)] not in names:
-            lock = os.path.join(staging_root, name)
-            if not _owner_alive(lock):
-                try:
-                    os.unlink(lock)
-                except FileNotFoundError:
-                    pass
+    for name in sorted(names):  # locks whose folder is gone (removed above, or never made)
+        lock = os.path.join(staging_root, name)
+        if name.endswith(LOCK_SUFFIX) and not os.path.exists(lock[: -len(LOCK_SUFFIX)]) and not _owner_alive(lock):
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
     return removed, live
 
 
