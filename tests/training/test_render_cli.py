@@ -379,3 +379,48 @@ def test_shards_split_the_sources_without_overlap_and_ids_follow_content(objects
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no object files"):
         collect_items([str(tmp_path / "empty")])
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # a local Ray instance takes 10-20 s to start on a loaded 2-core machine
+def test_ray_renders_one_task_per_object_and_retries_an_object_whose_worker_was_killed(objects, tmp_path):
+    pytest.importorskip("ray")
+    folder = tmp_path / "objects"
+    folder.mkdir()
+    tetra = Path(objects["tetra"]).read_text()
+    for k in range(3):
+        (folder / f"object{k}.obj").write_text(f"# copy {k}\n{tetra}")
+    out = tmp_path / "out"
+    staging = out / ".partial" / "shard-00000-of-00001"
+    args = cli() + [str(folder), "--out", str(out), "--no-progress", *SMALL, "--samples", "16",
+                    "--ray", "--workers", "2", "--retries", "1"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        killed = None
+        deadline = time.monotonic() + 180  # Ray's start and bpy's import in each worker on a loaded machine
+        while killed is None and time.monotonic() < deadline and process.poll() is None:
+            for lock in staging.glob("*.lock") if staging.is_dir() else []:
+                try:
+                    pid = int(lock.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    continue
+                if pid and alive(pid):
+                    os.kill(pid, signal.SIGKILL)  # a Ray worker, mid-object
+                    killed = lock.name.split(".", 1)[0]
+                    break
+            time.sleep(0.02)
+        assert killed, "no object was seen rendering"
+        _, stderr = process.communicate(timeout=240)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert process.returncode == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["failed"] and killed in manifest["done"]
+    assert sorted(by_name(manifest["done"])) == ["object0", "object1", "object2"]
+    for object_id in manifest["done"]:
+        assert sorted(os.listdir(out / object_id)) == sorted(expected_files(SMALL_SETTINGS))
+    assert not list(staging.iterdir())  # the killed attempt's staging folder and lock are gone
