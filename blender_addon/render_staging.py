@@ -10,7 +10,6 @@ its final name with one rename, so an object folder outside the staging root is 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
@@ -136,13 +135,3 @@ def remove_abandoned(staging_root: str) -> tuple[int, int]:
             except FileNotFoundError:
                 pass
     return removed, live
-
-
-def write_json_atomically(path: str, data: dict):
-    """Writes JSON to ``path`` through a temporary file, fsync and a rename (never a truncated file)."""
-    temporary = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)

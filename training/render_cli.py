@@ -24,7 +24,8 @@ import sys
 import time
 
 from blender_addon.render_plan import NORMALIZATIONS, UP_AXES, RenderSettings, RenderSettingsError, is_flagged
-from blender_addon.render_staging import remove_abandoned, write_json_atomically
+from blender_addon.atomic_files import write_json_atomically
+from blender_addon.render_staging import remove_abandoned
 
 from .objaverse_source import ObjaverseUnavailable, known_uids
 from .render_inputs import InputError, collect_sources, identify, settings_key, shard
