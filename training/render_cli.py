@@ -12,7 +12,7 @@ every finished folder is checked whole (broken ones are rendered again), failed 
 --skip-failed).
 
 Exit status: 0 all objects rendered, 1 some objects failed (listed in the manifest), 2 bad input or set-up
-error (one line on stderr), 130 interrupted.
+error (one line on stderr), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM; workers stopped, manifest saved).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -157,8 +158,10 @@ def run(args) -> int:
         return _fail(f"--out {args.out} exists and is not a folder")
     os.makedirs(out_dir, exist_ok=True)
     manifest = Manifest.open(manifest_path(out_dir, args.shard_index, args.num_shards), image_settings)
-    items = identify(sources, settings_key(image_settings))
     shard_name = f"shard-{args.shard_index:05d}-of-{args.num_shards:05d}"
+    os.makedirs(os.path.join(out_dir, ".cache"), exist_ok=True)
+    items = identify(sources, settings_key(image_settings),
+                     digest_cache=os.path.join(out_dir, ".cache", f"file-digests-{shard_name}.json"))
     staging_dir = os.path.join(out_dir, ".partial", shard_name)
     _, still_owned = remove_abandoned(staging_dir)  # leftovers of a killed run; never a live worker's folder
     if still_owned:
@@ -308,8 +311,17 @@ def status_main(argv: list[str]) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, ``kill``): stops the workers and saves the manifest like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if argv and argv[0] == "merge":
             return merge_main(argv[1:])
@@ -318,9 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(build_parser().parse_args(argv))
     except (InputError, RenderSettingsError, ManifestError, ObjaverseUnavailable, WorkerStartError) as error:
         return _fail(str(error))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("iso3d-render: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(interrupt, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -109,8 +109,8 @@ def settings_key(settings: dict) -> str:
     return json.dumps(settings, sort_keys=True, separators=(",", ":"))
 
 
-def content_id(path: str, key: str) -> str:
-    """``<safe file stem>-<hash of the file's bytes and the settings key>``; raises InputError if unreadable."""
+def file_digest(path: str) -> str:
+    """SHA-256 (hex) of a file's bytes; raises InputError if unreadable."""
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as handle:
@@ -118,9 +118,47 @@ def content_id(path: str, key: str) -> str:
                 digest.update(block)
     except OSError as error:
         raise InputError(f"cannot read object file {path}: {error.strerror}") from None
-    digest.update(b"\0settings\0" + key.encode())
+    return digest.hexdigest()
+
+
+def content_id(path: str, key: str, digest: str | None = None) -> str:
+    """``<safe file stem>-<hash of the file's SHA-256 and the settings key>``; raises InputError if unreadable."""
+    digest = digest or file_digest(path)
+    combined = hashlib.sha256(f"{digest}\0settings\0{key}".encode()).hexdigest()
     stem = _UNSAFE.sub("_", os.path.splitext(os.path.basename(path))[0]).strip("._") or "object"
-    return f"{stem}-{digest.hexdigest()[:ID_HASH_DIGITS]}"
+    return f"{stem}-{combined[:ID_HASH_DIGITS]}"
+
+
+class DigestCache:
+    """File digests remembered by (path, size, modification time in ns), so a resumed run over many large files
+    does not read them all again; a file changed in any of those is hashed anew. Kept as JSON at ``path``."""
+
+    def __init__(self, path: str | None):
+        self.path, self.entries, self.changed = path, {}, False
+        if path and os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    self.entries = dict(json.load(handle))
+            except (OSError, ValueError, TypeError):
+                self.entries = {}  # a damaged cache only costs the hashing again
+
+    def digest(self, path: str) -> str:
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            raise InputError(f"cannot read object file {path}: {error.strerror}") from None
+        key = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}"
+        if key not in self.entries:
+            self.entries[key] = file_digest(path)
+            self.changed = True
+        return self.entries[key]
+
+    def save(self):
+        if self.path and self.changed:
+            from blender_addon.atomic_files import write_json_atomically
+
+            write_json_atomically(self.path, self.entries, indent=None)
+            self.changed = False
 
 
 def collect_sources(inputs: list[str]) -> list[Source]:
@@ -134,12 +172,20 @@ def collect_sources(inputs: list[str]) -> list[Source]:
     return [Source(source, is_uid) for source, is_uid in sorted(sources.items())]
 
 
-def identify(sources: list[Source], key: str) -> list[RenderItem]:
-    """Render items (ids by content, see the module) sorted by id; sources with the same content once."""
+def identify(sources: list[Source], key: str, digest_cache: str | None = None) -> list[RenderItem]:
+    """Render items (ids by content, see the module) sorted by id; sources with the same content once.
+    ``digest_cache``: a JSON file remembering file digests between runs (``DigestCache``)."""
+    cache = DigestCache(digest_cache)
     items: dict[str, RenderItem] = {}
-    for source in sources:
-        object_id = source.source if source.is_objaverse_uid else content_id(source.source, key)
-        items.setdefault(object_id, RenderItem(object_id, source.source, source.is_objaverse_uid))
+    try:
+        for source in sources:
+            if source.is_objaverse_uid:
+                object_id = source.source
+            else:
+                object_id = content_id(source.source, key, cache.digest(source.source))
+            items.setdefault(object_id, RenderItem(object_id, source.source, source.is_objaverse_uid))
+    finally:
+        cache.save()
     return sorted(items.values(), key=lambda item: item.object_id)
 
 

@@ -127,3 +127,24 @@ def test_sphere_normalisation_keeps_every_view_in_frame_where_the_unit_box_crops
         assert (fraction > 0.0) == cropped, mode
     scale, _ = normalization_transform(cube, "sphere")
     assert scale == pytest.approx(0.5 / np.sqrt(3.0))  # the cube's half-diagonal maps to 0.5
+
+
+def test_file_digests_are_remembered_until_the_file_changes(tmp_path):
+    from training.render_inputs import Source, content_id, identify
+
+    chair = tmp_path / "chair.obj"
+    chair.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    cache = tmp_path / "digests.json"
+    [first] = identify([Source(str(chair))], "key", digest_cache=str(cache))
+    assert first.object_id == content_id(str(chair), "key")
+    remembered = json.loads(cache.read_text())
+    assert len(remembered) == 1
+    # The remembered digest is used as long as path, size and modification time are the same...
+    json.dump({name: "0" * 64 for name in remembered}, cache.open("w"))
+    [cached] = identify([Source(str(chair))], "key", digest_cache=str(cache))
+    assert cached.object_id == content_id(str(chair), "key", digest="0" * 64) != first.object_id
+    # ...and a changed file is hashed again.
+    chair.write_text("v 0 0 0\nv 2 0 0\nv 0 1 0\nf 1 2 3\n")
+    os.utime(chair, ns=(time.time_ns(), time.time_ns() + 1))
+    [changed] = identify([Source(str(chair))], "key", digest_cache=str(cache))
+    assert changed.object_id == content_id(str(chair), "key") not in (first.object_id, cached.object_id)
