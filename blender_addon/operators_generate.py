@@ -47,12 +47,29 @@ def _unique_object_name(base: str) -> str:
     return name
 
 
+def busy_reason(scene) -> str:
+    """Why a new job cannot start in ``scene`` now ("" when it can): one job per scene at a time, so that no job
+    ever runs unseen (its progress, Cancel and results all belong to the scene's one job state)."""
+    state = scene.iso3d_job
+    if state.request:
+        return "The last job was not accepted yet (is the backend running?); cancel it to send another"
+    if state.active:
+        return f"A {state.job_kind or 'job'} is running in this scene; wait for it or cancel it"
+    return ""
+
+
 class _Submit:
     kind = ""
+    bl_options = {"UNDO"}  # the job state it sets is one undo step (and survives undo: see session)
 
     @classmethod
     def poll(cls, context):
-        return context.scene is not None and hasattr(context.scene, "iso3d_generate")
+        if context.scene is None or not hasattr(context.scene, "iso3d_generate"):
+            return False
+        reason = busy_reason(context.scene)
+        if reason:
+            cls.poll_message_set(reason)
+        return not reason
 
     def execute(self, context):
         settings = context.scene.iso3d_generate
@@ -89,18 +106,22 @@ class ISO3D_OT_generate(_Submit, bpy.types.Operator):
 
 
 class ISO3D_OT_cancel(bpy.types.Operator):
-    """Cancel the current job on the backend"""
+    """Cancel a job on the backend (default: this scene's; a job not yet accepted is withdrawn)"""
 
     bl_idname = "iso3d.cancel"
     bl_label = "Cancel"
+    bl_options = {"UNDO"}
+
+    job: bpy.props.StringProperty(name="Job", description="A job id; empty = this scene's job",
+                                  options={"SKIP_SAVE"})
 
     def execute(self, context):
         try:
-            SESSION.cancel(context)
+            SESSION.cancel(context, self.job.strip())
         except (ValueError, ConnectionRefused, ConnectionError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Isotropic3D: cancelling job {context.scene.iso3d_job.job_id}")
+        self.report({"INFO"}, f"Isotropic3D: cancelling {self.job.strip() or context.scene.iso3d_job.job_kind or 'the job'}")
         return {"FINISHED"}
 
 
@@ -109,8 +130,10 @@ class ISO3D_OT_connect(bpy.types.Operator):
 
     bl_idname = "iso3d.connect"
     bl_label = "Connect / Attach"
+    bl_options = {"UNDO"}
 
-    job: bpy.props.StringProperty(name="Job", description="A job id to attach to; empty = the scene's job")
+    job: bpy.props.StringProperty(name="Job", description="A job id to attach to; empty = the scene's job",
+                                  options={"SKIP_SAVE"})
 
     def execute(self, context):
         try:
@@ -168,8 +191,23 @@ class ISO3D_OT_stop_local_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class ISO3D_OT_report(bpy.types.Operator):
+    """Show a message of the add-on in the status bar and the Info log (jobs that end report through it)"""
+
+    bl_idname = "iso3d.report"
+    bl_label = "Isotropic3D report"
+    bl_options = {"INTERNAL"}
+
+    level: bpy.props.EnumProperty(items=[("INFO", "Info", ""), ("WARNING", "Warning", ""), ("ERROR", "Error", "")])
+    message: bpy.props.StringProperty()
+
+    def execute(self, context):
+        self.report({self.level}, self.message)
+        return {"FINISHED"}
+
+
 CLASSES = (ISO3D_OT_preview_views, ISO3D_OT_generate, ISO3D_OT_cancel, ISO3D_OT_connect,
-           ISO3D_OT_start_local_backend, ISO3D_OT_stop_local_backend)
+           ISO3D_OT_start_local_backend, ISO3D_OT_stop_local_backend, ISO3D_OT_report)
 
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)
