@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections import deque
@@ -34,6 +35,7 @@ def load_zmq():
 
             version = "%d.%d" % sys.version_info[:2]
             detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            detail = re.sub(r"[^\s:]*[/\\]([^\s/\\:]+)", r"\1", detail)  # file names, not install paths
             _zmq_problem = (
                 f"The ZeroMQ library bundled with the add-on (pyzmq) does not load in this Blender's Python {version} "
                 f"({detail}). Install the Isotropic3D zip made for this Blender version "

@@ -95,6 +95,9 @@ class Session:
         self.undo_reasons: list[str] = []  # results applied by this drain that deserve an undo step
         self.announcements: list[tuple[str, str]] = []  # (INFO|ERROR, text): a job of a scene ended
         self.lost_since: float | None = None  # when the connection was last seen lost (monotonic)
+        self.preparing: dict[str, tuple] = {}  # scene name -> (PreparedImage, kind, settings, object name)
+        self.backend_jobs: list[dict] = []  # the backend's recent jobs (welcome / jobs): job, kind, name, status, ...
+        self.backend_settings: dict = {}  # kind -> wire key -> {type, default, min, max, choices, help} (welcome)
         # kept in the driver namespace so that reloading the add-on keeps the handle of a running local backend
         self.local_backend = bpy.app.driver_namespace.setdefault("iso3d_local_backend", LocalBackend())
 
@@ -132,6 +135,7 @@ class Session:
         self.disconnect()
         self.job_states.clear()
         self.withdrawn.clear()
+        self.preparing.clear()
 
     # -- jobs -----------------------------------------------------------------------------------------------
     def submit(self, context, kind: str, image_png: bytes | None, settings: dict, object_name: str = "",
@@ -146,15 +150,49 @@ class Session:
         state.phase, state.step, state.total, state.eta, state.position = "submitted", 0, 0, -1.0, 0
         state.last_error, state.mesh_updates, state.artifacts, state.lod_levels = "", 0, "", 0
         state.target = tuple(scene.cursor.location)
+        state.seed = int(settings.get("seed", scene.iso3d_generate.seed))
         if kind in ("generate", "finish"):
             state.object_name = object_name
         self.remember_job_states()
         return request
 
+    def submit_when_ready(self, context, kind: str, prepared, settings: dict, object_name: str = "") -> None:
+        """Send the job as soon as its input image is ready (at once when it is; else from a later drain, while
+        the worker thread downscales a photo). The scene shows "preparing" meanwhile."""
+        scene = context.scene
+        if prepared.ready():
+            self.submit(context, kind, prepared.result(), settings, object_name)
+            return
+        self.preparing[scene.name] = (prepared, kind, settings, object_name)
+        state = scene.iso3d_job
+        state.job_kind, state.state, state.phase, state.last_error = kind, "preparing", "preparing the image", ""
+        state.step = state.total = 0
+
+    def _submit_prepared(self, context) -> None:
+        from .image_input import ImageInputError
+
+        for scene_name, (prepared, kind, settings, object_name) in list(self.preparing.items()):
+            scene = bpy.data.scenes.get(scene_name)
+            if scene is None:
+                del self.preparing[scene_name]
+                continue
+            if not prepared.ready():
+                continue
+            del self.preparing[scene_name]
+            try:
+                self.submit(context, kind, prepared.result(), settings, object_name, scene=scene)
+            except (ImageInputError, ConnectionError, ValueError) as error:
+                state = scene.iso3d_job
+                state.state, state.phase, state.last_error = "failed", "", str(error)
+                self.announcements.append(("ERROR", f"Isotropic3D: {error}"))
+
     def cancel(self, context, job: str = "") -> None:
         """Cancel ``job`` (default: the scene's). A submission the backend has not accepted yet (e.g. it is
         down) is withdrawn here: it never starts, or is cancelled as soon as the backend accepts it."""
         state = context.scene.iso3d_job
+        if not job and self.preparing.pop(context.scene.name, None) is not None:
+            state.state, state.phase = "cancelled", ""
+            return
         job = job or state.job_id
         if not job and state.request:
             self.withdrawn.add(state.request)
@@ -170,13 +208,14 @@ class Session:
     def attach(self, context, job: str) -> None:
         """Follow ``job`` in this scene. Another job than the scene's brings its results into its own object (the
         one it made earlier, else a new one), never into the object of the job followed before."""
-        from .scene_sync import JOB_PROPERTY
+        from .scene_sync import FINISH_JOB_PROPERTY, JOB_PROPERTY
 
         state = context.scene.iso3d_job
         if state.job_id != job:
             state.job_id, state.state, state.request, state.last_error = job, "", "", ""
             state.phase, state.step, state.total, state.eta, state.mesh_updates = "", 0, 0, -1.0, 0
-            owner = next((obj for obj in bpy.data.objects if obj.get(JOB_PROPERTY) == job), None)
+            owner = next((obj for obj in bpy.data.objects if obj.type == "MESH" and job in (
+                obj.get(JOB_PROPERTY), obj.get(FINISH_JOB_PROPERTY))), None)
             state.object_name = owner.name if owner is not None else ""
             state.target = tuple(context.scene.cursor.location)
         self.connect(context).attach(job)
@@ -223,15 +262,19 @@ class Session:
 
     # -- the drain ------------------------------------------------------------------------------------------
     def has_work(self) -> bool:
-        return self.client is not None or any(
+        return self.client is not None or bool(self.preparing) or any(
             getattr(scene, "iso3d_job", None) is not None and scene.iso3d_job.active for scene in bpy.data.scenes
         )
 
     def drain(self, context, max_messages: int = 64) -> int:
         """Apply what the backend sent (never blocks). Returns the number of messages applied."""
+        if self.preparing:
+            self._submit_prepared(context)
         self._reattach_unfinished(context)
         client = self.client
         if client is None:
+            while self.announcements:
+                announce(*self.announcements.pop(0))
             return 0
         messages = client.poll(max_messages)
         if client.links > self.links_seen:  # the transport came (back) up: a restarted backend forgot us
@@ -314,7 +357,23 @@ class Session:
         if handler is not None:
             handler(context, message)
 
+    def refresh_jobs(self, context) -> None:
+        """Ask the backend for its recent jobs (the answer, ``jobs``, fills ``backend_jobs``)."""
+        self.connect(context).list_jobs()
+
+    def _on_jobs(self, context, message) -> None:
+        self.backend_jobs = [job for job in message.get("jobs") if isinstance(job, dict) and job.get("job")]
+
     def _on_welcome(self, context, message) -> None:
+        if isinstance(message.get("jobs"), list):
+            self.backend_jobs = [job for job in message.get("jobs") if isinstance(job, dict) and job.get("job")]
+        if isinstance(message.get("settings"), dict):
+            from .job_settings import apply_backend_defaults
+
+            self.backend_settings = message.get("settings")
+            for scene in bpy.data.scenes:
+                if getattr(scene, "iso3d_generate", None) is not None:
+                    apply_backend_defaults(scene, self.backend_settings)
         server = f"{message.get('server')} · {message.get('model')} on {message.get('device')}"
         if not message.get("trained"):
             server += " (untrained weights)"
@@ -364,6 +423,7 @@ class Session:
                 collection = _collection(scene, "Isotropic3D previews")
                 scene_sync.place_view_empties(prefix, images, message.get("c2w"), target=tuple(state.target),
                                               collection=collection)
+                scene_sync.show_in_image_editor(scene_sync.preview_sheet(f"{prefix} sheet", images))
             self.undo_reasons.append("preview views")
 
     def _on_mesh(self, context, message) -> None:
@@ -402,8 +462,11 @@ class Session:
 
         state, job, level = scene.iso3d_job, message.get("job"), message.get("level", 0)
         main = bpy.data.objects.get(state.object_name)
-        if main is None or main.type != "MESH":
-            raise ValueError(f"the object '{state.object_name}' to finish is gone")
+        if main is None or main.type != "MESH":  # a finished asset imported into a file without its object
+            main = scene_sync.apply_mesh(state.object_name, vertices, faces, colours,
+                                         collection=_active_collection(context, scene))
+            scene_sync.place_new_object(main, tuple(state.target), _view_layer(context, scene))
+            state.object_name = main.name
         name = main.name if level == 0 else f"{main.name} LOD{level}"
         texture = scene_sync.load_texture_image(f"{name} baked", message.payloads[4],
                                                 f"{previews_folder(context)}/{job}")
