@@ -198,6 +198,8 @@ class TrainingViewRenderer:
         # one CPU core; 256 keeps the light sampling good at a tenth of that.
         world.cycles.sampling_method = "MANUAL"
         world.cycles.sample_map_resolution = WORLD_MAP_RESOLUTION
+        if bpy.app.version < (5, 0, 0):  # a new world has no node tree before 5.0 (always on, deprecated, from 5.0)
+            world.use_nodes = True
         tree = world.node_tree
         tree.nodes.clear()
         nodes, links = tree.nodes, tree.links
