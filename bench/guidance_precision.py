@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from backend.diffusion.cameras import encode_cameras, orbit_azimuths  # noqa: E402
-from backend.diffusion.schedule import schedule_buffers  # noqa: E402
+from backend.models.schedule import schedule_buffers  # noqa: E402
 from backend.diffusion.sds import guided_noise, x0_reconstruction_target  # noqa: E402
 from backend.models.configs import published_configs, tiny_configs  # noqa: E402
 from backend.models.mv_unet import MultiViewUNet  # noqa: E402

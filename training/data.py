@@ -20,7 +20,6 @@ as VAE posterior *moments* (mean and log-variance, [8, h, w]) and sampled per us
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,7 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.diffusion.schedule import NUM_TRAIN_TIMESTEPS
+from backend.models.schedule import NUM_TRAIN_TIMESTEPS
+from blender_addon.atomic_files import atomic_path
 from training.render_records import RECORD_FILE, DatasetError, RenderedObject, ViewRecord, camera_codes
 
 CACHE_FORMAT = "iso3d-train-cache/1"
@@ -179,11 +179,9 @@ def write_object_cache(model, obj: RenderedObject, cache_dir: Path, fingerprints
         if embeddings:
             tensors["input_embeddings"] = torch.cat(embeddings)
     path = cache_file(cache_dir, obj)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + f".{os.getpid()}.partial")
     metadata = {"format": CACHE_FORMAT, "record": record_fingerprint(obj), **fingerprints}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
     return path
 
 
@@ -200,7 +198,7 @@ def check_cache(objects: list[RenderedObject], cache_dir: Path, fingerprints: di
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-        except Exception:  # a truncated or foreign file
+        except Exception:  # noqa: BLE001 - a truncated or foreign file
             stale.append(obj.object_id)
             continue
         wanted = {"format": CACHE_FORMAT, "record": record_fingerprint(obj), **fingerprints}

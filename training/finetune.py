@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from backend.errors import UserError
+from blender_addon.atomic_files import write_json_atomically
 from training import distributed
 from training.batches import unet_inputs_from_batch
 from training.data import (
@@ -184,7 +184,10 @@ def _train(config: FinetuneConfig, group: distributed.ProcessGroup) -> dict:
         model = load_checkpoint(checkpoint / MODEL_FILE)
     else:
         if config.init is None:
-            raise UserError("--init CKPT is needed to start a run (only --resume of an existing run goes without)")
+            tiny_hint = "; `iso3d-train init-tiny OUT.safetensors` writes one for --model tiny" if config.tiny else ""
+            raise UserError(
+                f"--init CKPT is needed to start a run (only --resume of an existing run goes without){tiny_hint}"
+            )
         model = load_stage_model(config.stage, config.init, tiny=config.tiny, image_encoder=config.image_encoder)
     if config.cache is not None:
         check_cache(objects, config.cache, cache_fingerprints(model))
@@ -247,7 +250,7 @@ def _train(config: FinetuneConfig, group: distributed.ProcessGroup) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out, start_step, config.steps, enabled=group.is_main, progress=config.progress)
     if group.is_main:
-        (out / "run.json").write_text(json.dumps(run_settings, indent=1), encoding="utf-8")
+        write_json_atomically(out / "run.json", run_settings)
         origin = f"resuming {checkpoint} at step {start_step}" if state else f"from {config.init}"
         log.message(
             f"iso3d-train: stage {config.stage}, {describe(objects)}, {group.world_size} process(es) on {device.type}, "

@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 
-from backend.diffusion.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
+from blender_addon.atomic_files import atomic_path
+from backend.models.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
 from backend.models import checkpoints as ckpt
 from backend.models.configs import published_configs, tiny_configs
 from backend.models.image_encoder import CLIPImageEncoder
 from backend.models.mv_unet import MultiViewUNet
 from backend.models.vae import build_vae
 
-from diffusers.utils import logging as _diffusers_logging  # noqa: E402
+from diffusers.utils import logging as _diffusers_logging
 
 # diffusers warns on every dtype cast of a model that has no fp32-only modules; nothing to act on here.
 _diffusers_logging.set_verbosity_error()
@@ -172,15 +173,13 @@ def save_checkpoint(model: MultiViewDiffusionModel, path: str | Path, layout: st
     ``.ckpt``/``.pt`` bare state dict like the published file."""
     path = Path(path)
     state = reference_state_dict(model, layout)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_path(path) as temporary:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file(state, str(temporary), metadata={CONFIG_METADATA_KEY: json.dumps(model.configs)})
-    else:
-        torch.save(state, temporary)
-    temporary.replace(path)
+            save_file(state, str(temporary), metadata={CONFIG_METADATA_KEY: json.dumps(model.configs)})
+        else:
+            torch.save(state, temporary)
     return path
 
 
@@ -200,6 +199,6 @@ def load_checkpoint(path: str | Path, configs: dict | None = None) -> MultiViewD
             state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except ckpt.CheckpointError:
         raise
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a damaged file raises many types; said as CheckpointError
         raise ckpt.CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
     return model_from_reference_state_dict(ckpt.unwrap_state_dict(state), configs=configs, name=path.name)

@@ -11,7 +11,7 @@ import torch
 from backend.commands.model_options import resolve_dtype
 from backend.diffusion.cameras import encode_cameras, orbit_azimuths
 from backend.diffusion.precision import default_weights_dtype, guidance_autocast_dtype, overflow_hint
-from backend.diffusion.schedule import schedule_buffers
+from backend.models.schedule import schedule_buffers
 from backend.diffusion.sds import guided_noise, x0_reconstruction_target
 from backend.models.multiview_model import build_tiny_model
 

@@ -12,7 +12,7 @@ import torch
 import trimesh
 
 from backend.nerf.mesh import density_grid, extract_mesh, refined_surface
-from tests.nerf.targets import SPHERE_CENTRE, SPHERE_RADIUS, SphereTarget
+from tests.helpers.targets import SPHERE_CENTRE, SPHERE_RADIUS, SphereTarget
 
 THRESHOLD = 30.0  # half of SphereTarget's peak: the surface is where the sigmoid is 1/2
 RESOLUTION = 48  # the coarse grid: a cell is 2/48 = 0.042 world units
