@@ -233,7 +233,8 @@ class TrainingSamples(torch.utils.data.Dataset):
 
     Keys: ``targets`` [F, 3, H, W] images or [F, 2C, h, w] moments; ``input`` [3, H, W] image or [2C, h, w]
     moments; ``condition`` [3, 256, 256] the input view as the image encoder's input (uncached only, see
-    ``load_condition_image``); ``input_embedding`` [D] (cached only); ``cameras`` [F, 16]; ``timestep`` []; ``noise`` [F, C, h, w];
+    ``load_condition_image``); ``input_embedding`` [D] (cached only); ``cameras`` [F, 16]; ``timestep`` [];
+    ``noise`` [F, C, h, w];
     ``posterior_noise`` [F + 1, C, h, w] (targets, then the input view); ``drop_condition`` [] bool;
     ``target_indices`` [F] and ``input_index`` [] (view indices in their sets).
     """
