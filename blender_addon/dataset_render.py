@@ -198,6 +198,8 @@ class TrainingViewRenderer:
         # one CPU core; 256 keeps the light sampling good at a tenth of that.
         world.cycles.sampling_method = "MANUAL"
         world.cycles.sample_map_resolution = WORLD_MAP_RESOLUTION
+        if bpy.app.version < (5, 0, 0):  # a new world has no node tree before 5.0 (always on, deprecated, from 5.0)
+            world.use_nodes = True
         tree = world.node_tree
         tree.nodes.clear()
         nodes, links = tree.nodes, tree.links
@@ -248,7 +250,7 @@ class TrainingViewRenderer:
         snapshot = self._snapshot_ids()
         try:
             self._run_importer(extension, path)
-        except Exception as error:  # importers raise RuntimeError or their own errors with the reason
+        except Exception as error:  # noqa: BLE001 - importers raise RuntimeError or their own errors
             self.discard(LoadedObject([], self._ids_added_since(snapshot), path))
             reason = " ".join(str(error).split()) or type(error).__name__
             raise ObjectRenderError(f"could not import {os.path.basename(path)}: {reason}") from None

@@ -3,10 +3,11 @@
 Ray balances the objects over every CPU (or GPU) the cluster has, so a few huge objects never stall a shard; the
 driver (this module, inside ``iso3d-render``) keeps at most ``concurrency`` tasks in flight, enforces the
 per-object time limit (``ray.cancel(force=True)`` kills the worker; the object fails, as an overrun repeats),
-retries an object whose worker crashed (killed, out of memory, node lost) up to ``retries`` more times, and yields a ``RenderResult`` per object for the manifest and the progress
-bar. A task renders and publishes exactly as a pool worker does (``TrainingViewRenderer.render_file``: a staging
-folder locked by the task's process, checked whole, one rename), so a killed task leaves nothing that looks
-finished; its retry starts from a fresh staging folder and removes the dead one.
+retries an object whose worker crashed (killed, out of memory, node lost) up to ``retries`` more times, and yields a
+``RenderResult`` per object for the manifest and the progress bar. A task renders and publishes exactly as a pool
+worker does (``TrainingViewRenderer.render_file``: a staging folder locked by the task's process, checked whole, one
+rename), so a killed task leaves nothing that looks finished; its retry starts from a fresh staging folder and removes
+the dead one.
 
 Each Ray worker process keeps one bpy scene for all the objects it renders; its Blender output goes to
 ``DIR/.logs/<shard>/ray-worker-<pid>.log``. On a cluster every node needs this package and ``bpy`` installed
