@@ -418,8 +418,8 @@ def test_ray_renders_one_task_per_object_and_retries_an_object_whose_worker_was_
         def kill_a_rendering_worker():
             for lock in staging.glob("*.lock") if staging.is_dir() else []:
                 try:
-                    pid = int(lock.read_text().strip() or 0)
-                except (OSError, ValueError):
+                    pid = int(lock.read_text().split()[0])  # "<pid> <host>"
+                except (OSError, ValueError, IndexError):
                     continue
                 if pid and alive(pid):
                     os.kill(pid, signal.SIGKILL)  # a Ray worker, mid-object
