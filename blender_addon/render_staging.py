@@ -3,9 +3,10 @@
 An object renders into ``<staging root>/<object id>.<pid>.<random>/``; beside it ``<same name>.lock`` holds the
 owning process's pid and host and, where the OS and file system allow it, an exclusive ``flock`` for as long as
 the owner lives (the kernel drops it when the process dies, whatever kills it). A run starting over removes only
-staging folders whose owner is gone (``remove_abandoned``), never one a live process still writes. Publishing checks the whole folder
-(``render_plan.verify_object_folder``: every image complete, ``cameras.json`` listing them) and then moves it to
-its final name with one rename, so an object folder outside the staging root is always whole.
+staging folders whose owner is gone (``remove_abandoned``), never one a live process still writes. Publishing
+checks the whole folder (``render_plan.verify_object_folder``: every image complete, ``cameras.json`` listing
+them) and then moves it to its final name with one rename, so an object folder outside the staging root is always
+whole.
 """
 
 from __future__ import annotations
