@@ -73,6 +73,7 @@ def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_
 
         from blender_addon.dataset_render import ObjectRenderError, TrainingViewRenderer
         from blender_addon.render_plan import RenderSettings
+        from blender_addon.render_staging import remove_abandoned
 
         bpy.ops.wm.read_factory_settings(use_empty=True)
         bpy.context.preferences.edit.use_global_undo = False
@@ -90,6 +91,7 @@ def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_
         if task is None or (parent_pid is not None and os.getppid() != parent_pid):
             return
         object_id, source, is_uid = task
+        remove_abandoned(staging_dir)  # what a killed or timed-out worker left (never a live worker's folder)
         started = time.perf_counter()
         print(f"--- {object_id}: {source}", flush=True)
         try:
