@@ -234,6 +234,28 @@ def test_killing_the_driver_alone_stops_its_workers_and_a_rerun_completes_every_
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
 
+def test_sigterm_to_the_driver_stops_its_workers_and_saves_the_manifest(objects, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    tetra = Path(objects["tetra"]).read_text()
+    for k in range(8):
+        (folder / f"object{k:02d}.obj").write_text(f"# copy {k}\n{tetra}")
+    out = tmp_path / "out"
+    with spawn(cli() + [folder, "--out", out, "--workers", 1, "--no-progress", *SMALL], stdout=subprocess.DEVNULL,
+               stderr=subprocess.PIPE, text=True) as process:
+        wait_until(lambda: list(out.glob("object00-*/cameras.json")) and children_of(process.pid), 600,
+                   "object00 finished")
+        workers = children_of(process.pid)
+        os.kill(process.pid, signal.SIGTERM)  # a scheduler's stop, to the driver only
+        _, stderr = process.communicate(timeout=120)
+        wait_until(lambda: not [pid for pid in workers if alive(pid)], 60, "the workers to exit")
+    assert process.returncode == 143 and "interrupted; run the same command again to resume" in stderr
+    finished = sorted(p.name for p in out.iterdir() if p.name.startswith("object"))
+    assert finished and sorted(json.loads((out / "manifest.json").read_text())["done"]) == finished
+    for name in finished:
+        assert sorted(os.listdir(out / name)) == sorted(expected_files(SMALL_SETTINGS))
+
+
 TINY = ["--resolution", "16", "--samples", "1", "--no-denoise", "--fixed-views", "1", "--random-views", "0"]
 
 
