@@ -371,7 +371,7 @@ def test_objaverse_uids_resolve_through_the_objaverse_cache(objects, tmp_path):
 
 def test_objaverse_without_network_or_cache_is_a_one_line_error(tmp_path):
     result = run_cli("0123456789abcdef0123456789abcdef", "--out", tmp_path / "out",
-                     "--objaverse-cache", tmp_path / "empty-cache", timeout=120)
+                     "--objaverse-cache", tmp_path / "empty-cache")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("iso3d-render: error: cannot load the Objaverse object list")
