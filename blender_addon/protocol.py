@@ -68,7 +68,8 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "welcome": ({"server": _STR, "model": _STR, "device": _STR, "trained": _BOOL},
                 {"free_memory": _INT, "jobs": _LIST, "settings": _DICT}),
     "accepted": ({"job": _STR, "kind": _STR, "position": _INT}, {"request": _STR}),
-    "progress": ({"job": _STR, "phase": _STR, "step": _INT, "total": _INT}, {"elapsed": _NUM, "eta": _NUM, "losses": _DICT, "position": _INT}),
+    "progress": ({"job": _STR, "phase": _STR, "step": _INT, "total": _INT},
+                 {"elapsed": _NUM, "eta": _NUM, "losses": _DICT, "position": _INT}),
     "views": ({"job": _STR, "kind": _STR, "elevations": _LIST, "azimuths": _LIST, "c2w": _LIST}, {"step": _INT}),
     "mesh": ({"job": _STR, "step": _INT, "final": _BOOL}, {"level": _INT}),
     "done": ({"job": _STR, "artifacts": _LIST}, {}),
@@ -198,7 +199,8 @@ def _check_payloads(message_type: str, specs: list, frames: list[bytes], header:
             or len(vertices["shape"]) != 2 or vertices["shape"][1] != 3 or len(faces["shape"]) != 2
             or faces["shape"][1] != 3 or colours["shape"] != vertices["shape"]
         ):
-            raise ProtocolError("bad_payload", "'mesh' arrays must be vertices <f4 [V,3], faces <i4 [F,3], colours |u1 [V,3]")
+            raise ProtocolError("bad_payload",
+                                "'mesh' arrays must be vertices <f4 [V,3], faces <i4 [F,3], colours |u1 [V,3]")
         if len(specs) == 5 and (specs[3]["dtype"] != "<f4" or specs[3]["shape"] != [faces["shape"][0], 3, 2]):
             raise ProtocolError("bad_payload", "'mesh' corner UVs must be <f4 [F,3,2] for its F faces")
 

@@ -86,7 +86,8 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
     frame_codes = codes
     if settings.reference_frame:
         frame_codes = torch.cat([codes, encode_cameras(0.0, 0.0, encoding)])
-        reference_latent = encode_latents(model.vae, image, generator=torch.Generator(device=device).manual_seed(settings.seed)).float()
+        reference_generator = torch.Generator(device=device).manual_seed(settings.seed)
+        reference_latent = encode_latents(model.vae, image, generator=reference_generator).float()
         # The unconditional branch sees a zero reference latent, as ImageDream's negative does.
         reference_rows = torch.cat([torch.zeros_like(reference_latent), reference_latent])
     camera = torch.cat([frame_codes, frame_codes]).to(device=device, dtype=dtype)

@@ -414,7 +414,7 @@ class JobQueue:
                     return
             if record.status == "running":
                 raise RuntimeError("the job ended without a result")
-        except Exception as error:  # a job's bug must not take the service down
+        except Exception as error:  # noqa: BLE001 - a job's bug must not take the service down
             event = Failed("internal", f"{type(error).__name__}: {error}")
             self.store.record_event(record, event)
             self.publish(job_id, event)

@@ -15,7 +15,7 @@ from backend.events import Done, MeshUpdate
 from backend.diffusion.sds import GuidanceConfig
 from backend.nerf.renderer import VolumeRenderer
 from backend.nerf.trainer import SDSTrainer
-from tests.nerf.targets import SphereTarget, chamfer_distance, small_config, sphere_surface_points
+from tests.helpers.targets import SphereTarget, chamfer_distance, small_config, sphere_surface_points
 
 ALPHAS = schedule_buffers()["alphas_cumprod"]
 

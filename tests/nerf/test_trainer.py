@@ -12,14 +12,13 @@ from PIL import Image
 
 from backend.commands import generate as command
 from backend.events import EVENT_TYPES, Done, Failed, MeshUpdate, Progress, Queued, Views
-from backend.models.multiview_model import build_tiny_model
 from backend.nerf.trainer import CHECKPOINT_NAME, LATEST_MESH_NAME, SDSTrainer, generate
-from tests.nerf.targets import small_config
+from tests.helpers.targets import small_config
 
 
 @pytest.fixture(scope="module")
-def model():
-    return build_tiny_model(seed=0)
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")

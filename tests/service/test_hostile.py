@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from blender_addon import protocol
-from tests.service.conftest import EXAMPLE_PNG
+from tests.helpers.backend import EXAMPLE_PNG
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from backend.errors import UserError
 from backend.service.jobs import JobRecord, JobStore
 from backend.service.retention import prune
-from tests.service.conftest import EXAMPLE_PNG
+from tests.helpers.backend import EXAMPLE_PNG
 
 pytestmark = pytest.mark.integration
 
