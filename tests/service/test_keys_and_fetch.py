@@ -11,7 +11,7 @@ from backend.errors import UserError
 from backend.service.auth import CurveKeys, generate_keys, public_key
 from blender_addon import protocol
 from blender_addon.client import BackendClient
-from tests.service.conftest import EXAMPLE_PNG
+from tests.helpers.backend import EXAMPLE_PNG
 
 pytestmark = pytest.mark.integration
 
