@@ -69,6 +69,8 @@ REPORTED_TRIGGERS = [  # issue 14, item 1: each ended the service (exit 1) befor
     ("steps 10**400", submit_frames('{"steps":1' + "0" * 400 + "}"), "bad_settings"),
     ("4,100-character setting name", submit_frames(json.dumps({"x" * 4100: 1})), "bad_settings"),
     ("huge mesh.resolution", submit_frames('{"mesh.resolution":2048}', "generate"), "bad_settings"),
+    ("rays per step", submit_frames('{"phases.resolution_after":1024,"phases.objects_after":8}', "generate"),
+     "bad_settings"),
 ]
 
 
