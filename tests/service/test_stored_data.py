@@ -127,3 +127,19 @@ def test_serve_prune_command(tmp_path, capsys):
     assert [p.name for p in (data / "jobs").iterdir()] == ["0" * 16]
     assert main(["serve", "--prune", "--data", str(data)]) == 2
     assert "--keep-days" in capsys.readouterr().err
+
+
+def test_prune_message_deletes_old_finished_jobs(serve_in_process, connect, tmp_path):
+    from blender_addon import protocol
+
+    data = tmp_path / "data"
+    write_job(data, "1" * 16, created=time.time() - 9 * 86400)
+    write_job(data, "2" * 16, created=time.time())
+    server = serve_in_process(data)
+    client = connect(server.address)
+    client.send(protocol.encode("prune", keep_days=float("inf")))
+    assert client.wait_for(lambda m: m.type == "error", 60).get("code") == "bad_settings"  # finite numbers only
+    client.send(protocol.encode("prune", keep_days=2))
+    remaining = client.wait_for(lambda m: m.type == "jobs", 60).get("jobs")
+    assert [job["job"] for job in remaining] == ["2" * 16]
+    assert sorted(p.name for p in (data / "jobs").iterdir()) == ["2" * 16]
