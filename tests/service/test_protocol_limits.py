@@ -21,7 +21,7 @@ def test_a_deep_header_is_refused_before_it_is_parsed():
     with pytest.raises(protocol.ProtocolError, match="nested deeper than 16") as error:
         protocol.decode([deep.encode()], "client")
     assert error.value.code == "bad_header"
-    fine = '{"v":1,"type":"submit","kind":"generate","settings":{"options":{"mesh.resolution":64}}}'
+    fine = '{"v":1,"type":"submit","kind":"finish","settings":{"options":{"mesh.resolution":64}}}'
     assert protocol.decode([fine.encode()], "client").get("settings") == {"options": {"mesh.resolution": 64}}
 
 
