@@ -10,6 +10,7 @@ jobs there and runs them again; generate jobs resume from their last checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -24,6 +25,7 @@ import numpy as np
 from blender_addon.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Queued, Views
 
+log = logging.getLogger("iso3d.server")
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 FINISHED = ("done", "failed", "cancelled")
 MAX_QUEUED = 64

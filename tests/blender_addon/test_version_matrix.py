@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.service.conftest import BackendProcess
+from tests.helpers.backend import BackendProcess
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import bpy_venv  # noqa: E402
