@@ -135,6 +135,8 @@ class Session:
         self.disconnect()
         self.job_states.clear()
         self.withdrawn.clear()
+        for prepared, *_ in self.preparing.values():
+            prepared.cancel()
         self.preparing.clear()
 
     # -- jobs -----------------------------------------------------------------------------------------------
@@ -190,7 +192,9 @@ class Session:
         """Cancel ``job`` (default: the scene's). A submission the backend has not accepted yet (e.g. it is
         down) is withdrawn here: it never starts, or is cancelled as soon as the backend accepts it."""
         state = context.scene.iso3d_job
-        if not job and self.preparing.pop(context.scene.name, None) is not None:
+        waiting = self.preparing.pop(context.scene.name, None) if not job else None
+        if waiting is not None:
+            waiting[0].cancel()  # stop the image reader
             state.state, state.phase = "cancelled", ""
             return
         job = job or state.job_id
