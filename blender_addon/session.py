@@ -73,7 +73,12 @@ def announce(level: str, text: str) -> None:
 
 def push_undo_step(message: str) -> None:
     """An undo step of the current data (results that landed), so that undoing the artist's next edit stops at
-    them. Never fails the caller: without an undo stack (e.g. no window) there is nothing to protect."""
+    them. Not in the middle of the artist's own work (edit/sculpt modes, a running modal tool such as a grab),
+    whose undo steps are their own; never fails the caller (without an undo stack there is nothing to protect)."""
+    context = bpy.context
+    if getattr(context, "mode", "OBJECT") != "OBJECT" or any(
+            getattr(window, "modal_operators", None) for window in getattr(context.window_manager, "windows", [])):
+        return
     try:
         bpy.ops.ed.undo_push(message=message)
     except RuntimeError:
