@@ -201,7 +201,11 @@ def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(re
         state = drain_until(lambda s: s.state == "running" and s.step >= 2)
         job = state.job_id
         backend.kill()
+        killed = time.monotonic()
         drain_until(lambda s: s.connection == "LOST", 30)
+        # shown on the job within a few seconds (the transport's disconnect; the heartbeat silence bound is
+        # SILENCE_LOST_SECONDS = 8 s), with slack for a loaded 2-core machine
+        assert time.monotonic() - killed < 10
         # Blender saves, the add-on is reloaded, the file is opened again, the backend comes back.
         blend = tmp_path / "scene.blend"
         bpy.ops.wm.save_as_mainfile(filepath=str(blend))
@@ -212,7 +216,8 @@ def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(re
         restarted = BackendProcess(tmp_path / "data")
         restarted.port, restarted.bind, restarted.address = backend.port, backend.bind, backend.address
         restarted.start()
-        state = drain_until(lambda s: s.state in ("done", "failed"), 150)
+        # 12 SDS steps of the tiny model: ~10 s each on a 2-core machine under load 12, plus the restart's resume
+        state = drain_until(lambda s: s.state in ("done", "failed"), 400)
         assert state.state == "done", state.last_error
         assert state.job_id == job and state.connection == "CONNECTED"
         obj = bpy.data.objects[state.object_name]
