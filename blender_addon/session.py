@@ -165,7 +165,7 @@ class Session:
 
     def submit_when_ready(self, context, kind: str, prepared, settings: dict, object_name: str = "") -> None:
         """Send the job as soon as its input image is ready (at once when it is; else from a later drain, while
-        the worker thread downscales a photo). The scene shows "preparing" meanwhile."""
+        a child process downscales a photo). The scene shows "preparing" meanwhile."""
         scene = context.scene
         if prepared.ready():
             self.submit(context, kind, prepared.result(), settings, object_name)
