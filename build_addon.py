@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 import tempfile

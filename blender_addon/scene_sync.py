@@ -174,8 +174,8 @@ def apply_lod(main: bpy.types.Object, level: int, vertices: np.ndarray, faces: n
     """The LOD ``level`` (1, 2, ...) of ``main`` as ``"<main> LOD<level>"``, replaced in place when it exists.
 
     layout CHILDREN: a child of ``main`` exactly on it, hidden (eye toggle) and not rendered (the main object is
-    what shows; the LODs travel with it; Alt+H shows them). COLLECTION: in the collection ``"<main> LODs"``, visible, side by side
-    along +X from ``main`` (one object width apart), for comparing them."""
+    what shows; the LODs travel with it; Alt+H shows them). COLLECTION: in the collection ``"<main> LODs"``,
+    visible, side by side along +X from ``main`` (one object width apart), for comparing them."""
     if layout not in LOD_LAYOUTS:
         raise ValueError(f"LOD layout {layout!r}: one of {', '.join(LOD_LAYOUTS)}")
     obj = lod_objects(main).get(level)

@@ -3,6 +3,7 @@ none) apply to everything else; the panel shows the backend's defaults once they
 
 import pytest
 
+pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
 from blender_addon.job_settings import DEFAULTS_PROPERTY, apply_backend_defaults, changed_settings  # noqa: E402

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
 from blender_addon import scene_sync  # noqa: E402

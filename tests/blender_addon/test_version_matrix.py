@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.service.conftest import BackendProcess
+from tests.helpers.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import bpy_venv  # noqa: E402
@@ -33,8 +32,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.blender]
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    process = BackendProcess(tmp_path_factory.mktemp("backend") / "data").start()
+def backend(backend_processes):
+    process = backend_processes()
     yield process
     process.stop()
 
