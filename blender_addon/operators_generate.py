@@ -20,12 +20,10 @@ def preview_settings(scene) -> dict:
 
 
 def generate_settings(scene) -> dict:
-    """The ``generate`` job's settings: what the artist changed, nested keys and the advanced JSON options under
-    ``options``; ValueError when the advanced options are not valid JSON."""
+    """The ``generate`` job's settings (wire keys ``section.name``): what the artist changed, then the advanced
+    JSON options over them; ValueError when the advanced options are not valid JSON."""
     settings = scene.iso3d_generate
-    result, options = {}, {}
-    for key, value in changed_settings(scene, "generate").items():
-        (options if "." in key else result)[key] = value
+    result = changed_settings(scene, "generate")
     if settings.options.strip():
         try:
             extra = json.loads(settings.options)
@@ -33,9 +31,7 @@ def generate_settings(scene) -> dict:
             raise ValueError(f"The advanced options are not valid JSON: {error}") from None
         if not isinstance(extra, dict):
             raise ValueError('The advanced options must be a JSON object like {"mesh.resolution": 128}')
-        options = {**options, **extra}
-    if options:
-        result["options"] = options
+        result.update(extra)
     return result
 
 
