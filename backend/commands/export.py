@@ -15,15 +15,16 @@ import time
 from pathlib import Path
 
 from backend.errors import UserError
+from blender_addon.face_budgets import parse_face_budgets
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
 def _budgets(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of face counts") from None
+        return tuple(parse_face_budgets(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _formats(text: str) -> tuple[str, ...]:
