@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import trimesh
 
-from blender_addon.atomic_files import write_bytes_atomically
 from backend.nerf.field import RadianceField
+from blender_addon.atomic_files import write_bytes_atomically
 
 MESH_FORMATS = (".glb", ".obj", ".ply")
 # Blender Z-up -> glTF/OBJ Y-up: (x, y, z) -> (x, z, -y).
