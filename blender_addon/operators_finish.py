@@ -37,6 +37,7 @@ class ISO3D_OT_finish(bpy.types.Operator):
 
     bl_idname = "iso3d.finish"
     bl_label = "Finish"
+    bl_options = {"UNDO"}
 
     @classmethod
     def poll(cls, context):

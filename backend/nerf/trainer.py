@@ -12,7 +12,6 @@ atomically), ``mesh_latest.ply`` (the latest intermediate mesh), and at the end 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -216,7 +215,7 @@ class SDSTrainer:
         path = Path(path)
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - a damaged file raises many types; said as bad_checkpoint
             raise GenerationError("bad_checkpoint", f"cannot read checkpoint {path}: {error}") from None
         if state.get("format") != CHECKPOINT_FORMAT:
             raise GenerationError("bad_checkpoint", f"{path} is not a generation checkpoint of this version")
