@@ -23,7 +23,7 @@ from blender_addon.render_plan import (
 from blender_addon.render_staging import PublishError, StagingFolder, remove_abandoned
 from training.render_manifest import Manifest
 
-from .render_format import write_object
+from tests.helpers.render_format import write_object
 
 SETTINGS = RenderSettings(resolution=64, fixed_views=8, random_views=4, samples=1)
 
