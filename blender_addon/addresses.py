@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"  # where the backend listens and the add-on connects unless told otherwise
 LOCAL_SCHEMES = ("ipc", "inproc")  # endpoints that never leave this machine
 LOOPBACK_NAMES = ("localhost",)
 
@@ -30,7 +31,7 @@ class Endpoint(NamedTuple):
 
 def split_address(address: str) -> Endpoint:
     """The parts of a ZeroMQ address, or AddressError naming the address and the expected forms."""
-    problem = (f"cannot read the address {address!r}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555), "
+    problem = (f"cannot read the address {address!r}: expected tcp://HOST:PORT (e.g. {DEFAULT_ADDRESS}), "
                "ipc://PATH or inproc://NAME")
     scheme, separator, rest = address.strip().partition("://")
     scheme = scheme.lower()

@@ -5,9 +5,8 @@ import os
 
 import bpy
 
-from .addresses import AddressError, is_loopback
+from .addresses import DEFAULT_ADDRESS, AddressError, is_loopback
 
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 
 
 class ConnectionRefused(Exception):
