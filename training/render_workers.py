@@ -39,7 +39,7 @@ class RenderResult:
     reason: str | None = None
 
 
-def _redirect_output(log_path: str):
+def redirect_output(log_path: str):
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -67,7 +67,7 @@ def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_
     """
     if parent_pid is not None:
         die_with_parent(parent_pid)
-    _redirect_output(log_path)
+    redirect_output(log_path)
     try:
         import bpy
 

@@ -30,7 +30,7 @@ from tests.helpers import object_files  # noqa: E402
 from tests.helpers.processes import run, spawn  # noqa: E402
 from tests.helpers.waiting import wait_until  # noqa: E402
 from training.camera_codes import camera_codes, load_record  # noqa: E402
-from training.render_inputs import InputError, collect_items, collect_sources, shard  # noqa: E402
+from training.render_inputs import InputError, collect_sources, identify, shard  # noqa: E402
 
 SMALL = ["--resolution", "48", "--samples", "4", "--no-denoise", "--fixed-views", "4", "--random-views", "2"]
 SMALL_SETTINGS = RenderSettings(resolution=48, samples=4, denoise=False, fixed_views=4, random_views=2)
@@ -412,14 +412,14 @@ def test_shards_split_the_sources_without_overlap_and_ids_follow_content(objects
     shutil.copy(objects["tetra"], tmp_path / "a" / "chair.obj")
     shutil.copy(objects["box"], tmp_path / "b" / "chair.ply")
     shutil.copy(objects["tetra"], tmp_path / "c" / "chair.obj")
-    items = collect_items([str(tmp_path / d) for d in "abc"], key="settings A")
+    items = identify(collect_sources([str(tmp_path / d) for d in "abc"]), key="settings A")
     assert len(items) == 2 and all(item.object_id.startswith("chair-") for item in items)
     assert items[0].object_id != items[1].object_id
-    other_settings = collect_items([str(tmp_path / "a")], key="settings B")
+    other_settings = identify(collect_sources([str(tmp_path / "a")]), key="settings B")
     assert other_settings[0].object_id not in {item.object_id for item in items}
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no object files"):
-        collect_items([str(tmp_path / "empty")])
+        identify(collect_sources([str(tmp_path / "empty")]), key="")
 
 
 @pytest.mark.integration
