@@ -19,6 +19,9 @@ from backend.settings import check_bounds, check_value, coerce, section, setting
     shown_key
 
 
+MAX_RAYS_PER_STEP = 16 * 4 * 256 * 256  # 16x the reference's second phase (1 object x 4 views at 256^2)
+
+
 @dataclass
 class FieldConfig:
     """Hash-grid field (threestudio ``implicit-volume`` with tcnn's HashGrid)."""
@@ -177,6 +180,13 @@ class GenerateConfig:
             low, high = getattr(self.cameras, name)
             if low > high:
                 raise SettingsError(f"setting 'cameras.{name}' must be (low, high) with low <= high")
+        for phase in ("before", "after"):  # what one step renders sizes its memory
+            rays = getattr(self.phases, f"objects_{phase}") * self.cameras.views_per_object * \
+                getattr(self.phases, f"resolution_{phase}") ** 2
+            if rays > MAX_RAYS_PER_STEP:
+                raise SettingsError(f"settings 'phases.objects_{phase}' x 'cameras.views_per_object' x "
+                                    f"'phases.resolution_{phase}'^2 ask for {rays:,} rays a step; at most "
+                                    f"{MAX_RAYS_PER_STEP:,}")
         low, high = self.shading.light_distance_range
         if low > high:
             raise SettingsError("setting 'shading.light_distance_range' must be (low, high) with low <= high")
