@@ -18,7 +18,7 @@ from backend.imaging import (
     save_views_grid,
     tensor_to_uint8,
 )
-from tests.conftest import REPO_ROOT
+from tests.helpers.paths import GOLDEN_DIR
 
 # Output values are float32 in [-1, 1] computed in float64: 1e-6 covers the final float32 rounding (2^-24 of 2).
 EXACT = 1e-6
@@ -74,9 +74,9 @@ def test_condition_image_at_the_model_size_with_a_non_integer_scale():
 
 @pytest.mark.parametrize("source", [45, 64, 20])
 def test_condition_image_matches_cv2_inter_area_within_one_level(source):
-    # tests/data/cv2_inter_area.npz: random RGBA squares (transparent pixels keep their colours) and cv2 4.14's
+    # tests/golden/cv2_inter_area.npz: random RGBA squares (transparent pixels keep their colours) and cv2 4.14's
     # INTER_AREA resize of them to 32x32, the reference's call (45: non-integer downscale, 64: 2x, 20: upscale).
-    golden = np.load(REPO_ROOT / "tests" / "data" / "cv2_inter_area.npz")
+    golden = np.load(GOLDEN_DIR / "cv2_inter_area.npz")
     reference = golden[f"cv2_inter_area_{source}_to_32"].astype(np.float64) / 255.0
     expected = (reference[..., :3] * reference[..., 3:] + 1 - reference[..., 3:]) * 2 - 1
     ours = as_hwc(prepare_condition_image(Image.fromarray(golden[f"input_{source}"], "RGBA"), size=32))
