@@ -44,6 +44,7 @@ class VolumeRenderer:
                                              levels=1).to(self.device)
         self.use_nerfacc_sampler = self.device.type == "cuda" if use_nerfacc_sampler is None else use_nerfacc_sampler
         self.grid_filled = False
+        self.last_sample_count = 0  # field samples of the latest render_rays call (a host int: no sync)
 
     # -- occupancy grid ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -138,6 +139,7 @@ class VolumeRenderer:
         ray_dirs = directions[ray_indices]
         points = origins[ray_indices] + ray_dirs * mid
         sample_light = None if light is None else light[ray_indices]
+        self.last_sample_count = points.shape[0]
         density, colour, normals, orientation = self._evaluate(field, points, ray_dirs, sample_light, lighting,
                                                                with_normals)
         weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, density, ray_indices=ray_indices,
@@ -181,6 +183,7 @@ class VolumeRenderer:
         ray_id, sample_id = valid.nonzero(as_tuple=True)
 
         sample_points = points[ray_id, sample_id]
+        self.last_sample_count = sample_points.shape[0]
         sample_dirs = directions[ray_id]
         sample_light = None if light is None else light[ray_id]
         density, colour, normals, orientation = self._evaluate(field, sample_points, sample_dirs, sample_light,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from backend.diffusion.cameras import ViewCameras, make_view_cameras, orbit_azimuths, random_multiview_cameras
-from backend.diffusion.sds import LatentEncoder, SDSGuidance, vae_latent_encoder
+from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_latent_encoder
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from backend.nerf.field import RadianceField
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
@@ -143,7 +143,7 @@ class SDSTrainer:
         codes = cameras.codes(self.guidance.camera_encoding).to(self.device)
         autocast = self.device.type == "cuda" and c.run.mixed_precision
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-            sds = self.guidance(renders, self.context, codes, views, generator)
+            sds = self.guide(renders, cameras, lighting, codes, generator)
         loss = c.loss.lambda_sds * sds.loss.float()
         orient = torch.zeros((), device=self.device)
         if with_normals:
@@ -157,6 +157,12 @@ class SDSTrainer:
         loss.backward()
         self.optimizer.step()
         return {"loss": loss.item(), "sds": sds.loss.item(), "orient": orient.item(), "t": float(sds.timestep)}
+
+    def guide(self, renders: torch.Tensor, cameras: ViewCameras, lighting, codes: torch.Tensor,
+              generator) -> SDSOutput:
+        """The guidance loss of one step's renders [N, 3, H, W] in [0, 1] seen from ``cameras`` under
+        ``lighting`` (bench/generate.py's target guidance replaces this to make the field form a known object)."""
+        return self.guidance(renders, self.context, codes, self.config.cameras.views_per_object, generator)
 
     def _kept_note(self) -> str:
         if self.last_checkpoint_step is None:
