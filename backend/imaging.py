@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from blender_addon.atomic_files import open_atomically
 from backend.errors import UserError
 
 MODEL_INPUT_SIZE = 256
@@ -115,7 +116,6 @@ def save_views_grid(images: np.ndarray, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = np.concatenate(list(images), axis=1)
-    temporary = path.with_name(path.name + ".partial")
-    Image.fromarray(grid).save(temporary, format="PNG")
-    temporary.replace(path)
+    with open_atomically(path) as handle:
+        Image.fromarray(grid).save(handle, format="PNG")
     return path

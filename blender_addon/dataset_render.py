@@ -22,6 +22,7 @@ import bpy
 import mathutils
 import numpy as np
 
+from .atomic_files import write_json_atomically
 from .render_plan import (
     OBJECT_EXTENSIONS,
     RECORD_FILE,
@@ -422,18 +423,6 @@ class TrainingViewRenderer:
         if self.owns_scene:
             ids.append(self.scene)
         bpy.data.batch_remove(ids)
-
-
-def write_json_atomically(path: str, data: dict):
-    """Writes JSON to ``path`` through a temporary file and a rename (never a truncated file)."""
-    import json
-
-    temporary = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def publish_folder(staging: str, final: str, overwrite: bool):

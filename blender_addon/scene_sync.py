@@ -13,6 +13,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from .atomic_files import write_bytes_atomically
 COLOR_ATTRIBUTE = "iso3d_color"
 UV_MAP = "UVMap"
 MATERIAL_NAME = "Isotropic3D vertex colour"
@@ -62,13 +63,7 @@ def baked_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
 
 def _write_png(folder: str | os.PathLike, stem: str, png: bytes) -> Path:
     """``folder/stem.png`` written whole (a partial file, then one rename)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}.png"
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_bytes(png)
-    temporary.replace(path)
-    return path
+    return write_bytes_atomically(Path(folder) / f"{stem}.png", png)
 
 
 def load_texture_image(name: str, png: bytes, folder: str | os.PathLike) -> bpy.types.Image:

@@ -19,7 +19,6 @@ as VAE posterior *moments* (mean and log-variance, [8, h, w]) and sampled per us
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,7 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.diffusion.schedule import NUM_TRAIN_TIMESTEPS
+from backend.models.schedule import NUM_TRAIN_TIMESTEPS
+from blender_addon.atomic_files import atomic_path
 from training.render_records import RECORD_FILE, DatasetError, RenderedObject, ViewRecord, camera_codes
 
 CACHE_FORMAT = "iso3d-train-cache/1"
@@ -162,11 +162,9 @@ def write_object_cache(model, obj: RenderedObject, cache_dir: Path, fingerprints
         if embeddings:
             tensors["input_embeddings"] = torch.cat(embeddings)
     path = cache_file(cache_dir, obj)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + f".{os.getpid()}.partial")
     metadata = {"format": CACHE_FORMAT, "record": record_fingerprint(obj), **fingerprints}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
     return path
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from backend.errors import UserError
+from blender_addon.atomic_files import write_json_atomically
 from training import distributed
 from training.batches import unet_inputs_from_batch
 from training.data import (
@@ -247,7 +248,7 @@ def _train(config: FinetuneConfig, group: distributed.ProcessGroup) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out, start_step, config.steps, enabled=group.is_main, progress=config.progress)
     if group.is_main:
-        (out / "run.json").write_text(json.dumps(run_settings, indent=1), encoding="utf-8")
+        write_json_atomically(out / "run.json", run_settings)
         origin = f"resuming {checkpoint} at step {start_step}" if state else f"from {config.init}"
         log.message(
             f"iso3d-train: stage {config.stage}, {describe(objects)}, {group.world_size} process(es) on {device.type}, "

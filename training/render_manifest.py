@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+from blender_addon.atomic_files import write_json_atomically
 from blender_addon.render_plan import RECORD_FILE
 
 MANIFEST_FORMAT = "isotropic3d-render-manifest/1"
@@ -80,9 +81,4 @@ class Manifest:
             "done": dict(sorted(self.done.items())),
             "failed": dict(sorted(self.failed.items())),
         }
-        temporary = f"{self.path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        write_json_atomically(self.path, data)

@@ -12,7 +12,6 @@ names the newest one. Only the main process writes.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from backend.models.multiview_model import save_checkpoint
+from blender_addon.atomic_files import write_text_atomically
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -44,12 +44,6 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
-
-
 def save_run_checkpoint(out_dir: Path, step: int, model, training_state: dict, weight_average=None, keep: int = 0) -> Path:
     """Writes the checkpoint after ``step`` optimizer steps and returns its folder; keeps the newest ``keep``
     checkpoints (0 = all)."""
@@ -66,7 +60,7 @@ def save_run_checkpoint(out_dir: Path, step: int, model, training_state: dict, w
     if final.exists():
         shutil.rmtree(final)
     staging.replace(final)
-    _write_text_atomically(root / LATEST, final.name + "\n")
+    write_text_atomically(root / LATEST, final.name + "\n")
     if keep > 0:
         for old in sorted(root.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from blender_addon.atomic_files import write_text_atomically
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -46,7 +48,7 @@ class RunLog:
                     kept.append(line)
             except ValueError:  # a line cut short by a kill
                 continue
-        self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        write_text_atomically(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def step(self, entry: dict) -> None:
         if not self.enabled:

@@ -181,14 +181,3 @@ def run(args) -> int:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     return status
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m backend.commands.generate ...`` is ``iso3d generate ...``."""
-    from backend.cli import main as iso3d_main
-
-    return iso3d_main(["generate", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -173,7 +173,8 @@ def random_multiview_cameras(
     fovy_range: tuple[float, float] = (15.0, 60.0),
     relative_radius_range: tuple[float, float] = (0.8, 1.0),
 ) -> ViewCameras:
-    """SDS training cameras as threestudio's ``random_multiview`` draws them (REFERENCE.md D).
+    """SDS training cameras as threestudio's ``random_multiview`` draws them (docs/reference-fidelity.md, camera
+    conventions, "SDS cameras").
 
     The views of one object share elevation, fovy and distance; their azimuths are 360/views apart from a random
     offset. Elevation: with probability 1/2 uniform in degrees, else uniform on the sphere (one coin per batch).

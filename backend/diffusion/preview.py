@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from backend.diffusion.cameras import CAMERA_ENCODINGS, camera_to_world, encode_cameras, orbit_azimuths
-from backend.diffusion.schedule import make_ddim_scheduler
+from backend.models.schedule import make_ddim_scheduler
 from backend.errors import SettingsError
 from backend.events import Event, Progress, Views
 from backend.imaging import tensor_to_uint8

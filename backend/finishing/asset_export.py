@@ -1,4 +1,4 @@
-"""Finished-asset files, built in memory (``write_files_atomically`` puts them on disk).
+"""Finished-asset files, built in memory (``blender_addon.atomic_files.write_files_atomically`` puts them on disk).
 
 GLB: the mesh Y-up (glTF's convention; Blender's importer turns it back to Z-up) with the albedo texture embedded
 as the baseColorTexture of a metallic-roughness material (metallic 0, roughness 1). OBJ: Y-up, with an MTL
@@ -9,7 +9,6 @@ as the baseColorTexture of a metallic-roughness material (metallic 0, roughness 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import trimesh
@@ -69,17 +68,3 @@ def asset_files(mesh: UnwrappedMesh, texture: np.ndarray, vertex_colors: np.ndar
     return files
 
 
-def write_files_atomically(files: dict[str, bytes], folder: Path) -> list[Path]:
-    """Write every file as ``NAME.partial`` first, then rename them all: a failure leaves earlier files intact."""
-    folder.mkdir(parents=True, exist_ok=True)
-    partials = []
-    try:
-        for name, data in files.items():
-            partial = folder / f"{name}.partial"
-            partial.write_bytes(data)
-            partials.append(partial)
-    except BaseException:
-        for partial in partials:
-            partial.unlink(missing_ok=True)
-        raise
-    return [partial.replace(folder / partial.name[:-len(".partial")]) for partial in partials]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from backend.errors import UserError
-from backend.finishing.asset_export import ASSET_FORMATS, asset_files, write_files_atomically
+from backend.finishing.asset_export import ASSET_FORMATS, asset_files
 from backend.finishing.cleanup import clean_surface
 from backend.finishing.decimate import decimate
 from backend.finishing.placement import place_upright
@@ -20,6 +20,7 @@ from backend.finishing.surface import extract_surface
 from backend.finishing.texture_bake import bake_albedo, field_device, query_albedo
 from backend.finishing.uv_unwrap import UnwrappedMesh, unwrap
 from backend.nerf.mesh import Mesh
+from blender_addon.atomic_files import write_files_atomically
 
 MAX_TEXTURE_SIZE = 8192
 MANIFEST_SUFFIX = "_finish.json"

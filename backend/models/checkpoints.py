@@ -285,7 +285,7 @@ def split_reference_state_dict(
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Split a whole reference state dict into its parts (prefixes stripped), refusing unknown top-level keys:
     {'unet', 'vae', 'image_encoder' (visual tower; empty for MVDream), 'conditioning_leftovers', 'schedule'}."""
-    from backend.diffusion.schedule import SCHEDULE_BUFFER_NAMES
+    from backend.models.schedule import SCHEDULE_BUFFER_NAMES
 
     if layout not in REFERENCE_LAYOUTS:
         raise ValueError(f"unknown checkpoint layout {layout!r}")

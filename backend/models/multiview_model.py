@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from backend.diffusion.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
+from blender_addon.atomic_files import atomic_path
+from backend.models.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
 from backend.models import checkpoints as ckpt
 from backend.models.configs import published_configs, tiny_configs
 from backend.models.image_encoder import CLIPImageEncoder
@@ -172,15 +173,13 @@ def save_checkpoint(model: MultiViewDiffusionModel, path: str | Path, layout: st
     ``.ckpt``/``.pt`` bare state dict like the published file."""
     path = Path(path)
     state = reference_state_dict(model, layout)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_path(path) as temporary:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file(state, str(temporary), metadata={CONFIG_METADATA_KEY: json.dumps(model.configs)})
-    else:
-        torch.save(state, temporary)
-    temporary.replace(path)
+            save_file(state, str(temporary), metadata={CONFIG_METADATA_KEY: json.dumps(model.configs)})
+        else:
+            torch.save(state, temporary)
     return path
 
 

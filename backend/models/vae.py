@@ -11,7 +11,7 @@ from backend.compat import ensure_torchvision_ops
 ensure_torchvision_ops()
 from diffusers import AutoencoderKL  # noqa: E402
 
-from backend.diffusion.schedule import VAE_SCALE_FACTOR  # noqa: E402
+from backend.models.schedule import VAE_SCALE_FACTOR  # noqa: E402
 
 
 def diffusers_config_from_ldm(vae_config: dict[str, Any]) -> dict[str, Any]:

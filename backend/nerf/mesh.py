@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import trimesh
 
+from blender_addon.atomic_files import write_bytes_atomically
 from backend.nerf.field import RadianceField
 
 MESH_FORMATS = (".glb", ".obj", ".ply")
@@ -109,8 +110,5 @@ def export_mesh(mesh: Mesh, path: str | Path) -> Path:
     if suffix in (".glb", ".obj"):
         out.vertices = np.asarray(mesh.vertices, np.float64) @ _Z_UP_TO_Y_UP.T
     data = out.export(file_type=suffix[1:], **({"include_color": True} if suffix == ".obj" else {}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    temporary.replace(path)
+    write_bytes_atomically(path, data if isinstance(data, bytes) else data.encode("utf-8"))
     return path

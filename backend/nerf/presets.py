@@ -2,8 +2,9 @@
 named presets ``reference``, ``fast`` and ``draft``.
 
 Schedules are given as *fractions of the run's steps*, so a preset keeps its shape when ``--steps`` changes; at the
-reference's 10,000 steps they give the paper's step numbers (REFERENCE.md E). Lengths are in world units (the
-object lives in the cube [-radius, radius]^3, Blender Z-up), angles in degrees, densities in 1/world-unit.
+reference's 10,000 steps they give the paper's step numbers (docs/reference-fidelity.md, "SDS and NeRF system").
+Lengths are in world units (the object lives in the cube [-radius, radius]^3, Blender Z-up), angles in degrees,
+densities in 1/world-unit.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ class GenerateConfig:
 
 
 def reference() -> GenerateConfig:
-    """The paper's settings: 10,000 steps (REFERENCE.md E), analytic normals as the reference."""
+    """The paper's settings: 10,000 steps (docs/reference-fidelity.md, "SDS and NeRF system"), analytic normals as
+    the reference."""
     return GenerateConfig()
 
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from backend.imaging import save_views_grid
 from backend.diffusion.cameras import ViewCameras, make_view_cameras, orbit_azimuths, random_multiview_cameras
 from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_latent_encoder
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
@@ -30,6 +30,7 @@ from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import GenerateConfig, validate
 from backend.nerf.renderer import VolumeRenderer
 from backend.nerf.shading import ALBEDO, PointLightShading
+from blender_addon.atomic_files import open_atomically, write_json_atomically
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
@@ -212,9 +213,8 @@ class SDSTrainer:
         state = self.state_dict()
         state["elapsed"] = self.elapsed_before + elapsed
         path = self.workdir / CHECKPOINT_NAME
-        temporary = path.with_name(path.name + ".partial")
-        torch.save(state, temporary)
-        temporary.replace(path)
+        with open_atomically(path) as handle:
+            torch.save(state, handle)
         self.last_checkpoint_step = self.step
         return path
 
@@ -240,7 +240,7 @@ class SDSTrainer:
         """Optimise from ``self.step`` to the end, yielding events; ends with Done or Failed."""
         run = self.config.run
         self.workdir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+        write_json_atomically(self.workdir / CONFIG_NAME, self.config.to_dict(), indent=2)
         cancelled = (cancel.is_set if isinstance(cancel, threading.Event) else cancel) or (lambda: False)
         start_time = time.perf_counter()
         start_step = self.step
@@ -296,21 +296,10 @@ class SDSTrainer:
             artifacts[name] = str(export_mesh(mesh, self.workdir / name))
         yield MeshUpdate(mesh.vertices, mesh.faces, mesh.vertex_colors, total, final=True)
         views = self.render_views(self.config.run.turntable_views)
-        artifacts[TURNTABLE_NAME] = str(save_image_strip(views.images, self.workdir / TURNTABLE_NAME))
+        artifacts[TURNTABLE_NAME] = str(save_views_grid(views.images, self.workdir / TURNTABLE_NAME))
         yield views
         artifacts[CHECKPOINT_NAME] = str(self.workdir / CHECKPOINT_NAME)
         yield Done(artifacts)
-
-
-def save_image_strip(images: np.ndarray, path: Path) -> Path:
-    """Images uint8 [V, H, W, 3] side by side in one PNG (written atomically)."""
-    from PIL import Image
-
-    strip = np.concatenate(list(images), axis=1)
-    temporary = path.with_name(path.name + ".partial")
-    Image.fromarray(strip).save(temporary, format="PNG")
-    temporary.replace(path)
-    return path
 
 
 def condition_context(model, image: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blender_addon.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Queued, Views
 
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -62,12 +63,6 @@ class JobRecord:
         }
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_bytes(data)
-    temporary.replace(path)
-
-
 class JobStore:
     """Job records and their files under ``root``."""
 
@@ -93,13 +88,13 @@ class JobStore:
         directory = self.root / record.id
         directory.mkdir(parents=True)
         if image_png is not None:
-            _write_atomic(directory / "input.png", image_png)
+            write_bytes_atomically(directory / "input.png", image_png)
         self.records[record.id] = record
         self.save(record)
         return record
 
     def save(self, record: JobRecord) -> None:
-        _write_atomic(self.root / record.id / "job.json", json.dumps(asdict(record), indent=1).encode())
+        write_json_atomically(self.root / record.id / "job.json", asdict(record))
 
     def input_png(self, job_id: str) -> bytes:
         return (self.directory(job_id) / "input.png").read_bytes()
@@ -118,23 +113,23 @@ class JobStore:
         if isinstance(event, Views):
             views = directory / "views"
             views.mkdir(exist_ok=True)
-            np.savez(
-                views / "latest.partial.npz",
-                images=event.images,
-                elevations=np.asarray(event.elevations),
-                azimuths=np.asarray(event.azimuths),
-                c2w=event.c2w,
-                step=np.asarray(-1 if event.step is None else event.step),
-            )
-            (views / "latest.partial.npz").replace(views / "latest.npz")
+            with open_atomically(views / "latest.npz") as handle:
+                np.savez(
+                    handle,
+                    images=event.images,
+                    elevations=np.asarray(event.elevations),
+                    azimuths=np.asarray(event.azimuths),
+                    c2w=event.c2w,
+                    step=np.asarray(-1 if event.step is None else event.step),
+                )
             record.views_kind = event.kind
         elif isinstance(event, MeshUpdate):
             arrays = dict(vertices=event.vertices, faces=event.faces, vertex_colors=event.vertex_colors)
             if event.uvs is not None and event.texture is not None:
                 arrays.update(uvs=event.uvs, texture=event.texture)
             name = _mesh_file(event.level)
-            np.savez(directory / f"{name}.partial.npz", **arrays)
-            (directory / f"{name}.partial.npz").replace(directory / f"{name}.npz")
+            with open_atomically(directory / f"{name}.npz") as handle:
+                np.savez(handle, **arrays)
             record.mesh_step, record.mesh_final = event.step, event.final
         elif isinstance(event, Done):
             record.status, record.artifacts = "done", dict(event.artifacts)

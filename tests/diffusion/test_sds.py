@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from backend.diffusion.cameras import make_view_cameras, random_multiview_cameras
-from backend.diffusion.schedule import schedule_buffers
+from backend.models.schedule import schedule_buffers
 from backend.diffusion.sds import SDSGuidance, guided_noise, x0_reconstruction_target
 from backend.events import Done, MeshUpdate
 from backend.nerf.presets import GuidanceConfig

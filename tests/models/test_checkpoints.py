@@ -15,7 +15,7 @@ from backend.models.multiview_model import (
     reference_state_dict,
     save_checkpoint,
 )
-from backend.diffusion.schedule import schedule_buffers
+from backend.models.schedule import schedule_buffers
 
 
 def manifest_state_dict(golden_dir, name):

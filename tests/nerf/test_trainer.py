@@ -122,7 +122,9 @@ def test_impossible_settings_are_refused_by_name(setting, value, tmp_path):
 
 
 def _cli(*argv):
-    return command.main([*map(str, argv)])
+    from backend.cli import main as iso3d
+
+    return iso3d(["generate", *map(str, argv)])
 
 
 def test_cli_bad_inputs_give_clear_errors(tmp_path, capsys):

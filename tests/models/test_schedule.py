@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from backend.diffusion.schedule import SCHEDULE_BUFFER_NAMES, make_ddim_scheduler, schedule_buffers
+from backend.models.schedule import SCHEDULE_BUFFER_NAMES, make_ddim_scheduler, schedule_buffers
 
 
 @pytest.fixture(scope="module")
