@@ -265,6 +265,12 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     estimate += result["outside_steps_s"] * full_steps / config.run.steps
     result["wall_s_full_estimate"] = round(estimate, 1)
     result["switch_step"] = switch
+    plan = trainer.memory
+    if plan is not None:
+        result["memory_cap_gib"] = None if plan.cap_gib is None else round(plan.cap_gib, 2)
+        result["memory_estimate_gib"] = round(plan.estimate_gib, 2)
+        result["sample_budget"] = plan.sample_budget  # samples evaluated without checkpointing (None: all)
+        result["checkpointed_steps"] = sum(1 for r in records if plan.sample_budget and r["samples"] > plan.sample_budget)
     if final is not None:
         result["final_faces"] = int(len(final.faces))
         result["chamfer"] = round(chamfer_distance(final.vertices, final.faces, reference_points), 5)
@@ -378,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: use --tiny --device cpu for a smoke run", file=sys.stderr)
         return 2
-    names = [n.strip() for n in (args.presets or ("tiny" if args.tiny else "fast,reference")).split(",") if n.strip()]
+    runs = []  # (preset name, its own settings) from "name" or "name:section.key=value;section.key=value"
+    for entry in (args.presets or ("tiny" if args.tiny else "fast,reference")).split(","):
+        name, _, settings = entry.strip().partition(":")
+        if name:
+            runs.append((name, dict(item.split("=", 1) for item in settings.split(";") if item)))
+    names = [name for name, _ in runs]
     steps = None if args.full else (args.steps or (600 if device.type == "cuda" else None))
     overrides = dict(TINY_SETTINGS) if args.tiny else {}
     overrides.update(item.split("=", 1) for item in args.set)
@@ -403,45 +414,58 @@ def main(argv: list[str] | None = None) -> int:
         "presets": presets_out,
     }
     out = Path(args.out) if args.out else RESULTS / f"generate_{summary['gpu']}_{summary['date']}.json"
-    for name in names:
-        print(f"[generate bench] {name}: running", flush=True)
-        result = run_preset(name, model, device, steps, args.sds_weight, reference_points, overrides)
+    for name, own in runs:
+        print(f"[generate bench] {name} {own or ''}: running", flush=True)
+        try:
+            result = run_preset(name, model, device, steps, args.sds_weight, reference_points, {**overrides, **own})
+        except (RuntimeError, torch.OutOfMemoryError) as error:  # recorded; the other runs go on
+            print(f"[generate bench] {name}: failed: {error}", flush=True)
+            presets_out.append({"preset": name, "overrides": {**overrides, **own}, "failed": str(error)[:500]})
+            write_results(out, summary)
+            continue
         result["compiled_before_in_process"] = bool(presets_out)
         presets_out.append(result)
         print(json.dumps(result), flush=True)
         write_results(out, summary)  # after each preset: a run stopped later keeps what it measured
+    if device.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(1.0, device)  # a capped run's allocator cap lifted
+    presets_out[:] = [r for r in presets_out if "failed" not in r] + [r for r in presets_out if "failed" in r]
+    measured = [r for r in presets_out if "failed" not in r]
+    if not measured:
+        write_results(out, summary)
+        return 1
     floor = floor_ms(model, device, preset(names[-1]), args.floor_repeats if device.type == "cuda" else 2, 3
                      if device.type == "cuda" else 1)
-    for result in presets_out:
+    for result in measured:
         result.update(floor)
         result["phase2_step_over_floor"] = round(result["phase2_step_ms_p50"] / floor["floor_ms"], 2)
     # The first run in the process compiled everything (cold unless the compile cache was warm); later ones ran
     # warm in-process. A warm re-run in a new process gives the first preset's warm-cache wall time.
-    first = presets_out[0]
+    first = measured[0]
     first["wall_s_cold"] = first["wall_s"]
     if args.warm_rerun:
         with tempfile.TemporaryDirectory() as folder:
             child = Path(folder) / "warm.json"
-            command = [sys.executable, __file__, "--device", args.device, "--presets", names[0], "--compile",
+            command = [sys.executable, __file__, "--device", args.device, "--presets", first["preset"], "--compile",
                        args.compile, "--sds-weight", str(args.sds_weight), "--floor-repeats", "2", "--out", str(child)]
             command += ["--steps", str(steps)] if steps else []
             command += ["--tiny"] if args.tiny else []
-            for item in args.set:
-                command += ["--set", item]
+            for key, value in first["overrides"].items():
+                command += ["--set", f"{key}={value}"]
             subprocess.run(command, check=True)
             warm = json.loads(child.read_text())["presets"][0]
         first["wall_s_warm"] = warm["wall_s"]
         first["warm_rerun"] = {k: warm[k] for k in ("wall_s", "first_mesh_s", "phase1_step_ms_p50",
                                                     "phase2_step_ms_p50", "chamfer")}
     compile_overhead = first["wall_s"] - first.get("wall_s_warm", first["wall_s"])
-    for result in presets_out[1:]:
+    for result in measured[1:]:
         result["wall_s_warm"] = result["wall_s"]  # compiled already in this process
         result["wall_s_cold"] = round(result["wall_s"] + compile_overhead, 2)  # estimate: + the first's overhead
         result["wall_s_cold_is_estimate"] = True
-    if len(presets_out) == 1 and "wall_s_warm" not in first:
+    if "wall_s_warm" not in first:
         first["wall_s_warm"] = None
     write_results(out, summary)
-    for r in presets_out:
+    for r in measured:
         print(f"{r['preset']:>9s} {r['steps']} steps: phase 1 p50 {r['phase1_step_ms_p50']} ms, phase 2 p50 "
               f"{r['phase2_step_ms_p50']} / p90 {r['phase2_step_ms_p90']} ms ({r['phase2_step_over_floor']}x floor "
               f"{r['floor_ms']} ms), samples/step {r['samples_per_step_p50']}, peak {r['peak_gib']} GiB, wall "

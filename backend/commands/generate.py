@@ -55,6 +55,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, help="optimisation steps (reference 10000)")
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--mesh-every", type=int, help="intermediate mesh every N steps (0: none)")
+    parser.add_argument("--max-gpu-memory", type=float, metavar="GB",
+                        help="GiB of GPU memory the run may use (default: the device's); a run that cannot fit is "
+                        "refused at the start with the preset that fits")
     parser.add_argument("--resume", metavar="DIR", help="continue the run whose work folder is DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     # On a GPU: bf16 weights and the guidance UNet compiled with CUDA graphs (it runs without gradients; 6.9 ms
@@ -78,7 +81,8 @@ def build_config(args) -> GenerateConfig:
     else:
         config = preset(args.preset)
     overrides = {key[4:]: value for key, value in vars(args).items() if key.startswith("set:") and value is not None}
-    for flag, key in (("steps", "run.steps"), ("seed", "run.seed"), ("mesh_every", "run.mesh_every")):
+    for flag, key in (("steps", "run.steps"), ("seed", "run.seed"), ("mesh_every", "run.mesh_every"),
+                      ("max_gpu_memory", "run.max_gpu_memory")):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     for key, value in overrides.items():

@@ -22,6 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--curve-allowed-clients", metavar="DIR", help="folder of allowed client public certificates (.key)"
     )
+    parser.add_argument("--max-gpu-memory", type=float, default=0.0, metavar="GB",
+                        help="GiB of GPU memory a generate job may use (default: the device's); a job that cannot "
+                        "fit fails at its start with the preset that fits")
     add_model_arguments(parser, default_compile="auto")  # a long-lived process: the compile pays off
     return parser
 
@@ -40,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not is_loopback(args.bind) and keys is None:
         BackendServer.refuse_unauthenticated(args.bind)
+    if args.max_gpu_memory < 0:
+        raise UserError(f"--max-gpu-memory must be positive GiB (got {args.max_gpu_memory})")
     model = load_model_from_args(args)
-    server = BackendServer(model, args.data, args.bind, keys)
+    server = BackendServer(model, args.data, args.bind, keys, max_gpu_memory=args.max_gpu_memory)
     signal.signal(signal.SIGTERM, lambda *_: server.stop_requested.set())
     signal.signal(signal.SIGINT, lambda *_: server.stop_requested.set())
     print(f"iso3d serve: listening on {server.endpoint} with {model.name} on {model.device}", flush=True)

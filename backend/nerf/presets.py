@@ -135,6 +135,9 @@ class RunConfig:
     views_resolution: int = 128  # preview render size
     turntable_views: int = 8
     mixed_precision: bool = True  # bf16 autocast for the VAE and UNet on CUDA
+    # GiB of GPU memory the run may use (0: the device's memory); a run that cannot fit is refused at the start,
+    # one that fits only so evaluates the field in checkpointed chunks (backend.nerf.memory)
+    max_gpu_memory: float = 0.0
 
 
 @dataclass
@@ -164,14 +167,17 @@ class GenerateConfig:
 
 def reference() -> GenerateConfig:
     """The paper's settings: 10,000 steps (docs/reference-fidelity.md, "SDS and NeRF system"), analytic normals as
-    the reference."""
-    return GenerateConfig()
+    the reference; within 20 GiB of GPU memory (a 24 GB card; backend.nerf.memory)."""
+    config = GenerateConfig()
+    config.run.max_gpu_memory = 20.0
+    return config
 
 
 def fast() -> GenerateConfig:
-    """2,500 steps with the reference's schedule shape; 128^2 renders in the second phase."""
+    """2,500 steps with the reference's schedule shape; 128^2 renders in the second phase; within 12 GiB of GPU
+    memory."""
     config = GenerateConfig()
-    config.run = RunConfig(steps=2500, mesh_every=250, views_every=100, checkpoint_every=250)
+    config.run = RunConfig(steps=2500, mesh_every=250, views_every=100, checkpoint_every=250, max_gpu_memory=12.0)
     config.phases.resolution_after = 128
     return config
 
@@ -269,6 +275,8 @@ def validate(config: GenerateConfig) -> None:
         need(getattr(run, name) >= 0, f"run.{name} must be 0 (never) or positive")
     need(run.views_resolution >= 8, "run.views_resolution must be at least 8 pixels")
     need(run.turntable_views >= 1, "run.turntable_views must be at least 1")
+    need(run.max_gpu_memory >= 0, f"run.max_gpu_memory must be 0 (the device's memory) or positive GiB "
+         f"(got {run.max_gpu_memory})")
     need(fld.radius > 0, "field.radius must be positive")
     need(fld.levels >= 1 and fld.features_per_level >= 1, "field.levels and field.features_per_level must be >= 1")
     need(10 <= fld.log2_hashmap_size <= 24, "field.log2_hashmap_size must be in 10..24")

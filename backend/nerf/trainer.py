@@ -26,6 +26,7 @@ from backend.diffusion.cameras import ViewCameras, make_view_cameras, orbit_azim
 from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_latent_encoder
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from backend.nerf.field import RadianceField
+from backend.nerf.memory import GIB, MemoryPlan, plan_memory, refusal
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import GenerateConfig, validate
 from backend.nerf.renderer import VolumeRenderer
@@ -81,6 +82,7 @@ class SDSTrainer:
         if self.device.type == "cuda" and config.field.compile:
             self.field.use_compiled()
         self.renderer = VolumeRenderer(config.renderer, config.field.radius, self.device)
+        self.memory = self._plan_memory()
         self.shading = PointLightShading(config.shading, self.total_steps)
         encoder = latent_encoder or vae_latent_encoder(model.vae)
         self.guidance = SDSGuidance(model.unet, model.alphas_cumprod, encoder, config.guidance, self.total_steps,
@@ -94,6 +96,25 @@ class SDSTrainer:
         self.elapsed_before = 0.0  # seconds spent in earlier sessions of this run
         self.last_checkpoint_step: int | None = None
         self.plan = StepPlan(config.phases.objects_before, config.phases.resolution_before, 0.0)
+
+    def _plan_memory(self) -> MemoryPlan | None:
+        """Measure what the run needs; refuse it if it cannot fit its cap, else set the renderer's budgets and cap
+        the allocator (CUDA) so that nothing else in the process takes the run past ``run.max_gpu_memory``."""
+        cap = self.config.run.max_gpu_memory
+        if self.device.type != "cuda" and cap <= 0:
+            return None
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            plan = plan_memory(self.config, self.model, self.device, self.field)
+            if not plan.fits:
+                raise GenerationError("not_enough_memory",
+                                      refusal(self.config, plan, self.model, self.device, None))
+        self.renderer.sample_budget = plan.sample_budget
+        self.renderer.density_chunk = plan.density_chunk
+        if self.device.type == "cuda":  # process-wide: an uncapped run lifts an earlier run's cap
+            total = torch.cuda.get_device_properties(self.device).total_memory / GIB
+            torch.cuda.set_per_process_memory_fraction(min(cap / total, 1.0) if cap > 0 else 1.0, self.device)
+        return plan
 
     # -- schedules -----------------------------------------------------------------------------------------------
     def update_step(self, step: int) -> StepPlan:

@@ -38,7 +38,8 @@ def describe_device(model) -> tuple[str, int | None]:
 
 
 class BackendServer:
-    def __init__(self, model, data_dir: str | Path, bind: str = "tcp://127.0.0.1:5555", keys: CurveKeys | None = None):
+    def __init__(self, model, data_dir: str | Path, bind: str = "tcp://127.0.0.1:5555", keys: CurveKeys | None = None,
+                 max_gpu_memory: float = 0.0):
         if not is_loopback(bind) and keys is None:
             self.refuse_unauthenticated(bind)
         self.model = model
@@ -58,7 +59,7 @@ class BackendServer:
             self.close()
             raise UserError(f"cannot bind {bind}: {error}") from None
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.queue = JobQueue(self.store, JobRunner(model, self.store), self._publish)
+        self.queue = JobQueue(self.store, JobRunner(model, self.store, max_gpu_memory), self._publish)
         self.stop_requested = threading.Event()
 
     @staticmethod

@@ -1,0 +1,48 @@
+"""bench/generate.py runs its tiny configuration on CPU (so it cannot rot) and writes the results file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "generate.py"
+
+
+def test_trajectory_benchmark_tiny_cpu_writes_every_figure(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_generate", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "generate_cpu.json"
+    assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["gpu"] == "cpu"
+    (run,) = results["presets"]
+    assert run["preset"] == "tiny" and run["steps"] == 4 and run["switch_step"] == 2
+    for key in ("wall_s_cold", "phase1_step_ms_p50", "phase2_step_ms_p50", "phase2_step_ms_p90", "floor_ms",
+                "samples_per_step_p50", "chamfer", "wall_s_full_estimate"):
+        assert run[key] is not None and run[key] > 0, key
+    assert run["phase2_step_ms_p90"] >= run["phase2_step_ms_p50"]
+    # the known object's surface spans about 0.9 world units: a mesh anywhere near it is well under 0.5 away
+    assert run["chamfer"] < 0.5
+
+
+def test_the_known_object_renders_its_silhouette_on_white():
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_generate", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from backend.diffusion.cameras import make_view_cameras
+    from backend.nerf.shading import ALBEDO
+
+    cameras = make_view_cameras([0.0], [0.0], 3.0, 40.0)
+    image = bench.TwoSpheres().render(cameras, 32, ALBEDO, torch.device("cpu"))[0]
+    assert image.shape == (3, 32, 32)
+    assert torch.equal(image[:, 0, 0], torch.ones(3))  # a corner: background
+    body = torch.tensor(bench.TwoSpheres.spheres[0].albedo)
+    assert torch.allclose(image[:, 20, 16], body)  # below the centre: the body sphere's albedo
+    points = bench.TwoSpheres().surface_points(2000)
+    distances = [abs(torch.linalg.norm(torch.tensor(points) - torch.tensor(s.center), dim=1) - s.radius)
+                 for s in bench.TwoSpheres.spheres]
+    assert float(torch.minimum(*distances).max()) < 1e-9  # every point lies on one of the spheres
