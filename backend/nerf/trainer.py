@@ -113,7 +113,8 @@ class SDSTrainer:
         self.renderer.density_chunk = plan.density_chunk
         if self.device.type == "cuda":  # process-wide: an uncapped run lifts an earlier run's cap
             total = torch.cuda.get_device_properties(self.device).total_memory / GIB
-            torch.cuda.set_per_process_memory_fraction(min(cap / total, 1.0) if cap > 0 else 1.0, self.device)
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            torch.cuda.set_per_process_memory_fraction(min(cap / total, 1.0) if cap > 0 else 1.0, index)
         return plan
 
     # -- schedules -----------------------------------------------------------------------------------------------
