@@ -21,6 +21,7 @@ that fits. Estimates are in GiB (2^30 bytes).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -88,8 +89,18 @@ def _parameter_storages(module: torch.nn.Module) -> set[int]:
         b.untyped_storage().data_ptr() for b in module.buffers()}
 
 
+_MEASURED: dict[tuple, float] = {}  # measurements depend on shapes and dtypes only: one per process and key
+
+
 def sample_bytes(field, renderer_evaluate, device: torch.device, checkpointed: bool) -> float:
     """Bytes kept for the backward per field sample (with normals and diffuse shading), measured on ``device``."""
+    key = ("samples", dataclasses.astuple(field.config), str(device), checkpointed, renderer_evaluate)
+    if key not in _MEASURED:
+        _MEASURED[key] = _sample_bytes(field, renderer_evaluate, device, checkpointed)
+    return _MEASURED[key]
+
+
+def _sample_bytes(field, renderer_evaluate, device: torch.device, checkpointed: bool) -> float:
     from backend.nerf.shading import Lighting
 
     exclude = _parameter_storages(field)
@@ -120,13 +131,16 @@ def vae_bytes(model, views: int, size: int, device: torch.device, autocast: bool
     from backend.models.vae import encode_latents
 
     probe = 64
+    key = ("vae", id(model.vae), next(model.vae.parameters()).dtype, str(device), autocast)
+    if key in _MEASURED:
+        return _MEASURED[key] * views * (size / probe) ** 2
     images = torch.zeros(1, 3, probe, probe, device=device, requires_grad=True)
 
     def encode():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             encode_latents(model.vae, images)
 
-    saved = _saved_bytes(encode, _parameter_storages(model.vae))
+    saved = _MEASURED[key] = _saved_bytes(encode, _parameter_storages(model.vae))
     return saved * views * (size / probe) ** 2
 
 
