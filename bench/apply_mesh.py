@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def grid_sphere(faces_wanted: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from backend.finishing.pipeline import FinishOptions, finish_field  # noqa: E402
-from backend.nerf.field import RadianceField  # noqa: E402
-from backend.nerf.presets import preset  # noqa: E402
+from backend.finishing.pipeline import FinishOptions, finish_field
+from backend.nerf.field import RadianceField
+from backend.nerf.presets import preset
 
 
 class WrinkledSphereField(torch.nn.Module):

@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from backend.diffusion.preview import PreviewSettings, generate_preview  # noqa: E402
-from backend.models.acceleration import accelerate_for_inference  # noqa: E402
-from backend.models.multiview_model import build_random_published_model, build_tiny_model  # noqa: E402
-from backend.models.vae import decode_latents  # noqa: E402
+from backend.diffusion.preview import PreviewSettings, generate_preview
+from backend.models.acceleration import accelerate_for_inference
+from backend.models.multiview_model import build_random_published_model, build_tiny_model
+from backend.models.vae import decode_latents
 
 
 def synchronize(device: torch.device) -> None:

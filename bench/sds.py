@@ -31,11 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from backend.models.vae import encode_latents  # noqa: E402
-from backend.nerf.presets import preset, set_option  # noqa: E402
-from backend.nerf.trainer import SDSTrainer, generate  # noqa: E402
+from backend.models.vae import encode_latents
+from backend.nerf.presets import preset, set_option
+from backend.nerf.trainer import SDSTrainer, generate
 
 
 def synchronize(device):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
 MULTIVIEW_SHARE = 0.7  # the paper's mix of 4-view and single-view steps
 

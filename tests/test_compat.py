@@ -3,16 +3,16 @@ the real operators exist."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.processes import python, run
+
+pytestmark = pytest.mark.integration  # a fresh interpreter each: the fix acts on first import
 
 
-def run_python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
-    )
+def run_python(code: str):
+    return run(python("-c", code), cwd=REPO_ROOT, timeout=600)
 
 
 def test_open_clip_and_diffusers_import_after_the_fix():

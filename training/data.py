@@ -181,7 +181,7 @@ def check_cache(objects: list[RenderedObject], cache_dir: Path, fingerprints: di
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-        except Exception:  # a truncated or foreign file
+        except Exception:  # noqa: BLE001 - a truncated or foreign file
             stale.append(obj.object_id)
             continue
         wanted = {"format": CACHE_FORMAT, "record": record_fingerprint(obj), **fingerprints}

@@ -32,7 +32,7 @@ def open_clip_image_tower(configs: dict) -> CLIPImageEncoder:
 
     try:
         clip = open_clip.create_model(OPEN_CLIP_MODEL, pretrained=OPEN_CLIP_PRETRAINED, device="cpu")
-    except Exception as error:  # network, cache and hub errors come in many types; the reason is what matters
+    except Exception as error:  # noqa: BLE001 - network, cache and hub errors come in many types
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(
             f"stage 1 from an MVDream checkpoint needs the {OPEN_CLIP_MODEL} {OPEN_CLIP_PRETRAINED} image tower, and "

@@ -29,7 +29,7 @@ def load_job_field(job_dir: str | Path, device: str | torch.device = "cpu") -> t
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         config = GenerateConfig.from_dict(json.loads(config_path.read_text())) if config_path.is_file() \
             else GenerateConfig.from_dict(state["config"])
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a damaged file raises many types; said as NoFieldError
         raise NoFieldError(f"cannot read the field in {job_dir}: {type(error).__name__}: {error}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "field" not in state:
         raise NoFieldError(f"{checkpoint} is not a generation checkpoint of this version")

@@ -15,15 +15,15 @@ from typing import Any
 
 import torch
 
-from blender_addon.atomic_files import atomic_path
-from backend.models.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
 from backend.models import checkpoints as ckpt
 from backend.models.configs import published_configs, tiny_configs
 from backend.models.image_encoder import CLIPImageEncoder
 from backend.models.mv_unet import MultiViewUNet
+from backend.models.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
 from backend.models.vae import build_vae
+from blender_addon.atomic_files import atomic_path
 
-from diffusers.utils import logging as _diffusers_logging  # noqa: E402
+from diffusers.utils import logging as _diffusers_logging
 
 # diffusers warns on every dtype cast of a model that has no fp32-only modules; nothing to act on here.
 _diffusers_logging.set_verbosity_error()
@@ -199,6 +199,6 @@ def load_checkpoint(path: str | Path, configs: dict | None = None) -> MultiViewD
             state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except ckpt.CheckpointError:
         raise
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a damaged file raises many types; said as CheckpointError
         raise ckpt.CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
     return model_from_reference_state_dict(ckpt.unwrap_state_dict(state), configs=configs, name=path.name)

@@ -37,6 +37,6 @@ def find_checkpoint(path: str | os.PathLike | None = None, allow_download: bool 
         raise WeightsNotFound(f"no {HF_FILENAME} in the Hugging Face cache and downloads are off: {hint}")
     try:
         return Path(huggingface_hub.hf_hub_download(HF_REPO_ID, HF_FILENAME))
-    except Exception as error:  # network errors come in many types; the message is what matters
+    except Exception as error:  # noqa: BLE001 - network errors come in many types; the message is what matters
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise WeightsNotFound(f"could not download {HF_REPO_ID}/{HF_FILENAME} ({reason}): {hint}") from None

@@ -12,7 +12,6 @@ atomically), ``mesh_latest.ply`` (the latest intermediate mesh), and at the end 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from backend.imaging import save_views_grid
 from backend.diffusion.cameras import ViewCameras, make_view_cameras, orbit_azimuths, random_multiview_cameras
 from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_latent_encoder
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
+from backend.imaging import save_views_grid
 from backend.nerf.field import RadianceField
 from backend.nerf.memory import GIB, MemoryPlan, plan_memory, refusal
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
@@ -244,7 +243,7 @@ class SDSTrainer:
         path = Path(path)
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - a damaged file raises many types; said as bad_checkpoint
             raise GenerationError("bad_checkpoint", f"cannot read checkpoint {path}: {error}") from None
         if state.get("format") != CHECKPOINT_FORMAT:
             raise GenerationError("bad_checkpoint", f"{path} is not a generation checkpoint of this version")

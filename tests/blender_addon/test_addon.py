@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402

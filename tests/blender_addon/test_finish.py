@@ -6,30 +6,33 @@ and LODs where the settings say; re-runs replace everything in place; bad settin
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
+pytestmark = [pytest.mark.blender, pytest.mark.integration]
 bpy = pytest.importorskip("bpy")
 
 from backend.finishing.decimate import FACE_TOLERANCE  # noqa: E402
-from backend.finishing.surface import extract_surface  # noqa: E402
 from blender_addon import scene_sync  # noqa: E402
 from blender_addon.session import SESSION  # noqa: E402
-from tests.finishing.fitted_job import BLUE, RED, SURFACE_THRESHOLD, store_fitted_generate_job  # noqa: E402
-from tests.service.conftest import BackendProcess  # noqa: E402
+from tests.helpers.addon_session import drain_until  # noqa: E402
+from tests.helpers.backend import BackendProcess  # noqa: E402
+from tests.helpers.fitted_job import BLUE, RED  # noqa: E402
+from tests.helpers.paths import REPO_ROOT  # noqa: E402
+from tests.helpers.processes import python, run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def snowman_backend(tmp_path_factory):
     """(backend, generate job id, streamed mesh): a backend whose store holds a finished generate job."""
-    data = tmp_path_factory.mktemp("finish_backend") / "data"
-    job, field, _ = store_fitted_generate_job(data)
-    surface = extract_surface(field, 48, SURFACE_THRESHOLD)
-    process = BackendProcess(data).start()
-    yield process, job, surface
-    process.stop()
+    folder = tmp_path_factory.mktemp("finish_backend")
+    data, surface = folder / "data", folder / "surface.npz"
+    # fitted in a child process: no torch training next to bpy in this one
+    fitted = run(python("-m", "tests.helpers.fitted_job", data, surface), cwd=REPO_ROOT, timeout=600)
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    job = fitted.stdout.split()[-1]
+    with BackendProcess(data).start() as process:
+        yield process, job, dict(np.load(surface))
 
 
 @pytest.fixture
@@ -39,7 +42,7 @@ def generated(registered_addon, snowman_backend, tmp_path):
     registered_addon.backend_address = backend.address
     registered_addon.previews_folder = str(tmp_path / "previews")
     SESSION.disconnect()
-    obj = scene_sync.apply_mesh("Snowman", surface.vertices, surface.faces, surface.vertex_colors, job=job)
+    obj = scene_sync.apply_mesh("Snowman", surface["vertices"], surface["faces"], surface["vertex_colors"], job=job)
     obj.location, obj.rotation_euler = (3.0, -1.0, 0.5), (0.0, 0.0, 0.7)
     bpy.context.view_layer.objects.active = obj
     bpy.context.view_layer.update()
@@ -52,14 +55,7 @@ def finish(**settings):
     for name, value in settings.items():
         setattr(properties, name, value)
     assert bpy.ops.iso3d.finish() == {"FINISHED"}
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        SESSION.drain(bpy.context)
-        state = bpy.context.scene.iso3d_job
-        if state.state in ("done", "failed", "cancelled") and not state.request:
-            return state
-        time.sleep(0.05)
-    raise TimeoutError(f"finish job: {bpy.context.scene.iso3d_job.state} {bpy.context.scene.iso3d_job.last_error}")
+    return drain_until(lambda state: state.state in ("done", "failed", "cancelled") and not state.request)
 
 
 def faces_of(obj) -> int:

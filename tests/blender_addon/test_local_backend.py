@@ -4,26 +4,16 @@ session connecting to it and running a job through it, then stopped; bad prefere
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 
+pytestmark = [pytest.mark.blender, pytest.mark.integration]
 bpy = pytest.importorskip("bpy")
 
 from blender_addon.session import SESSION  # noqa: E402
-from tests.conftest import REPO_ROOT  # noqa: E402
-from tests.service.conftest import free_port  # noqa: E402
-
-
-def drain_until(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        SESSION.drain(bpy.context)
-        if predicate(bpy.context.scene.iso3d_job):
-            return bpy.context.scene.iso3d_job
-        time.sleep(0.1)
-    state = bpy.context.scene.iso3d_job
-    raise TimeoutError(f"{state.connection} {state.state} {state.last_error}; {SESSION.local_backend.status_line()}")
+from tests.helpers.addon_session import drain_until  # noqa: E402
+from tests.helpers.backend import free_port  # noqa: E402
+from tests.helpers.paths import REPO_ROOT  # noqa: E402
 
 
 def test_start_run_a_job_and_stop_the_local_backend(registered_addon, tmp_path):
@@ -38,14 +28,14 @@ def test_start_run_a_job_and_stop_the_local_backend(registered_addon, tmp_path):
         assert bpy.ops.iso3d.start_local_backend() == {"FINISHED"}
         with pytest.raises(RuntimeError, match="already running"):
             bpy.ops.iso3d.start_local_backend()
-        state = drain_until(lambda s: s.connection == "CONNECTED" and "tiny" in s.server, 120)
+        state = drain_until(lambda s: s.connection == "CONNECTED" and "tiny" in s.server)
         assert SESSION.local_backend.status_line() == "Local backend: running"
         assert (tmp_path / "data" / "serve.log").is_file()
         settings = bpy.context.scene.iso3d_generate
         settings.image_source, settings.image_path = "FILE", str(REPO_ROOT / "examples" / "example.png")
         settings.preview_steps = 2
         assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
-        state = drain_until(lambda s: s.state in ("done", "failed") and not s.request, 120)
+        state = drain_until(lambda s: s.state in ("done", "failed") and not s.request)
         assert state.state == "done", state.last_error
         assert list((tmp_path / "data" / "jobs").glob("*/job.json"))  # the job lives in the chosen data folder
         process = SESSION.local_backend.process

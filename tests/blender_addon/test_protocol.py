@@ -46,7 +46,8 @@ def test_mesh_round_trip_and_shape_checks():
     assert np.array_equal(decode_array(message, 0), vertices)
     assert np.array_equal(decode_array(message, 1), faces)
     with pytest.raises(protocol.ProtocolError, match="colours"):
-        protocol.encode("mesh", payloads[:2] + [protocol.array_payload("|u1", [4, 3], colours[:4].tobytes())], job="j", step=1, final=False)
+        short_colours = protocol.array_payload("|u1", [4, 3], colours[:4].tobytes())
+        protocol.encode("mesh", payloads[:2] + [short_colours], job="j", step=1, final=False)
 
 
 def test_a_finished_mesh_carries_corner_uvs_and_its_texture():
@@ -123,9 +124,10 @@ def test_version_mismatch_names_both_versions():
         protocol.decode([b'{"v": 7, "type": "ping"}'], "client")
 
 
+@pytest.mark.integration
 def test_protocol_module_needs_only_the_standard_library():
-    import subprocess
-    import sys
+    from tests.helpers.paths import REPO_ROOT
+    from tests.helpers.processes import python, run
 
     code = (
         "import sys, importlib.util\n"
@@ -135,7 +137,5 @@ def test_protocol_module_needs_only_the_standard_library():
         "bad = [m for m in ('numpy', 'torch', 'zmq', 'bpy', 'PIL') if m in sys.modules]\n"
         "print(bad)\n"
     )
-    from tests.conftest import REPO_ROOT
-
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    result = run(python("-c", code), cwd=REPO_ROOT, timeout=600)
     assert result.stdout.strip() == "[]", result.stderr

@@ -2,7 +2,7 @@
 generate job from a tiny backend streamed into the viewport, then Finish on the generated object (LODs as
 children), and screenshots of the streamed mesh and of the finished, textured one.
 
-    python tests/blender_addon/window_check.py OUT_DIR        # needs: apt-get install blender xvfb python3-zmq
+    python -m tests.blender_addon.window_check OUT_DIR        # needs: apt-get install blender xvfb python3-zmq
 
 Outside Blender it prepares a legacy add-on copy (the extension plus a ``bl_info``), starts the backend and runs
 ``xvfb-run blender FILE.blend --python`` on this same file (a file on the command line: no splash screen); inside
@@ -26,9 +26,8 @@ LEGACY_BL_INFO = (
 
 
 def outside(out_dir: Path) -> int:
-    repo = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(repo))
-    from tests.service.conftest import BackendProcess
+    from tests.helpers.backend import BackendProcess
+    from tests.helpers.paths import REPO_ROOT as repo
 
     out_dir.mkdir(parents=True, exist_ok=True)
     addons = out_dir / "scripts" / "addons"

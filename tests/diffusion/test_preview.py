@@ -14,13 +14,12 @@ from backend.diffusion.preview import PreviewSettings, generate_preview, run_pre
 from backend.errors import SettingsError
 from backend.events import Progress, Views
 from backend.imaging import tensor_to_uint8
-from backend.models.multiview_model import build_tiny_model
 from backend.models.vae import decode_latents
 
 
 @pytest.fixture(scope="module")
-def model():
-    return build_tiny_model(seed=0)
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +105,7 @@ def test_settings_choose_views_angles_and_encoding(model, image):
         (PreviewSettings(num_views=0), "views"),
         (PreviewSettings(elevation=120), "elevation"),
         (PreviewSettings(eta=2), "eta"),
-        (PreviewSettings(camera_encoding="zero123"), "camera encoding"),
+        (PreviewSettings(camera_encoding="zero123"), "camera_encoding"),
     ],
 )
 def test_impossible_settings_are_refused(model, image, settings, message):

@@ -6,7 +6,7 @@ import torch
 
 from backend.models.checkpoints import CLIP_VISUAL_PREFIX, load_into, strip_prefix
 from backend.models.image_encoder import CLIPImageEncoder
-from tests.conftest import relative_error
+from tests.helpers.golden import relative_error
 
 
 def build_golden_encoder(load_golden):

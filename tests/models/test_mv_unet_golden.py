@@ -7,7 +7,7 @@ import torch
 
 from backend.models import load_mv_unet
 from backend.models.checkpoints import UNET_PREFIX, strip_prefix
-from tests.conftest import relative_error
+from tests.helpers.golden import relative_error
 
 CASES = ["a", "b", "c", "d", "e"]
 
@@ -57,7 +57,8 @@ def test_view_grouping_matters(golden_unet):
     unet = load_mv_unet(weights, meta["unet_config"])
     with torch.no_grad():
         wrong = unet(
-            tensors["io.a.x"], tensors["io.a.t"], context=tensors["io.a.context"], camera=tensors["io.a.camera"], num_frames=1
+            tensors["io.a.x"], tensors["io.a.t"], context=tensors["io.a.context"], camera=tensors["io.a.camera"],
+            num_frames=1,
         )
     assert relative_error(wrong, tensors["io.a.out"]) > 1e-2
 

@@ -7,7 +7,7 @@ import torch
 
 from backend.models.checkpoints import VAE_PREFIX, load_vae_ldm_state_dict, strip_prefix, vae_ldm_state_dict
 from backend.models.vae import build_vae, encode_latents
-from tests.conftest import relative_error
+from tests.helpers.golden import relative_error
 
 
 @pytest.fixture(scope="module")

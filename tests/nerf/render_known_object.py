@@ -15,8 +15,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from backend.diffusion.cameras import camera_to_world  # noqa: E402
+from backend.diffusion.cameras import camera_to_world  # the project is installed (scripts/install.sh)
 
 RESOLUTION = 40
 FOVY = 40.0

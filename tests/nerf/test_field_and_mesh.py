@@ -1,4 +1,5 @@
-"""Field normals (analytic vs the autograd reference and finite differences), compiled vs plain field, mesh extraction and export."""
+"""Field normals (analytic vs the autograd reference and finite differences), compiled vs plain field, mesh
+extraction and export."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import trimesh
 
 from backend.nerf.field import RadianceField
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
-from tests.nerf.targets import SPHERE_CENTRE, SPHERE_RADIUS, SphereTarget, chamfer_distance, small_config, \
+from tests.helpers.targets import SPHERE_CENTRE, SPHERE_RADIUS, SphereTarget, chamfer_distance, small_config, \
     sphere_surface_points
 
 

@@ -4,9 +4,8 @@ rays and the field, and shows that renderer, field and mesh extraction work toge
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,13 @@ from backend.nerf.field import RadianceField
 from backend.nerf.mesh import extract_mesh
 from backend.nerf.rays import camera_rays
 from backend.nerf.renderer import VolumeRenderer
-from tests.nerf.targets import chamfer_distance, small_config
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.processes import python, run
+from tests.helpers.targets import chamfer_distance, small_config
 
-pytest.importorskip("bpy")
+# Blender renders in a child process (bpy never loads into this torch-heavy one).
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy is not installed")]
 CHAMFER_BOUND = 0.045  # world units; the object is about 1 unit across, one mesh grid cell is 2/48 = 0.042
 
 
@@ -30,7 +33,7 @@ CHAMFER_BOUND = 0.045  # world units; the object is about 1 unit across, one mes
 def renders(tmp_path_factory):
     out = tmp_path_factory.mktemp("known_object")
     script = Path(__file__).with_name("render_known_object.py")
-    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=300)
+    done = run(python(script, out), cwd=REPO_ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return out
 

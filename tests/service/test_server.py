@@ -1,12 +1,11 @@
-"""The backend service end to end: a real `iso3d serve` process, real ZeroMQ sockets, real files."""
+"""The backend service end to end: an in-process server (a real `iso3d serve` process where a kill, restart or CURVE
+is tested), real ZeroMQ sockets, real files."""
 
 from __future__ import annotations
 
 import io
 import json
 import random
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,16 +13,23 @@ import pytest
 from PIL import Image
 
 from blender_addon import protocol
-from tests.conftest import REPO_ROOT
-from tests.service.conftest import EXAMPLE_PNG, BackendProcess, free_port
+from tests.helpers.backend import EXAMPLE_PNG, BackendProcess, free_port
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.processes import python, run
+
+pytestmark = pytest.mark.integration
 
 FINAL = ("done", "error")
+# Deadlines for answers of a tiny-model backend on a loaded 2-core machine (load average 10-18): an immediate answer
+# (welcome, pong, error, accepted) within a minute, a short job within five.
+ANSWER_S = 60
+JOB_S = 300
 
 
-def run_job(client, kind="preview", settings=None, timeout=180):
+def run_job(client, kind="preview", settings=None, timeout=JOB_S):
     client.submit(kind, EXAMPLE_PNG, settings or {"steps": 2})
     messages = []
-    accepted = client.wait_for(lambda m: m.type in ("accepted", "error"), 60, messages)
+    accepted = client.wait_for(lambda m: m.type in ("accepted", "error"), ANSWER_S, messages)
     assert accepted.type == "accepted", accepted.fields
     job = accepted.get("job")
     client.wait_for(lambda m: m.type in FINAL and m.get("job") == job, timeout, messages)
@@ -33,7 +39,7 @@ def run_job(client, kind="preview", settings=None, timeout=180):
 def test_handshake_and_preview_job(backend, connect):
     client = connect(backend.address)
     client.hello()
-    welcome = client.wait_for(lambda m: m.type == "welcome", 30)
+    welcome = client.wait_for(lambda m: m.type == "welcome", ANSWER_S)
     assert welcome.get("model") == "tiny (untrained)" and welcome.get("trained") is False
     assert welcome.get("device") == "cpu"
     job, messages = run_job(client, settings={"steps": 3, "seed": 2})
@@ -48,28 +54,28 @@ def test_handshake_and_preview_job(backend, connect):
     assert artifact["name"] == "views.png"
     assert Image.open(artifact["path"]).size == (1024, 256)
     client.ping("t1")
-    assert client.wait_for(lambda m: m.type == "pong", 10).get("token") == "t1"
+    assert client.wait_for(lambda m: m.type == "pong", ANSWER_S).get("token") == "t1"
     client.list_jobs()
-    jobs = client.wait_for(lambda m: m.type == "jobs", 10).get("jobs")
+    jobs = client.wait_for(lambda m: m.type == "jobs", ANSWER_S).get("jobs")
     assert [(j["job"], j["status"]) for j in jobs] == [(job, "done")]
 
 
 def test_bad_submissions_get_errors(backend, connect):
     client = connect(backend.address)
     cases = [
-        ("preview", EXAMPLE_PNG, {"steps": 0}, "steps must be"),
-        ("preview", EXAMPLE_PNG, {"stepz": 3}, "unknown preview settings: stepz"),
-        ("preview", EXAMPLE_PNG, {"steps": "many"}, "must be int"),
+        ("preview", EXAMPLE_PNG, {"steps": 0}, "setting 'steps' must be"),
+        ("preview", EXAMPLE_PNG, {"stepz": 3}, "unknown setting 'stepz'"),
+        ("preview", EXAMPLE_PNG, {"steps": "many"}, "setting 'steps' must be a number"),
         ("preview", EXAMPLE_PNG[:60], {"steps": 1}, "damaged or truncated"),
     ]
     for kind, image, settings, fragment in cases:
         client.submit(kind, image, settings)
-        error = client.wait_for(lambda m: m.type in ("error", "accepted"), 30)
+        error = client.wait_for(lambda m: m.type in ("error", "accepted"), ANSWER_S)
         assert error.type == "error" and fragment in error.get("message"), (settings, error.fields)
     client.cancel("0123456789abcdef")
-    assert client.wait_for(lambda m: m.type == "error", 10).get("code") == "unknown_job"
+    assert client.wait_for(lambda m: m.type == "error", ANSWER_S).get("code") == "unknown_job"
     client.attach("../../etc")
-    assert client.wait_for(lambda m: m.type == "error", 10).get("code") == "unknown_job"
+    assert client.wait_for(lambda m: m.type == "error", ANSWER_S).get("code") == "unknown_job"
 
 
 def corrupt(frames: list[bytes], rng: random.Random) -> list[bytes]:
@@ -124,7 +130,7 @@ def test_ten_thousand_corrupted_messages_then_a_normal_job(backend, connect):
                 continue
             client.send(frames)
             sent += 1
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ANSWER_S
         while answered < sent and time.monotonic() < deadline:
             client.socket.poll(100)
             for message in client.poll(1000):
@@ -144,25 +150,26 @@ def test_queue_positions_cancel_queued_and_running(backend, connect):
     jobs = []
     for _ in range(3):
         client.submit("preview", EXAMPLE_PNG, {"steps": 400})
-        jobs.append(client.wait_for(lambda m: m.type == "accepted", 30))
+        jobs.append(client.wait_for(lambda m: m.type == "accepted", ANSWER_S))
     positions = [m.get("position") for m in jobs]
     assert positions[2] > positions[1] >= 1  # the first may already run (0) or still wait (1)
     first, second, third = (m.get("job") for m in jobs)
-    client.wait_for(lambda m: m.type == "progress" and m.get("job") == first and m.get("step", 0) >= 1, 60)
+    client.wait_for(lambda m: m.type == "progress" and m.get("job") == first and m.get("step", 0) >= 1, JOB_S)
     client.cancel(second)
-    cancelled = client.wait_for(lambda m: m.type == "error" and m.get("job") == second, 30)
+    cancelled = client.wait_for(lambda m: m.type == "error" and m.get("job") == second, ANSWER_S)
     assert cancelled.get("code") == "cancelled"
     started = time.monotonic()
     client.cancel(first)
-    stopped = client.wait_for(lambda m: m.type == "error" and m.get("job") == first, 30)
+    stopped = client.wait_for(lambda m: m.type == "error" and m.get("job") == first, ANSWER_S)
     assert stopped.get("code") == "cancelled"
-    assert time.monotonic() - started < 10  # within a step or two
-    moved = client.wait_for(lambda m: m.type == "progress" and m.get("job") == third, 30)
+    # within a step or two: 400 steps take minutes; a loaded 2-core machine may take a few seconds per step
+    assert time.monotonic() - started < ANSWER_S
+    moved = client.wait_for(lambda m: m.type == "progress" and m.get("job") == third, ANSWER_S)
     assert moved.get("phase") in ("queued", "denoise")
     client.cancel(third)
-    client.wait_for(lambda m: m.type == "error" and m.get("job") == third, 30)
+    client.wait_for(lambda m: m.type == "error" and m.get("job") == third, ANSWER_S)
     client.list_jobs()
-    statuses = {j["job"]: j["status"] for j in client.wait_for(lambda m: m.type == "jobs", 10).get("jobs")}
+    statuses = {j["job"]: j["status"] for j in client.wait_for(lambda m: m.type == "jobs", ANSWER_S).get("jobs")}
     assert statuses == {first: "cancelled", second: "cancelled", third: "cancelled"}
 
 
@@ -173,37 +180,29 @@ def test_attach_from_another_client_replays_the_latest_state(backend, connect):
     second = connect(backend.address)
     second.attach(job)
     messages = []
-    second.wait_for(lambda m: m.type == "done", 30, messages)
+    second.wait_for(lambda m: m.type == "done", ANSWER_S, messages)
     assert [m.type for m in messages] == ["accepted", "progress", "views", "done"]
     assert messages[1].get("step") == 2 and len(messages[2].payloads) == 4
 
 
 def test_killed_backend_resumes_unfinished_jobs_after_restart(tmp_path, connect):
-    backend = BackendProcess(tmp_path / "data").start()
-    client = connect(backend.address)
-    client.submit("preview", EXAMPLE_PNG, {"steps": 20})
-    job = client.wait_for(lambda m: m.type == "accepted", 30).get("job")
-    client.wait_for(lambda m: m.type == "progress" and m.get("step", 0) >= 2, 60)
-    backend.kill()
-    restarted = BackendProcess(tmp_path / "data")
-    restarted.port, restarted.bind, restarted.address = backend.port, backend.bind, backend.address
-    restarted.start()
-    try:
+    with BackendProcess(tmp_path / "data").start() as backend:
+        client = connect(backend.address)
+        client.submit("preview", EXAMPLE_PNG, {"steps": 20})
+        job = client.wait_for(lambda m: m.type == "accepted", ANSWER_S).get("job")
+        client.wait_for(lambda m: m.type == "progress" and m.get("step", 0) >= 2, JOB_S)
+        backend.kill()
+    with backend.restarted().start():
         client.attach(job)
-        done = client.wait_for(lambda m: m.type in FINAL and m.get("job") == job, 180)
+        done = client.wait_for(lambda m: m.type in FINAL and m.get("job") == job, JOB_S)
         assert done.type == "done", done.fields
         record = json.loads((tmp_path / "data" / "jobs" / job / "job.json").read_text())
         assert record["runs"] == 2 and record["status"] == "done"
-    finally:
-        restarted.stop()
 
 
 def serve_command(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "backend.cli", "serve", "--model", "tiny", *args],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
-        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
-    )
+    return run(python("-m", "backend.cli", "serve", "--model", "tiny", *args), cwd=REPO_ROOT, timeout=JOB_S,
+               env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
 
 
 def test_non_loopback_bind_without_keys_is_refused(tmp_path):
@@ -223,65 +222,60 @@ def test_curve_keys_admit_only_allowed_clients(tmp_path, connect):
     backend = BackendProcess(
         tmp_path / "data",
         bind=f"tcp://0.0.0.0:{port}",
+        port=port,
         extra=["--curve-secret-key", str(keys["server_secret"]), "--curve-allowed-clients",
                str(keys["client_public"].parent)],
     )
-    backend.port, backend.address = port, f"tcp://127.0.0.1:{port}"
-    backend.start()
-    try:
+    with backend.start():
         allowed = connect(backend.address, curve=BackendClient.load_curve_keys(keys["server_public"], keys["client_secret"]))
         allowed.hello()
-        assert allowed.wait_for(lambda m: m.type == "welcome", 30).get("model") == "tiny (untrained)"
+        assert allowed.wait_for(lambda m: m.type == "welcome", ANSWER_S).get("model") == "tiny (untrained)"
         plain = connect(backend.address)
-        wrong = connect(backend.address, curve=BackendClient.load_curve_keys(keys["server_public"], stranger["client_secret"]))
+        wrong = connect(backend.address,
+                        curve=BackendClient.load_curve_keys(keys["server_public"], stranger["client_secret"]))
         for client in (plain, wrong):
             client.hello()
             with pytest.raises(TimeoutError):
-                client.wait_for(lambda m: True, 3)
-    finally:
-        backend.stop()
+                client.wait_for(lambda m: True, 3)  # silence for 3 s, while the keyed client got its welcome at once
 
 
-def test_finish_job_streams_every_level_textured_and_replays_it_on_attach(tmp_path, connect):
+def test_finish_job_streams_every_level_textured_and_replays_it_on_attach(tmp_path, connect, serve_in_process):
     from blender_addon.client import decode_array
-    from tests.finishing.fitted_job import store_fitted_generate_job
+    from tests.helpers.fitted_job import store_fitted_generate_job
 
     source, _, _ = store_fitted_generate_job(tmp_path / "data")
-    backend = BackendProcess(tmp_path / "data").start()
-    try:
-        client = connect(backend.address)
-        client.submit("finish", None, {"source": source, "faces": 600, "texture": 64, "lods": [300, 100]})
-        job = client.wait_for(lambda m: m.type == "accepted", 30).get("job")
-        streamed = []
-        client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, 120, streamed)
-        assert streamed[-1].type == "done", streamed[-1].fields
-        meshes = [m for m in streamed if m.type == "mesh"]
-        assert [m.get("level") for m in meshes] == [0, 1, 2] and all(m.get("final") for m in meshes)
-        for message, budget in zip(meshes, (600, 300, 100)):
-            faces, uvs = decode_array(message, 1), decode_array(message, 3)
-            assert abs(len(faces) - budget) <= max(2, 0.02 * budget) and uvs.shape == (len(faces), 3, 2)
-            assert protocol.png_size(message.payloads[4]) == (64, 64)
-        # another client (Blender reopened) attaching later gets every level again, then done
-        later = connect(backend.address)
-        later.attach(job)
-        replayed = []
-        later.wait_for(lambda m: m.type == "done", 30, replayed)
-        replayed_meshes = [m for m in replayed if m.type == "mesh"]
-        assert [m.get("level") for m in replayed_meshes] == [0, 1, 2]
-        for first, again in zip(meshes, replayed_meshes):
-            assert first.payloads == again.payloads
-        # cancelled between two stages: a cancelled error, and no file written
-        client.submit("finish", None, {"source": source, "faces": 600, "texture": 64, "lods": [300, 100]})
-        cancelled_job = client.wait_for(lambda m: m.type == "accepted", 30).get("job")
-        first = client.wait_for(lambda m: m.type == "progress" and m.get("job") == cancelled_job, 60)
-        assert first.get("phase").startswith("finish: ") and first.get("total") == 14
-        client.cancel(cancelled_job)
-        stopped = client.wait_for(lambda m: m.get("job") == cancelled_job and m.type in ("error", "done"), 60)
-        assert stopped.type == "error" and stopped.get("code") == "cancelled", stopped.fields
-        assert not list((tmp_path / "data" / "jobs" / cancelled_job).glob("finished/*"))
-        # a finish of a job that does not exist fails in words
-        client.submit("finish", None, {"source": "0" * 16, "faces": 600})
-        failed = client.wait_for(lambda m: m.type == "error", 30)
-        assert "no job" in failed.get("message")
-    finally:
-        backend.stop()
+    backend = serve_in_process(tmp_path / "data")
+    client = connect(backend.address)
+    client.submit("finish", None, {"source": source, "faces": 600, "texture": 64, "lods": [300, 100]})
+    job = client.wait_for(lambda m: m.type == "accepted", ANSWER_S).get("job")
+    streamed = []
+    client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, JOB_S, streamed)
+    assert streamed[-1].type == "done", streamed[-1].fields
+    meshes = [m for m in streamed if m.type == "mesh"]
+    assert [m.get("level") for m in meshes] == [0, 1, 2] and all(m.get("final") for m in meshes)
+    for message, budget in zip(meshes, (600, 300, 100)):
+        faces, uvs = decode_array(message, 1), decode_array(message, 3)
+        assert abs(len(faces) - budget) <= max(2, 0.02 * budget) and uvs.shape == (len(faces), 3, 2)
+        assert protocol.png_size(message.payloads[4]) == (64, 64)
+    # another client (Blender reopened) attaching later gets every level again, then done
+    later = connect(backend.address)
+    later.attach(job)
+    replayed = []
+    later.wait_for(lambda m: m.type == "done", ANSWER_S, replayed)
+    replayed_meshes = [m for m in replayed if m.type == "mesh"]
+    assert [m.get("level") for m in replayed_meshes] == [0, 1, 2]
+    for first, again in zip(meshes, replayed_meshes):
+        assert first.payloads == again.payloads
+    # cancelled between two stages: a cancelled error, and no file written
+    client.submit("finish", None, {"source": source, "faces": 600, "texture": 64, "lods": [300, 100]})
+    cancelled_job = client.wait_for(lambda m: m.type == "accepted", ANSWER_S).get("job")
+    first = client.wait_for(lambda m: m.type == "progress" and m.get("job") == cancelled_job, JOB_S)
+    assert first.get("phase").startswith("finish: ") and first.get("total") == 14
+    client.cancel(cancelled_job)
+    stopped = client.wait_for(lambda m: m.get("job") == cancelled_job and m.type in ("error", "done"), JOB_S)
+    assert stopped.type == "error" and stopped.get("code") == "cancelled", stopped.fields
+    assert not list((tmp_path / "data" / "jobs" / cancelled_job).glob("finished/*"))
+    # a finish of a job that does not exist fails in words
+    client.submit("finish", None, {"source": "0" * 16, "faces": 600})
+    failed = client.wait_for(lambda m: m.type == "error", ANSWER_S)
+    assert "no job" in failed.get("message")

@@ -7,9 +7,6 @@ import json
 import pytest
 import torch
 
-from tests.training.finetune_fixtures import (  # noqa: F401 - fixtures
-    dataset_cache, dataset_dir, mvdream_checkpoint, stage1_checkpoint,
-)
 from training.data import RankBatches, SampleSettings, TrainingSamples, check_objects, step_target_views
 from training.render_records import RECORD_FILE, DatasetError, camera_codes, scan_render_folder
 

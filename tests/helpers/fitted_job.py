@@ -1,5 +1,9 @@
 """A known object with an up direction (SnowmanTarget), and a generation job folder whose field is fitted to it
-by direct regression of density and albedo."""
+by direct regression of density and albedo.
+
+``python -m tests.helpers.fitted_job DATA SURFACE.npz`` stores the fitted job in the service data folder DATA, writes
+its streamed surface (``vertices``, ``faces``, ``vertex_colors`` at the Generate mesh resolution) to SURFACE.npz and
+prints the job id: the Blender tests get the job without training torch next to bpy in their own process."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import torch
 
 from backend.nerf.field import RadianceField
 from backend.nerf.trainer import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CONFIG_NAME
-from tests.nerf.targets import SphereTarget, small_config
+from tests.helpers.targets import SphereTarget, small_config
 
 SURFACE_THRESHOLD = 30.0  # half the target's peak density: the spheres' surface
 BODY_CENTRE, BODY_RADIUS = (0.0, 0.0, -0.15), 0.35
@@ -94,3 +98,23 @@ def store_fitted_generate_job(data: Path) -> tuple[str, RadianceField, object]:
     record.status, record.step, record.total = "done", config.run.steps, config.run.steps
     store.save(record)
     return record.id, field, config
+
+
+STREAMED_RESOLUTION = 48  # the marching-cubes grid of the mesh Generate streamed into the scene
+
+
+def main(data: str, surface_path: str) -> None:
+    import numpy as np
+
+    from backend.finishing.surface import extract_surface
+
+    job, field, _ = store_fitted_generate_job(Path(data))
+    surface = extract_surface(field, STREAMED_RESOLUTION, SURFACE_THRESHOLD)
+    np.savez(surface_path, vertices=surface.vertices, faces=surface.faces, vertex_colors=surface.vertex_colors)
+    print(job)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(*sys.argv[1:])
