@@ -50,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from backend.diffusion.cameras import ViewCameras  # noqa: E402
 from backend.diffusion.sds import SDSOutput  # noqa: E402

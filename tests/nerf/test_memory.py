@@ -14,7 +14,7 @@ from backend.nerf.presets import preset
 from backend.nerf.renderer import evaluate_samples
 from backend.nerf.shading import Lighting
 from backend.nerf.trainer import SDSTrainer, generate
-from tests.nerf.targets import small_config
+from tests.helpers.targets import small_config
 
 CPU = torch.device("cpu")
 
