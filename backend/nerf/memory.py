@@ -222,8 +222,8 @@ def preset_that_fits(cap_gib: float, model, device: torch.device, exclude: str |
 
 def refusal(config, plan: MemoryPlan, model, device: torch.device, preset_name: str | None) -> str:
     """The sentence that refuses a run that cannot fit its cap, naming a preset that does."""
-    what = f"the '{preset_name}' preset" if preset_name else "these settings"
-    sentence = (f"{what} needs about {plan.need_gib(True):.1f} GiB of GPU memory, more than the "
+    what = f"the '{preset_name}' preset needs" if preset_name else "these settings need"
+    sentence = (f"{what} about {plan.need_gib(True):.1f} GiB of GPU memory, more than the "
                 f"{plan.cap_gib:.1f} GiB allowed (--max-gpu-memory / run.max_gpu_memory)")
     fitting = preset_that_fits(plan.cap_gib, model, device, exclude=preset_name)
     if fitting is None:

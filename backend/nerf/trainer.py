@@ -12,6 +12,7 @@ atomically), ``mesh_latest.ply`` (the latest intermediate mesh), and at the end 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -171,14 +172,18 @@ class SDSTrainer:
         if with_normals:
             orient = out.orientation.sum() / (out.opacity > 0).sum().clamp(min=1)
             loss = loss + plan.lambda_orient * orient
-        if not torch.isfinite(loss):
-            raise GenerationError(
-                "nan_loss", f"the loss became {loss.item()} at step {self.step}; optimisation stopped"
-                + self._kept_note())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # One host synchronisation a step, once the backward is queued (not one per loss term before it): the
+        # losses for the progress event and the finiteness check. A non-finite loss stops before the optimiser
+        # step, so the weights stay the last good ones.
+        values = torch.stack([loss.detach().float(), sds.loss.detach().float(), orient.detach().float()]).tolist()
+        if not math.isfinite(values[0]):
+            raise GenerationError(
+                "nan_loss", f"the loss became {values[0]} at step {self.step}; optimisation stopped"
+                + self._kept_note())
         self.optimizer.step()
-        return {"loss": loss.item(), "sds": sds.loss.item(), "orient": orient.item(), "t": float(sds.timestep)}
+        return {"loss": values[0], "sds": values[1], "orient": values[2], "t": float(sds.timestep)}
 
     def guide(self, renders: torch.Tensor, cameras: ViewCameras, lighting, codes: torch.Tensor,
               generator) -> SDSOutput:
