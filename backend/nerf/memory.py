@@ -164,12 +164,12 @@ def model_bytes(model) -> int:
 
 
 def device_cap_gib(config, device: torch.device) -> float | None:
-    """The cap in GiB: ``run.max_gpu_memory`` if set, else the CUDA device's memory; None on a CPU without one."""
-    if config.run.max_gpu_memory > 0:
-        return float(config.run.max_gpu_memory)
+    """The cap in GiB: the smaller of ``run.max_gpu_memory`` (if set) and the CUDA device's memory; on a CPU the
+    setting alone (None without one)."""
+    caps = [float(config.run.max_gpu_memory)] if config.run.max_gpu_memory > 0 else []
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory / GIB
-    return None
+        caps.append(torch.cuda.get_device_properties(device).total_memory / GIB)
+    return min(caps) if caps else None
 
 
 def plan_memory(config, model, device: torch.device, field=None, renderer_evaluate=None) -> MemoryPlan:
