@@ -24,7 +24,8 @@ from backend.errors import UserError
 from backend.nerf.presets import DEFAULT_PRESET, PRESETS, GenerateConfig, preset
 from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
 
-GENERATE_FLAG_ALIASES = {"run.steps": ("--steps",), "run.seed": ("--seed",), "run.mesh_every": ("--mesh-every",)}
+GENERATE_FLAG_ALIASES = {"run.steps": ("--steps",), "run.seed": ("--seed",), "run.mesh_every": ("--mesh-every",),
+                         "run.max_gpu_memory": ("--max-gpu-memory",)}
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 

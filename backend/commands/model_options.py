@@ -93,7 +93,10 @@ def load_model_from_args(args: argparse.Namespace):
     if compile_mode == "auto":
         compile_mode = "cudagraphs" if device.type == "cuda" else "off"
     if compile_mode != "off":
+        from backend.compile_cache import use_compile_cache
         from backend.models.acceleration import accelerate_for_inference
+
+        use_compile_cache()
 
         accelerate_for_inference(
             model,

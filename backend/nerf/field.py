@@ -16,6 +16,7 @@ Normals (``FieldConfig.normals``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -151,8 +152,22 @@ class RadianceField(nn.Module):
 
     def use_compiled(self, enabled: bool = True) -> None:
         """Run the field through torch.compile (the plain-torch ``_evaluate`` stays the reference)."""
+        if enabled:
+            from backend.compile_cache import use_compile_cache
+
+            use_compile_cache()
         self._compiled = torch.compile(self._evaluate, dynamic=True) if enabled else None
         self._compiled_with_normals = torch.compile(self._evaluate_with_normals, dynamic=True) if enabled else None
+
+    @contextlib.contextmanager
+    def eager(self):
+        """Within: the plain-torch evaluation even where compiled (measurements that must not compile)."""
+        saved = self._compiled, self._compiled_with_normals
+        self._compiled = self._compiled_with_normals = None
+        try:
+            yield self
+        finally:
+            self._compiled, self._compiled_with_normals = saved
 
     def _unit_cube(self, points: torch.Tensor) -> torch.Tensor:
         """World points -> the hash grid's [0, 1]^3 (unclamped)."""

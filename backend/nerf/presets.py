@@ -140,6 +140,10 @@ class RunConfig:
     turntable_views: int = setting(8, min=1, max=64, help="views of the final turntable")
     mixed_precision: bool = setting(True, help="autocast of the VAE and UNet on CUDA "
                                    "(backend.diffusion.precision)")
+    max_gpu_memory: float = setting(0.0, min=0.0, max=100_000.0,
+                                    help="GiB of GPU memory the run may use (0: the device's); a run that cannot fit "
+                                    "is refused at the start naming a preset that fits, one that fits only so "
+                                    "evaluates the field in checkpointed chunks (backend.nerf.memory)")
 
 
 @dataclass
@@ -194,14 +198,17 @@ class GenerateConfig:
 
 def reference() -> GenerateConfig:
     """The paper's settings: 10,000 steps (docs/reference-fidelity.md, "SDS and NeRF system"), analytic normals as
-    the reference."""
-    return GenerateConfig()
+    the reference; within 20 GiB of GPU memory (a 24 GB card; backend.nerf.memory)."""
+    config = GenerateConfig()
+    config.run.max_gpu_memory = 20.0
+    return config
 
 
 def fast() -> GenerateConfig:
-    """2,500 steps with the reference's schedule shape; 128^2 renders in the second phase."""
+    """2,500 steps with the reference's schedule shape; 128^2 renders in the second phase; within 12 GiB of GPU
+    memory."""
     config = GenerateConfig()
-    config.run = RunConfig(steps=2500, mesh_every=250, views_every=100, checkpoint_every=250)
+    config.run = RunConfig(steps=2500, mesh_every=250, views_every=100, checkpoint_every=250, max_gpu_memory=12.0)
     config.phases.resolution_after = 128
     return config
 

@@ -105,9 +105,10 @@ def describe_job_settings() -> dict[str, dict]:
 class JobRunner:
     """``runner(record, directory, cancel, resume)`` -> events, for the service's JobQueue."""
 
-    def __init__(self, model, store):
+    def __init__(self, model, store, max_gpu_memory: float = 0.0):
         self.model = model
         self.store = store
+        self.max_gpu_memory = max_gpu_memory  # GiB a generate job may use at most (0: no service-wide cap)
 
     def __call__(self, record, directory: Path, cancel: threading.Event, resume: bool) -> Iterator[Event]:
         try:
@@ -142,9 +143,13 @@ class JobRunner:
 
         work = directory / "work"
         resume = resume and (work / CHECKPOINT_NAME).is_file()
+        config = generate_config(record.settings)
+        cap = self.max_gpu_memory
+        if cap > 0 and not 0 < config.run.max_gpu_memory <= cap:
+            config.run.max_gpu_memory = cap  # the service's cap (iso3d serve --max-gpu-memory) bounds every job
         yield from generate(
             self.model,
-            generate_config(record.settings),
+            config,
             work,
             image=image,
             device=self.model.device,

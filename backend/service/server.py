@@ -90,7 +90,7 @@ class BackendServer:
             self.close()
             raise
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.queue = JobQueue(self.store, JobRunner(model, self.store), self._publish, self.options.max_crashes)
+        self.queue = JobQueue(self.store, JobRunner(model, self.store, self.options.max_gpu_memory), self._publish, self.options.max_crashes)
         self.stop_requested = threading.Event()
         self.job_settings = describe_job_settings()
 
