@@ -23,7 +23,8 @@ FETCH_CHUNK_BYTES; fetch again from ``offset + len(payload)`` until ``final``).
 of the backend's settings dataclasses, dotted for nested ones (``mesh.resolution``); a sequence setting is "str"
 (comma-separated, e.g. ``"15,60"``; a JSON list is accepted too); a null default means "decided by the backend"
 (e.g. the model's own camera encoding). A client sends only what the user changed; the rest takes these defaults.
-A generate job's ``preset`` picks the base the other generate defaults come from.
+A generate job's ``preset`` picks the base the other generate defaults come from. ``welcome`` may carry ``warmup``:
+``off``, ``running`` (jobs wait behind it and see ``progress`` with phase ``warmup``), ``ready`` or ``failed``.
 
 ``decode`` checks every limit and the header schema and raises ``ProtocolError`` (with a short ``code``) on any
 violation, so a receiver can answer with an ``error`` message and go on. Angles are degrees; camera matrices are
@@ -68,7 +69,7 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "prune": ({}, {"keep_days": _NUM, "max_data_gb": _NUM}),
     # backend -> client
     "welcome": ({"server": _STR, "model": _STR, "device": _STR, "trained": _BOOL},
-                {"free_memory": _INT, "jobs": _LIST, "settings": _DICT}),
+                {"free_memory": _INT, "jobs": _LIST, "settings": _DICT, "warmup": _STR}),
     "accepted": ({"job": _STR, "kind": _STR, "position": _INT}, {"request": _STR}),
     "progress": ({"job": _STR, "phase": _STR, "step": _INT, "total": _INT},
                  {"elapsed": _NUM, "eta": _NUM, "losses": _DICT, "position": _INT}),

@@ -31,6 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="public certificate of an admin client, which may list, watch and cancel every job")
     parser.add_argument("--prune", action="store_true",
                         help="delete finished jobs by --keep-days / --max-data-gb, then exit")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="do not compile the preview path right after start (it is skipped with --compile off); "
+                        "the first preview then pays the compilation")
     add_setting_arguments(parser, ServiceOptions(), title="limits (disk, inputs, retries)")
     add_model_arguments(parser, default_compile="auto")  # a long-lived process: the compile pays off
     return parser
@@ -57,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     lock = DataFolderLock(args.data)  # a second server on the folder stops here, before loading a model
     try:
         model = load_model_from_args(args)
-        server = BackendServer(model, args.data, args.bind, keys, options=options, admin_key=admin_key, lock=lock)
+        compiled = args.compile not in ("off", "auto") or (args.compile == "auto" and model.device.type == "cuda")
+        server = BackendServer(model, args.data, args.bind, keys, options=options, admin_key=admin_key, lock=lock,
+                               warmup=compiled and not args.no_warmup)
     except BaseException:
         lock.release()
         raise
@@ -65,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     # the next start
     signal.signal(signal.SIGTERM, lambda *_: server.stop_requested.set())
     signal.signal(signal.SIGINT, lambda *_: server.stop_requested.set())
-    print(f"iso3d serve: listening on {server.endpoint} with {model.name} on {model.device}", flush=True)
+    print(f"iso3d serve: listening on {server.endpoint} with {model.name} on {model.device} "
+          f"(warm-up: {server.warmup.state})", flush=True)
     server.serve_forever()
     print("iso3d serve: stopped", flush=True)
     return 0

@@ -304,8 +304,9 @@ class JobQueue:
     yields the job's events, checks ``cancel`` between steps and then ends with ``Failed('cancelled', ...)``."""
 
     def __init__(self, store: JobStore, run_job: JobFunction, publish: Callable[[str, Event], None],
-                 max_crashes: int = 3):
+                 max_crashes: int = 3, prelude: Callable[[], None] | None = None):
         self.store = store
+        self.prelude = prelude  # run in the worker before the first job (the warm-up); jobs wait behind it
         self.max_crashes = max_crashes
         self.run_job = run_job
         self.publish = publish
@@ -371,6 +372,8 @@ class JobQueue:
             return False
 
     def _work(self) -> None:
+        if self.prelude is not None:
+            self.prelude()
         while True:
             with self.lock:
                 while not self.pending and not self.stopping:
@@ -407,11 +410,16 @@ class JobQueue:
                         return
                     if not isinstance(event, (Done, Failed)):
                         continue
+                if isinstance(event, Views):
+                    # off the path to the client: the views go out first, then are stored (atomically; a job
+                    # that dies before this point has no stored views and runs again on restart)
+                    self.publish(job_id, event)
                 self.store.record_event(record, event)
                 if isinstance(event, Progress) and time.monotonic() - last_save > 2.0:
                     self.store.save(record)
                     last_save = time.monotonic()
-                self.publish(job_id, event)
+                if not isinstance(event, Views):
+                    self.publish(job_id, event)
                 if isinstance(event, (Done, Failed)):
                     return
             if record.status == "running":

@@ -31,6 +31,7 @@ from backend.service.job_kinds import JobRunner, describe_job_settings, validate
 from backend.service.jobs import FINISHED, JobQueue, JobStore
 from backend.service.messages import event_frames
 from backend.service.options import ServiceOptions, sanitize_name
+from backend.service.warmup import Warmup
 from backend.settings import settings_from_dict
 from blender_addon import protocol
 from blender_addon.addresses import DEFAULT_ADDRESS
@@ -52,7 +53,7 @@ def describe_device(model) -> tuple[str, int | None]:
 class BackendServer:
     def __init__(self, model, data_dir: str | Path, bind: str = DEFAULT_ADDRESS, keys: CurveKeys | None = None,
                  options: ServiceOptions | None = None, admin_key: str | None = None,
-                 lock: DataFolderLock | None = None):
+                 lock: DataFolderLock | None = None, warmup: bool = False):
         self.loopback = is_loopback(bind)
         if not self.loopback and keys is None:
             self.refuse_unauthenticated(bind)
@@ -91,7 +92,9 @@ class BackendServer:
             raise
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         runner = JobRunner(model, self.store, self.options.max_gpu_memory)
-        self.queue = JobQueue(self.store, runner, self._publish, self.options.max_crashes)
+        self.warmup = Warmup(model, warmup)
+        self.queue = JobQueue(self.store, runner, self._publish, self.options.max_crashes,
+                              prelude=lambda: self.warmup.run(self._publish_warmup))
         self.stop_requested = threading.Event()
         self.job_settings = describe_job_settings()
 
@@ -105,6 +108,11 @@ class BackendServer:
     # -- from the worker threads --------------------------------------------------------------------------------
     def _publish(self, job_id: str, event) -> None:
         self.events.put(("event", job_id, event))
+
+    def _publish_warmup(self, step: int, total: int, elapsed: float) -> None:
+        """Warm-up progress to the clients of the jobs waiting behind it."""
+        for job_id in list(self.queue.pending):
+            self._publish(job_id, Progress("warmup", step, total, elapsed))
 
     # -- the loop -------------------------------------------------------------------------------------------
     def serve_forever(self) -> None:
@@ -238,7 +246,8 @@ class BackendServer:
     # -- message handlers ---------------------------------------------------------------------------------------
     def _on_hello(self, identity: bytes, message, client_key: str) -> None:
         device, free = describe_device(self.model)
-        fields = dict(server=f"iso3d {__version__}", model=self.model.name, device=device, trained=self.model.trained)
+        fields = dict(server=f"iso3d {__version__}", model=self.model.name, device=device, trained=self.model.trained,
+                      warmup=self.warmup.state)
         if free is not None:
             fields["free_memory"] = free
         fields["settings"] = self.job_settings
