@@ -1,0 +1,168 @@
+"""Service overhead of a warm preview: submit -> ``views`` message latency in `iso3d serve` against the bare preview call.
+
+A BackendServer runs in a thread of this process on a real loopback ZeroMQ socket (warm-up on, as `iso3d serve`
+with a compiled model), a BackendClient submits the same preview ``--repeats`` times once the warm-up is ready and
+one preview has run, and the bare call (``run_preview`` to its ``Views`` event, same model, image and settings) is
+timed after each (the service idle by then; interleaved so that both see the same load). The stages around the bare call are timed on their own: input checks and decode in the server
+(``prepare_input``), decode and resize in the job (``decode_image`` + ``prepare_preview_image``), the PNG
+encoding of the views message (``event_frames``), storing the views (``record_event``: ``views/latest.npz``) and
+the job's ``views.png`` grid. Since 2026-12-02 storing happens after the views message is sent, so only the first
+three lie on the path to it. Times are medians in milliseconds.
+
+    python bench/preview_service.py --tiny --device cpu       # this machine's check (tiny model)
+    python bench/preview_service.py --compile cudagraphs      # CUDA, published sizes, random weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+from PIL import Image
+
+from backend.diffusion.preview import PreviewSettings, run_preview
+from backend.events import Views
+from backend.imaging import decode_image, prepare_preview_image, save_views_grid
+from backend.models.acceleration import accelerate_for_inference
+from backend.models.multiview_model import build_random_published_model, build_tiny_model
+from backend.service.inputs import prepare_input
+from backend.service.jobs import JobStore
+from backend.service.messages import event_frames
+from backend.service.server import BackendServer
+from blender_addon.client import BackendClient
+
+ANSWER_S = 600  # a cold compile of the published UNet takes minutes
+
+
+def synthetic_input_png(side: int = 512) -> bytes:
+    """An RGBA object on a transparent background, the kind of image an artist submits."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:side, :side]
+    inside = (xx - side / 2) ** 2 + (yy - side / 2) ** 2 < (side / 3) ** 2
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[..., :3] = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    rgba[..., 3] = inside * 255
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def median_ms(fn, repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return round(statistics.median(samples) * 1000, 2)
+
+
+def bare_preview(model, image, settings, device) -> Views:
+    for event in run_preview(model, image, settings):
+        if isinstance(event, Views):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return event
+    raise RuntimeError("the preview ended without views")
+
+
+def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats: int, bare) -> dict:
+    """Medians of submit -> views and submit -> done, each repeat followed by one timed ``bare()`` call (so that
+    both see the same load on a shared machine)."""
+    client = BackendClient(server.endpoint.replace("0.0.0.0", "127.0.0.1"))
+    try:
+        deadline = time.monotonic() + ANSWER_S
+        while True:  # the warm-up first
+            client.hello()
+            welcome = client.wait_for(lambda m: m.type == "welcome", ANSWER_S)
+            if welcome.get("warmup") in ("ready", "off", "failed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        to_views, to_done, bare_seconds = [], [], []
+        for index in range(repeats + 1):  # the first one is not counted (first job of the process)
+            started = time.perf_counter()
+            client.submit("preview", png, settings)
+            views = client.wait_for(lambda m: m.type in ("views", "error"), ANSWER_S)
+            got_views = time.perf_counter()
+            assert views.type == "views", views.fields
+            client.wait_for(lambda m: m.type in ("done", "error"), ANSWER_S)
+            if index:
+                to_views.append(got_views - started)
+                to_done.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                bare()
+                bare_seconds.append(time.perf_counter() - started)
+        return {"warmup": welcome.get("warmup"), "warmup_s": server.warmup.seconds,
+                "submit_to_views_ms": round(statistics.median(to_views) * 1000, 2),
+                "submit_to_done_ms": round(statistics.median(to_done) * 1000, 2),
+                "bare_preview_ms": round(statistics.median(bare_seconds) * 1000, 2)}
+    finally:
+        client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="tiny model (for a quick CPU check)")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", default="off", choices=["off", "default", "cudagraphs"],
+                        help="torch.compile the UNet as `iso3d serve --compile` does (cudagraphs: the service's "
+                        "default on a GPU)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    model = build_tiny_model() if args.tiny else build_random_published_model(device=device)
+    model.to(device=device, dtype=torch.float32 if device.type == "cpu" else torch.float16)
+    if args.compile != "off":
+        accelerate_for_inference(model, "reduce-overhead" if args.compile == "cudagraphs" else "default")
+    png = synthetic_input_png()
+    settings = PreviewSettings(steps=args.steps, seed=0)
+    wire = {"steps": args.steps, "seed": 0}
+    image = prepare_preview_image(decode_image(prepare_input(png, 1024)))
+    info = {"model": model.name + (" tiny" if args.tiny else ""), "compile": args.compile, "steps": args.steps,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats}
+
+    with tempfile.TemporaryDirectory() as data:
+        import threading
+
+        server = BackendServer(model, data, "tcp://127.0.0.1:*", warmup=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            info.update(service_latencies(server, png, wire, args.repeats,
+                                          lambda: bare_preview(model, image, settings, device)))
+        finally:
+            server.stop_requested.set()
+            thread.join(ANSWER_S)
+        views = bare_preview(model, image, settings, device)
+        store = JobStore(Path(data) / "stages")
+        record = store.create("preview", wire, png)
+        directory = store.directory(record.id)
+        info["stages_ms"] = {
+            "server_input_check_and_decode": median_ms(lambda: prepare_input(png, 1024), args.repeats),
+            "job_decode_and_resize": median_ms(lambda: prepare_preview_image(decode_image(png)), args.repeats),
+            "views_message_png_encoding": median_ms(lambda: event_frames(record.id, views), args.repeats),
+            "store_views_npz (after sending)": median_ms(lambda: store.record_event(record, views), args.repeats),
+            "views_grid_png (after sending)": median_ms(
+                lambda: save_views_grid(views.images, directory / "views.png"), args.repeats),
+        }
+    info["service_overhead_ms"] = round(info["submit_to_views_ms"] - info["bare_preview_ms"], 2)
+    print(json.dumps(info, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(info, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
