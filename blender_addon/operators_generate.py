@@ -7,10 +7,11 @@ import json
 
 import bpy
 
+from .addresses import AddressError, is_loopback
 from .image_input import ImageInputError, prepare_input
 from .job_settings import changed_settings
 from .local_backend import LocalBackendError, serve_command
-from .preferences import ConnectionRefused, addon_preferences, backend_address, is_loopback, local_data_folder
+from .preferences import ConnectionRefused, addon_preferences, backend_address, local_data_folder
 from .session import SESSION
 
 
@@ -208,7 +209,7 @@ class ISO3D_OT_start_local_backend(bpy.types.Operator):
             )
             SESSION.local_backend.start(command, local_data_folder(context))
             SESSION.connect(context, force=True)
-        except (LocalBackendError, ConnectionRefused, OSError) as error:
+        except (LocalBackendError, ConnectionRefused, AddressError, OSError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Isotropic3D: starting a local backend at {address}")

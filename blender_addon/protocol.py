@@ -7,7 +7,8 @@ header's ``payloads`` list describes, in order: ``{"kind": "png"}`` (PNG bytes) 
 
 Client -> backend: hello, submit (job spec + input image PNG; a ``finish`` job, which works on an earlier
 generate job's field, carries no image), cancel, attach, list, ping, fetch (a job's result file by name, from
-``offset``).
+``offset``), prune (admin: delete finished jobs older than ``keep_days`` and/or the oldest until the jobs take
+``max_data_gb``; answered with ``jobs``, the jobs that remain).
 Backend -> client: welcome, accepted, progress, views (PNG per view + cameras), mesh (vertices f4 [V,3], faces
 i4 [F,3], vertex colours u1 [V,3]; a finished asset adds corner UVs f4 [F,3,2] (v up) and its baked texture as
 PNG, and ``level``: 0 main, i the i-th LOD), done (artifacts by ``name`` and ``size`` in bytes; ``path`` only
@@ -64,6 +65,7 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "list": ({}, {}),
     "ping": ({}, {"token": _STR}),
     "fetch": ({"job": _STR, "name": _STR}, {"offset": _INT, "request": _STR}),
+    "prune": ({}, {"keep_days": _NUM, "max_data_gb": _NUM}),
     # backend -> client
     "welcome": ({"server": _STR, "model": _STR, "device": _STR, "trained": _BOOL},
                 {"free_memory": _INT, "jobs": _LIST, "settings": _DICT}),
@@ -78,7 +80,7 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "pong": ({}, {"token": _STR}),
     "chunk": ({"job": _STR, "name": _STR, "offset": _INT, "size": _INT, "final": _BOOL}, {"request": _STR}),
 }
-CLIENT_TYPES = ("hello", "submit", "cancel", "attach", "list", "ping", "fetch")
+CLIENT_TYPES = ("hello", "submit", "cancel", "attach", "list", "ping", "fetch", "prune")
 SERVER_TYPES = ("welcome", "accepted", "progress", "views", "mesh", "done", "error", "jobs", "pong", "chunk")
 # Payloads each type carries: None = none allowed.
 _PAYLOAD_RULES = {"submit": "one png", "views": "pngs", "mesh": "mesh", "chunk": "one bytes"}

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.diffusion.cameras import CAMERA_ENCODINGS
+from backend.diffusion.classifier_free import guide, unconditional_and_conditional
 from backend.errors import SettingsError
 from backend.settings import check_bounds, setting
 
@@ -67,11 +68,11 @@ def guided_noise(unet, latents_noisy: torch.Tensor, t: torch.Tensor, context: to
                  views_per_object: int, guidance_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(guided eps, conditional eps) for one batch; the UNet sees [uncond (zero context); cond] stacked."""
     batch = torch.cat([latents_noisy, latents_noisy])
-    contexts = torch.cat([torch.zeros_like(context), context])
+    contexts = unconditional_and_conditional(context)
     camera = torch.cat([cameras, cameras]) if cameras is not None else None
     eps = unet(batch, torch.cat([t, t]), context=contexts, camera=camera, num_frames=views_per_object)
     eps_uncond, eps_cond = eps.chunk(2)
-    return eps_uncond + guidance_scale * (eps_cond - eps_uncond), eps_cond
+    return guide(eps_uncond, eps_cond, guidance_scale), eps_cond
 
 
 def x0_reconstruction_target(latents_noisy, eps_guided, eps_cond, alpha_cumprod: torch.Tensor,
@@ -106,6 +107,12 @@ class SDSGuidance:
         self.min_step = self.max_step = 0
         self.update_step(0)
 
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The UNet weights' dtype (float32 for a UNet that is not a module, e.g. a test function)."""
+        weight = next(self.unet.parameters(), None) if isinstance(self.unet, torch.nn.Module) else None
+        return weight.dtype if weight is not None else torch.float32
+
     def update_step(self, step: int) -> None:
         c = self.config
         span = max(c.anneal_until * self.total_steps, 1e-8)
@@ -137,8 +144,7 @@ class SDSGuidance:
         with torch.no_grad():
             noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
             noisy = alpha.sqrt() * latents + (1.0 - alpha).sqrt() * noise
-            weight = next(self.unet.parameters(), None) if isinstance(self.unet, torch.nn.Module) else None
-            dtype = weight.dtype if weight is not None else noisy.dtype
+            dtype = self.weights_dtype
             eps_guided, eps_cond = guided_noise(self.unet, noisy.to(dtype), t, context.to(dtype), cameras.to(device),
                                                 views_per_object, c.guidance_scale)
             target = x0_reconstruction_target(noisy, eps_guided.float(), eps_cond.float(), alpha, views_per_object,

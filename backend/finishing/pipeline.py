@@ -17,9 +17,9 @@ from backend.finishing.cleanup import clean_surface
 from backend.finishing.decimate import decimate
 from backend.finishing.placement import place_upright
 from backend.finishing.surface import extract_surface
-from backend.finishing.texture_bake import bake_albedo, field_device, query_albedo
+from backend.finishing.texture_bake import bake_albedo, query_albedo
 from backend.finishing.uv_unwrap import UnwrappedMesh, unwrap
-from backend.nerf.mesh import Mesh
+from backend.nerf.mesh import Mesh, field_device
 from backend.settings import check_bounds, setting
 from blender_addon.atomic_files import write_files_atomically
 
@@ -67,11 +67,6 @@ class FinishOptions:
         check_bounds(self)
 
 
-def validate_options(options: FinishOptions) -> None:
-    """Raise SettingsError (a UserError) for settings that cannot work, before any work is done."""
-    options.validate()
-
-
 @dataclass
 class FinishedLevel:
     """One finished face budget: its files and measured counts."""
@@ -117,7 +112,7 @@ def finish_field(field, options: FinishOptions, name: str = "asset", default_res
                  default_threshold: float = 10.0, progress: Progress | None = None) -> FinishResult:
     """Run every stage on ``field`` and return the files in memory (nothing is written). ``progress`` is called
     after each stage; an exception it raises (a cancel) stops the finish there."""
-    validate_options(options)
+    options.validate()
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
     done, total = 0, stage_count(options)
@@ -175,7 +170,7 @@ def finish_job(job_dir: str | Path, out_dir: str | Path | None = None, options: 
     from backend.finishing.job_field import load_job_field
 
     options = options or FinishOptions()
-    validate_options(options)
+    options.validate()
     job_dir = Path(job_dir)
     field, config = load_job_field(job_dir, device)
     name = name or (job_dir.name[:-4] if job_dir.name.endswith(".job") and len(job_dir.name) > 4 else "asset")

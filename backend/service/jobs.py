@@ -10,6 +10,7 @@ jobs there and runs them again; generate jobs resume from their last checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_addon.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Queued, Views
+from blender_addon.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
 
+log = logging.getLogger("iso3d.server")
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 FINISHED = ("done", "failed", "cancelled")
 MAX_QUEUED = 64

@@ -31,7 +31,9 @@ from backend.service.job_kinds import JobRunner, describe_job_settings, validate
 from backend.service.jobs import FINISHED, JobQueue, JobStore
 from backend.service.messages import event_frames
 from backend.service.options import ServiceOptions, sanitize_name
+from backend.settings import settings_from_dict
 from blender_addon import protocol
+from blender_addon.addresses import DEFAULT_ADDRESS
 
 log = logging.getLogger("iso3d.server")
 REPLAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a damaged stored file (np.load)
@@ -48,7 +50,7 @@ def describe_device(model) -> tuple[str, int | None]:
 
 
 class BackendServer:
-    def __init__(self, model, data_dir: str | Path, bind: str = "tcp://127.0.0.1:5555", keys: CurveKeys | None = None,
+    def __init__(self, model, data_dir: str | Path, bind: str = DEFAULT_ADDRESS, keys: CurveKeys | None = None,
                  options: ServiceOptions | None = None, admin_key: str | None = None,
                  lock: DataFolderLock | None = None):
         self.loopback = is_loopback(bind)
@@ -88,7 +90,8 @@ class BackendServer:
             self.close()
             raise
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.queue = JobQueue(self.store, JobRunner(model, self.store), self._publish, self.options.max_crashes)
+        runner = JobRunner(model, self.store, self.options.max_gpu_memory)
+        self.queue = JobQueue(self.store, runner, self._publish, self.options.max_crashes)
         self.stop_requested = threading.Event()
         self.job_settings = describe_job_settings()
 
@@ -253,6 +256,19 @@ class BackendServer:
     def _on_ping(self, identity: bytes, message, client_key: str) -> None:
         fields = {"token": message.get("token")} if message.get("token") is not None else {}
         self._send(identity, protocol.encode("pong", **fields))
+
+    def _on_prune(self, identity: bytes, message, client_key: str) -> None:
+        """The retention policy now, with the message's limits (or the server's); for the admin key with CURVE,
+        for any (local) client without."""
+        if self.curve and not (self.admin_key and client_key == self.admin_key):
+            self._error(identity, "not_allowed", "only the admin key may prune")
+            return
+        given = {key: message.get(key) for key in ("keep_days", "max_data_gb") if message.get(key) is not None}
+        limits = settings_from_dict(self.options, given)
+        if limits.keep_days is None and limits.max_data_gb is None:
+            raise UserError("prune needs keep_days and/or max_data_gb (the server has neither)")
+        retention.prune(self.store, limits.keep_days, limits.max_data_gb)
+        self._on_list(identity, message, client_key)
 
     def _on_list(self, identity: bytes, message, client_key: str) -> None:
         jobs = self.store.summaries(self._visible(client_key))[-200:]

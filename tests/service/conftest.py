@@ -1,4 +1,5 @@
-"""A real backend process (`iso3d serve --model tiny`) on a free loopback port, and clients for it."""
+"""Backends for the service tests (an in-process server on a real loopback socket; real `iso3d serve` processes come
+from tests.helpers.backend) and clients for them."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from blender_addon.client import BackendClient
-from tests.helpers.backend import BackendProcess
 
 
 @pytest.fixture
-def backend(tmp_path):
-    with BackendProcess(tmp_path / "data").start() as process:
-        yield process
+def backend(serve_in_process):
+    """The backend of the protocol tests: a server in a thread of the test process on a real loopback socket (real
+    `iso3d serve` processes are started only where a kill, restart, lock or CURVE across processes is tested)."""
+    return serve_in_process()
 
 
 @pytest.fixture

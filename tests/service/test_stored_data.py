@@ -15,8 +15,6 @@ from backend.service.jobs import JobRecord, JobStore
 from backend.service.retention import prune
 from tests.helpers.backend import EXAMPLE_PNG
 
-pytestmark = pytest.mark.integration
-
 
 def write_job(data: Path, job_id: str, **fields) -> Path:
     """A job folder as the service writes it (``fields`` override the record)."""
@@ -29,6 +27,7 @@ def write_job(data: Path, job_id: str, **fields) -> Path:
     return folder
 
 
+@pytest.mark.integration  # an in-process server on a real socket
 def test_damaged_and_oversized_stored_jobs_are_listed_never_fatal(serve_in_process, connect, tmp_path):
     data = tmp_path / "data"
     for index in range(50):  # names of 200 non-ASCII characters made every later hello crash the service
@@ -55,6 +54,7 @@ def test_damaged_and_oversized_stored_jobs_are_listed_never_fatal(serve_in_proce
     assert client.wait_for(lambda m: m.type == "pong", 30).get("token") == "alive"
 
 
+@pytest.mark.integration  # an in-process server on a real socket
 def test_names_are_sanitised_and_bounded_at_submit(serve_in_process, connect):
     server = serve_in_process()
     client = connect(server.address)
@@ -64,6 +64,7 @@ def test_names_are_sanitised_and_bounded_at_submit(serve_in_process, connect):
     assert record["name"] == "Chair" + "ü" * 59
 
 
+@pytest.mark.integration  # an in-process server on a real socket
 def test_a_second_server_on_the_folder_names_the_holder(serve_in_process, tiny_model, tmp_path):
     from backend.service.server import BackendServer
 
@@ -72,6 +73,7 @@ def test_a_second_server_on_the_folder_names_the_holder(serve_in_process, tiny_m
         BackendServer(tiny_model, tmp_path / "data", "tcp://127.0.0.1:*")
 
 
+@pytest.mark.integration  # an in-process server on a real socket
 def test_another_model_does_not_resume_and_crashed_jobs_use_up_their_retries(serve_in_process, connect, tmp_path):
     data = tmp_path / "data"
     write_job(data, "d" * 16, status="queued", model="isotropic3d (pkunliu/Isotropic3D)", created=1.0)
@@ -92,6 +94,7 @@ def _options(**values):
     return ServiceOptions(**values)
 
 
+@pytest.mark.integration  # an in-process server on a real socket
 def test_low_disk_refuses_new_jobs_and_leaves_nothing(serve_in_process, connect):
     server = serve_in_process(options=_options(min_free_gb=100_000.0))
     client = connect(server.address)
@@ -127,3 +130,20 @@ def test_serve_prune_command(tmp_path, capsys):
     assert [p.name for p in (data / "jobs").iterdir()] == ["0" * 16]
     assert main(["serve", "--prune", "--data", str(data)]) == 2
     assert "--keep-days" in capsys.readouterr().err
+
+
+@pytest.mark.integration  # an in-process server on a real socket
+def test_prune_message_deletes_old_finished_jobs(serve_in_process, connect, tmp_path):
+    from blender_addon import protocol
+
+    data = tmp_path / "data"
+    write_job(data, "1" * 16, created=time.time() - 9 * 86400)
+    write_job(data, "2" * 16, created=time.time())
+    server = serve_in_process(data)
+    client = connect(server.address)
+    client.send(protocol.encode("prune", keep_days=float("inf")))
+    assert client.wait_for(lambda m: m.type == "error", 60).get("code") == "bad_settings"  # finite numbers only
+    client.send(protocol.encode("prune", keep_days=2))
+    remaining = client.wait_for(lambda m: m.type == "jobs", 60).get("jobs")
+    assert [job["job"] for job in remaining] == ["2" * 16]
+    assert sorted(p.name for p in (data / "jobs").iterdir()) == ["2" * 16]
