@@ -57,9 +57,8 @@ def main():
     parser.add_argument("--file-mb", type=int, default=64)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "tests" / "training"))
     from blender_addon.render_plan import RenderSettings, verify_object_folder
-    from render_format import write_object
+    from tests.helpers.render_format import write_object
     from training.render_inputs import content_id
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

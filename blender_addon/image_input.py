@@ -1,19 +1,19 @@
 """The input image of a generation as PNG bytes: from a file, an Image datablock, or the active image empty.
 
-A photo from disk is read and downscaled to what the model needs (``MAX_SEND_SIDE``) on a worker thread with
-Blender's ``imbuf`` module (no Image datablock is left behind), then the small result is encoded as PNG; a 24 MP
-camera JPEG costs the UI well under a second (imbuf keeps the GIL while it decodes, so the UI's Python waits for
-the decode itself, not for the pure-Python PNG encoding of 24 MP it used to do). ``prepare_file`` starts that
-and ``PreparedImage.result`` collects it.
+A photo from disk is read and downscaled to what the model needs (``MAX_SEND_SIDE``) by a child process (Blender
+itself in the background, with its ``imbuf`` module), so this Blender never decodes it; only the small result is
+loaded and encoded as PNG here, and no Image datablock is left behind. ``prepare_file`` starts that,
+``PreparedImage.ready`` says when it is done and ``PreparedImage.result`` collects it.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import tempfile
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import bpy
 import numpy as np
@@ -23,7 +23,6 @@ from .protocol import PNG_SIGNATURE, png_size
 # The model sees 256x256 (the backend crops the object and resizes); 512 px on the long side keeps twice that for
 # the crop while a PNG of it stays well under a megabyte.
 MAX_SEND_SIDE = 512
-_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iso3d-image")
 
 
 class ImageInputError(Exception):
@@ -90,32 +89,45 @@ def small_png_file(path: str) -> bytes | None:
         return head + file.read()
 
 
-def downscale_file(path: str, folder: str) -> str:
-    """(Worker thread.) ``path`` read with imbuf, downscaled to ``MAX_SEND_SIDE`` on its long side, written into
-    ``folder`` in its own format; returns the written file. ImageInputError when it is no image."""
-    import imbuf
+# Run in a child Blender (or a child Python with the bpy module): decode, downscale and write the image there, so
+# the decode never holds this Blender's GIL (imbuf keeps it while it works: a 24 MP JPEG froze the UI's Python for
+# 0.6-2 s on a worker thread). Arguments: input path, output path, longest side. Exit code 3: not an image.
+DOWNSCALE_SCRIPT = """
+import sys
+try:
+    import bpy  # the bpy module needs it first; Blender itself has it loaded
+except ImportError:
+    pass
+import imbuf
+path, output, side = sys.argv[-3], sys.argv[-2], int(sys.argv[-1])
+try:
+    buffer = imbuf.load(path)
+except Exception as error:
+    print(f"not an image: {error}", file=sys.stderr)
+    sys.exit(3)
+width, height = buffer.size
+if width == 0 or height == 0:
+    print("no pixels", file=sys.stderr)
+    sys.exit(3)
+scale = side / max(width, height)
+if scale < 1.0:
+    # a nearest-pixel step to 3x the target first (24 MP: 25 ms instead of 310 ms bilinear all the way), then
+    # bilinear, which averages the 3x3 pixels of each output pixel against aliasing
+    if scale < 1 / 3:
+        buffer.resize((max(round(width * scale * 3), 1), max(round(height * scale * 3), 1)), method="FAST")
+    buffer.resize((max(round(width * scale), 1), max(round(height * scale), 1)), method="BILINEAR")
+imbuf.write(buffer, filepath=output)
+"""
 
-    try:
-        buffer = imbuf.load(path)
-    except Exception:  # noqa: BLE001 - imbuf raises OSError/ValueError/RuntimeError by version
-        raise ImageInputError(f"The file {os.path.basename(path)} could not be read as an image") from None
-    try:
-        width, height = buffer.size
-        if width == 0 or height == 0:
-            raise ImageInputError(f"The file {os.path.basename(path)} has no pixels")
-        scale = MAX_SEND_SIDE / max(width, height)
-        if scale < 1.0:
-            # imbuf holds the GIL while it works, so Python in the UI waits for it: a nearest-pixel step to 3x the
-            # target first (24 MP: 25 ms instead of 310 ms for bilinear all the way), then bilinear, which
-            # averages the 3x3 pixels per output pixel against aliasing.
-            if scale < 1 / 3:
-                buffer.resize((max(round(width * scale * 3), 1), max(round(height * scale * 3), 1)), method="FAST")
-            buffer.resize((max(round(width * scale), 1), max(round(height * scale), 1)), method="BILINEAR")
-        output = os.path.join(folder, "input.img")
-        imbuf.write(buffer, filepath=output)
-    finally:
-        buffer.free()
-    return output
+
+def downscale_command(path: str, output: str) -> list[str]:
+    """The child process that downscales ``path`` into ``output``: Blender itself in the background, or, in the bpy
+    module (no Blender binary), this Python."""
+    arguments = [path, output, str(MAX_SEND_SIDE)]
+    if bpy.app.binary_path:
+        return [bpy.app.binary_path, "--background", "--factory-startup", "--python-exit-code", "2",
+                "--python-expr", DOWNSCALE_SCRIPT, "--", *arguments]
+    return [sys.executable, "-c", DOWNSCALE_SCRIPT, *arguments]
 
 
 def small_file_png(path: str) -> bytes:
@@ -135,37 +147,55 @@ def small_file_png(path: str) -> bytes:
 
 
 class PreparedImage:
-    """An input image being made ready to send: done at once (PNG bytes) or on the worker thread (a file)."""
+    """An input image being made ready to send: done at once (PNG bytes) or in a child process (a file)."""
 
-    def __init__(self, name: str, png: bytes | None = None, future: Future | None = None, folder=None):
-        self.name, self._png, self._future, self._folder = name, png, future, folder
+    def __init__(self, name: str, png: bytes | None = None, process: subprocess.Popen | None = None,
+                 folder: tempfile.TemporaryDirectory | None = None, output: str = ""):
+        self.name, self._png, self._process, self._folder, self._output = name, png, process, folder, output
 
     def ready(self) -> bool:
-        return self._png is not None or self._future is None or self._future.done()
+        return self._png is not None or self._process.poll() is not None
+
+    def cancel(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        if self._folder is not None:
+            self._folder.cleanup()
 
     def result(self) -> bytes:
         """The PNG bytes (main thread; call when ``ready``); ImageInputError in words when it failed."""
-        if self._png is None:
-            try:
-                self._png = small_file_png(self._future.result())
-            except ImageInputError:
-                raise
-            except Exception as error:  # noqa: BLE001 - any failure of the decoder, in words
-                raise ImageInputError(f"The image {self.name} could not be read: {error}") from None
-            finally:
-                self._folder.cleanup()
+        if self._png is not None:
+            return self._png
+        try:
+            _, errors = self._process.communicate()
+            if self._process.returncode != 0 or not os.path.isfile(self._output):
+                lines = [line for line in (errors or b"").decode(errors="replace").splitlines() if line.strip()]
+                reason = "it is not an image Blender can read" if self._process.returncode == 3 else (
+                    lines[-1].strip() if lines else f"the image reader exited with {self._process.returncode}")
+                raise ImageInputError(f"The image {self.name} could not be read: {reason}")
+            self._png = small_file_png(self._output)
+        finally:
+            self._folder.cleanup()
         return self._png
 
 
 def prepare_file(path: str) -> PreparedImage:
-    """Start making the image file ``path`` ready to send (never decodes on the calling thread)."""
+    """Start making the image file ``path`` ready to send (never decodes in this process)."""
     path = _checked_path(path)
     name = os.path.splitext(os.path.basename(path))[0]
     small = small_png_file(path)
     if small is not None:
         return PreparedImage(name, png=small)
     folder = tempfile.TemporaryDirectory(prefix="iso3d-input-")
-    return PreparedImage(name, future=_WORKER.submit(downscale_file, path, folder.name), folder=folder)
+    output = os.path.join(folder.name, "input.img")
+    try:
+        process = subprocess.Popen(downscale_command(path, output), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as error:
+        folder.cleanup()
+        raise ImageInputError(f"Could not start the image reader: {error}") from None
+    return PreparedImage(name, process=process, folder=folder, output=output)
 
 
 def prepare_input(context, settings) -> PreparedImage:

@@ -12,16 +12,18 @@ units are the wire's (degrees, steps, faces, pixels, object-space units).
 
 from __future__ import annotations
 
-# kind -> (scene property group, property, wire key); a generate's ``steps`` / ``mesh_every`` / SDS guidance of 0
-# mean "the preset's" and are never sent as 0.
+# kind -> (scene property group, property, wire key: the field names of the backend's settings dataclasses,
+# ``section.name`` for a generation's).
 FIELDS = {
     "preview": (("iso3d_generate", "preview_steps", "steps"), ("iso3d_generate", "seed", "seed"),
-                ("iso3d_generate", "guidance", "guidance"), ("iso3d_generate", "elevation", "elevation")),
-    "generate": (("iso3d_generate", "preset", "preset"), ("iso3d_generate", "seed", "seed"),
-                 ("iso3d_generate", "steps", "steps"), ("iso3d_generate", "mesh_every", "mesh_every"),
+                ("iso3d_generate", "guidance", "guidance_scale"), ("iso3d_generate", "elevation", "elevation")),
+    "generate": (("iso3d_generate", "preset", "preset"), ("iso3d_generate", "seed", "run.seed"),
+                 ("iso3d_generate", "steps", "run.steps"), ("iso3d_generate", "mesh_every", "run.mesh_every"),
                  ("iso3d_generate", "sds_guidance", "guidance.guidance_scale")),
 }
-ZERO_MEANS_PRESET = {("generate", "steps"), ("generate", "mesh_every"), ("generate", "guidance.guidance_scale")}
+# A generation's defaults are its preset's, so these are shown as 0 = "the preset's" (never the default preset's
+# value from welcome) and sent only when not 0.
+ZERO_MEANS_PRESET = {("generate", "run.steps"), ("generate", "run.mesh_every"), ("generate", "guidance.guidance_scale")}
 DEFAULTS_PROPERTY = "iso3d_backend_defaults"  # on the scene: "kind:wire key" -> the default shown in the panel
 FLOAT_TOLERANCE = 1e-6  # a float property holds the default through a float32: equal within this is unchanged
 
@@ -42,7 +44,9 @@ def changed_settings(scene, kind: str) -> dict:
     for group_name, name, key in FIELDS.get(kind, ()):
         group = getattr(scene, group_name)
         value = getattr(group, name)
-        if (kind, key) in ZERO_MEANS_PRESET and not value:
+        if (kind, key) in ZERO_MEANS_PRESET:
+            if value:
+                result[key] = value
             continue
         default_key = f"{kind}:{key}"
         if default_key in shown:
@@ -61,7 +65,8 @@ def apply_backend_defaults(scene, settings: dict) -> None:
         specs = settings.get(kind) or {}
         for group_name, name, key in fields:
             spec = specs.get(key)
-            if not isinstance(spec, dict) or "default" not in spec or key in changed[kind]:
+            if (kind, key) in ZERO_MEANS_PRESET or not isinstance(spec, dict) or "default" not in spec or (
+                    key in changed[kind]):
                 continue
             group = getattr(scene, group_name)
             prop = group.bl_rna.properties[name]

@@ -7,10 +7,11 @@ import json
 
 import bpy
 
+from .addresses import AddressError, is_loopback
 from .image_input import ImageInputError, prepare_input
 from .job_settings import changed_settings
 from .local_backend import LocalBackendError, serve_command
-from .preferences import ConnectionRefused, addon_preferences, backend_address, is_loopback, local_data_folder
+from .preferences import ConnectionRefused, addon_preferences, backend_address, local_data_folder
 from .session import SESSION
 
 
@@ -20,12 +21,10 @@ def preview_settings(scene) -> dict:
 
 
 def generate_settings(scene) -> dict:
-    """The ``generate`` job's settings: what the artist changed, nested keys and the advanced JSON options under
-    ``options``; ValueError when the advanced options are not valid JSON."""
+    """The ``generate`` job's settings (wire keys ``section.name``): what the artist changed, then the advanced
+    JSON options over them; ValueError when the advanced options are not valid JSON."""
     settings = scene.iso3d_generate
-    result, options = {}, {}
-    for key, value in changed_settings(scene, "generate").items():
-        (options if "." in key else result)[key] = value
+    result = changed_settings(scene, "generate")
     if settings.options.strip():
         try:
             extra = json.loads(settings.options)
@@ -33,9 +32,7 @@ def generate_settings(scene) -> dict:
             raise ValueError(f"The advanced options are not valid JSON: {error}") from None
         if not isinstance(extra, dict):
             raise ValueError('The advanced options must be a JSON object like {"mesh.resolution": 128}')
-        options = {**options, **extra}
-    if options:
-        result["options"] = options
+        result.update(extra)
     return result
 
 
@@ -212,7 +209,7 @@ class ISO3D_OT_start_local_backend(bpy.types.Operator):
             )
             SESSION.local_backend.start(command, local_data_folder(context))
             SESSION.connect(context, force=True)
-        except (LocalBackendError, ConnectionRefused, OSError) as error:
+        except (LocalBackendError, ConnectionRefused, AddressError, OSError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Isotropic3D: starting a local backend at {address}")

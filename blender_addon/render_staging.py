@@ -1,17 +1,19 @@
 """Staging folders of the training-data renderer: one live owner each, checked before publishing (no bpy).
 
 An object renders into ``<staging root>/<object id>.<pid>.<random>/``; beside it ``<same name>.lock`` holds the
-owning process's pid and, where the OS has ``fcntl``, an exclusive ``flock`` for as long as the owner lives (the
-kernel drops it when the process dies, whatever kills it). A run starting over removes only staging folders whose
-owner is gone (``remove_abandoned``), never one a live process still writes. Publishing checks the whole folder
-(``render_plan.verify_object_folder``: every image complete, ``cameras.json`` listing them) and then moves it to
-its final name with one rename, so an object folder outside the staging root is always whole.
+owning process's pid and host and, where the OS and file system allow it, an exclusive ``flock`` for as long as
+the owner lives (the kernel drops it when the process dies, whatever kills it). A run starting over removes only
+staging folders whose owner is gone (``remove_abandoned``), never one a live process still writes. Publishing
+checks the whole folder (``render_plan.verify_object_folder``: every image complete, ``cameras.json`` listing
+them) and then moves it to its final name with one rename, so an object folder outside the staging root is always
+whole.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import uuid
 
 try:
@@ -36,8 +38,13 @@ class StagingFolder:
         # The lock exists (and is held) before the folder does: a folder without a live lock is abandoned.
         self._lock_fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         if fcntl is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise
+            except OSError:  # a file system without locks: the pid and host below still name the owner
+                pass
+        os.write(self._lock_fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         os.makedirs(self.path)
 
     def publish(self, final: str, check, overwrite: bool = False):
@@ -78,8 +85,10 @@ class StagingFolder:
         self.close()
 
 
-def _owner_alive(lock_path: str) -> bool:
-    """Whether the process that created ``lock_path`` still holds it."""
+def owner_alive(lock_path: str) -> bool:
+    """Whether the process that created ``lock_path`` still holds it. Without working locks (no ``fcntl``, or a
+    file system that refuses them) the pid is checked on the owner's own host; an owner on another host then
+    counts as alive (its folder is kept: never remove what may still be written)."""
     try:
         fd = os.open(lock_path, os.O_RDWR)
     except FileNotFoundError:
@@ -90,12 +99,18 @@ def _owner_alive(lock_path: str) -> bool:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
+            except OSError:
+                pass  # no locks here: fall back to the pid below
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return False
+        fields = os.read(fd, 300).decode(errors="replace").split()
         try:
-            pid = int(os.read(fd, 32).decode().strip() or 0)
+            pid = int(fields[0]) if fields else 0
         except ValueError:
             return False
+        if len(fields) > 1 and fields[1] != socket.gethostname():
+            return True
         if pid <= 0:
             return False
         try:
@@ -109,6 +124,14 @@ def _owner_alive(lock_path: str) -> bool:
         os.close(fd)
 
 
+def live_staging_folders(staging_root: str) -> list[str]:
+    """Names of the staging folders under ``staging_root`` whose owner is alive (objects being rendered now)."""
+    if not os.path.isdir(staging_root):
+        return []
+    return sorted(name[: -len(LOCK_SUFFIX)] for name in os.listdir(staging_root)
+                  if name.endswith(LOCK_SUFFIX) and owner_alive(os.path.join(staging_root, name)))
+
+
 def remove_abandoned(staging_root: str) -> tuple[int, int]:
     """Removes staging folders (and locks) whose owner is gone; returns (removed, still owned by a live process)."""
     if not os.path.isdir(staging_root):
@@ -119,7 +142,7 @@ def remove_abandoned(staging_root: str) -> tuple[int, int]:
         if name.endswith(LOCK_SUFFIX):
             continue
         path = os.path.join(staging_root, name)
-        if _owner_alive(path + LOCK_SUFFIX):
+        if owner_alive(path + LOCK_SUFFIX):
             live += 1
             continue
         if os.path.isdir(path):
@@ -129,7 +152,7 @@ def remove_abandoned(staging_root: str) -> tuple[int, int]:
         removed += 1
     for name in sorted(names):  # locks whose folder is gone (removed above, or never made)
         lock = os.path.join(staging_root, name)
-        if name.endswith(LOCK_SUFFIX) and not os.path.exists(lock[: -len(LOCK_SUFFIX)]) and not _owner_alive(lock):
+        if name.endswith(LOCK_SUFFIX) and not os.path.exists(lock[: -len(LOCK_SUFFIX)]) and not owner_alive(lock):
             try:
                 os.unlink(lock)
             except FileNotFoundError:

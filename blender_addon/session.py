@@ -73,7 +73,12 @@ def announce(level: str, text: str) -> None:
 
 def push_undo_step(message: str) -> None:
     """An undo step of the current data (results that landed), so that undoing the artist's next edit stops at
-    them. Never fails the caller: without an undo stack (e.g. no window) there is nothing to protect."""
+    them. Not in the middle of the artist's own work (edit/sculpt modes, a running modal tool such as a grab),
+    whose undo steps are their own; never fails the caller (without an undo stack there is nothing to protect)."""
+    context = bpy.context
+    if getattr(context, "mode", "OBJECT") != "OBJECT" or any(
+            getattr(window, "modal_operators", None) for window in getattr(context.window_manager, "windows", [])):
+        return
     try:
         bpy.ops.ed.undo_push(message=message)
     except RuntimeError:
@@ -135,6 +140,8 @@ class Session:
         self.disconnect()
         self.job_states.clear()
         self.withdrawn.clear()
+        for prepared, *_ in self.preparing.values():
+            prepared.cancel()
         self.preparing.clear()
 
     # -- jobs -----------------------------------------------------------------------------------------------
@@ -158,7 +165,7 @@ class Session:
 
     def submit_when_ready(self, context, kind: str, prepared, settings: dict, object_name: str = "") -> None:
         """Send the job as soon as its input image is ready (at once when it is; else from a later drain, while
-        the worker thread downscales a photo). The scene shows "preparing" meanwhile."""
+        a child process downscales a photo). The scene shows "preparing" meanwhile."""
         scene = context.scene
         if prepared.ready():
             self.submit(context, kind, prepared.result(), settings, object_name)
@@ -190,7 +197,9 @@ class Session:
         """Cancel ``job`` (default: the scene's). A submission the backend has not accepted yet (e.g. it is
         down) is withdrawn here: it never starts, or is cancelled as soon as the backend accepts it."""
         state = context.scene.iso3d_job
-        if not job and self.preparing.pop(context.scene.name, None) is not None:
+        waiting = self.preparing.pop(context.scene.name, None) if not job else None
+        if waiting is not None:
+            waiting[0].cancel()  # stop the image reader
             state.state, state.phase = "cancelled", ""
             return
         job = job or state.job_id

@@ -14,6 +14,7 @@ below): the unit and integration lanes never import bpy, and the blender lane im
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from pathlib import Path
 
@@ -21,6 +22,12 @@ import pytest
 
 from tests.helpers import golden
 from tests.helpers.paths import GOLDEN_DIR
+
+# One torch (OpenMP) thread in the tests and the processes they start, unless the caller chose otherwise: the
+# tensors are tiny, so a second thread gains little on a quiet machine, while on a busy one OpenMP's spinning
+# barriers made the same tests 10-20x slower (measured on a 2-core AMD EPYC at a load average of 12: the SDS resume
+# test took 193 s with two threads, 16 s with one). Set before anything imports torch; children inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 LANE_MARKERS = ("blender", "integration", "slow", "gpu")
 _MODULE_MARKS = re.compile(r"^pytestmark\s*=(.*)$", re.MULTILINE)

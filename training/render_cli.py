@@ -26,7 +26,7 @@ import time
 
 from blender_addon.render_plan import NORMALIZATIONS, UP_AXES, RenderSettings, RenderSettingsError, is_flagged
 from blender_addon.atomic_files import write_json_atomically
-from blender_addon.render_staging import remove_abandoned
+from blender_addon.render_staging import live_staging_folders, remove_abandoned
 
 from .objaverse_source import ObjaverseUnavailable, known_uids
 from .render_inputs import InputError, collect_sources, identify, settings_key, shard
@@ -291,6 +291,9 @@ def status_main(argv: list[str]) -> int:
     if not os.path.isdir(args.out):
         return _fail(f"{args.out} is not a folder")
     figures = summary(merge(args.out))
+    partial = os.path.join(args.out, ".partial")
+    shards = sorted(os.listdir(partial)) if os.path.isdir(partial) else []
+    figures["rendering"] = sum(len(live_staging_folders(os.path.join(partial, shard))) for shard in shards)
     if args.json:
         print(json.dumps(figures))
         return 0
@@ -301,6 +304,7 @@ def status_main(argv: list[str]) -> int:
         f"failed     {figures['failed']}",
         f"flagged    {figures['flagged']} (of the done; see the manifests' flags)",
         f"remaining  {figures['remaining'] if figures['remaining'] is not None else 'unknown'}",
+        f"rendering  {figures['rendering']} (objects in a live worker's staging folder now)",
     ]
     rate = figures["objects_per_hour"]
     lines.append(f"throughput {rate:.1f} objects/hour (last hour)" if rate else "throughput unknown (under 2 objects "

@@ -189,11 +189,6 @@ def identify(sources: list[Source], key: str, digest_cache: str | None = None) -
     return sorted(items.values(), key=lambda item: item.object_id)
 
 
-def collect_items(inputs: list[str], key: str = "") -> list[RenderItem]:
-    """``identify(collect_sources(inputs), key)``: every input's render item."""
-    return identify(collect_sources(inputs), key)
-
-
 def shard(sources: list, shard_index: int, num_shards: int) -> list:
     """Every ``num_shards``-th entry from ``shard_index`` (entries in a fixed order, so each machine agrees)."""
     if num_shards < 1:

@@ -54,10 +54,10 @@ def _renderer_for(settings: dict, log_dir: str):
     if _renderer is not None and _renderer[0] == key:
         return _renderer[1]
     if not _log_redirected:
-        from .render_workers import _redirect_output
+        from .render_workers import redirect_output
 
         os.makedirs(log_dir, exist_ok=True)
-        _redirect_output(os.path.join(log_dir, f"ray-worker-{os.getpid()}.log"))
+        redirect_output(os.path.join(log_dir, f"ray-worker-{os.getpid()}.log"))
         _log_redirected = True
     import bpy
 

@@ -39,7 +39,7 @@ class RenderResult:
     reason: str | None = None
 
 
-def _redirect_output(log_path: str):
+def redirect_output(log_path: str):
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -67,12 +67,13 @@ def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_
     """
     if parent_pid is not None:
         die_with_parent(parent_pid)
-    _redirect_output(log_path)
+    redirect_output(log_path)
     try:
         import bpy
 
         from blender_addon.dataset_render import ObjectRenderError, TrainingViewRenderer
         from blender_addon.render_plan import RenderSettings
+        from blender_addon.render_staging import remove_abandoned
 
         bpy.ops.wm.read_factory_settings(use_empty=True)
         bpy.context.preferences.edit.use_global_undo = False
@@ -90,6 +91,7 @@ def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_
         if task is None or (parent_pid is not None and os.getppid() != parent_pid):
             return
         object_id, source, is_uid = task
+        remove_abandoned(staging_dir)  # what a killed or timed-out worker left (never a live worker's folder)
         started = time.perf_counter()
         print(f"--- {object_id}: {source}", flush=True)
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from backend.commands.model_options import add_model_arguments, load_model_from_args
 from backend.service.options import ServiceOptions
 from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
+from blender_addon.addresses import DEFAULT_ADDRESS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -18,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Serve preview and generate jobs over ZeroMQ. Loopback by default; any other address needs "
         "CURVE keys.",
     )
-    parser.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ address (default tcp://127.0.0.1:5555)")
+    parser.add_argument("--bind", default=DEFAULT_ADDRESS, help=f"ZeroMQ address (default {DEFAULT_ADDRESS})")
     parser.add_argument("--data", default="iso3d-data", help="folder for jobs and their results (default ./iso3d-data)")
     parser.add_argument("--curve-secret-key", metavar="FILE", help="the server's CURVE certificate (.key_secret)")
     parser.add_argument(

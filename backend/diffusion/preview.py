@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from backend.diffusion.cameras import CAMERA_ENCODINGS, camera_to_world, encode_cameras, orbit_azimuths
-from backend.models.schedule import make_ddim_scheduler
+from backend.diffusion.classifier_free import guide, unconditional_and_conditional
 from backend.events import Event, Progress, Views
 from backend.imaging import tensor_to_uint8
-from backend.settings import check_bounds, setting
+from backend.models.schedule import make_ddim_scheduler
 from backend.models.vae import decode_latents, encode_latents
+from backend.settings import check_bounds, setting
 
 
 @dataclass
@@ -78,11 +79,10 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     image = image.to(device)
     cond = model.encode_image(image)  # [1, 1, D]
-    uncond = torch.zeros_like(cond)
     frames = views + 1 if settings.reference_frame else views
 
     # Rows: [uncond object (frames rows); cond object (frames rows)], object-major.
-    context = torch.cat([uncond.expand(frames, -1, -1), cond.expand(frames, -1, -1)])
+    context = unconditional_and_conditional(cond.expand(frames, -1, -1))
     frame_codes = codes
     if settings.reference_frame:
         frame_codes = torch.cat([codes, encode_cameras(0.0, 0.0, encoding)])
@@ -110,7 +110,7 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
             num_frames=frames,
         ).float()
         eps = eps.view(2, frames, *latents.shape[1:])[:, :views]
-        guided = eps[0] + settings.guidance_scale * (eps[1] - eps[0])
+        guided = guide(eps[0], eps[1], settings.guidance_scale)
         latents = scheduler.step(guided, t, latents, eta=settings.eta, generator=generator).prev_sample
         elapsed = time.perf_counter() - started
         done = index + 1

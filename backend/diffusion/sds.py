@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.diffusion.cameras import CAMERA_ENCODINGS
+from backend.diffusion.classifier_free import guide, unconditional_and_conditional
 from backend.errors import SettingsError
 from backend.settings import check_bounds, setting
 
@@ -67,11 +68,11 @@ def guided_noise(unet, latents_noisy: torch.Tensor, t: torch.Tensor, context: to
                  views_per_object: int, guidance_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(guided eps, conditional eps) for one batch; the UNet sees [uncond (zero context); cond] stacked."""
     batch = torch.cat([latents_noisy, latents_noisy])
-    contexts = torch.cat([torch.zeros_like(context), context])
+    contexts = unconditional_and_conditional(context)
     camera = torch.cat([cameras, cameras]) if cameras is not None else None
     eps = unet(batch, torch.cat([t, t]), context=contexts, camera=camera, num_frames=views_per_object)
     eps_uncond, eps_cond = eps.chunk(2)
-    return eps_uncond + guidance_scale * (eps_cond - eps_uncond), eps_cond
+    return guide(eps_uncond, eps_cond, guidance_scale), eps_cond
 
 
 def x0_reconstruction_target(latents_noisy, eps_guided, eps_cond, alpha_cumprod: torch.Tensor,

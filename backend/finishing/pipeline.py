@@ -17,9 +17,9 @@ from backend.finishing.cleanup import clean_surface
 from backend.finishing.decimate import decimate
 from backend.finishing.placement import place_upright
 from backend.finishing.surface import extract_surface
-from backend.finishing.texture_bake import bake_albedo, field_device, query_albedo
+from backend.finishing.texture_bake import bake_albedo, query_albedo
 from backend.finishing.uv_unwrap import UnwrappedMesh, unwrap
-from backend.nerf.mesh import Mesh
+from backend.nerf.mesh import Mesh, field_device
 from backend.settings import check_bounds, setting
 from blender_addon.atomic_files import write_files_atomically
 

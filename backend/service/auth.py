@@ -6,30 +6,20 @@ files, as ``iso3d keys`` writes them); a peer without an allowed key completes n
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from backend.errors import UserError
+from blender_addon import addresses
 
-LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
-
-def is_loopback(address: str) -> bool:
-    """True for tcp://127.x.x.x:*, tcp://localhost:*, tcp://[::1]:*, and ipc:// / inproc:// (local only)."""
-    if address.startswith(("ipc://", "inproc://")):
-        return True
-    match = re.fullmatch(r"tcp://(\[[^\]]+\]|[^:]+):(\d+|\*)", address)
-    if not match:
-        raise UserError(f"cannot read the bind address {address!r} (expected tcp://HOST:PORT)")
-    host = match[1].strip("[]")
-    if host in LOOPBACK_HOSTS:
-        return True
+def is_loopback(bind: str) -> bool:
+    """Whether ``bind`` stays on this machine, decided by ``blender_addon.addresses.is_loopback`` (the one rule the
+    add-on applies too); an address it cannot read is a UserError, one line on the command line."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name or interface: treat as reachable from outside
+        return addresses.is_loopback(bind)
+    except addresses.AddressError as error:
+        raise UserError(str(error)) from None
 
 
 @dataclass

@@ -33,6 +33,7 @@ from backend.service.messages import event_frames
 from backend.service.options import ServiceOptions, sanitize_name
 from backend.settings import settings_from_dict
 from blender_addon import protocol
+from blender_addon.addresses import DEFAULT_ADDRESS
 
 log = logging.getLogger("iso3d.server")
 REPLAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a damaged stored file (np.load)
@@ -49,7 +50,7 @@ def describe_device(model) -> tuple[str, int | None]:
 
 
 class BackendServer:
-    def __init__(self, model, data_dir: str | Path, bind: str = "tcp://127.0.0.1:5555", keys: CurveKeys | None = None,
+    def __init__(self, model, data_dir: str | Path, bind: str = DEFAULT_ADDRESS, keys: CurveKeys | None = None,
                  options: ServiceOptions | None = None, admin_key: str | None = None,
                  lock: DataFolderLock | None = None):
         self.loopback = is_loopback(bind)

@@ -20,6 +20,7 @@ from tests.helpers.addon_session import drain_everything_sent, drain_until  # no
 from tests.helpers.backend import BackendProcess  # noqa: E402
 from tests.helpers.paths import EXAMPLE_IMAGE as EXAMPLE  # noqa: E402
 from tests.helpers.paths import REPO_ROOT  # noqa: E402
+from tests.helpers.waiting import wait_until  # noqa: E402
 SMALL = {"phases.resolution_before": 24, "phases.resolution_after": 24, "mesh.resolution": 32,
          "mesh.preview_resolution": 24, "mesh.density_threshold": 2.0}
 
@@ -189,7 +190,11 @@ def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(re
         state = drain_until(lambda s: s.state == "running" and s.step >= 2)
         job = state.job_id
         backend.kill()
+        killed = time.monotonic()
         drain_until(lambda s: s.connection == "LOST")
+        # shown on the job within a few seconds (the transport's disconnect; the heartbeat silence bound is
+        # SILENCE_LOST_SECONDS = 8 s), with slack for a loaded 2-core machine
+        assert time.monotonic() - killed < 10
         # Blender saves, the add-on is reloaded, the file is opened again, the backend comes back.
         blend = tmp_path / "scene.blend"
         bpy.ops.wm.save_as_mainfile(filepath=str(blend))
@@ -373,15 +378,18 @@ def test_a_24_megapixel_photo_costs_the_ui_well_under_two_seconds_and_leaves_no_
     started = time.perf_counter()
     assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
     ui_seconds += time.perf_counter() - started
-    deadline = time.monotonic() + 120
-    while not bpy.context.scene.iso3d_job.request and bpy.context.scene.iso3d_job.state == "preparing":
-        assert time.monotonic() < deadline, "the image was never sent"
+
+    def sent() -> bool:
+        nonlocal ui_seconds
         started = time.perf_counter()
         SESSION.drain(bpy.context)
         ui_seconds += time.perf_counter() - started
-        time.sleep(0.02)
-    # The bound. Measured 0.7 s on a 2-core machine under load 12 (imbuf's JPEG decode holds the GIL);
-    # the pure-Python encoding it replaces took 31 s.
+        return bpy.context.scene.iso3d_job.state != "preparing"
+
+    wait_until(sent, 300, "the downscaled photo to be sent")  # the child starts bpy: a minute under load 15
+    assert bpy.context.scene.iso3d_job.state != "failed", bpy.context.scene.iso3d_job.last_error
+    # The bound. Measured 0.19-0.25 s on a 2-core machine under load 14 (the decode runs in a child
+    # process; here only the small result is encoded); the pure-Python encoding it replaces took 31 s.
     assert ui_seconds < 2.0, ui_seconds
     state = drain_until(lambda s: s.state in ("done", "failed") and not s.request, 180)
     assert state.state == "done", state.last_error

@@ -9,6 +9,7 @@ oldest and the newest); the default is the whole matrix of scripts/bpy_venv.py.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,12 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.helpers.backend import BackendProcess
+import build_addon
+from tests.helpers.paths import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import bpy_venv  # noqa: E402
-import build_addon  # noqa: E402
+
+def _load_script(name: str):
+    """A module of scripts/ (a folder of programs, not a package), loaded by path."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bpy_venv = _load_script("bpy_venv")
 
 RELEASES = os.environ.get("ISO3D_BPY_MATRIX", " ".join(bpy_venv.MATRIX)).split()
 EXAMPLE = REPO_ROOT / "examples" / "example.png"
@@ -33,8 +41,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.blender]
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    process = BackendProcess(tmp_path_factory.mktemp("backend") / "data").start()
+def backend(backend_processes):
+    process = backend_processes()
     yield process
     process.stop()
 

@@ -143,5 +143,20 @@ def silhouette_from_record(record: dict, view: dict, vertices, faces, from_file:
     return mask
 
 
+Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # glTF/OBJ (x, y, z) -> (x, -z, y)
+
+
+def grow(mask: np.ndarray) -> np.ndarray:
+    """The mask grown by one pixel in all 8 directions."""
+    grown = mask.copy()
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            shifted = np.zeros_like(mask)
+            shifted[max(dy, 0): mask.shape[0] + min(dy, 0), max(dx, 0): mask.shape[1] + min(dx, 0)] = \
+                mask[max(-dy, 0): mask.shape[0] + min(-dy, 0), max(-dx, 0): mask.shape[1] + min(-dx, 0)]
+            grown |= shifted
+    return grown
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))

@@ -4,7 +4,6 @@ and reported by ``iso3d-render merge`` / ``status`` (real files, real processes)
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from blender_addon.render_plan import (
 from blender_addon.render_staging import PublishError, StagingFolder, remove_abandoned
 from training.render_manifest import Manifest
 
+from tests.helpers.processes import python, run
 from tests.helpers.render_format import write_object
 
 SETTINGS = RenderSettings(resolution=64, fixed_views=8, random_views=4, samples=1)
@@ -33,6 +33,7 @@ def cli():
     return [str(script)] if script.exists() else [sys.executable, "-m", "training.render_cli"]
 
 
+@pytest.mark.integration
 def test_a_staging_folder_of_a_live_process_is_kept_and_a_dead_ones_removed(tmp_path):
     root = tmp_path / "staging"
     mine = StagingFolder(str(root), "chair-0123")
@@ -40,12 +41,12 @@ def test_a_staging_folder_of_a_live_process_is_kept_and_a_dead_ones_removed(tmp_
     # Another process that owned a folder and died (its lock released by the kernel on exit).
     code = ("import sys; from blender_addon.render_staging import StagingFolder; "
             "s = StagingFolder(sys.argv[1], 'table-4567'); open(s.path + '/fixed_000.png', 'w').write('x')")
-    subprocess.run([sys.executable, "-c", code, str(root)], check=True, timeout=60)
+    assert run(python("-c", code, root), timeout=600).returncode == 0
     assert len([p for p in root.iterdir() if p.name.startswith("table")]) == 2  # folder + lock left behind
     removed, live = remove_abandoned(str(root))
     assert (removed, live) == (1, 1)
     assert sorted(p.name for p in root.iterdir()) == sorted([Path(mine.path).name, Path(mine.lock_path).name])
-    assert Path(mine.lock_path).read_text().strip() == str(os.getpid())
+    assert Path(mine.lock_path).read_text().split()[0] == str(os.getpid())
     mine.close()
     assert list(root.iterdir()) == []
 
@@ -83,6 +84,7 @@ def write_shard(out: Path, index: int, count: int, total: int, done: dict, faile
     manifest.save()
 
 
+@pytest.mark.integration
 def test_merge_and_status_report_all_shards(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -92,17 +94,22 @@ def test_merge_and_status_report_all_shards(tmp_path):
                 {"c": "could not import c.glb"})
     write_shard(out, 1, 2, 10, {"d": (now - 600, clean), "e": (now - 0.5, {**clean, "missing_textures": ["x.png"]})},
                 {})
-    result = subprocess.run(cli() + ["status", str(out), "--json"], capture_output=True, text=True, timeout=120)
+    rendering = StagingFolder(str(out / ".partial" / "shard-00001-of-00002"), "f")  # a live worker's object
+    try:
+        result = run(cli() + ["status", str(out), "--json"], timeout=600)
+    finally:
+        rendering.close()
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
+    assert figures["rendering"] == 1
     assert (figures["objects_total"], figures["done"], figures["failed"], figures["flagged"], figures["remaining"]) \
         == (20, 4, 1, 2, 15)
     # 3 intervals between 4 finishes spread over 1799.5 s: 6.0 objects/hour; 15 remaining -> 2.5 hours.
     assert figures["objects_per_hour"] == pytest.approx(3 / 1799.5 * 3600, rel=1e-3)
     assert figures["eta_seconds"] == pytest.approx(15 / figures["objects_per_hour"] * 3600, rel=1e-6)
-    text = subprocess.run(cli() + ["status", str(out)], capture_output=True, text=True, timeout=120)
+    text = run(cli() + ["status", str(out)], timeout=600)
     assert "remaining  15" in text.stdout and "throughput 6.0 objects/hour" in text.stdout
-    merged_run = subprocess.run(cli() + ["merge", str(out)], capture_output=True, text=True, timeout=120)
+    merged_run = run(cli() + ["merge", str(out)], timeout=600)
     assert merged_run.returncode == 0, merged_run.stderr
     merged = json.loads((out / "manifest-merged.json").read_text())
     assert sorted(merged["done"]) == ["a", "b", "d", "e"] and list(merged["failed"]) == ["c"]
@@ -110,10 +117,9 @@ def test_merge_and_status_report_all_shards(tmp_path):
     assert len(merged["shards"]) == 2
     # Shards rendered with other settings cannot be merged: one line, exit 2.
     write_shard(out, 1, 2, 10, {}, {}, settings={"resolution": 128})
-    refused = subprocess.run(cli() + ["merge", str(out)], capture_output=True, text=True, timeout=120)
+    refused = run(cli() + ["merge", str(out)], timeout=600)
     assert refused.returncode == 2 and "other settings" in refused.stderr and "Traceback" not in refused.stderr
-    missing = subprocess.run(cli() + ["status", str(tmp_path / "nothing")], capture_output=True, text=True,
-                             timeout=120)
+    missing = run(cli() + ["status", str(tmp_path / "nothing")], timeout=600)
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
 
 
