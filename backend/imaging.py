@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from blender_addon.atomic_files import open_atomically
 from backend.errors import UserError
+from blender_addon.atomic_files import open_atomically
 
 MODEL_INPUT_SIZE = 256
 MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000

@@ -105,9 +105,12 @@ def main():
         import json
 
         naive_settings = json.dumps({**settings.to_dict(), "threads": 0})
+        # The same object ids as iso3d-render gave (ids are content hashes; seeds derive from them).
+        done = json.loads((ours_out / "manifest.json").read_text())["done"]
+        ids = {Path(entry["source"]).resolve(): object_id for object_id, entry in done.items()}
         started = time.perf_counter()
         for path in files:
-            subprocess.run([sys.executable, "-c", NAIVE_RENDER_ONE, str(path), path.stem, str(naive_out),
+            subprocess.run([sys.executable, "-c", NAIVE_RENDER_ONE, str(path), ids[Path(path).resolve()], str(naive_out),
                             naive_settings], check=True, env=env, capture_output=True, cwd=ROOT)
         naive = (time.perf_counter() - started) / len(files)
 

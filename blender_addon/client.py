@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from collections import deque
@@ -12,12 +14,50 @@ from pathlib import Path
 from . import protocol
 
 
+class MissingDependency(ConnectionError):
+    """The bundled ZeroMQ library (pyzmq) does not load in this Blender; the message says why and what to do."""
+
+
+_zmq_problem: str | None = None  # why pyzmq failed to load (cached: a failed binary import is not retried)
+
+
+def load_zmq():
+    """The ``zmq`` module, or MissingDependency in words (e.g. a wheel built for another Python: ``undefined
+    symbol PyType_FromMetaclass`` when a Python 3.12+ wheel lands in Blender 4.2's Python 3.11)."""
+    global _zmq_problem
+    if _zmq_problem is None:
+        try:
+            import zmq
+
+            return zmq
+        except (ImportError, OSError) as error:
+            import sys
+
+            version = "%d.%d" % sys.version_info[:2]
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            detail = re.sub(r"[^\s:]*[/\\]([^\s/\\:]+)", r"\1", detail)  # file names, not install paths
+            _zmq_problem = (
+                f"The ZeroMQ library bundled with the add-on (pyzmq) does not load in this Blender's Python {version} "
+                f"({detail}). Install the Isotropic3D zip made for this Blender version "
+                f"(isotropic3d-...-py{version.replace('.', '')}.zip) and restart Blender")
+    raise MissingDependency(_zmq_problem)
+
+
+def zmq_problem() -> str:
+    """Why pyzmq cannot load ("" when it loads); for the panel."""
+    try:
+        load_zmq()
+    except MissingDependency as error:
+        return str(error)
+    return ""
+
+
 class BackendClient:
     """One connection to one backend. ``curve``: (server public key, client public key, client secret key) as
     z85 bytes for a remote backend; None on loopback."""
 
     def __init__(self, address: str, curve: tuple[bytes, bytes, bytes] | None = None, client_name: str = "blender"):
-        import zmq
+        zmq = load_zmq()
 
         self.address = address
         self.client_name = client_name
@@ -110,6 +150,15 @@ class BackendClient:
         payloads = [] if image_png is None else [protocol.png_payload(image_png)]
         self.send(protocol.encode("submit", payloads, kind=kind, settings=settings, request=request, name=name))
         return request
+
+    def withdraw(self, request: str) -> bool:
+        """Drop the submission ``request`` if it has not left yet (the backend is unreachable); True if dropped."""
+        for frames in list(self.outbox):
+            header = json.loads(bytes(frames[0]))  # our own header, made by protocol.encode
+            if header.get("type") == "submit" and header.get("request") == request:
+                self.outbox.remove(frames)
+                return True
+        return False
 
     def cancel(self, job: str) -> None:
         self.send(protocol.encode("cancel", job=job))

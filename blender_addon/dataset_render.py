@@ -2,19 +2,20 @@
 
 Used by the add-on's "Render training views" operator (on copies of the selected objects) and, headless, by
 ``training/render_cli.py`` worker processes (on imported files). Per object: import or copy into the render
-scene, normalise to the unit cube at the origin, light with a randomly rotated and scaled HDRI from the ones
-Blender ships, render the fixed and random view sets, write ``cameras.json`` (conventions in
-``render_plan``), then publish the folder with one atomic rename so that no half-written object ever looks
-finished. Units: Blender units, angles in degrees unless named ``*_rad``; world Z up.
+scene, turn it to Z up (the importer's axis conversion or ``up_axis``) and normalise it (unit box or sphere) at
+the origin, light with a randomly rotated and scaled HDRI from the ones Blender ships, render the fixed and
+random view sets on a transparent film and composite them over the exact background after denoising, write
+``cameras.json`` (conventions and the source file's ``file_to_world`` in ``render_plan``, quality flags), then
+check the whole folder and publish it with one atomic rename (``render_staging``) so that no half-written object
+ever looks finished. Units: Blender units, angles in degrees unless named ``*_rad``; world Z up.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
+import re
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -30,9 +31,15 @@ from .render_plan import (
     RenderSettings,
     RenderSettingsError,
     camera_to_world,
+    file_axes_to_world,
+    likely_z_up,
+    normalization_transform,
     object_record,
+    outside_frame_fraction,
     plan_object,
+    verify_object_folder,
 )
+from .render_staging import PublishError, StagingFolder
 
 WORLD_MAP_RESOLUTION = 256  # pixels of the world's light importance map
 # ID collections that importers add to; what an import adds there is removed again after the object's render.
@@ -100,6 +107,12 @@ class LoadedObject:
     objects: list  # bpy.types.Object, all of them (meshes, empties, armatures...)
     owned_ids: list  # bpy.types.ID that this object brought in (removed by TrainingViewRenderer.discard)
     source: str
+    # 3x3 matrix the importer applied, from the source's coordinates to Blender's (None: not known, FBX).
+    import_axes: np.ndarray | None = None
+    # 3x3 matrix from the source's coordinates to Z-up as the settings declare them (None: not known).
+    declared_axes: np.ndarray | None = None
+    extension: str = ""
+    missing_textures: tuple[str, ...] = ()  # material libraries and images the file names but that are missing
 
 
 class TrainingViewRenderer:
@@ -128,7 +141,9 @@ class TrainingViewRenderer:
         render.resolution_x = render.resolution_y = settings.resolution
         render.resolution_percentage = 100
         render.pixel_aspect_x = render.pixel_aspect_y = 1.0
-        render.film_transparent = settings.background == "transparent"
+        # Always a transparent film: a white background is composited after denoising (exactly 255 where the
+        # object's alpha is 0), never rendered (the denoiser and the pixel filter speckle a rendered one).
+        render.film_transparent = True
         render.use_persistent_data = True  # keep BVH/images/world maps between the views of an object
         render.dither_intensity = 0.0  # exact white background, bit-identical re-renders
         render.threads_mode = "FIXED" if settings.threads else "AUTO"
@@ -136,7 +151,7 @@ class TrainingViewRenderer:
             render.threads = settings.threads
         image = render.image_settings
         image.file_format = "PNG"
-        image.color_mode = "RGBA" if settings.background == "transparent" else "RGB"
+        image.color_mode = "RGBA"
         image.color_depth = "8"
         render.use_file_extension = True
         self.scene.view_settings.view_transform = "Standard"
@@ -173,14 +188,18 @@ class TrainingViewRenderer:
         self._own_ids += [self.camera, data]
 
     def _make_world(self):
-        """HDRI lighting; with a white background, camera rays see plain white (emission 1, Standard view)."""
+        """HDRI lighting (the film is transparent: camera rays never show it)."""
         world = bpy.data.worlds.new("iso3d_render_world")
         self._own_ids.append(world)
+        if bpy.app.version < (5, 0, 0):
+            world.use_nodes = True  # Blender 5 worlds always use nodes (the property is deprecated there)
         self.scene.world = world
         # Importance map of the environment: Blender's automatic size (1024) costs ~4.5 s per HDRI change on
         # one CPU core; 256 keeps the light sampling good at a tenth of that.
         world.cycles.sampling_method = "MANUAL"
         world.cycles.sample_map_resolution = WORLD_MAP_RESOLUTION
+        if bpy.app.version < (5, 0, 0):  # a new world has no node tree before 5.0 (always on, deprecated, from 5.0)
+            world.use_nodes = True
         tree = world.node_tree
         tree.nodes.clear()
         nodes, links = tree.nodes, tree.links
@@ -192,18 +211,7 @@ class TrainingViewRenderer:
         links.new(coordinates.outputs["Generated"], self.mapping.inputs["Vector"])
         links.new(self.mapping.outputs["Vector"], self.environment.inputs["Vector"])
         links.new(self.environment.outputs["Color"], self.hdri_background.inputs["Color"])
-        if self.settings.background == "white":
-            white = nodes.new("ShaderNodeBackground")
-            white.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
-            white.inputs["Strength"].default_value = 1.0
-            light_path = nodes.new("ShaderNodeLightPath")
-            mix = nodes.new("ShaderNodeMixShader")
-            links.new(light_path.outputs["Is Camera Ray"], mix.inputs["Fac"])
-            links.new(self.hdri_background.outputs["Background"], mix.inputs[1])
-            links.new(white.outputs["Background"], mix.inputs[2])
-            links.new(mix.outputs["Shader"], output.inputs["Surface"])
-        else:
-            links.new(self.hdri_background.outputs["Background"], output.inputs["Surface"])
+        links.new(self.hdri_background.outputs["Background"], output.inputs["Surface"])
 
     def _set_lighting(self, plan: ObjectPlan):
         image = bpy.data.images.load(os.path.join(self.hdri_folder, plan.hdri), check_existing=True)
@@ -256,7 +264,15 @@ class TrainingViewRenderer:
             for collection in list(obj.users_collection):
                 collection.objects.unlink(obj)
         kept = [obj for obj in objects if obj not in dropped]
-        return LoadedObject(kept, added, path)
+        missing = _missing_material_libraries(path) if extension == ".obj" else []
+        missing += _missing_images(added)
+        return LoadedObject(
+            kept, added, path,
+            import_axes=file_axes_to_world(extension, "format"),
+            declared_axes=file_axes_to_world(extension, self.settings.up_axis),
+            extension=extension,
+            missing_textures=tuple(missing),
+        )
 
     def _run_importer(self, extension: str, path: str):
         if extension in (".glb", ".gltf"):
@@ -293,7 +309,8 @@ class TrainingViewRenderer:
             self.scene.collection.objects.link(duplicate)
             copies.append(duplicate)
             owned.append(duplicate)
-        return LoadedObject(copies, owned, ", ".join(obj.name for obj in objects))
+        identity = np.eye(3)  # the "source" frame of copies is the Blender world
+        return LoadedObject(copies, owned, ", ".join(obj.name for obj in objects), identity, identity)
 
     def discard(self, loaded: LoadedObject):
         """Removes everything a loaded object brought into the file (objects, meshes, materials, images...)."""
@@ -322,29 +339,38 @@ class TrainingViewRenderer:
             blocks.append(local.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3])
         return np.concatenate(blocks) if blocks else np.zeros((0, 3))
 
-    def _normalise(self, loaded: LoadedObject) -> dict:
-        """Scales and moves the object so its largest bounding-box side is 1, centred at the origin.
+    def _normalise(self, loaded: LoadedObject) -> tuple[dict, np.ndarray, np.ndarray | None]:
+        """Turns the object to Z up as declared (``up_axis``) and scales and moves it so that its largest
+        bounding-box side is 1 ("box") or its bounding sphere has radius 0.5 ("sphere"), centred at the origin.
 
-        Returns the JSON's ``normalization``: world = scale * original + offset.
+        Returns the JSON's ``normalization`` (with ``file_to_world``), the normalised world vertices and the
+        vertices in the source file's coordinates (None when the importer's axes are not known).
         """
         meshes = self._mesh_objects(loaded)
         if not meshes:
             raise ObjectRenderError("the file contains no mesh objects (empty scene)")
-        faces = sum(len(obj.data.polygons) for obj in meshes)
-        if faces > self.settings.max_faces:
-            raise ObjectRenderError(f"too large: {faces} faces, more than the limit of {self.settings.max_faces}")
+        triangles = sum(_triangle_count(obj.data) for obj in meshes)
+        if triangles > self.settings.max_faces:
+            raise ObjectRenderError(f"too large: {triangles} faces, more than the limit of {self.settings.max_faces}")
         self.scene.view_layers[0].update()
         vertices = self._world_vertices(meshes)
-        if len(vertices) == 0 or faces == 0:
+        if len(vertices) == 0 or triangles == 0:
             raise ObjectRenderError("the meshes have no faces (empty scene)")
         if not np.isfinite(vertices).all():
             raise ObjectRenderError("the mesh has non-finite vertex coordinates")
-        low, high = vertices.min(axis=0), vertices.max(axis=0)
+        # Blender holds import_axes @ p_file; the declared frame wants declared_axes @ p_file.
+        if loaded.import_axes is not None and loaded.declared_axes is not None:
+            turn = loaded.declared_axes @ np.linalg.inv(loaded.import_axes)
+        else:
+            turn = np.eye(3)
+        vertices_z_up = vertices @ turn.T
+        low, high = vertices_z_up.min(axis=0), vertices_z_up.max(axis=0)
         extent = float((high - low).max())
         if extent <= 1e-9 * max(1.0, float(np.abs(vertices).max())):
             raise ObjectRenderError("the object has zero size (all vertices at one point)")
-        scale = 1.0 / extent
-        offset = -scale * (low + high) / 2.0
+        scale, offset = normalization_transform(vertices_z_up, self.settings.normalize)
+        placement = np.eye(4)
+        placement[:3, :3], placement[:3, 3] = scale * turn, offset
         normaliser = bpy.data.objects.new("iso3d_normaliser", None)
         self.scene.collection.objects.link(normaliser)
         loaded.objects.append(normaliser)
@@ -355,42 +381,88 @@ class TrainingViewRenderer:
                 obj.parent = normaliser
                 obj.matrix_parent_inverse = mathutils.Matrix.Identity(4)
                 obj.matrix_world = world
-        normaliser.matrix_world = mathutils.Matrix.Translation(offset.tolist()) @ mathutils.Matrix.Scale(scale, 4)
+        normaliser.matrix_world = mathutils.Matrix(placement.tolist())
         self.scene.view_layers[0].update()
-        return {
+        file_to_world = None
+        if loaded.import_axes is not None and loaded.declared_axes is not None:
+            file_to_world = np.eye(4)
+            file_to_world[:3, :3], file_to_world[:3, 3] = scale * loaded.declared_axes, offset
+        normalization = {
+            "mode": self.settings.normalize,
             "scale": scale,
             "offset": offset.tolist(),
-            "bbox_min_original": low.tolist(),
-            "bbox_max_original": high.tolist(),
-            "faces": faces,
+            "file_to_world": None if file_to_world is None else file_to_world.tolist(),
+            "bbox_min_z_up": low.tolist(),
+            "bbox_max_z_up": high.tolist(),
+            "faces": triangles,
         }
+        file_vertices = None if loaded.import_axes is None else vertices @ np.linalg.inv(loaded.import_axes).T
+        return normalization, vertices_z_up * scale + offset, file_vertices
+
+    def _quality(self, loaded: LoadedObject, world_vertices: np.ndarray, file_vertices: np.ndarray | None,
+                 plan: ObjectPlan) -> dict:
+        """Flags for a person to look at: missing textures, a likely Z-up file read as Y-up, cropped views."""
+        return {
+            "missing_textures": list(loaded.missing_textures),
+            "likely_z_up": (
+                file_vertices is not None and likely_z_up(file_vertices, loaded.extension, self.settings.up_axis)
+            ),
+            "outside_frame_fraction": round(outside_frame_fraction(world_vertices, self.settings, plan), 6),
+        }
+
+    def _composite_over_background(self, path: str):
+        """Rewrites a rendered straight-alpha RGBA PNG over the white background as an RGB PNG: the pixels
+        blend in linear light, and where alpha is 0 the result is exactly 255."""
+        rendered = bpy.data.images.load(path, check_existing=False)
+        try:
+            width, height = rendered.size
+            pixels = np.empty(width * height * 4, dtype=np.float32)
+            rendered.pixels.foreach_get(pixels)  # the stored (sRGB-encoded) values of an 8-bit PNG, 0..1
+        finally:
+            bpy.data.images.remove(rendered)
+        pixels = pixels.reshape(-1, 4)
+        alpha = pixels[:, 3:4]
+        linear = _srgb_to_linear(pixels[:, :3])
+        composited = _linear_to_srgb(linear * alpha + (1.0 - alpha))
+        composited[alpha[:, 0] <= 0.0] = 1.0
+        out = bpy.data.images.new("iso3d_composite", width, height, alpha=False)
+        try:
+            rgba = np.concatenate([composited, np.ones_like(alpha)], axis=1)
+            out.pixels.foreach_set(rgba.ravel())
+            out.filepath_raw = path
+            out.file_format = "PNG"
+            out.save()
+        finally:
+            bpy.data.images.remove(out)
 
     def render(self, loaded: LoadedObject, object_id: str, out_root: str, staging_root: str | None = None,
                overwrite: bool = False) -> Iterator[tuple[int, int]]:
         """Renders one loaded object's views into ``out_root/object_id`` and yields (views done, views total).
 
-        Images and the JSON go to a staging folder under ``staging_root`` (default ``out_root/.partial``) that
-        is renamed to ``out_root/object_id`` only when complete. ``overwrite``: replace an existing folder.
-        Raises ObjectRenderError with the reason when the object cannot be rendered.
+        Images and the JSON go to a staging folder under ``staging_root`` (default ``out_root/.partial``),
+        owned by this process (``render_staging``), checked whole and renamed to ``out_root/object_id`` only
+        when complete. ``overwrite``: replace an existing folder. Raises ObjectRenderError with the reason when
+        the object cannot be rendered.
         """
         started = time.perf_counter()
         plan = plan_object(self.settings, object_id, self.hdris)
-        normalization = self._normalise(loaded)
+        normalization, world_vertices, file_vertices = self._normalise(loaded)
+        quality = self._quality(loaded, world_vertices, file_vertices, plan)
         self._set_lighting(plan)
         self.scene.cycles.seed = plan.seed
         staging_root = staging_root or os.path.join(out_root, ".partial")
-        staging = os.path.join(staging_root, f"{object_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-        os.makedirs(staging)
-        try:
+        with StagingFolder(staging_root, object_id) as staging:
             total = len(plan.views)
             for done, view in enumerate(plan.views):
                 self.camera.matrix_world = mathutils.Matrix(
                     camera_to_world(view.elevation_deg, view.azimuth_deg, view.distance).tolist()
                 )
-                self.scene.render.filepath = os.path.join(staging, view.file_name)
+                self.scene.render.filepath = os.path.join(staging.path, view.file_name)
                 bpy.ops.render.render(write_still=True, scene=self.scene.name)
                 if not os.path.isfile(self.scene.render.filepath):
                     raise ObjectRenderError(f"Blender wrote no image for view {view.file_name}")
+                if self.settings.background == "white":
+                    self._composite_over_background(self.scene.render.filepath)
                 yield done + 1, total
             render_info = {
                 "engine": self.scene.render.engine,
@@ -399,12 +471,16 @@ class TrainingViewRenderer:
                 "blender_version": bpy.app.version_string,
                 "seconds": time.perf_counter() - started,
             }
-            record = object_record(self.settings, plan, loaded.source, normalization, render_info)
-            write_json_atomically(os.path.join(staging, RECORD_FILE), record)
-            publish_folder(staging, os.path.join(out_root, object_id), overwrite)
-        finally:
-            if os.path.isdir(staging):
-                shutil.rmtree(staging, ignore_errors=True)
+            record = object_record(self.settings, plan, loaded.source, normalization, render_info, quality)
+            write_json_atomically(os.path.join(staging.path, RECORD_FILE), record)
+            try:
+                staging.publish(
+                    os.path.join(out_root, object_id),
+                    lambda path: verify_object_folder(path, self.settings, object_id),
+                    overwrite,
+                )
+            except PublishError as error:
+                raise ObjectRenderError(str(error)) from None
 
     def render_file(self, path: str, object_id: str, out_root: str, staging_root: str | None = None,
                     overwrite: bool = False):
@@ -425,15 +501,43 @@ class TrainingViewRenderer:
         bpy.data.batch_remove(ids)
 
 
-def publish_folder(staging: str, final: str, overwrite: bool):
-    """Moves a finished staging folder to its final name in one rename; an existing one is kept unless
-    ``overwrite``, in which case it is swapped out first and deleted afterwards."""
-    if os.path.exists(final):
-        if not overwrite:
-            raise ObjectRenderError(f"output folder already exists: {final}")
-        retired = f"{staging}.old"
-        os.replace(final, retired)
-        os.replace(staging, final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, final)
+def _triangle_count(mesh) -> int:
+    """Triangles of a mesh's faces (an n-gon counts n - 2)."""
+    corners = np.empty(len(mesh.polygons), dtype=np.int64)
+    mesh.polygons.foreach_get("loop_total", corners)
+    return int(np.maximum(corners - 2, 0).sum())
+
+
+_MTLLIB = re.compile(rb"^\s*mtllib\s+(.+?)\s*$", re.MULTILINE)
+
+
+def _missing_material_libraries(obj_path: str) -> list[str]:
+    """The ``mtllib`` files an OBJ names that are not beside it (its materials and textures are then lost)."""
+    with open(obj_path, "rb") as handle:
+        text = handle.read()
+    folder = os.path.dirname(obj_path)
+    missing = []
+    for match in _MTLLIB.finditer(text):
+        name = match.group(1).decode("utf-8", "replace")
+        if not os.path.isfile(os.path.join(folder, name)):
+            missing.append(name)
+    return missing
+
+
+def _missing_images(ids: list) -> list[str]:
+    """Image files that imported materials use but that are neither packed nor on disk."""
+    missing = []
+    for id_ in ids:
+        if isinstance(id_, bpy.types.Image) and id_.source in {"FILE", "SEQUENCE", "TILED"} and not id_.packed_file:
+            if not os.path.isfile(bpy.path.abspath(id_.filepath)):
+                missing.append(os.path.basename(id_.filepath) or id_.name)
+    return missing
+
+
+def _srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(values: np.ndarray) -> np.ndarray:
+    values = np.clip(values, 0.0, 1.0)
+    return np.where(values <= 0.0031308, values * 12.92, 1.055 * values ** (1.0 / 2.4) - 0.055)

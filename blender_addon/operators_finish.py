@@ -8,11 +8,10 @@ object's mesh and material in place when the result streams back. Running it aga
 
 import bpy
 
+from .face_budgets import parse_face_budgets
 from .preferences import ConnectionRefused
 from .scene_sync import FINISH_JOB_PROPERTY, JOB_PROPERTY, LOD_OF_PROPERTY
 from .session import SESSION
-
-MAX_LODS = 8
 
 
 def finish_target(context):
@@ -24,21 +23,6 @@ def finish_target(context):
     if obj is None or obj.type != "MESH" or not obj.get(JOB_PROPERTY):
         return None
     return obj
-
-
-def parse_face_budgets(text: str) -> list[int]:
-    """'5000, 1000' -> [5000, 1000]; ValueError in plain words for anything else."""
-    budgets = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip().replace("_", "")
-        if not part:
-            continue
-        if not part.isdigit() or int(part) <= 0:
-            raise ValueError(f"LODs: '{part}' is not a face count; write whole numbers like 5000,1000")
-        budgets.append(int(part))
-    if len(budgets) > MAX_LODS:
-        raise ValueError(f"LODs: {len(budgets)} given; at most {MAX_LODS}")
-    return budgets
 
 
 def finish_settings(properties, source_job: str) -> dict:
@@ -53,6 +37,7 @@ class ISO3D_OT_finish(bpy.types.Operator):
 
     bl_idname = "iso3d.finish"
     bl_label = "Finish"
+    bl_options = {"UNDO"}
 
     @classmethod
     def poll(cls, context):

@@ -7,36 +7,32 @@ import json
 
 import bpy
 
-from .image_input import ImageInputError, input_image_png
+from .addresses import AddressError, is_loopback
+from .image_input import ImageInputError, prepare_input
+from .job_settings import changed_settings
 from .local_backend import LocalBackendError, serve_command
-from .preferences import ConnectionRefused, addon_preferences, backend_address, is_loopback, local_data_folder
+from .preferences import ConnectionRefused, addon_preferences, backend_address, local_data_folder
 from .session import SESSION
 
 
-def preview_settings(settings) -> dict:
-    return {"steps": settings.preview_steps, "seed": settings.seed, "guidance": float(settings.guidance),
-            "elevation": float(settings.elevation)}
+def preview_settings(scene) -> dict:
+    """The ``preview`` job's settings: only what the artist changed (job_settings)."""
+    return changed_settings(scene, "preview")
 
 
-def generate_settings(settings) -> dict:
-    """The ``generate`` job's settings; ValueError when the advanced options are not valid JSON."""
-    result = {"preset": settings.preset, "seed": settings.seed}
-    if settings.steps > 0:
-        result["steps"] = settings.steps
-    if settings.mesh_every > 0:
-        result["mesh_every"] = settings.mesh_every
-    options = {}
+def generate_settings(scene) -> dict:
+    """The ``generate`` job's settings (wire keys ``section.name``): what the artist changed, then the advanced
+    JSON options over them; ValueError when the advanced options are not valid JSON."""
+    settings = scene.iso3d_generate
+    result = changed_settings(scene, "generate")
     if settings.options.strip():
         try:
-            options = json.loads(settings.options)
+            extra = json.loads(settings.options)
         except ValueError as error:
             raise ValueError(f"The advanced options are not valid JSON: {error}") from None
-        if not isinstance(options, dict):
+        if not isinstance(extra, dict):
             raise ValueError('The advanced options must be a JSON object like {"mesh.resolution": 128}')
-    if settings.sds_guidance > 0:
-        options.setdefault("guidance.guidance_scale", float(settings.sds_guidance))
-    if options:
-        result["options"] = options
+        result.update(extra)
     return result
 
 
@@ -47,28 +43,50 @@ def _unique_object_name(base: str) -> str:
     return name
 
 
+def busy_reason(scene) -> str:
+    """Why a new job cannot start in ``scene`` now ("" when it can): one job per scene at a time, so that no job
+    ever runs unseen (its progress, Cancel and results all belong to the scene's one job state)."""
+    state = scene.iso3d_job
+    if scene.name in SESSION.preparing:
+        return "The input image is still being prepared; cancel it to send another"
+    if state.request:
+        return "The last job was not accepted yet (is the backend running?); cancel it to send another"
+    if state.active:
+        return f"A {state.job_kind or 'job'} is running in this scene; wait for it or cancel it"
+    return ""
+
+
 class _Submit:
     kind = ""
+    bl_options = {"UNDO"}  # the job state it sets is one undo step (and survives undo: see session)
 
     @classmethod
     def poll(cls, context):
-        return context.scene is not None and hasattr(context.scene, "iso3d_generate")
+        if context.scene is None or not hasattr(context.scene, "iso3d_generate"):
+            return False
+        reason = busy_reason(context.scene)
+        if reason:
+            cls.poll_message_set(reason)
+        return not reason
 
     def execute(self, context):
         settings = context.scene.iso3d_generate
         try:
-            image_png, image_name = input_image_png(context, settings)
-            job_settings = preview_settings(settings) if self.kind == "preview" else generate_settings(settings)
+            job_settings = (preview_settings(context.scene) if self.kind == "preview"
+                            else generate_settings(context.scene))
+            prepared = prepare_input(context, settings)
             object_name = ""
             if self.kind == "generate":
                 target = settings.result_object
-                object_name = target.name if target is not None else _unique_object_name(f"Isotropic3D {image_name}")
-            SESSION.submit(context, self.kind, image_png, job_settings, object_name)
+                object_name = target.name if target is not None else _unique_object_name(f"Isotropic3D {prepared.name}")
+            SESSION.submit_when_ready(context, self.kind, prepared, job_settings, object_name)
         except (ImageInputError, ConnectionRefused, ValueError, ConnectionError) as error:
             context.scene.iso3d_job.last_error = str(error)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Isotropic3D: {self.kind} sent to {SESSION.address}")
+        waiting = context.scene.name in SESSION.preparing
+        self.report({"INFO"}, f"Isotropic3D: {self.kind} " + ("is preparing its image" if waiting else
+                                                               f"sent to {SESSION.address}"))
         return {"FINISHED"}
 
 
@@ -88,19 +106,43 @@ class ISO3D_OT_generate(_Submit, bpy.types.Operator):
     kind = "generate"
 
 
+class ISO3D_OT_generate_from_seed(_Submit, bpy.types.Operator):
+    """Generate a 3D object from the same image with the seed of the preview just shown"""
+
+    bl_idname = "iso3d.generate_from_seed"
+    bl_label = "Generate from this seed"
+    kind = "generate"
+
+    @classmethod
+    def poll(cls, context):
+        state = getattr(context.scene, "iso3d_job", None)
+        if state is None or state.job_kind != "preview" or state.state != "done":
+            cls.poll_message_set("Make a preview first")
+            return False
+        return super().poll(context)
+
+    def execute(self, context):
+        context.scene.iso3d_generate.seed = context.scene.iso3d_job.seed
+        return super().execute(context)
+
+
 class ISO3D_OT_cancel(bpy.types.Operator):
-    """Cancel the current job on the backend"""
+    """Cancel a job on the backend (default: this scene's; a job not yet accepted is withdrawn)"""
 
     bl_idname = "iso3d.cancel"
     bl_label = "Cancel"
+    bl_options = {"UNDO"}
+
+    job: bpy.props.StringProperty(name="Job", description="A job id; empty = this scene's job",
+                                  options={"SKIP_SAVE"})
 
     def execute(self, context):
         try:
-            SESSION.cancel(context)
+            SESSION.cancel(context, self.job.strip())
         except (ValueError, ConnectionRefused, ConnectionError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Isotropic3D: cancelling job {context.scene.iso3d_job.job_id}")
+        self.report({"INFO"}, f"Isotropic3D: cancelling {self.job.strip() or context.scene.iso3d_job.job_kind or 'the job'}")
         return {"FINISHED"}
 
 
@@ -109,13 +151,19 @@ class ISO3D_OT_connect(bpy.types.Operator):
 
     bl_idname = "iso3d.connect"
     bl_label = "Connect / Attach"
+    bl_options = {"UNDO"}
 
-    job: bpy.props.StringProperty(name="Job", description="A job id to attach to; empty = the scene's job")
+    job: bpy.props.StringProperty(name="Job", description="A job id to attach to; empty = the scene's job",
+                                  options={"SKIP_SAVE"})
 
     def execute(self, context):
+        state = context.scene.iso3d_job
+        job = self.job.strip() or state.job_id
+        if job != state.job_id and (state.active or state.request):
+            self.report({"ERROR"}, busy_reason(context.scene))  # it would leave the running job unseen
+            return {"CANCELLED"}
         try:
             SESSION.connect(context, force=True)
-            job = self.job.strip() or context.scene.iso3d_job.job_id
             if job:
                 SESSION.attach(context, job)
         except (ConnectionRefused, ConnectionError) as error:
@@ -124,6 +172,21 @@ class ISO3D_OT_connect(bpy.types.Operator):
             return {"CANCELLED"}
         context.scene.iso3d_job.last_error = ""
         self.report({"INFO"}, f"Isotropic3D: connecting to {SESSION.address}" + (f", attaching to {job}" if job else ""))
+        return {"FINISHED"}
+
+
+class ISO3D_OT_refresh_jobs(bpy.types.Operator):
+    """Ask the backend for its recent jobs (the Jobs list)"""
+
+    bl_idname = "iso3d.refresh_jobs"
+    bl_label = "Refresh jobs"
+
+    def execute(self, context):
+        try:
+            SESSION.refresh_jobs(context)
+        except (ConnectionRefused, ConnectionError) as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 
@@ -146,7 +209,7 @@ class ISO3D_OT_start_local_backend(bpy.types.Operator):
             )
             SESSION.local_backend.start(command, local_data_folder(context))
             SESSION.connect(context, force=True)
-        except (LocalBackendError, ConnectionRefused, OSError) as error:
+        except (LocalBackendError, ConnectionRefused, AddressError, OSError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Isotropic3D: starting a local backend at {address}")
@@ -168,8 +231,23 @@ class ISO3D_OT_stop_local_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (ISO3D_OT_preview_views, ISO3D_OT_generate, ISO3D_OT_cancel, ISO3D_OT_connect,
-           ISO3D_OT_start_local_backend, ISO3D_OT_stop_local_backend)
+class ISO3D_OT_report(bpy.types.Operator):
+    """Show a message of the add-on in the status bar and the Info log (jobs that end report through it)"""
+
+    bl_idname = "iso3d.report"
+    bl_label = "Isotropic3D report"
+    bl_options = {"INTERNAL"}
+
+    level: bpy.props.EnumProperty(items=[("INFO", "Info", ""), ("WARNING", "Warning", ""), ("ERROR", "Error", "")])
+    message: bpy.props.StringProperty()
+
+    def execute(self, context):
+        self.report({self.level}, self.message)
+        return {"FINISHED"}
+
+
+CLASSES = (ISO3D_OT_preview_views, ISO3D_OT_generate, ISO3D_OT_generate_from_seed, ISO3D_OT_cancel, ISO3D_OT_connect,
+           ISO3D_OT_refresh_jobs, ISO3D_OT_start_local_backend, ISO3D_OT_stop_local_backend, ISO3D_OT_report)
 
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -1,5 +1,6 @@
-"""View3D sidebar tab "Isotropic3D": "Generate" (image, settings, buttons), its "Backend" and "Progress" sub-panels,
-"Finish" (face budget, texture, LODs of the selected generated object) and "Render training views"."""
+"""View3D sidebar tab "Isotropic3D": "Generate" (image, settings, buttons that become progress + Cancel while its job
+runs), its "Progress", "Jobs" and "Backend" sub-panels, "Finish" (face budget, texture, LODs of the selected
+generated object) and "Render training views"; a status bar entry while a job runs."""
 
 import bpy
 
@@ -18,44 +19,91 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
 
 
+def job_progress_text(state) -> str:
+    """One line for a running job: kind, phase, step/total, queue position, ETA."""
+    text = f"{state.job_kind or 'job'}: {state.phase or state.state or 'sending'}"
+    if state.total:
+        text += f" {state.step}/{state.total}"
+    if state.position:
+        text += f", queue position {state.position}"
+    if state.eta >= 0 and state.state == "running":
+        text += f", ETA {_duration(state.eta)}"
+    return text
+
+
+def lost_connection_text(state) -> str:
+    """What a lost connection means for the job, and what to do (shown on the job itself)."""
+    from .session import SESSION
+
+    since = ""
+    if SESSION.lost_since is not None:
+        import time
+
+        since = f" {_duration(time.monotonic() - SESSION.lost_since)} ago"
+    return (f"Connection to the backend lost{since}. Nothing more arrives until it is back: start the backend again "
+            "(Backend > Start local, or `iso3d serve` where it ran); the job resumes there and is re-attached "
+            "here by itself")
+
+
+def _job_busy(state) -> bool:
+    """The scene's job is on its way (its image being prepared, sent, queued or running)."""
+    from .session import SESSION
+
+    return state.active or bool(state.request) or state.id_data.name in SESSION.preparing
+
+
 class ISO3D_PT_generate(_SidebarTab, bpy.types.Panel):
     bl_label = "Generate"
     bl_idname = "ISO3D_PT_generate"
     bl_order = 0
 
     def draw(self, context):
+        from .client import zmq_problem
+
         layout = self.layout
         settings = context.scene.iso3d_generate
         state = context.scene.iso3d_job
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        layout.prop(settings, "image_source")
+        problem = zmq_problem()
+        if problem:
+            _error_box(layout, problem)
+            return
+        layout.prop(settings, "image_source", expand=True)
         if settings.image_source == "FILE":
-            layout.prop(settings, "image_path")
+            layout.prop(settings, "image_path", text="")
         elif settings.image_source == "IMAGE":
-            layout.template_ID(settings, "image", open="image.open")
+            layout.template_ID_preview(settings, "image", open="image.open", rows=3, cols=6)
         else:
             obj = context.active_object
             name = obj.data.name if obj and obj.type == "EMPTY" and obj.data else "no active image empty"
             layout.label(text=name, icon="IMAGE_DATA")
+        layout.use_property_split = True
+        layout.use_property_decorate = False
         column = layout.column(align=True)
         column.prop(settings, "preset")
         column.prop(settings, "steps")
-        column.prop(settings, "mesh_every")
+        column.prop(settings, "mesh_every", text="Mesh every")
         column.prop(settings, "seed")
+        column = layout.column(heading="Preview", align=True)
+        column.prop(settings, "preview_steps", text="Steps")
+        column.prop(settings, "guidance", text="Guidance")
+        column.prop(settings, "elevation", text="Elevation")
+        layout.prop(settings, "result_object", text="Into")
+        layout.prop(context.scene.iso3d_finish, "after_generate", text="Then Finish")
+        if _job_busy(state):  # the buttons become the job: its progress and its Cancel
+            box = layout.box()
+            box.label(text=job_progress_text(state), icon="TIME")
+            if state.total:
+                box.progress(factor=min(state.step / state.total, 1.0), text=f"{100 * state.step // state.total}%")
+            if state.connection == "LOST":
+                _error_box(box, lost_connection_text(state))
+            row = box.row()
+            row.scale_y = 1.4
+            row.operator("iso3d.cancel", icon="CANCEL")
+            return
         column = layout.column(align=True)
-        column.prop(settings, "guidance")
-        column.prop(settings, "preview_steps")
-        column.prop(settings, "elevation")
-        layout.prop(settings, "result_object")
-        layout.prop(context.scene.iso3d_finish, "after_generate")
-        row = layout.row(align=True)
-        row.scale_y = 1.4
-        row.operator("iso3d.preview_views", icon="IMAGE_PLANE")
-        row.operator("iso3d.generate", icon="MESH_MONKEY")
-        row = layout.row()
-        row.enabled = state.active
-        row.operator("iso3d.cancel", icon="CANCEL")
+        column.scale_y = 1.4
+        column.operator("iso3d.preview_views", text="Preview", icon="IMAGE_PLANE")
+        column.operator("iso3d.generate", icon="MESH_MONKEY")
 
 
 class ISO3D_PT_generate_progress(_SidebarTab, bpy.types.Panel):
@@ -66,25 +114,109 @@ class ISO3D_PT_generate_progress(_SidebarTab, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         state = context.scene.iso3d_job
-        if not state.job_id and not state.request and not state.last_error:
+        if not state.job_id and not state.request and not state.last_error and not state.state:
             layout.label(text="No job yet")
-        if state.job_id or state.request:
-            layout.label(text=f"{state.job_kind or 'job'} {state.job_id or '(sending)'}: {state.state or 'attaching'}")
-            if state.phase:
-                text = f"{state.phase}"
-                if state.total:
-                    text += f"  {state.step}/{state.total}"
-                if state.position:
-                    text += f"  (queue position {state.position})"
-                if state.eta >= 0 and state.state == "running":
-                    text += f"  ETA {_duration(state.eta)}"
-                layout.label(text=text, icon="TIME")
-            if state.total and hasattr(layout, "progress"):  # Blender 4.0+
+        if state.job_id or state.request or state.state:
+            icon = {"done": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL"}.get(state.state, "TIME")
+            layout.label(text=job_progress_text(state) if _job_busy(state) else
+                         f"{state.job_kind or 'job'}: {state.state}", icon=icon)
+            if state.total and _job_busy(state):
                 layout.progress(factor=min(state.step / state.total, 1.0), text=f"{100 * state.step // state.total}%")
             if state.mesh_updates:
-                layout.label(text=f"{state.mesh_updates} mesh updates into '{state.object_name}'", icon="MESH_DATA")
+                layout.label(text=f"{state.mesh_updates} meshes into '{state.object_name}'", icon="MESH_DATA")
+            if state.job_kind == "preview" and state.state == "done":
+                layout.operator("iso3d.generate_from_seed", text=f"Generate from seed {state.seed}",
+                                icon="MESH_MONKEY")
+            if state.connection == "LOST" and _job_busy(state):
+                _error_box(layout, lost_connection_text(state))
         if state.last_error:
             _error_box(layout, state.last_error)
+
+
+def _age(created: float) -> str:
+    import time
+
+    seconds = max(time.time() - float(created or 0), 0)
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} d ago"
+
+
+def file_jobs() -> dict[str, dict]:
+    """Jobs this file knows: the scenes' current jobs and the jobs recorded on generated objects (job -> row)."""
+    from .scene_sync import FINISH_JOB_PROPERTY, JOB_PROPERTY
+
+    jobs = {}
+    for obj in bpy.data.objects:
+        for key, kind in ((JOB_PROPERTY, "generate"), (FINISH_JOB_PROPERTY, "finish")):
+            if obj.get(key):
+                jobs[obj[key]] = {"job": obj[key], "kind": kind, "name": obj.name, "status": "done"}
+    for scene in bpy.data.scenes:
+        state = getattr(scene, "iso3d_job", None)
+        if state is not None and state.job_id:
+            jobs[state.job_id] = {"job": state.job_id, "kind": state.job_kind, "name": state.object_name,
+                                  "status": state.state or "attaching", "step": state.step, "total": state.total}
+    return jobs
+
+
+class ISO3D_PT_generate_jobs(_SidebarTab, bpy.types.Panel):
+    """This file's jobs and the backend's recent ones, each with attach / cancel / import."""
+
+    bl_label = "Jobs"
+    bl_idname = "ISO3D_PT_generate_jobs"
+    bl_parent_id = "ISO3D_PT_generate"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        from .session import SESSION
+
+        layout = self.layout
+        here = file_jobs()
+        backend = {job["job"]: job for job in SESSION.backend_jobs}
+        rows = [{**backend.get(job, {}), **row, "status": backend.get(job, row).get("status", row["status"])}
+                for job, row in here.items()]
+        rows += [job for job_id, job in sorted(backend.items(), key=lambda item: -float(item[1].get("created", 0)))
+                 if job_id not in here][:10]
+        header = layout.row()
+        header.label(text=f"{len(here)} in this file, {len(backend)} on the backend")
+        header.operator("iso3d.refresh_jobs", text="", icon="FILE_REFRESH")
+        current = context.scene.iso3d_job.job_id
+        for row in rows:
+            box = layout.box()
+            status = row.get("status", "")
+            progress = f" {row.get('step', 0)}/{row['total']}" if row.get("total") and status == "running" else ""
+            when = f", {_age(row['created'])}" if row.get("created") else ""
+            icon = {"done": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL"}.get(status, "TIME")
+            title = box.row()
+            title.label(text=f"{row.get('kind', 'job')}: {row.get('name') or row['job'][:8]}", icon=icon)
+            if row["job"] == current:
+                title.label(text="", icon="LAYER_ACTIVE")
+            line = box.row(align=True)
+            line.label(text=f"{status}{progress}{when}")
+            line.operator("iso3d.connect", text="", icon="LINKED").job = row["job"]
+            if status in ("queued", "running"):
+                line.operator("iso3d.cancel", text="", icon="CANCEL").job = row["job"]
+            elif status == "done" and row.get("kind") in ("generate", "finish"):
+                line.operator("iso3d.connect", text="", icon="IMPORT").job = row["job"]  # replays its result
+
+
+def draw_status_bar(self, context):
+    """The status bar entry: the scene's job while it runs, or a lost connection."""
+    state = getattr(context.scene, "iso3d_job", None)
+    if state is None or not _job_busy(state):
+        return
+    row = self.layout.row(align=True)
+    if state.connection == "LOST":
+        row.label(text="Isotropic3D: connection lost", icon="ERROR")
+    elif state.total:
+        row.progress(factor=min(state.step / state.total, 1.0), type="RING", text="")
+        row.label(text=f"Isotropic3D {job_progress_text(state)}")
+    else:
+        row.label(text=f"Isotropic3D {job_progress_text(state)}", icon="TIME")
 
 
 class ISO3D_PT_generate_backend(_SidebarTab, bpy.types.Panel):
@@ -210,8 +342,19 @@ class ISO3D_PT_render_training_views(_SidebarTab, bpy.types.Panel):
         layout.operator("iso3d.render_training_views", icon="RENDER_STILL")
 
 
-CLASSES = (ISO3D_PT_generate, ISO3D_PT_generate_progress, ISO3D_PT_generate_backend, ISO3D_PT_finish,
+CLASSES = (ISO3D_PT_generate, ISO3D_PT_generate_progress, ISO3D_PT_generate_jobs, ISO3D_PT_generate_backend,
+           ISO3D_PT_finish,
            ISO3D_PT_render_training_views)
 
 
-register, unregister = bpy.utils.register_classes_factory(CLASSES)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)
+
+
+def register():
+    _register_classes()
+    bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
+
+
+def unregister():
+    bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
+    _unregister_classes()

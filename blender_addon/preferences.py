@@ -2,12 +2,11 @@
 output folders. Also the checks that turn them into a connection (loopback or keys, Blender's offline mode)."""
 
 import os
-from urllib.parse import urlsplit
 
 import bpy
 
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+from .addresses import DEFAULT_ADDRESS, AddressError, is_loopback
+
 
 
 class ConnectionRefused(Exception):
@@ -57,22 +56,13 @@ def backend_address(context) -> str:
     return (preferences.backend_address.strip() if preferences is not None else "") or DEFAULT_ADDRESS
 
 
-def is_loopback(address: str) -> bool:
-    """True for addresses that never leave this machine (tcp to 127.0.0.1/localhost/::1, ipc, inproc)."""
-    parts = urlsplit(address)
-    if parts.scheme in ("ipc", "inproc"):
-        return True
-    host = parts.hostname or ""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
-
-
 def connection_settings(context) -> tuple[str, tuple | None]:
     """(address, CURVE keys or None) for a connection, or ConnectionRefused saying why not."""
     address = backend_address(context)
-    parts = urlsplit(address)
-    if parts.scheme not in ("tcp", "ipc", "inproc") or (parts.scheme == "tcp" and not parts.port):
-        raise ConnectionRefused(f"The backend address '{address}' is not valid: use tcp://HOST:PORT")
-    loopback = is_loopback(address)
+    try:
+        loopback = is_loopback(address)
+    except AddressError:
+        raise ConnectionRefused(f"The backend address '{address}' is not valid: use tcp://HOST:PORT") from None
     if not loopback and not getattr(bpy.app, "online_access", True):  # Blender < 4.2 has no offline mode
         raise ConnectionRefused(
             f"Blender is in offline mode, so the add-on will not connect to the remote backend {address}: allow "

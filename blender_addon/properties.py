@@ -108,6 +108,7 @@ class Isotropic3DJobState(bpy.types.PropertyGroup):
     mesh_updates: bpy.props.IntProperty(name="Mesh updates")
     lod_levels: bpy.props.IntProperty(name="LOD levels", description="LODs the current finish job delivered")
     artifacts: bpy.props.StringProperty(name="Artifacts", description="Result files (JSON name -> path)")
+    seed: bpy.props.IntProperty(name="Seed", description="The seed the job was sent with (Generate from this seed)")
 
     @property
     def active(self) -> bool:

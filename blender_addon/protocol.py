@@ -6,10 +6,24 @@ header's ``payloads`` list describes, in order: ``{"kind": "png"}`` (PNG bytes) 
 "<f4"|"<i4"|"|u1", "shape": [...]}`` (little-endian, C order).
 
 Client -> backend: hello, submit (job spec + input image PNG; a ``finish`` job, which works on an earlier
-generate job's field, carries no image), cancel, attach, list, ping.
+generate job's field, carries no image), cancel, attach, list, ping, fetch (a job's result file by name, from
+``offset``), prune (admin: delete finished jobs older than ``keep_days`` and/or the oldest until the jobs take
+``max_data_gb``; answered with ``jobs``, the jobs that remain).
 Backend -> client: welcome, accepted, progress, views (PNG per view + cameras), mesh (vertices f4 [V,3], faces
 i4 [F,3], vertex colours u1 [V,3]; a finished asset adds corner UVs f4 [F,3,2] (v up) and its baked texture as
-PNG, and ``level``: 0 main, i the i-th LOD), done, error, jobs (the answer to list), pong.
+PNG, and ``level``: 0 main, i the i-th LOD), done (artifacts by ``name`` and ``size`` in bytes; ``path`` only
+from a loopback backend, where the client shares the file system), error, jobs (the answer to list; a job that
+cannot be read or resumed has status ``damaged`` or ``needs_model`` and a ``reason``), pong, chunk (one piece of a
+fetched file: ``offset``, ``size`` = the file's total bytes, ``final``; one ``bytes`` payload of at most
+FETCH_CHUNK_BYTES; fetch again from ``offset + len(payload)`` until ``final``).
+
+``welcome`` may carry ``settings``: the backend's defaults and bounds of each job kind,
+``{kind: {wire_key: {"type": "int"|"float"|"bool"|"str"|"choice", "default": v, "min": v|null, "max": v|null,
+"choices": [..]|null, "help": "short text"}}}`` for kind preview/generate/finish. Wire keys are the field names
+of the backend's settings dataclasses, dotted for nested ones (``mesh.resolution``); a sequence setting is "str"
+(comma-separated, e.g. ``"15,60"``; a JSON list is accepted too); a null default means "decided by the backend"
+(e.g. the model's own camera encoding). A client sends only what the user changed; the rest takes these defaults.
+A generate job's ``preset`` picks the base the other generate defaults come from.
 
 ``decode`` checks every limit and the header schema and raises ``ProtocolError`` (with a short ``code``) on any
 violation, so a receiver can answer with an ``error`` message and go on. Angles are degrees; camera matrices are
@@ -19,6 +33,7 @@ camera-to-world, row-major 16 floats, Blender Z-up.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -26,6 +41,9 @@ PROTOCOL_VERSION = 1
 
 MAX_FRAMES = 20
 MAX_HEADER_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16  # nesting of objects/lists in a header (a deeper one is refused before it is parsed)
+MAX_TEXT = 4096  # characters of any string field; error messages are cut to this
+FETCH_CHUNK_BYTES = 4 * 1024 * 1024  # one ``chunk`` payload, far under the frame limit
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024  # one frame
 MAX_MESSAGE_BYTES = 192 * 1024 * 1024  # all frames
 MAX_IMAGE_PIXELS = 8192 * 8192
@@ -33,6 +51,7 @@ MAX_ARRAY_ELEMENTS = 3 * 8_000_000  # 8 M vertices or faces
 JOB_KINDS = ("preview", "generate", "finish")
 IMAGELESS_JOB_KINDS = ("finish",)  # jobs that work on an earlier job's result, not on an input image
 ARRAY_DTYPES = {"<f4": 4, "<i4": 4, "|u1": 1}
+PAYLOAD_KINDS = ("png", "array", "bytes")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _STR, _INT, _NUM, _BOOL, _DICT, _LIST = str, int, (int, float), bool, dict, list
@@ -45,8 +64,11 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "attach": ({"job": _STR}, {}),
     "list": ({}, {}),
     "ping": ({}, {"token": _STR}),
+    "fetch": ({"job": _STR, "name": _STR}, {"offset": _INT, "request": _STR}),
+    "prune": ({}, {"keep_days": _NUM, "max_data_gb": _NUM}),
     # backend -> client
-    "welcome": ({"server": _STR, "model": _STR, "device": _STR, "trained": _BOOL}, {"free_memory": _INT, "jobs": _LIST}),
+    "welcome": ({"server": _STR, "model": _STR, "device": _STR, "trained": _BOOL},
+                {"free_memory": _INT, "jobs": _LIST, "settings": _DICT}),
     "accepted": ({"job": _STR, "kind": _STR, "position": _INT}, {"request": _STR}),
     "progress": ({"job": _STR, "phase": _STR, "step": _INT, "total": _INT},
                  {"elapsed": _NUM, "eta": _NUM, "losses": _DICT, "position": _INT}),
@@ -56,11 +78,12 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "error": ({"code": _STR, "message": _STR}, {"job": (str, type(None))}),
     "jobs": ({"jobs": _LIST}, {}),
     "pong": ({}, {"token": _STR}),
+    "chunk": ({"job": _STR, "name": _STR, "offset": _INT, "size": _INT, "final": _BOOL}, {"request": _STR}),
 }
-CLIENT_TYPES = ("hello", "submit", "cancel", "attach", "list", "ping")
-SERVER_TYPES = ("welcome", "accepted", "progress", "views", "mesh", "done", "error", "jobs", "pong")
+CLIENT_TYPES = ("hello", "submit", "cancel", "attach", "list", "ping", "fetch", "prune")
+SERVER_TYPES = ("welcome", "accepted", "progress", "views", "mesh", "done", "error", "jobs", "pong", "chunk")
 # Payloads each type carries: None = none allowed.
-_PAYLOAD_RULES = {"submit": "one png", "views": "pngs", "mesh": "mesh"}
+_PAYLOAD_RULES = {"submit": "one png", "views": "pngs", "mesh": "mesh", "chunk": "one bytes"}
 
 
 class ProtocolError(ValueError):
@@ -125,7 +148,7 @@ def _check_fields(message_type: str, header: dict) -> None:
             raise ProtocolError("bad_schema", f"field '{name}' of '{message_type}' must be a number")
         if not isinstance(value, kind):
             raise ProtocolError("bad_schema", f"field '{name}' of '{message_type}' has the wrong type")
-        if isinstance(value, str) and len(value) > 4096:
+        if isinstance(value, str) and len(value) > MAX_TEXT:
             raise ProtocolError("bad_schema", f"field '{name}' of '{message_type}' is too long")
 
 
@@ -144,10 +167,16 @@ def _check_payloads(message_type: str, specs: list, frames: list[bytes], header:
         raise ProtocolError("bad_payload", f"'{message_type}' carries one PNG per view")
     if rule == "none" and specs:
         raise ProtocolError("bad_payload", "a finish job carries no image")
+    if rule == "one bytes" and (kinds != ["bytes"] or len(frames[0]) > FETCH_CHUNK_BYTES):
+        raise ProtocolError("bad_payload", f"'{message_type}' carries one bytes payload of at most {FETCH_CHUNK_BYTES}")
+    if any(kind not in PAYLOAD_KINDS for kind in kinds):
+        raise ProtocolError("bad_payload", "unknown payload kind")
     if rule == "mesh" and kinds not in (["array"] * 3, ["array"] * 4 + ["png"]):
         raise ProtocolError("bad_payload", "'mesh' carries three arrays (vertices, faces, vertex colours), then "
                                            "optionally corner UVs and the texture PNG")
     for spec, data in zip(specs, frames):
+        if spec["kind"] == "bytes":
+            continue
         if spec["kind"] == "png":
             width, height = png_size(data)
             if width < 1 or height < 1 or width * height > MAX_IMAGE_PIXELS:
@@ -178,6 +207,25 @@ def _check_payloads(message_type: str, specs: list, frames: list[bytes], header:
             raise ProtocolError("bad_payload", "'mesh' corner UVs must be <f4 [F,3,2] for its F faces")
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of objects and lists in JSON ``text`` (brackets inside strings do not count), found
+    without parsing it, so that a hostile header cannot exhaust the parser's recursion."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def truncate_text(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters (with a marker), so that a message built from it stays valid."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def decode(frames: list[bytes], sender: str) -> Message:
     """Validate and parse one message. ``sender``: 'client' (what a backend receives) or 'server'."""
     if not isinstance(frames, (list, tuple)) or not frames:
@@ -189,8 +237,14 @@ def decode(frames: list[bytes], sender: str) -> Message:
     if any(len(f) > MAX_PAYLOAD_BYTES for f in frames[1:]) or sum(len(f) for f in frames) > MAX_MESSAGE_BYTES:
         raise ProtocolError("too_large", "the message is over the size limit")
     try:
-        header = json.loads(bytes(frames[0]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        text = bytes(frames[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("bad_header", "the header is not UTF-8 JSON") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ProtocolError("bad_header", f"the header is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError):
         raise ProtocolError("bad_header", "the header is not UTF-8 JSON") from None
     if not isinstance(header, dict):
         raise ProtocolError("bad_header", "the header is not a JSON object")
@@ -217,4 +271,5 @@ def decode(frames: list[bytes], sender: str) -> Message:
 
 
 def error_frames(code: str, message: str, job: str | None = None) -> list[bytes]:
-    return encode("error", code=code, message=message, job=job)
+    """An ``error`` message; ``message`` is cut to the protocol's text limit."""
+    return encode("error", code=truncate_text(code, 64), message=truncate_text(str(message)), job=job)

@@ -3,8 +3,12 @@
 No bpy here (numpy and stdlib only), so the headless driver, the add-on and the tests share it.
 
 Conventions (identical to ``backend.diffusion.cameras``, which this package may not import):
-- World: Blender's, Z up. The object is normalised so that its largest bounding-box side is 1 and the box's
-  centre is at the origin.
+- World: Blender's, Z up. The object is normalised so that its largest bounding-box side is 1 (``normalize``
+  "box", the paper's data) or its bounding sphere has radius 0.5 (``normalize`` "sphere": no view crops at the
+  default distance and field of view), centred at the origin.
+- ``file_to_world``: 4x4 matrix from the source file's own coordinates (its scene frame, node transforms applied)
+  to the render world: the importer's axis conversion (Y-up glTF/OBJ turned Z-up, or ``up_axis``) times the
+  normalisation. ``normalization.scale``/``offset`` act on the Z-up frame after that axis conversion.
 - Angles: degrees unless a name ends in ``_rad``. Azimuth 0 puts the camera on the -Y axis (Blender's front
   view), azimuth 90 on +X; positive elevation raises the camera above the XY plane.
 - ``c2w``: 4x4 camera-to-world matrix with columns [right, up, back, position]; the camera looks along its local
@@ -29,10 +33,22 @@ DEFAULT_FOV_DEG = math.degrees(2.0 * math.atan(16.0 / 35.0))
 BACKGROUNDS = ("white", "transparent")
 ENGINES = ("cycles", "eevee")
 DEVICES = ("cpu", "gpu")
+NORMALIZATIONS = ("box", "sphere")
+UP_AXES = ("format", "y", "z")  # "format": the file format's own convention (below); "y"/"z": the file says so
+# Up axis each format declares and Blender's importer converts from (FBX: read from the file, not known here).
+FORMAT_UP_AXIS = {".glb": "y", ".gltf": "y", ".obj": "y", ".fbx": None, ".ply": "z", ".stl": "z", ".blend": "z"}
+# Y-up (glTF, OBJ: forward -Z) to Blender's Z-up: (x, y, z) -> (x, -z, y).
+Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 VIEW_SETS = ("fixed", "random")
 CONVENTION = {
-    "world": "Blender world, Z up; the object is scaled so its largest bounding-box side is 1 and centred at the "
-    "origin (world = scale * original + offset, see 'normalization')",
+    "world": "Blender world, Z up; the object is centred at the origin and scaled so its largest bounding-box side "
+    "is 1 (normalization.mode 'box') or its bounding sphere has radius 0.5 ('sphere')",
+    "file_to_world": "normalization.file_to_world: 4x4, row-major; maps a point of the SOURCE FILE (its own "
+    "coordinates, scene node transforms applied) to the render world: world = file_to_world @ [p, 1]; it is the "
+    "importer's axis conversion (glTF/OBJ are Y-up, turned Z-up) followed by the normalisation; null when the "
+    "axis conversion is not known (FBX)",
+    "normalization": "world = scale * p_z_up + offset, where p_z_up is the object after the axis conversion "
+    "(bbox_*_z_up are its bounds there); faces counts triangles",
     "angles": "azimuth 0 = camera on the -Y axis, 90 = on +X; elevation positive above the XY plane; "
     "*_deg in degrees, *_rad in radians",
     "c2w": "4x4 camera-to-world, row-major nested lists; columns [right, up, back, position]; the camera looks "
@@ -70,7 +86,9 @@ class RenderSettings:
     hdri_strength_max: float = 1.4
     hdris: tuple[str, ...] = field(default_factory=tuple)  # file names to draw from; empty = all shipped ones
     threads: int = 0  # render threads; 0 = all cores
-    max_faces: int = 5_000_000  # objects with more faces fail (a guard against out-of-memory)
+    max_faces: int = 5_000_000  # objects with more triangles fail (a guard against out-of-memory)
+    normalize: str = "box"  # "box": largest side 1 (crops box-like objects at distance 1.5); "sphere": radius 0.5
+    up_axis: str = "format"  # the source files' up axis: "format" (glTF/OBJ Y, PLY/STL Z), "y" or "z"
 
     def __post_init__(self):
         object.__setattr__(self, "hdris", tuple(self.hdris))
@@ -98,6 +116,8 @@ class RenderSettings:
             ("hdri strength range", self.hdri_strength_min <= self.hdri_strength_max, "min <= max"),
             ("threads", 0 <= self.threads <= 1024, "0 (all cores) or a thread count"),
             ("max_faces", self.max_faces >= 1, "at least 1"),
+            ("normalize", self.normalize in NORMALIZATIONS, " or ".join(NORMALIZATIONS)),
+            ("up_axis", self.up_axis in UP_AXES, " or ".join(UP_AXES)),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -224,6 +244,7 @@ def object_record(
     source: str,
     normalization: dict,
     render_info: dict,
+    quality: dict | None = None,
 ) -> dict:
     """The per-object JSON (``cameras.json``): conventions, intrinsics, normalisation, lighting and views."""
     views = []
@@ -248,6 +269,7 @@ def object_record(
         "convention": CONVENTION,
         "intrinsics": intrinsics(settings),
         "normalization": normalization,
+        "quality": quality or {},
         "lighting": {
             "hdri": plan.hdri,
             "rotation_deg": plan.hdri_rotation_deg,
@@ -263,3 +285,104 @@ def expected_files(settings: RenderSettings) -> list[str]:
     names = [f"fixed_{k:03d}.png" for k in range(settings.fixed_views)]
     names += [f"random_{k:03d}.png" for k in range(settings.random_views)]
     return names + [RECORD_FILE]
+
+
+def file_axes_to_world(extension: str, up_axis: str) -> np.ndarray | None:
+    """3x3 matrix from a source file's coordinates to Blender's Z-up frame for the declared up axis, or None when
+    the format's axes are read from the file itself (FBX) and no ``up_axis`` is given."""
+    declared = FORMAT_UP_AXIS.get(extension.lower()) if up_axis == "format" else up_axis
+    if declared is None:
+        return None
+    return Y_UP_TO_Z_UP.copy() if declared == "y" else np.eye(3)
+
+
+def normalization_transform(vertices_z_up: np.ndarray, mode: str) -> tuple[float, np.ndarray]:
+    """(scale, offset) with world = scale * p + offset: centred on the bounding box, largest side 1 ("box") or
+    bounding sphere (about the box centre) of radius 0.5 ("sphere")."""
+    low, high = vertices_z_up.min(axis=0), vertices_z_up.max(axis=0)
+    centre = (low + high) / 2.0
+    if mode == "sphere":
+        scale = 0.5 / float(np.linalg.norm(vertices_z_up - centre, axis=1).max())
+    else:
+        scale = 1.0 / float((high - low).max())
+    return scale, -scale * centre
+
+
+def outside_frame_fraction(world_vertices: np.ndarray, settings: RenderSettings, plan: ObjectPlan) -> float:
+    """The largest fraction, over the object's views, of its (normalised) vertices that project outside the
+    image or lie behind the camera: 0 means no view crops the object."""
+    if len(world_vertices) == 0:
+        return 0.0
+    camera_matrix = np.asarray(intrinsics(settings)["K"])
+    size = settings.resolution
+    homogeneous = np.c_[world_vertices, np.ones(len(world_vertices))]
+    worst = 0.0
+    for view in plan.views:
+        camera = (np.linalg.inv(camera_to_world(view.elevation_deg, view.azimuth_deg, view.distance)) @ homogeneous.T).T
+        depth = -camera[:, 2]  # Blender cameras look along -Z
+        pixels = (camera_matrix @ (camera[:, :3] * np.array([1.0, -1.0, -1.0])).T).T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u, v = pixels[:, 0] / pixels[:, 2], pixels[:, 1] / pixels[:, 2]
+        outside = (depth <= 0) | (u < 0) | (u > size) | (v < 0) | (v > size)
+        worst = max(worst, float(outside.mean()))
+    return worst
+
+
+def likely_z_up(file_vertices: np.ndarray, extension: str, up_axis: str) -> bool:
+    """A heuristic for a Z-up model in a Y-up format (it would render lying on its side): in the file's
+    coordinates it rests on the plane z = 0 but not on y = 0 (within 1% of its size). False when the file is
+    declared Z-up or its format's axes are not known."""
+    declared = FORMAT_UP_AXIS.get(extension.lower()) if up_axis == "format" else up_axis
+    if declared != "y" or len(file_vertices) == 0:
+        return False
+    low, high = file_vertices.min(axis=0), file_vertices.max(axis=0)
+    tolerance = 0.01 * float((high - low).max())
+    return bool(abs(low[2]) <= tolerance and abs(low[1]) > tolerance)
+
+
+def is_flagged(quality: dict) -> bool:
+    """Whether an object's quality record (``cameras.json``'s "quality", the manifest's "flags") needs a look."""
+    return bool(quality.get("missing_textures") or quality.get("likely_z_up")
+                or quality.get("outside_frame_fraction", 0.0) > 0.0)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def verify_object_folder(folder: str, settings: RenderSettings, object_id: str | None = None) -> str | None:
+    """Checks that ``folder`` holds one whole object of ``settings``: every expected image present and a complete
+    PNG (signature and final IEND chunk), ``cameras.json`` readable and listing exactly those images (and the
+    object id). Returns None when it does, else the reason."""
+    import json
+    import os
+
+    expected = expected_files(settings)
+    try:
+        present = set(os.listdir(folder))
+    except OSError as error:
+        return f"unreadable folder ({error.strerror})"
+    missing = [name for name in expected if name not in present]
+    if missing:
+        return f"{len(missing)} of {len(expected)} files missing, e.g. {missing[0]}"
+    for name in expected[:-1]:
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+                handle.seek(max(0, os.fstat(handle.fileno()).st_size - 12))
+                tail = handle.read(12)
+        except OSError as error:
+            return f"{name} unreadable ({error.strerror})"
+        if head != _PNG_SIGNATURE or b"IEND" not in tail:
+            return f"{name} is not a complete PNG"
+    try:
+        with open(os.path.join(folder, RECORD_FILE), encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError) as error:
+        return f"{RECORD_FILE} unreadable ({error})"
+    files = [view.get("file") for view in record.get("views", []) if isinstance(view, dict)]
+    if sorted(files) != sorted(expected[:-1]):
+        return f"{RECORD_FILE} lists {len(files)} views, {len(expected) - 1} expected"
+    if object_id is not None and record.get("object_id") != object_id:
+        return f"{RECORD_FILE} belongs to object {record.get('object_id')!r}"
+    return None

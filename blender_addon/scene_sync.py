@@ -280,3 +280,78 @@ def place_view_empties(
         empty.matrix_world = Matrix(matrix.tolist())  # Matrix() takes rows (a plain nested list would be columns)
         empties.append(empty)
     return empties
+
+
+def _world_box(obj) -> tuple[np.ndarray, np.ndarray]:
+    """(lowest, highest) corner of ``obj``'s bounding box in world space (its evaluated box)."""
+    corners = np.c_[np.array(obj.bound_box, dtype=np.float64), np.ones(8)] @ np.array(obj.matrix_world).T
+    return corners[:, :3].min(axis=0), corners[:, :3].max(axis=0)
+
+
+def place_new_object(obj: bpy.types.Object, target, view_layer=None, gap: float = 0.1) -> None:
+    """A new result where the artist looks: at ``target`` (the 3D cursor when the job was sent), moved along +X
+    past any other generated object it would overlap (boxes in world units, ``gap`` between them), then the only
+    selected object and the active one in ``view_layer``."""
+    from mathutils import Vector
+
+    obj.location = Vector(target)
+    if view_layer is not None:
+        view_layer.update()
+    others = [other for other in bpy.data.objects
+              if other is not obj and other.type == "MESH" and other.get(JOB_PROPERTY) and LOD_OF_PROPERTY not in other]
+    boxes = [_world_box(other) for other in others]
+    for _ in range(len(boxes) + 1):
+        low, high = _world_box(obj)
+        blocking = [box for box in boxes if np.all(low < box[1] + gap) and np.all(high > box[0] - gap)]
+        if not blocking:
+            break
+        shift = max(box[1][0] for box in blocking) + gap - low[0]
+        obj.location.x += float(shift)
+        if view_layer is not None:
+            view_layer.update()
+    if view_layer is not None and obj.name in view_layer.objects:
+        for selected in list(view_layer.objects):
+            if selected.select_get(view_layer=view_layer):
+                selected.select_set(False, view_layer=view_layer)
+        obj.select_set(True, view_layer=view_layer)
+        view_layer.objects.active = obj
+
+
+def preview_sheet(name: str, images: list) -> bpy.types.Image:
+    """One Image ``name`` with the views in a 2x2 grid (view 0 top left, 1 top right, 2 bottom left, 3 bottom
+    right), replaced in place when it exists; generated in memory (packed with the file when saved)."""
+    width, height = max(image.size[0] for image in images), max(image.size[1] for image in images)
+    columns = 2
+    rows = (len(images) + columns - 1) // columns
+    sheet = np.ones((rows * height, columns * width, 4), np.float32)
+    for index, image in enumerate(images):
+        pixels = np.empty(image.size[0] * image.size[1] * image.channels, np.float32)
+        image.pixels.foreach_get(pixels)
+        pixels = pixels.reshape(image.size[1], image.size[0], image.channels)
+        row, column = divmod(index, columns)
+        top = (rows - 1 - row) * height  # Blender's pixel rows start at the bottom
+        block = sheet[top:top + image.size[1], column * width:column * width + image.size[0]]
+        block[..., : min(image.channels, 4)] = pixels[..., :4]
+    result = bpy.data.images.get(name)
+    if result is not None and tuple(result.size) != (columns * width, rows * height):
+        bpy.data.images.remove(result)
+        result = None
+    if result is None:
+        result = bpy.data.images.new(name, columns * width, rows * height, alpha=True)
+    result.pixels.foreach_set(sheet.ravel())
+    result.update()
+    return result
+
+
+def show_in_image_editor(image: bpy.types.Image) -> bool:
+    """Show ``image`` in the open Image Editors (the first one when several); False when none is open (the
+    artist's layout is never changed)."""
+    shown = False
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                area.spaces.active.image = image
+                area.tag_redraw()
+                shown = True
+                break
+    return shown

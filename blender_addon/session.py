@@ -7,11 +7,18 @@ replaced in place (a ``finish`` job's textured meshes: the object's mesh + baked
 ``bpy.app.timers`` callback calls it; in background mode (tests, ``bpy.app.background``) timers never fire, so it is
 called directly. Re-attaching is automatic: whenever a scene holds an unfinished job id (after reopening a file,
 reloading the add-on, or a backend restart seen as a reconnection), the session attaches to it again.
+
+Undo: the job state of each scene is mirrored here, outside Blender's undo memfile, and written back after every
+undo/redo, so Ctrl-Z never orphans a running job. Results that land (a job's first mesh, its final mesh, a finished
+level, preview views, done) push their own undo step, so an undo of the artist's next edit stops there instead of
+rolling back past them; intermediate meshes do not (they would flood the undo history) and the next one refreshes
+the object after an undo.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import bpy
@@ -20,6 +27,10 @@ from .local_backend import LocalBackend
 from .scene_sync import FINISH_JOB_PROPERTY
 
 HEARTBEAT_SECONDS = 2.0
+# A connected backend answers every heartbeat ping at once (its socket loop never waits for the GPU); this long
+# without any reply (3 heartbeats, plus slack for a loaded machine) means it is gone even when the transport
+# saw no disconnect (an unplugged network, a frozen machine).
+SILENCE_LOST_SECONDS = 3 * HEARTBEAT_SECONDS + 2.0
 ATTACH_RETRY_SECONDS = 5.0
 NO_ANSWER_SECONDS = 10.0
 FINISHED_STATES = ("done", "failed", "cancelled")
@@ -36,10 +47,42 @@ def _request_scene(request: str):
     return None
 
 
+_ABSOLUTE_PATH = re.compile(r"""(?:[A-Za-z]:\\|/)(?:[^\s'"`:]+[/\\])+([^\s'"`/\\:]+)""")
+
+
 def _plain_error(code: str, message: str) -> str:
-    """An error for an artist: the backend's sentence, with the code only where it adds something."""
-    message = (message or "").strip() or code.replace("_", " ")
+    """An error for an artist: the backend's sentence (its file paths cut to their file names: they are the
+    backend machine's, not the artist's), with the code only where it adds something."""
+    message = _ABSOLUTE_PATH.sub(r"\1", (message or "").strip()) or code.replace("_", " ")
     return message[0].upper() + message[1:]
+
+
+def _job_state_values(state) -> dict:
+    return {name: (tuple(getattr(state, name)) if name == "target" else getattr(state, name))
+            for name in state.bl_rna.properties.keys() if name != "rna_type"}
+
+
+def announce(level: str, text: str) -> None:
+    """A report where the artist looks (the status bar, the Info log) from outside an operator: through the
+    report operator. An ERROR report raises RuntimeError when called from Python; it has been shown by then."""
+    try:
+        bpy.ops.iso3d.report(level=level, message=text)
+    except (RuntimeError, AttributeError):  # the error report itself, or the add-on is being unregistered
+        pass
+
+
+def push_undo_step(message: str) -> None:
+    """An undo step of the current data (results that landed), so that undoing the artist's next edit stops at
+    them. Not in the middle of the artist's own work (edit/sculpt modes, a running modal tool such as a grab),
+    whose undo steps are their own; never fails the caller (without an undo stack there is nothing to protect)."""
+    context = bpy.context
+    if getattr(context, "mode", "OBJECT") != "OBJECT" or any(
+            getattr(window, "modal_operators", None) for window in getattr(context.window_manager, "windows", [])):
+        return
+    try:
+        bpy.ops.ed.undo_push(message=message)
+    except RuntimeError:
+        pass
 
 
 class Session:
@@ -52,6 +95,14 @@ class Session:
         self.connect_started = 0.0
         self.no_answer_message = ""
         self.attached: dict[str, float] = {}  # job id -> when attach was last sent on this connection
+        self.job_states: dict[str, dict] = {}  # scene name -> its iso3d_job values, kept outside the undo memfile
+        self.withdrawn: set[str] = set()  # request ids cancelled before the backend accepted them
+        self.undo_reasons: list[str] = []  # results applied by this drain that deserve an undo step
+        self.announcements: list[tuple[str, str]] = []  # (INFO|ERROR, text): a job of a scene ended
+        self.lost_since: float | None = None  # when the connection was last seen lost (monotonic)
+        self.preparing: dict[str, tuple] = {}  # scene name -> (PreparedImage, kind, settings, object name)
+        self.backend_jobs: list[dict] = []  # the backend's recent jobs (welcome / jobs): job, kind, name, status, ...
+        self.backend_settings: dict = {}  # kind -> wire key -> {type, default, min, max, choices, help} (welcome)
         # kept in the driver namespace so that reloading the add-on keeps the handle of a running local backend
         self.local_backend = bpy.app.driver_namespace.setdefault("iso3d_local_backend", LocalBackend())
 
@@ -87,6 +138,11 @@ class Session:
         """Add-on unregistered: close the socket. A local backend keeps running (its jobs go on; the reloaded
         add-on finds it again); it stops when Blender exits or by the Stop button."""
         self.disconnect()
+        self.job_states.clear()
+        self.withdrawn.clear()
+        for prepared, *_ in self.preparing.values():
+            prepared.cancel()
+        self.preparing.clear()
 
     # -- jobs -----------------------------------------------------------------------------------------------
     def submit(self, context, kind: str, image_png: bytes | None, settings: dict, object_name: str = "",
@@ -101,22 +157,97 @@ class Session:
         state.phase, state.step, state.total, state.eta, state.position = "submitted", 0, 0, -1.0, 0
         state.last_error, state.mesh_updates, state.artifacts, state.lod_levels = "", 0, "", 0
         state.target = tuple(scene.cursor.location)
+        state.seed = int(settings.get("seed", scene.iso3d_generate.seed))
         if kind in ("generate", "finish"):
             state.object_name = object_name
+        self.remember_job_states()
         return request
 
-    def cancel(self, context) -> None:
+    def submit_when_ready(self, context, kind: str, prepared, settings: dict, object_name: str = "") -> None:
+        """Send the job as soon as its input image is ready (at once when it is; else from a later drain, while
+        a child process downscales a photo). The scene shows "preparing" meanwhile."""
+        scene = context.scene
+        if prepared.ready():
+            self.submit(context, kind, prepared.result(), settings, object_name)
+            return
+        self.preparing[scene.name] = (prepared, kind, settings, object_name)
+        state = scene.iso3d_job
+        state.job_kind, state.state, state.phase, state.last_error = kind, "preparing", "preparing the image", ""
+        state.step = state.total = 0
+
+    def _submit_prepared(self, context) -> None:
+        from .image_input import ImageInputError
+
+        for scene_name, (prepared, kind, settings, object_name) in list(self.preparing.items()):
+            scene = bpy.data.scenes.get(scene_name)
+            if scene is None:
+                del self.preparing[scene_name]
+                continue
+            if not prepared.ready():
+                continue
+            del self.preparing[scene_name]
+            try:
+                self.submit(context, kind, prepared.result(), settings, object_name, scene=scene)
+            except (ImageInputError, ConnectionError, ValueError) as error:
+                state = scene.iso3d_job
+                state.state, state.phase, state.last_error = "failed", "", str(error)
+                self.announcements.append(("ERROR", f"Isotropic3D: {error}"))
+
+    def cancel(self, context, job: str = "") -> None:
+        """Cancel ``job`` (default: the scene's). A submission the backend has not accepted yet (e.g. it is
+        down) is withdrawn here: it never starts, or is cancelled as soon as the backend accepts it."""
         state = context.scene.iso3d_job
-        if not state.job_id:
+        waiting = self.preparing.pop(context.scene.name, None) if not job else None
+        if waiting is not None:
+            waiting[0].cancel()  # stop the image reader
+            state.state, state.phase = "cancelled", ""
+            return
+        job = job or state.job_id
+        if not job and state.request:
+            self.withdrawn.add(state.request)
+            if self.client is not None:
+                self.client.withdraw(state.request)
+            state.request, state.state, state.phase, state.last_error = "", "cancelled", "", ""
+            self.remember_job_states()
+            return
+        if not job:
             raise ValueError("There is no job to cancel")
-        self.connect(context).cancel(state.job_id)
+        self.connect(context).cancel(job)
 
     def attach(self, context, job: str) -> None:
+        """Follow ``job`` in this scene. Another job than the scene's brings its results into its own object (the
+        one it made earlier, else a new one), never into the object of the job followed before."""
+        from .scene_sync import FINISH_JOB_PROPERTY, JOB_PROPERTY
+
         state = context.scene.iso3d_job
         if state.job_id != job:
             state.job_id, state.state, state.request, state.last_error = job, "", "", ""
+            state.phase, state.step, state.total, state.eta, state.mesh_updates = "", 0, 0, -1.0, 0
+            owner = next((obj for obj in bpy.data.objects if obj.type == "MESH" and job in (
+                obj.get(JOB_PROPERTY), obj.get(FINISH_JOB_PROPERTY))), None)
+            state.object_name = owner.name if owner is not None else ""
+            state.target = tuple(context.scene.cursor.location)
         self.connect(context).attach(job)
         self.attached[job] = time.monotonic()
+        self.remember_job_states()
+
+    # -- job state outside the undo memfile -------------------------------------------------------------------
+    def remember_job_states(self) -> None:
+        for scene in bpy.data.scenes:
+            state = getattr(scene, "iso3d_job", None)
+            if state is not None and (state.job_id or state.request or scene.name in self.job_states):
+                self.job_states[scene.name] = _job_state_values(state)
+
+    def restore_job_states(self) -> None:
+        """After an undo/redo: the scenes' job states as the session last knew them (the memfile's are older)."""
+        for scene in bpy.data.scenes:
+            state, values = getattr(scene, "iso3d_job", None), self.job_states.get(scene.name)
+            if state is None or values is None:
+                continue
+            for name, value in values.items():
+                current = getattr(state, name)
+                if (tuple(current) if name == "target" else current) != value:
+                    setattr(state, name, value)
 
     def _reattach_unfinished(self, context) -> None:
         """Attach to every unfinished job of the open file that this connection does not follow yet."""
@@ -140,15 +271,19 @@ class Session:
 
     # -- the drain ------------------------------------------------------------------------------------------
     def has_work(self) -> bool:
-        return self.client is not None or any(
+        return self.client is not None or bool(self.preparing) or any(
             getattr(scene, "iso3d_job", None) is not None and scene.iso3d_job.active for scene in bpy.data.scenes
         )
 
     def drain(self, context, max_messages: int = 64) -> int:
         """Apply what the backend sent (never blocks). Returns the number of messages applied."""
+        if self.preparing:
+            self._submit_prepared(context)
         self._reattach_unfinished(context)
         client = self.client
         if client is None:
+            while self.announcements:
+                announce(*self.announcements.pop(0))
             return 0
         messages = client.poll(max_messages)
         if client.links > self.links_seen:  # the transport came (back) up: a restarted backend forgot us
@@ -169,6 +304,7 @@ class Session:
             if message.type == "mesh":
                 latest_mesh[message.get("job")] = index
         applied = 0
+        self.undo_reasons.clear()
         for index, message in enumerate(messages):
             if message.type == "mesh" and latest_mesh.get(message.get("job")) != index and not message.get("final"):
                 continue  # a newer mesh of the same job is in this batch
@@ -178,13 +314,22 @@ class Session:
                 for scene in _job_scenes(message.get("job")) or [context.scene]:
                     scene.iso3d_job.last_error = f"Could not apply the backend's {message.type}: {error}"
             applied += 1
+        if applied or self.job_states:
+            self.remember_job_states()
+        if self.undo_reasons:
+            push_undo_step(f"Isotropic3D: {', '.join(dict.fromkeys(self.undo_reasons))}")
+        while self.announcements:
+            announce(*self.announcements.pop(0))
         return applied
 
     def _connection_state(self, client, messages) -> str:
+        silent = client.last_reply is not None and time.monotonic() - client.last_reply > SILENCE_LOST_SECONDS
+        if client.links and (not client.link_up or silent):
+            self.lost_since = self.lost_since or time.monotonic()
+            return "LOST"
+        self.lost_since = None
         if client.link_up and client.connected:
             return "CONNECTED"
-        if client.links and not client.link_up:
-            return "LOST"
         return "CONNECTING"
 
     def _report_silence(self, client) -> None:
@@ -221,7 +366,23 @@ class Session:
         if handler is not None:
             handler(context, message)
 
+    def refresh_jobs(self, context) -> None:
+        """Ask the backend for its recent jobs (the answer, ``jobs``, fills ``backend_jobs``)."""
+        self.connect(context).list_jobs()
+
+    def _on_jobs(self, context, message) -> None:
+        self.backend_jobs = [job for job in message.get("jobs") if isinstance(job, dict) and job.get("job")]
+
     def _on_welcome(self, context, message) -> None:
+        if isinstance(message.get("jobs"), list):
+            self.backend_jobs = [job for job in message.get("jobs") if isinstance(job, dict) and job.get("job")]
+        if isinstance(message.get("settings"), dict):
+            from .job_settings import apply_backend_defaults
+
+            self.backend_settings = message.get("settings")
+            for scene in bpy.data.scenes:
+                if getattr(scene, "iso3d_generate", None) is not None:
+                    apply_backend_defaults(scene, self.backend_settings)
         server = f"{message.get('server')} · {message.get('model')} on {message.get('device')}"
         if not message.get("trained"):
             server += " (untrained weights)"
@@ -231,6 +392,11 @@ class Session:
 
     def _on_accepted(self, context, message) -> None:
         job = message.get("job")
+        if message.get("request", "") in self.withdrawn:  # cancelled by the artist before it was accepted
+            self.withdrawn.discard(message.get("request", ""))
+            if self.client is not None:
+                self.client.cancel(job)
+            return
         scene = _request_scene(message.get("request", ""))
         scenes = [scene] if scene is not None else _job_scenes(job)
         for scene in scenes:
@@ -266,6 +432,8 @@ class Session:
                 collection = _collection(scene, "Isotropic3D previews")
                 scene_sync.place_view_empties(prefix, images, message.get("c2w"), target=tuple(state.target),
                                               collection=collection)
+                scene_sync.show_in_image_editor(scene_sync.preview_sheet(f"{prefix} sheet", images))
+            self.undo_reasons.append("preview views")
 
     def _on_mesh(self, context, message) -> None:
         from . import scene_sync
@@ -279,10 +447,18 @@ class Session:
             target = bpy.data.objects.get(state.object_name)
             if len(message.payloads) == 5:
                 self._apply_finished(context, scene, message, vertices, faces, colours)
+                self.undo_reasons.append("finished mesh")
             elif target is not None and scene_sync.finished_from(target, job):
                 continue  # a replay of the generation this object was finished from: keep the finished asset
             else:
-                scene_sync.apply_mesh(state.object_name, vertices, faces, colours, job=job, collection=scene.collection)
+                created = target is None or target.type != "MESH"
+                obj = scene_sync.apply_mesh(state.object_name, vertices, faces, colours, job=job,
+                                            collection=_active_collection(context, scene))
+                if created:
+                    scene_sync.place_new_object(obj, tuple(state.target), _view_layer(context, scene))
+                state.object_name = obj.name
+                if created or message.get("final"):
+                    self.undo_reasons.append("mesh")
             state.mesh_updates += 1
             if message.get("final"):
                 state.phase = "final mesh"
@@ -295,8 +471,11 @@ class Session:
 
         state, job, level = scene.iso3d_job, message.get("job"), message.get("level", 0)
         main = bpy.data.objects.get(state.object_name)
-        if main is None or main.type != "MESH":
-            raise ValueError(f"the object '{state.object_name}' to finish is gone")
+        if main is None or main.type != "MESH":  # a finished asset imported into a file without its object
+            main = scene_sync.apply_mesh(state.object_name, vertices, faces, colours,
+                                         collection=_active_collection(context, scene))
+            scene_sync.place_new_object(main, tuple(state.target), _view_layer(context, scene))
+            state.object_name = main.name
         name = main.name if level == 0 else f"{main.name} LOD{level}"
         texture = scene_sync.load_texture_image(f"{name} baked", message.payloads[4],
                                                 f"{previews_folder(context)}/{job}")
@@ -313,6 +492,10 @@ class Session:
         for scene in _job_scenes(message.get("job")):
             state = scene.iso3d_job
             newly_done = state.state != "done"  # not a replay of a job this scene has already seen end
+            if newly_done:
+                self.undo_reasons.append(f"{state.job_kind or 'job'} done")
+                what = f" '{state.object_name}'" if state.object_name and state.job_kind != "preview" else ""
+                self.announcements.append(("INFO", f"Isotropic3D: {state.job_kind or 'job'}{what} done"))
             state.state, state.eta, state.position = "done", 0.0, 0
             state.step = state.total
             state.artifacts = json.dumps(artifacts)
@@ -348,17 +531,33 @@ class Session:
                 context.scene]
         for scene in scenes:
             state = scene.iso3d_job
+            already_failed = state.state == "failed"  # a replay of an old failure is not news
             if code == "not_running":
                 state.last_error = text
+                continue
+            if code == "cancelled":  # what the artist asked for: a state, not an error
+                state.state, state.last_error, state.eta = "cancelled", "", -1.0
                 continue
             state.last_error = text
             if code == "unknown_job" or state.request:
                 state.state, state.request = "failed", ""
             elif job:
-                state.state = "cancelled" if code == "cancelled" else "failed"
+                state.state = "failed"
+            if state.state == "failed" and not already_failed:
+                self.announcements.append(("ERROR", f"Isotropic3D: {state.job_kind or 'job'} failed: {text}"))
 
     def _on_pong(self, context, message) -> None:
         pass
+
+
+def _view_layer(context, scene):
+    return context.view_layer if context.scene == scene and context.view_layer else scene.view_layers[0]
+
+
+def _active_collection(context, scene):
+    """Where new results go: the artist's active collection (the Outliner's highlighted one) of that scene."""
+    view_layer = _view_layer(context, scene)
+    return view_layer.active_layer_collection.collection if view_layer is not None else scene.collection
 
 
 def _collection(scene, name: str):
@@ -396,11 +595,23 @@ def _tick():
 @bpy.app.handlers.persistent
 def _on_load_post(*_args):
     SESSION.attached.clear()  # a new file: its unfinished jobs are attached on the next drain
+    SESSION.job_states.clear()  # its own job states are in it
+
+
+@bpy.app.handlers.persistent
+def _on_undo_redo(*_args):
+    SESSION.restore_job_states()
+
+
+_UNDO_HANDLERS = ("undo_post", "redo_post")
 
 
 def register():
     if _on_load_post not in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.append(_on_load_post)
+    for name in _UNDO_HANDLERS:
+        if _on_undo_redo not in getattr(bpy.app.handlers, name):
+            getattr(bpy.app.handlers, name).append(_on_undo_redo)
     if not bpy.app.timers.is_registered(_tick):
         bpy.app.timers.register(_tick, first_interval=0.5, persistent=True)
 
@@ -410,4 +621,7 @@ def unregister():
         bpy.app.timers.unregister(_tick)
     if _on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_on_load_post)
+    for name in _UNDO_HANDLERS:
+        if _on_undo_redo in getattr(bpy.app.handlers, name):
+            getattr(bpy.app.handlers, name).remove(_on_undo_redo)
     SESSION.shutdown()

@@ -99,7 +99,7 @@ def test_no_weights_offline_says_what_to_do(tmp_path, capsys, monkeypatch):
 
 
 def test_impossible_settings_get_one_line(capsys):
-    one_line_error(iso3d(["preview", str(EXAMPLE), "--model", "tiny", "--steps", "0"]), capsys, "steps must be")
+    one_line_error(iso3d(["preview", str(EXAMPLE), "--model", "tiny", "--steps", "0"]), capsys, "setting 'steps' must be")
     one_line_error(iso3d(["preview", str(EXAMPLE), "--model", "tiny", "--device", "cuda:7"]), capsys, "CUDA")
 
 

@@ -62,12 +62,3 @@ def mean_over_ranks(value: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / group.world_size
-
-
-def broadcast_error(message: str | None, group: ProcessGroup) -> str | None:
-    """Shares rank 0's error message (or None) with every rank, so all stop together before training."""
-    if not group.distributed:
-        return message
-    box = [message]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

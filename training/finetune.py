@@ -184,7 +184,10 @@ def _train(config: FinetuneConfig, group: distributed.ProcessGroup) -> dict:
         model = load_checkpoint(checkpoint / MODEL_FILE)
     else:
         if config.init is None:
-            raise UserError("--init CKPT is needed to start a run (only --resume of an existing run goes without)")
+            tiny_hint = "; `iso3d-train init-tiny OUT.safetensors` writes one for --model tiny" if config.tiny else ""
+            raise UserError(
+                f"--init CKPT is needed to start a run (only --resume of an existing run goes without){tiny_hint}"
+            )
         model = load_stage_model(config.stage, config.init, tiny=config.tiny, image_encoder=config.image_encoder)
     if config.cache is not None:
         check_cache(objects, config.cache, cache_fingerprints(model))

@@ -1,32 +1,49 @@
 """``iso3d-render``: renders training views of many objects headless, in worker processes driving bpy.
 
-    iso3d-render OBJECTS... --out DIR [--workers N] [--shard-index I --num-shards N] [render options]
+    iso3d-render OBJECTS... --out DIR [--workers N] [--shard-index I --num-shards N | --ray [ADDRESS]] [options]
+    iso3d-render merge DIR      one manifest (manifest-merged.json) from the shards' manifests, with totals
+    iso3d-render status DIR     done / failed / flagged / remaining, throughput and ETA
 
-OBJECTS are object files, folders, list files or Objaverse UIDs (see ``training.render_inputs``). Each object
-becomes ``DIR/<object id>/`` with ``fixed_NNN.png``, ``random_NNN.png`` and ``cameras.json`` (conventions inside
-the file and in ``blender_addon.render_plan``). A manifest lists done and failed objects with the reason; running
-the same command again resumes: finished objects are skipped, failed ones are retried (unless --skip-failed).
+OBJECTS are object files, folders, list files or Objaverse UIDs (see ``training.render_inputs``; an object's id
+is its content). Each object becomes ``DIR/<object id>/`` with ``fixed_NNN.png``, ``random_NNN.png`` and
+``cameras.json`` (conventions inside the file and in ``blender_addon.render_plan``). A manifest lists done
+objects with their quality flags and failed objects with the reason; running the same command again resumes:
+every finished folder is checked whole (broken ones are rendered again), failed ones are retried (unless
+--skip-failed).
 
 Exit status: 0 all objects rendered, 1 some objects failed (listed in the manifest), 2 bad input or set-up
-error (one line on stderr), 130 interrupted.
+error (one line on stderr), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM; workers stopped, manifest saved).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import shutil
+import signal
 import sys
 import time
 
-from blender_addon.render_plan import RenderSettings, RenderSettingsError
+from blender_addon.render_plan import NORMALIZATIONS, UP_AXES, RenderSettings, RenderSettingsError, is_flagged
+from blender_addon.atomic_files import write_json_atomically
+from blender_addon.render_staging import live_staging_folders, remove_abandoned
 
 from .objaverse_source import ObjaverseUnavailable, known_uids
-from .render_inputs import InputError, collect_items, shard
-from .render_manifest import Manifest, ManifestError, manifest_path, object_folder_finished
+from .render_inputs import InputError, collect_sources, identify, settings_key, shard
+from .render_manifest import (
+    MERGED_MANIFEST,
+    Manifest,
+    ManifestError,
+    check_done_folder,
+    manifest_path,
+    merge,
+    object_flags,
+    remove_broken_folder,
+    summary,
+)
 from .render_workers import RenderPool, WorkerStartError
 
-# Settings that change which pixels an object gets; a resumed run must match them.
+# Settings that do not change an object's pixels: they take no part in object ids or the resume check.
 _NOT_IMAGE_SETTINGS = ("threads", "max_faces")
 
 
@@ -76,7 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
                        default=(defaults.hdri_strength_min, defaults.hdri_strength_max))
     group.add_argument("--threads-per-worker", type=int, default=0,
                        help="render threads per worker (default: CPU cores / workers)")
-    group.add_argument("--max-faces", type=int, default=defaults.max_faces, help="objects with more faces fail")
+    group.add_argument("--max-faces", type=int, default=defaults.max_faces,
+                       help="objects with more triangles fail (an n-gon counts n - 2)")
+    group.add_argument("--normalize", choices=NORMALIZATIONS, default=defaults.normalize,
+                       help="box: largest side 1 (the paper's data; box-like objects lose corners at the default "
+                       "distance); sphere: bounding sphere of radius 0.5 (no view crops)")
+    group.add_argument("--up-axis", choices=UP_AXES, default=defaults.up_axis,
+                       help="up axis of the source files: format (glTF/OBJ/FBX Y, PLY/STL Z; default) or y or z; "
+                       "objects flagged likely_z_up render upright with --up-axis z")
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="render on a Ray cluster, one task per object, balanced dynamically (ADDRESS: the "
+                        "cluster's, e.g. ray://head:10001 or auto; without it a local Ray instance); --workers is "
+                        "then the number of concurrent tasks")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="with --ray: attempts after a worker crash or time-out before an object fails (default 2)")
     return parser
 
 
@@ -103,6 +133,8 @@ def settings_from_args(args) -> RenderSettings:
         hdri_strength_max=args.hdri_strength_range[1],
         threads=threads,
         max_faces=args.max_faces,
+        normalize=args.normalize,
+        up_axis=args.up_axis,
     )
 
 
@@ -116,31 +148,47 @@ def run(args) -> int:
         return _fail(f"--workers must be at least 1 (got {args.workers})")
     if not args.time_limit > 0:
         return _fail(f"--time-limit must be positive (got {args.time_limit})")
+    if args.retries < 0:
+        return _fail(f"--retries must be 0 or more (got {args.retries})")
     settings = settings_from_args(args)
-    items = shard(collect_items(args.objects), args.shard_index, args.num_shards)
+    image_settings = {k: v for k, v in settings.to_dict().items() if k not in _NOT_IMAGE_SETTINGS}
+    sources = shard(collect_sources(args.objects), args.shard_index, args.num_shards)
     out_dir = os.path.abspath(args.out)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         return _fail(f"--out {args.out} exists and is not a folder")
     os.makedirs(out_dir, exist_ok=True)
-    image_settings = {k: v for k, v in settings.to_dict().items() if k not in _NOT_IMAGE_SETTINGS}
     manifest = Manifest.open(manifest_path(out_dir, args.shard_index, args.num_shards), image_settings)
     shard_name = f"shard-{args.shard_index:05d}-of-{args.num_shards:05d}"
+    os.makedirs(os.path.join(out_dir, ".cache"), exist_ok=True)
+    items = identify(sources, settings_key(image_settings),
+                     digest_cache=os.path.join(out_dir, ".cache", f"file-digests-{shard_name}.json"))
     staging_dir = os.path.join(out_dir, ".partial", shard_name)
-    shutil.rmtree(staging_dir, ignore_errors=True)  # leftovers of a killed run of this shard
-    os.makedirs(staging_dir)
+    _, still_owned = remove_abandoned(staging_dir)  # leftovers of a killed run; never a live worker's folder
+    if still_owned:
+        print(f"iso3d-render: warning: {still_owned} object(s) in {staging_dir} are still being rendered by "
+              "another live process (is this shard running twice?)", file=sys.stderr)
+    os.makedirs(staging_dir, exist_ok=True)
     log_dir = os.path.join(out_dir, ".logs", shard_name)
     os.makedirs(log_dir, exist_ok=True)
 
-    pending, already_done, skipped_failed = [], 0, 0
+    pending, already_done, skipped_failed, broken = [], 0, 0, 0
     for item in items:
-        if object_folder_finished(out_dir, item.object_id):
+        problem = check_done_folder(out_dir, item.object_id, settings)
+        if problem is None:
             if item.object_id not in manifest.done:
-                manifest.mark_done(item.object_id, item.source, None)
+                manifest.mark_done(item.object_id, item.source, None, object_flags(out_dir, item.object_id))
             already_done += 1
-        elif args.skip_failed and item.object_id in manifest.failed:
+            continue
+        if problem != "absent":
+            print(f"iso3d-render: {item.object_id} is incomplete ({problem}): rendering it again", file=sys.stderr)
+            remove_broken_folder(out_dir, item.object_id, staging_dir)
+            broken += 1
+        manifest.forget(item.object_id)
+        if args.skip_failed and item.object_id in manifest.failed:
             skipped_failed += 1
         else:
             pending.append(item)
+    manifest.objects_total = len(items)
     failed_now = 0
     for item in list(pending):
         reason = None
@@ -162,55 +210,133 @@ def run(args) -> int:
                 failed_now += 1
     manifest.save()
 
+    engine = f"Ray ({args.ray}), {args.workers} concurrent task(s)" if args.ray else \
+        f"{min(args.workers, max(1, len(pending)))} worker(s)"
     print(
         f"iso3d-render: {len(items)} objects in this shard ({args.shard_index}/{args.num_shards}): "
-        f"{already_done} already done, {skipped_failed} skipped as failed before, {len(pending)} to render "
-        f"with {min(args.workers, max(1, len(pending)))} worker(s) -> {out_dir}",
+        f"{already_done} already done ({broken} broken folder(s) removed), {skipped_failed} skipped as failed "
+        f"before, {len(pending)} to render with {engine} -> {out_dir}",
         file=sys.stderr,
     )
     started = time.monotonic()
-    rendered = 0
+    rendered = flagged = 0
     if pending:
         from tqdm import tqdm
 
-        pool = RenderPool(args.workers, settings.to_dict(), out_dir, staging_dir, log_dir, args.time_limit,
-                          args.objaverse_cache)
+        if args.ray:
+            from .render_ray import RayRenderer
+
+            pool = RayRenderer(args.ray, args.workers, settings.to_dict(), out_dir, staging_dir, log_dir,
+                               args.time_limit, args.retries, args.objaverse_cache)
+        else:
+            pool = RenderPool(args.workers, settings.to_dict(), out_dir, staging_dir, log_dir, args.time_limit,
+                              args.objaverse_cache)
         with tqdm(total=len(pending), unit="obj", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True,
                   smoothing=0.1) as bar:
             results = pool.run(pending)
             try:
                 for result in results:
                     if result.reason is None:
-                        manifest.mark_done(result.item.object_id, result.item.source, round(result.seconds, 3))
+                        flags = object_flags(out_dir, result.item.object_id)
+                        manifest.mark_done(result.item.object_id, result.item.source, round(result.seconds, 3), flags)
                         rendered += 1
+                        flagged += is_flagged(flags)
                     else:
                         manifest.mark_failed(result.item.object_id, result.item.source, result.reason)
                         failed_now += 1
                         bar.write(f"failed {result.item.object_id}: {result.reason}", file=sys.stderr)
                     manifest.save()
-                    bar.set_postfix(failed=failed_now, refresh=False)
+                    bar.set_postfix(failed=failed_now, flagged=flagged, refresh=False)
                     bar.update(1)
             finally:
                 results.close()
     elapsed = time.monotonic() - started
     rate = f", {rendered / elapsed:.3f} objects/s" if rendered and elapsed > 0 else ""
     print(
-        f"iso3d-render: rendered {rendered}, failed {failed_now}, total done {len(manifest.done)} "
-        f"in {elapsed:.1f} s{rate}; manifest {manifest.path}",
+        f"iso3d-render: rendered {rendered} ({flagged} flagged), failed {failed_now}, total done "
+        f"{len(manifest.done)} in {elapsed:.1f} s{rate}; manifest {manifest.path}",
         file=sys.stderr,
     )
     return 1 if failed_now else 0
 
 
+def _format_duration(seconds: float) -> str:
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def merge_main(argv: list[str]) -> int:
+    parser = _OneLineParser(prog="iso3d-render merge",
+                            description="Join the shards' manifests of an output folder into one, with totals.")
+    parser.add_argument("out", metavar="DIR", help="the output folder the shards rendered into")
+    parser.add_argument("--output", metavar="FILE", help=f"merged manifest (default DIR/{MERGED_MANIFEST})")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.out):
+        return _fail(f"{args.out} is not a folder")
+    merged = merge(args.out)
+    target = args.output or os.path.join(args.out, MERGED_MANIFEST)
+    write_json_atomically(target, merged)
+    totals = merged["totals"]
+    print(f"iso3d-render: merged {len(merged['shards'])} manifest(s): {totals['done']} done, {totals['failed']} "
+          f"failed, {totals['flagged']} flagged, {totals['remaining']} remaining -> {target}", file=sys.stderr)
+    return 0
+
+
+def status_main(argv: list[str]) -> int:
+    parser = _OneLineParser(prog="iso3d-render status",
+                            description="Progress of a render output folder over all its shards.")
+    parser.add_argument("out", metavar="DIR", help="the output folder")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.out):
+        return _fail(f"{args.out} is not a folder")
+    figures = summary(merge(args.out))
+    partial = os.path.join(args.out, ".partial")
+    shards = sorted(os.listdir(partial)) if os.path.isdir(partial) else []
+    figures["rendering"] = sum(len(live_staging_folders(os.path.join(partial, shard))) for shard in shards)
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    total = figures["objects_total"]
+    lines = [
+        f"objects    {total if total is not None else 'unknown'}",
+        f"done       {figures['done']}",
+        f"failed     {figures['failed']}",
+        f"flagged    {figures['flagged']} (of the done; see the manifests' flags)",
+        f"remaining  {figures['remaining'] if figures['remaining'] is not None else 'unknown'}",
+        f"rendering  {figures['rendering']} (objects in a live worker's staging folder now)",
+    ]
+    rate = figures["objects_per_hour"]
+    lines.append(f"throughput {rate:.1f} objects/hour (last hour)" if rate else "throughput unknown (under 2 objects "
+                 "finished in the last hour)")
+    if figures["eta_seconds"] is not None:
+        lines.append(f"eta        {_format_duration(figures['eta_seconds'])}")
+    print("\n".join(lines))
+    return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, ``kill``): stops the workers and saves the manifest like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return run(args)
+        if argv and argv[0] == "merge":
+            return merge_main(argv[1:])
+        if argv and argv[0] == "status":
+            return status_main(argv[1:])
+        return run(build_parser().parse_args(argv))
     except (InputError, RenderSettingsError, ManifestError, ObjaverseUnavailable, WorkerStartError) as error:
         return _fail(str(error))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("iso3d-render: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(interrupt, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import torch
 
 from backend.diffusion.cameras import encode_cameras
 from backend.errors import UserError
+from blender_addon.render_plan import RECORD_FILE
 
-RECORD_FILE = "cameras.json"
 RECORD_FORMAT_PREFIX = "isotropic3d-render/"
 SUPPORTED_MAJOR_VERSIONS = (1,)
 FIXED_SET, RANDOM_SET = "fixed", "random"
@@ -58,7 +58,8 @@ class RenderedObject:
         return self.folder / view.file
 
 
-def _angle_deg(view: dict, name: str, where: str) -> float:
+def view_angle_deg(view: dict, name: str, where: str) -> float:
+    """A view's ``elevation``/``azimuth`` in degrees (records give ``*_deg`` or ``*_rad``)."""
     if f"{name}_deg" in view:
         value = float(view[f"{name}_deg"])
     elif f"{name}_rad" in view:
@@ -70,17 +71,21 @@ def _angle_deg(view: dict, name: str, where: str) -> float:
     return value
 
 
-def _view_set(view: dict) -> str:
+def view_set_name(view: dict) -> str:
+    """The view set a view belongs to (``set``, or the prefix of its file name)."""
     if "set" in view:
         return str(view["set"])
     stem = str(view.get("file", ""))
     return stem.split("_", 1)[0]  # the renderer names files "<set>_<index>.png"
 
 
-def read_object(folder: str | os.PathLike) -> RenderedObject:
-    """Reads and checks one object folder; raises DatasetError naming the folder and the problem."""
-    folder = Path(folder)
-    record_path = folder / RECORD_FILE
+def load_record(path: str | os.PathLike) -> dict:
+    """An object's ``cameras.json`` (the file, or the object folder holding it), format checked: the one reader of
+    render records. DatasetError naming the file and the problem."""
+    record_path = Path(path)
+    if record_path.is_dir() or record_path.name != RECORD_FILE:
+        record_path = record_path / RECORD_FILE
+    folder = record_path.parent
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -93,6 +98,14 @@ def read_object(folder: str | os.PathLike) -> RenderedObject:
     major = fmt[len(RECORD_FORMAT_PREFIX) :].split(".", 1)[0] if fmt.startswith(RECORD_FORMAT_PREFIX) else ""
     if not major.isdigit() or int(major) not in SUPPORTED_MAJOR_VERSIONS:
         raise DatasetError(f"{record_path}: format {fmt!r} is not a supported {RECORD_FORMAT_PREFIX}1 render record")
+    return record
+
+
+def read_object(folder: str | os.PathLike) -> RenderedObject:
+    """Reads and checks one object folder; raises DatasetError naming the folder and the problem."""
+    folder = Path(folder)
+    record_path = folder / RECORD_FILE
+    record = load_record(folder)
     views = record.get("views")
     if not isinstance(views, list) or not views:
         raise DatasetError(f"{record_path}: no views")
@@ -100,7 +113,7 @@ def read_object(folder: str | os.PathLike) -> RenderedObject:
     for position, view in enumerate(views):
         if not isinstance(view, dict) or "file" not in view:
             raise DatasetError(f"{record_path}: view {position} has no file name")
-        view_set = _view_set(view)
+        view_set = view_set_name(view)
         if view_set not in sets:
             continue  # a view set training does not use
         sets[view_set].append(
@@ -108,8 +121,8 @@ def read_object(folder: str | os.PathLike) -> RenderedObject:
                 file=str(view["file"]),
                 view_set=view_set,
                 index=int(view.get("index", len(sets[view_set]))),
-                elevation_deg=_angle_deg(view, "elevation", str(record_path)),
-                azimuth_deg=_angle_deg(view, "azimuth", str(record_path)),
+                elevation_deg=view_angle_deg(view, "elevation", str(record_path)),
+                azimuth_deg=view_angle_deg(view, "azimuth", str(record_path)),
             )
         )
     missing = [v.file for s in sets.values() for v in s if not (folder / v.file).is_file()]
@@ -162,6 +175,6 @@ def scan_render_folder(root: str | os.PathLike, skip_incomplete: bool = False) -
 
 def camera_codes(views: list[ViewRecord] | tuple[ViewRecord, ...], encoding: str) -> torch.Tensor:
     """Model camera codes [len(views), 16] (float32) of rendered views, in the given camera encoding (the views'
-    angles through backend.diffusion.cameras, the one encoder; training/camera_codes.py does the same for a whole
-    cameras.json record)."""
+    angles through backend.diffusion.cameras, the one encoder; training.camera_codes.camera_codes does the same for
+    a whole cameras.json record read by ``load_record``)."""
     return encode_cameras([v.elevation_deg for v in views], [v.azimuth_deg for v in views], encoding)

@@ -4,12 +4,20 @@ The driver (``RenderPool``) hands one object at a time to each idle worker over 
 time limit by killing a worker that overruns; a killed or crashed worker is replaced by a fresh one and its object
 is recorded as failed with the reason. Workers never print to the driver's terminal: their stdout/stderr (Blender's
 render log) go to a log file per worker slot.
+
+Workers never outlive the driver: on Linux each asks the kernel for SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG``), and every worker also checks its parent between objects and exits when it is gone (a
+SIGKILL or SIGTERM of the driver alone, a crash, a preempted job). Together with the staging locks
+(``blender_addon.render_staging``) a re-run can never remove a folder a live worker writes or publish a partial one.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import time
 import traceback
 from collections import deque
@@ -31,24 +39,41 @@ class RenderResult:
     reason: str | None = None
 
 
-def _redirect_output(log_path: str):
+def redirect_output(log_path: str):
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
 
 
-def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_path: str, objaverse_cache):
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int):
+    """Asks the kernel to SIGKILL this process when its parent dies (Linux), and exits now if it already has."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_path: str, objaverse_cache,
+                parent_pid: int | None = None):
     """Entry point of a worker process: set up the scene once, then render the objects it is sent.
 
     Messages to the driver: ("ready", None), ("done", seconds), ("failed", reason), ("fatal", reason).
     """
-    _redirect_output(log_path)
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
+    redirect_output(log_path)
     try:
         import bpy
 
         from blender_addon.dataset_render import ObjectRenderError, TrainingViewRenderer
         from blender_addon.render_plan import RenderSettings
+        from blender_addon.render_staging import remove_abandoned
 
         bpy.ops.wm.read_factory_settings(use_empty=True)
         bpy.context.preferences.edit.use_global_undo = False
@@ -63,9 +88,10 @@ def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_
             task = connection.recv()
         except EOFError:
             return
-        if task is None:
+        if task is None or (parent_pid is not None and os.getppid() != parent_pid):
             return
         object_id, source, is_uid = task
+        remove_abandoned(staging_dir)  # what a killed or timed-out worker left (never a live worker's folder)
         started = time.perf_counter()
         print(f"--- {object_id}: {source}", flush=True)
         try:
@@ -115,7 +141,7 @@ class RenderPool:
         log_path = os.path.join(self.log_dir, f"worker-{slot.index}.log")
         slot.process = self.context.Process(
             target=worker_main,
-            args=(child, self.settings, self.out_dir, self.staging_dir, log_path, self.objaverse_cache),
+            args=(child, self.settings, self.out_dir, self.staging_dir, log_path, self.objaverse_cache, os.getpid()),
             name=f"iso3d-render-worker-{slot.index}",
             daemon=True,
         )

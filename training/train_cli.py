@@ -3,6 +3,7 @@
     iso3d-train stage1 --data DIR --init sd-v2.1-base-4view.pt --out DIR [...]
     iso3d-train stage2 --data DIR --init OUT1/checkpoints/step-N/model.safetensors --out DIR [...]
     iso3d-train cache  --data DIR --init CKPT --cache DIR
+    iso3d-train init-tiny OUT.safetensors   a tiny MVDream-layout checkpoint for `--model tiny` stage 1 (tests, CPU)
     torchrun --nproc-per-node 8 -m training.train_cli stage1 ...   (same command, many GPUs)
 
 Exit status: 0 done, 2 bad input (one line on stderr, before any training starts).
@@ -83,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(cache)
     cache.add_argument("--batch-size", type=int, default=16, help="views per encoder call")
     cache.set_defaults(stage=None)
+    tiny = commands.add_parser(
+        "init-tiny", help="write a tiny MVDream-layout checkpoint (no image tower) for --model tiny stage 1",
+        description="Write a seeded tiny MVDream-layout checkpoint (no image tower): the --init of "
+        "`iso3d-train stage1 --model tiny`, for trying the training pipeline on a CPU.")
+    tiny.add_argument("out", type=Path, metavar="OUT", help="checkpoint file to write (.safetensors)")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    tiny.set_defaults(stage=None)
     return parser
 
 
@@ -137,6 +145,22 @@ def run_cache(args) -> int:
     return 0
 
 
+def run_init_tiny(args) -> int:
+    from backend.models.multiview_model import build_tiny_model, save_checkpoint
+
+    if args.out.suffix != ".safetensors":
+        raise_user(f"{args.out}: the checkpoint is written as safetensors; name it *.safetensors")
+    if args.out.exists():
+        raise_user(f"{args.out} exists; remove it or choose another file")
+    if not args.out.parent.is_dir():
+        raise_user(f"folder {args.out.parent} does not exist")
+    model = build_tiny_model(seed=args.seed)
+    model.image_encoder = None  # MVDream's layout: stage 1 adds the (tiny, seeded) image tower
+    path = save_checkpoint(model, args.out, layout="mvdream")
+    print(f"iso3d-train: wrote {path}; start with: iso3d-train stage1 --model tiny --init {path} --data DIR --out DIR")
+    return 0
+
+
 def raise_user(message: str):
     from backend.errors import UserError
 
@@ -150,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from backend.errors import run_command
 
-    return run_command("iso3d-train", lambda: run_cache(args) if args.command == "cache" else run_training(args))
+    commands = {"cache": run_cache, "init-tiny": run_init_tiny}
+    return run_command("iso3d-train", lambda: commands.get(args.command, run_training)(args))
 
 
 if __name__ == "__main__":

@@ -15,57 +15,41 @@ import time
 from pathlib import Path
 
 from backend.errors import UserError
+from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
-def _budgets(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of face counts") from None
+FINISH_FLAG_ALIASES = {"formats": ("--format",), "min_component_fraction": ("--min-component",),
+                       "max_hole_perimeter": ("--max-hole",)}
+FINISH_DEST = "finish:"
 
 
-def _formats(text: str) -> tuple[str, ...]:
-    from backend.finishing.asset_export import ASSET_FORMATS
+def add_finishing_arguments(parser, title: str = "finishing (the finish options)") -> None:
+    """The finishing options of ``iso3d export`` (and of ``iso3d generate``, where ``--faces`` turns finishing on),
+    one flag per field of FinishOptions."""
+    from backend.finishing.pipeline import FinishOptions
 
-    formats = tuple(ASSET_FORMATS) if text == "all" else tuple(part.strip().lower() for part in text.split(","))
-    unknown = [f for f in formats if f not in ASSET_FORMATS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown format {unknown[0]!r}: choose from {', '.join(ASSET_FORMATS)}, all")
-    return formats
+    add_setting_arguments(parser, FinishOptions(), title=title, aliases=FINISH_FLAG_ALIASES, dest_prefix=FINISH_DEST)
 
 
-def add_finishing_arguments(parser, default_faces: int | None = 20000, default_formats=("glb",)) -> None:
-    """The finishing options of ``iso3d export`` (and of ``iso3d generate``, where ``--faces`` turns finishing on)."""
-    parser.add_argument("--faces", type=int, default=default_faces,
-                        help="face budget of the asset" + (" (default %(default)s)" if default_faces else
-                                                           ": finish the result (UVs, baked texture, LODs)"))
-    parser.add_argument("--texture", type=int, default=1024,
-                        help="albedo texture size in texels, a power of two up to 8192 (default %(default)s)")
-    parser.add_argument("--lods", type=_budgets, default=(), metavar="N,N,...",
-                        help="further face budgets, one LOD asset each (e.g. 50000,10000,2000)")
-    parser.add_argument("--format", dest="formats", type=_formats, default=default_formats, metavar="FMT[,FMT]",
-                        help="glb, obj (+mtl+png), ply (vertex colours), comma-separated, or all (default "
-                        + (",".join(default_formats) if default_formats else "OUT's format") + ")")
-    parser.add_argument("--size", type=float, default=1.0,
-                        help="largest side of the asset in metres / Blender units (default %(default)s)")
-    parser.add_argument("--resolution", type=int, help="marching-cubes grid cells a side (default: the job's)")
-    parser.add_argument("--threshold", type=float, help="surface density, 1/world-unit (default: the job's)")
-    parser.add_argument("--min-component", type=float, default=0.01, metavar="FRACTION",
-                        help="drop floating parts under this fraction of the faces (default %(default)s)")
-    parser.add_argument("--max-hole", type=float, default=0.1, metavar="PERIMETER",
-                        help="close holes up to this perimeter, field units (default %(default)s)")
+def finishing_requested(args) -> dict:
+    """The finish options given on the command line (wire key -> text)."""
+    return overrides_from_args(args, FINISH_DEST)
 
 
 def finish_options(args, formats: tuple[str, ...] | None = None):
-    """FinishOptions from the parsed finishing options (``formats`` when ``--format`` was not given)."""
+    """Validated FinishOptions from the parsed finishing options (``formats`` when ``--format`` was not given)."""
     from backend.finishing.pipeline import FinishOptions
 
-    return FinishOptions(faces=args.faces, texture=args.texture, lods=tuple(args.lods),
-                         formats=tuple(args.formats or formats or ()),
-                         size=args.size, resolution=args.resolution, threshold=args.threshold,
-                         min_component_fraction=args.min_component, max_hole_perimeter=args.max_hole)
+    given = finishing_requested(args)
+    if formats and "formats" not in given:
+        given["formats"] = list(formats)
+    if given.get("formats") == "all":
+        from backend.finishing.asset_export import ASSET_FORMATS
+
+        given["formats"] = list(ASSET_FORMATS)
+    return settings_from_dict(FinishOptions(), given)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -82,14 +66,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from backend.finishing.pipeline import finish_job, validate_options
+    from backend.finishing.pipeline import finish_job
 
     start = time.perf_counter()
     out = Path(args.out) if args.out else Path(args.job_dir) / "finished"
     bar = None
     try:
         options = finish_options(args)
-        validate_options(options)
         if not args.quiet:
             from tqdm import tqdm
 

@@ -11,7 +11,6 @@ written as OUT (and OUT's LODs) instead of the raw mesh.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import signal
@@ -19,10 +18,13 @@ import sys
 import threading
 from pathlib import Path
 
-from backend.commands.export import add_finishing_arguments, finish_options
+from backend.commands.export import add_finishing_arguments, finish_options, finishing_requested
 from backend.commands.model_options import add_model_arguments, load_model_from_args
 from backend.errors import UserError
-from backend.nerf.presets import PRESETS, GenerateConfig, preset, set_option, validate
+from backend.nerf.presets import DEFAULT_PRESET, PRESETS, GenerateConfig, preset
+from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
+
+GENERATE_FLAG_ALIASES = {"run.steps": ("--steps",), "run.seed": ("--seed",), "run.mesh_every": ("--mesh-every",)}
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -38,12 +40,6 @@ def load_condition_image(path: str | Path):
     return image_to_tensor(load_image(path), method="sds")
 
 
-def _option_fields():
-    for section in dataclasses.fields(GenerateConfig):
-        for item in dataclasses.fields(section.default_factory()):
-            yield section.name, item
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "generate", help="image -> 3-D mesh (GLB/OBJ/PLY) by SDS", description=__doc__,
@@ -51,21 +47,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("image", nargs="?", help="input image (PNG/JPEG; transparency becomes white)")
     parser.add_argument("--out", default="out/asset.glb", help="output mesh: .glb, .obj or .ply (default %(default)s)")
     parser.add_argument("--workdir", help="work folder (default: OUT's name + '.job' beside it)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="settings preset (default fast)")
-    parser.add_argument("--steps", type=int, help="optimisation steps (reference 10000)")
-    parser.add_argument("--seed", type=int, help="random seed")
-    parser.add_argument("--mesh-every", type=int, help="intermediate mesh every N steps (0: none)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                        help="settings preset (default %(default)s)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run whose work folder is DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     # On a GPU: bf16 weights and the guidance UNet compiled with CUDA graphs (it runs without gradients; 6.9 ms
     # instead of 38 ms per call at the published size), compiled once in the first steps.
     add_model_arguments(parser, default_compile="auto")
-    add_finishing_arguments(parser.add_argument_group("finishing (with --faces; see iso3d export)"),
-                            default_faces=None, default_formats=None)
-    group = parser.add_argument_group("settings (every field of backend.nerf.presets)")
-    for section, item in _option_fields():
-        group.add_argument(f"--{section}.{item.name}", dest=f"set:{section}.{item.name}", metavar="VALUE",
-                           help=f"default from the preset ({item.type})")
+    add_finishing_arguments(parser, title="finishing (with --faces; see iso3d export)")
+    add_setting_arguments(parser, preset(DEFAULT_PRESET), title="settings (every field of backend.nerf.presets; "
+                          "defaults of the 'fast' preset)", aliases=GENERATE_FLAG_ALIASES)
     return parser
 
 
@@ -77,14 +68,7 @@ def build_config(args) -> GenerateConfig:
         config = GenerateConfig.from_dict(json.loads(saved.read_text()))
     else:
         config = preset(args.preset)
-    overrides = {key[4:]: value for key, value in vars(args).items() if key.startswith("set:") and value is not None}
-    for flag, key in (("steps", "run.steps"), ("seed", "run.seed"), ("mesh_every", "run.mesh_every")):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
-    for key, value in overrides.items():
-        set_option(config, key, value)
-    validate(config)
-    return config
+    return settings_from_dict(config, overrides_from_args(args))
 
 
 def run(args) -> int:
@@ -99,11 +83,10 @@ def run(args) -> int:
             raise InputError("give an input IMAGE (or --resume DIR)")
         config = build_config(args)
         finishing = None
-        if args.faces is not None:
-            from backend.finishing.pipeline import validate_options
-
+        if finishing_requested(args):
+            if "faces" not in finishing_requested(args):
+                raise InputError("finishing options need --faces (the face budget that turns finishing on)")
             finishing = finish_options(args, formats=(out.suffix.lower()[1:],))
-            validate_options(finishing)
         image = load_condition_image(args.image) if args.image and not args.resume else None
         workdir = Path(args.resume or args.workdir or out.with_name(out.stem + ".job"))
         if not args.resume and (workdir / CHECKPOINT_NAME).exists():

@@ -79,7 +79,14 @@ def load_model_from_args(args: argparse.Namespace):
     elif args.model == "random":
         model = build_random_published_model(device=device)
     else:
-        model = load_checkpoint(find_checkpoint(args.checkpoint, allow_download=not args.offline))
+        path = find_checkpoint(args.checkpoint, allow_download=not args.offline)
+        model = load_checkpoint(path)
+        if model.image_encoder is None:
+            raise UserError(
+                f"checkpoint {path.name} has no image encoder (the CLIP image tower that conditions on your image): "
+                "it is an MVDream text-to-multi-view checkpoint; use isotropic3d.ckpt or a fine-tuned checkpoint "
+                f"(iso3d-train stage1 --init {path.name} adds the tower, open_clip's or --image-encoder isotropic3d.ckpt)"
+            )
     model = model.to(device=device, dtype=dtype).eval()
     compile_mode = args.compile
     if compile_mode == "auto":

@@ -7,6 +7,9 @@ import sys
 import time
 
 from backend.commands.model_options import add_model_arguments, load_model_from_args
+from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
+
+PREVIEW_FLAG_ALIASES = {"num_views": ("--views",), "guidance_scale": ("--guidance",), "azimuth_start": ("--azimuth",)}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -18,23 +21,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("image", help="input image (PNG, JPEG, WebP, ...); transparency is composited over white")
     parser.add_argument("--out", default="preview.png", help="output PNG (default: preview.png)")
-    parser.add_argument("--views", type=int, default=4, help="number of views (default 4)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    parser.add_argument("--guidance", type=float, default=10.0, help="classifier-free guidance scale (default 10)")
-    parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta, 0 = deterministic (default 1, as the reference)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--elevation", type=float, default=15.0, help="camera elevation in degrees (default 15)")
-    parser.add_argument("--azimuth", type=float, default=0.0, help="azimuth of the first view in degrees (default 0)")
-    parser.add_argument(
-        "--camera-encoding",
-        choices=["isotropic3d", "mvdream"],
-        help="camera code the model is conditioned with (default: the checkpoint's own)",
-    )
-    parser.add_argument(
-        "--reference-frame",
-        action="store_true",
-        help="Explicit Multi-view Attention: the input image's clean latent joins the views as an extra frame",
-    )
+    from backend.diffusion.preview import PreviewSettings
+
+    add_setting_arguments(parser, PreviewSettings(), title="settings (a preview job's settings)",
+                          aliases=PREVIEW_FLAG_ALIASES)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(parser)
     return parser
@@ -47,18 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from backend.events import Progress, Views
     from backend.imaging import image_to_tensor, load_image, save_views_grid
 
-    settings = PreviewSettings(
-        num_views=args.views,
-        steps=args.steps,
-        guidance_scale=args.guidance,
-        eta=args.eta,
-        seed=args.seed,
-        elevation=args.elevation,
-        azimuth_start=args.azimuth,
-        camera_encoding=args.camera_encoding,
-        reference_frame=args.reference_frame,
-    )
-    settings.validate()
+    settings = settings_from_dict(PreviewSettings(), overrides_from_args(args))
     image = image_to_tensor(load_image(args.image))
     started = time.perf_counter()
     model = load_model_from_args(args)

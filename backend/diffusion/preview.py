@@ -16,40 +16,33 @@ import numpy as np
 import torch
 
 from backend.diffusion.cameras import CAMERA_ENCODINGS, camera_to_world, encode_cameras, orbit_azimuths
-from backend.models.schedule import make_ddim_scheduler
-from backend.errors import SettingsError
+from backend.diffusion.classifier_free import guide, unconditional_and_conditional
 from backend.events import Event, Progress, Views
 from backend.imaging import tensor_to_uint8
+from backend.models.schedule import make_ddim_scheduler
 from backend.models.vae import decode_latents, encode_latents
+from backend.settings import check_bounds, setting
 
 
 @dataclass
 class PreviewSettings:
-    """Angles in degrees. ``camera_encoding=None`` uses the model's own (``isotropic3d`` for Isotropic3D weights)."""
+    """The settings of a preview job (wire keys = field names). Angles in degrees. ``camera_encoding=None`` uses the
+    model's own (``isotropic3d`` for Isotropic3D weights)."""
 
-    num_views: int = 4
-    steps: int = 50
-    guidance_scale: float = 10.0
-    eta: float = 1.0
-    seed: int = 0
-    elevation: float = 15.0
-    azimuth_start: float = 0.0
-    camera_encoding: str | None = None
-    reference_frame: bool = False
+    num_views: int = setting(4, min=1, max=16, help="number of views")
+    steps: int = setting(50, min=1, max=1000, help="DDIM steps")
+    guidance_scale: float = setting(10.0, min=0.0, max=100.0, help="classifier-free guidance scale")
+    eta: float = setting(1.0, min=0.0, max=1.0, help="DDIM eta, 0 = deterministic (1 as the reference)")
+    seed: int = setting(0, min=0, max=2**31 - 1, help="random seed")
+    elevation: float = setting(15.0, min=-90.0, max=90.0, help="camera elevation in degrees")
+    azimuth_start: float = setting(0.0, min=-360.0, max=360.0, help="azimuth of the first view in degrees")
+    camera_encoding: str | None = setting(None, choices=CAMERA_ENCODINGS,
+                                          help="camera code the model is conditioned with (none: the model's own)")
+    reference_frame: bool = setting(False, help="Explicit Multi-view Attention: the input image joins as a frame")
 
     def validate(self) -> None:
-        if not 1 <= self.num_views <= 16:
-            raise SettingsError(f"views must be between 1 and 16 (got {self.num_views})")
-        if not 1 <= self.steps <= 1000:
-            raise SettingsError(f"steps must be between 1 and 1000 (got {self.steps})")
-        if not 0.0 <= self.guidance_scale <= 100.0:
-            raise SettingsError(f"guidance must be between 0 and 100 (got {self.guidance_scale})")
-        if not 0.0 <= self.eta <= 1.0:
-            raise SettingsError(f"eta must be between 0 and 1 (got {self.eta})")
-        if not -90.0 <= self.elevation <= 90.0:
-            raise SettingsError(f"elevation must be between -90 and 90 degrees (got {self.elevation})")
-        if self.camera_encoding is not None and self.camera_encoding not in CAMERA_ENCODINGS:
-            raise SettingsError(f"camera encoding must be one of {', '.join(CAMERA_ENCODINGS)}")
+        """SettingsError naming the setting whose value is out of its bounds."""
+        check_bounds(self)
 
 
 @dataclass
@@ -86,11 +79,10 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     image = image.to(device)
     cond = model.encode_image(image)  # [1, 1, D]
-    uncond = torch.zeros_like(cond)
     frames = views + 1 if settings.reference_frame else views
 
     # Rows: [uncond object (frames rows); cond object (frames rows)], object-major.
-    context = torch.cat([uncond.expand(frames, -1, -1), cond.expand(frames, -1, -1)])
+    context = unconditional_and_conditional(cond.expand(frames, -1, -1))
     frame_codes = codes
     if settings.reference_frame:
         frame_codes = torch.cat([codes, encode_cameras(0.0, 0.0, encoding)])
@@ -118,7 +110,7 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
             num_frames=frames,
         ).float()
         eps = eps.view(2, frames, *latents.shape[1:])[:, :views]
-        guided = eps[0] + settings.guidance_scale * (eps[1] - eps[0])
+        guided = guide(eps[0], eps[1], settings.guidance_scale)
         latents = scheduler.step(guided, t, latents, eta=settings.eta, generator=generator).prev_sample
         elapsed = time.perf_counter() - started
         done = index + 1

@@ -16,10 +16,39 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from backend.nerf.presets import GuidanceConfig
+from backend.diffusion.cameras import CAMERA_ENCODINGS
+from backend.diffusion.classifier_free import guide, unconditional_and_conditional
+from backend.errors import SettingsError
+from backend.settings import check_bounds, setting
 
 # (images [N, 3, H, W] in [-1, 1], generator) -> latents [N, C, h, w]
 LatentEncoder = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+
+
+@dataclass
+class GuidanceConfig:
+    """SDS guidance settings (threestudio ``multiview-diffusion-guidance`` with Isotropic3D's settings); the
+    ``guidance`` section of a generation's settings (backend.nerf.presets.GenerateConfig)."""
+
+    guidance_scale: float = setting(10.0, min=0.0, max=100.0, help="classifier-free guidance scale of SDS")
+    recon_std_rescale: float = setting(0.5, min=0.0, max=1.0, help="x0 std rescale towards the conditional x0")
+    latent_resolution_input: int = setting(256, min=8, max=1024,
+                                           help="renders are resized to this (pixels, a multiple of 8) before the VAE")
+    min_step_start: float = setting(0.98, min=0.0, max=1.0, help="lowest timestep at the start (fraction of 1000)")
+    max_step_start: float = setting(0.98, min=0.0, max=1.0, help="highest timestep at the start (fraction of 1000)")
+    min_step_end: float = setting(0.02, min=0.0, max=1.0, help="lowest timestep at the end (fraction of 1000)")
+    max_step_end: float = setting(0.50, min=0.0, max=1.0, help="highest timestep at the end (fraction of 1000)")
+    anneal_until: float = setting(0.8, min=0.0, max=1.0, help="fraction of steps over which the range anneals")
+    camera_encoding: str | None = setting(None, choices=CAMERA_ENCODINGS,
+                                          help="camera code of the model (none: the model's own)")
+
+    def validate(self) -> None:
+        check_bounds(self)
+        if self.latent_resolution_input % 8:
+            raise SettingsError("setting 'guidance.latent_resolution_input' must be a multiple of 8")
+        if not (0 < self.min_step_end <= self.max_step_end < 1 and 0 < self.min_step_start <= self.max_step_start < 1):
+            raise SettingsError("settings 'guidance.min_step_*' and 'guidance.max_step_*' must satisfy "
+                                "0 < min <= max < 1")
 
 
 @dataclass
@@ -39,11 +68,11 @@ def guided_noise(unet, latents_noisy: torch.Tensor, t: torch.Tensor, context: to
                  views_per_object: int, guidance_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(guided eps, conditional eps) for one batch; the UNet sees [uncond (zero context); cond] stacked."""
     batch = torch.cat([latents_noisy, latents_noisy])
-    contexts = torch.cat([torch.zeros_like(context), context])
+    contexts = unconditional_and_conditional(context)
     camera = torch.cat([cameras, cameras]) if cameras is not None else None
     eps = unet(batch, torch.cat([t, t]), context=contexts, camera=camera, num_frames=views_per_object)
     eps_uncond, eps_cond = eps.chunk(2)
-    return eps_uncond + guidance_scale * (eps_cond - eps_uncond), eps_cond
+    return guide(eps_uncond, eps_cond, guidance_scale), eps_cond
 
 
 def x0_reconstruction_target(latents_noisy, eps_guided, eps_cond, alpha_cumprod: torch.Tensor,

@@ -11,52 +11,60 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.errors import UserError
+from backend.errors import SettingsError, UserError
 from backend.finishing.asset_export import ASSET_FORMATS, asset_files
 from backend.finishing.cleanup import clean_surface
 from backend.finishing.decimate import decimate
 from backend.finishing.placement import place_upright
 from backend.finishing.surface import extract_surface
-from backend.finishing.texture_bake import bake_albedo, field_device, query_albedo
+from backend.finishing.texture_bake import bake_albedo, query_albedo
 from backend.finishing.uv_unwrap import UnwrappedMesh, unwrap
-from backend.nerf.mesh import Mesh
+from backend.nerf.mesh import Mesh, field_device
+from backend.settings import check_bounds, setting
 from blender_addon.atomic_files import write_files_atomically
 
 MAX_TEXTURE_SIZE = 8192
 MANIFEST_SUFFIX = "_finish.json"
 
 
+MAX_LODS = 8
+
+
 @dataclass
 class FinishOptions:
-    """faces: the main asset's face budget; lods: further budgets (each an ``<name>_lod<i>`` asset); texture:
-    texels a side (power of two, 16..8192); size: the largest bounding-box side in world units (metres);
-    resolution/threshold: marching-cubes grid cells and density (1/world-unit), None = the job's mesh settings;
-    min_component_fraction: floaters below this fraction of faces are dropped; max_hole_perimeter: holes up to
-    this perimeter (world units of the field) are closed."""
+    """The settings of finishing a job's field (wire keys = field names). faces: the main asset's face budget; lods:
+    further budgets (each an ``<name>_lod<i>`` asset); texture: texels a side (power of two, 16..8192); size: the
+    largest bounding-box side in world units (metres); resolution/threshold: marching-cubes grid cells and density
+    (1/world-unit), None = the job's mesh settings; min_component_fraction: floaters below this fraction of faces
+    are dropped; max_hole_perimeter: holes up to this perimeter (world units of the field) are closed."""
 
-    faces: int = 20000
-    texture: int = 1024
-    lods: tuple[int, ...] = ()
-    formats: tuple[str, ...] = ("glb",)
-    size: float = 1.0
-    resolution: int | None = None
-    threshold: float | None = None
-    min_component_fraction: float = 0.01
-    max_hole_perimeter: float = 0.1
+    faces: int = setting(20000, min=1, max=10_000_000, help="face budget of the asset")
+    texture: int = setting(1024, min=16, max=MAX_TEXTURE_SIZE, help="albedo texture size in texels, a power of two")
+    lods: tuple[int, ...] = setting((), min=1, max=10_000_000, help="further face budgets, one LOD asset each")
+    formats: tuple[str, ...] = setting(("glb",), choices=ASSET_FORMATS, help="file formats written")
+    size: float = setting(1.0, min=0.001, max=1000.0, help="largest side of the asset in metres / Blender units")
+    resolution: int | None = setting(None, min=8, max=1024,
+                                     help="marching-cubes grid cells a side (none: the job's)")
+    threshold: float | None = setting(None, min=0.0, max=1e4, help="surface density, 1/world-unit (none: the job's)")
+    min_component_fraction: float = setting(0.01, min=0.0, max=0.99,
+                                            help="drop floating parts under this fraction of the faces")
+    max_hole_perimeter: float = setting(0.1, min=0.0, max=100.0, help="close holes up to this perimeter (field units)")
 
-
-def validate_options(options: FinishOptions) -> None:
-    """Raise UserError for settings that cannot work, before any work is done."""
-    t = options.texture
-    if t < 16 or t > MAX_TEXTURE_SIZE or t & (t - 1):
-        raise UserError(f"texture size {t} must be a power of two from 16 to {MAX_TEXTURE_SIZE}")
-    for budget in (options.faces, *options.lods):
-        if budget <= 0:
-            raise UserError(f"face budget {budget} must be a positive number of faces")
-    if not options.formats or set(options.formats) - set(ASSET_FORMATS):
-        raise UserError(f"formats {','.join(options.formats)}: choose from {','.join(ASSET_FORMATS)}")
-    if not options.size > 0:
-        raise UserError(f"size {options.size} must be positive (world units)")
+    def validate(self) -> None:
+        """SettingsError naming the setting, before any work is done."""
+        t = self.texture
+        if isinstance(t, int) and (t < 16 or t > MAX_TEXTURE_SIZE or t & (t - 1)):
+            raise SettingsError(f"setting 'texture': texture size {t} must be a power of two from 16 to "
+                                f"{MAX_TEXTURE_SIZE}")
+        for key, budgets in (("faces", (self.faces,)), ("lods", self.lods)):
+            for budget in budgets:
+                if isinstance(budget, int) and budget <= 0:
+                    raise SettingsError(f"setting '{key}': face budget {budget} must be a positive number of faces")
+        if isinstance(self.formats, tuple) and not self.formats:
+            raise SettingsError("setting 'formats' needs at least one format")
+        if isinstance(self.lods, tuple) and len(self.lods) > MAX_LODS:
+            raise SettingsError(f"setting 'lods' has {len(self.lods)} face budgets; at most {MAX_LODS}")
+        check_bounds(self)
 
 
 @dataclass
@@ -104,7 +112,7 @@ def finish_field(field, options: FinishOptions, name: str = "asset", default_res
                  default_threshold: float = 10.0, progress: Progress | None = None) -> FinishResult:
     """Run every stage on ``field`` and return the files in memory (nothing is written). ``progress`` is called
     after each stage; an exception it raises (a cancel) stops the finish there."""
-    validate_options(options)
+    options.validate()
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
     done, total = 0, stage_count(options)
@@ -162,7 +170,7 @@ def finish_job(job_dir: str | Path, out_dir: str | Path | None = None, options: 
     from backend.finishing.job_field import load_job_field
 
     options = options or FinishOptions()
-    validate_options(options)
+    options.validate()
     job_dir = Path(job_dir)
     field, config = load_job_field(job_dir, device)
     name = name or (job_dir.name[:-4] if job_dir.name.endswith(".job") and len(job_dir.name) > 4 else "asset")

@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 
 from backend.finishing.uv_unwrap import UnwrappedMesh
-from backend.nerf.mesh import _device as field_device
+from backend.nerf.mesh import field_device
 
 
 @torch.no_grad()

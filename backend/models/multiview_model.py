@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from blender_addon.atomic_files import atomic_path
-from backend.models.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
 from backend.models import checkpoints as ckpt
 from backend.models.configs import published_configs, tiny_configs
 from backend.models.image_encoder import CLIPImageEncoder
 from backend.models.mv_unet import MultiViewUNet
+from backend.models.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
 from backend.models.vae import build_vae
+from blender_addon.atomic_files import atomic_path
 
 from diffusers.utils import logging as _diffusers_logging
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import trimesh
 
-from blender_addon.atomic_files import write_bytes_atomically
 from backend.nerf.field import RadianceField
+from blender_addon.atomic_files import write_bytes_atomically
 
 MESH_FORMATS = (".glb", ".obj", ".ply")
 # Blender Z-up -> glTF/OBJ Y-up: (x, y, z) -> (x, z, -y).
@@ -49,7 +49,7 @@ def empty_mesh() -> Mesh:
 @torch.no_grad()
 def density_grid(field: RadianceField, resolution: int, chunk: int = 262144) -> np.ndarray:
     """Density at the (resolution+1)^3 cell corners of [-radius, radius]^3, indexed [x, y, z]."""
-    device = _device(field)
+    device = field_device(field)
     axis = torch.linspace(-field.radius, field.radius, resolution + 1, device=device)
     points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
     values = torch.cat([field.density(points[i:i + chunk]) for i in range(0, points.shape[0], chunk)])
@@ -71,7 +71,7 @@ def extract_mesh(field: RadianceField, resolution: int, threshold: float, min_co
     mesh = drop_small_components(mesh, min_component_fraction)
     if mesh.volume < 0:  # density is higher inside: faces must face away from it
         mesh.invert()
-    device = _device(field)
+    device = field_device(field)
     points = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device)
     albedo = torch.cat([field(points[i:i + chunk])[1] for i in range(0, points.shape[0], chunk)]) if len(points) \
         else torch.zeros(0, 3)
@@ -79,7 +79,8 @@ def extract_mesh(field: RadianceField, resolution: int, threshold: float, min_co
     return Mesh(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int32), colors)
 
 
-def _device(field: torch.nn.Module) -> torch.device:
+def field_device(field: torch.nn.Module) -> torch.device:
+    """The device of a field's parameters (or buffers; the CPU for a field with neither)."""
     tensor = next(field.parameters(), None)
     tensor = tensor if tensor is not None else next(field.buffers(), None)
     return tensor.device if tensor is not None else torch.device("cpu")

@@ -13,63 +13,77 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from backend.diffusion.sds import GuidanceConfig
+from backend.errors import SettingsError
+from backend.settings import check_bounds, check_value, coerce, section, setting, setting_specs, settings_from_dict, \
+    shown_key
+
+
+MAX_RAYS_PER_STEP = 16 * 4 * 256 * 256  # 16x the reference's second phase (1 object x 4 views at 256^2)
+
 
 @dataclass
 class FieldConfig:
     """Hash-grid field (threestudio ``implicit-volume`` with tcnn's HashGrid)."""
 
-    radius: float = 1.0  # the field lives in [-radius, radius]^3
-    levels: int = 16
-    features_per_level: int = 2
-    log2_hashmap_size: int = 19
-    base_resolution: int = 16
-    per_level_scale: float = 1.447269237440378  # finest level 16 * 1.447^15 ~ 4096
-    mlp_width: int = 64
-    mlp_hidden_layers: int = 1
-    blob_density: float = 10.0  # density bias 10 * (1 - |x| / 0.5) ("blob_magic3d")
-    blob_radius: float = 0.5
-    normals: str = "analytic"  # exact -grad density in one pass; "finite_difference"; "autograd" (double backward)
-    finite_difference_eps: float = 1e-3  # world units; central differences along x, y, z
-    compile: bool = True  # torch.compile the field on CUDA (plain torch elsewhere)
+    radius: float = setting(1.0, min=0.01, max=100.0, help="the field lives in [-radius, radius]^3 (world units)")
+    levels: int = setting(16, min=1, max=32, help="hash-grid levels")
+    features_per_level: int = setting(2, min=1, max=8, help="features per hash-grid level")
+    log2_hashmap_size: int = setting(19, min=10, max=24, help="log2 of the hash table size per level")
+    base_resolution: int = setting(16, min=2, max=1024, help="coarsest grid resolution")
+    per_level_scale: float = setting(1.447269237440378, min=1.0, max=4.0,
+                                     help="growth per level (16 * 1.447^15 ~ 4096)")
+    mlp_width: int = setting(64, min=8, max=512, help="width of the density/colour MLP")
+    mlp_hidden_layers: int = setting(1, min=0, max=8, help="hidden layers of the MLP")
+    blob_density: float = setting(10.0, min=0.0, max=1000.0, help="density bias 10 * (1 - |x| / 0.5) (blob_magic3d)")
+    blob_radius: float = setting(0.5, min=0.01, max=10.0, help="radius of the density bias (world units)")
+    normals: str = setting("analytic", choices=("analytic", "finite_difference", "autograd"),
+                           help="analytic: exact -grad density in one pass; autograd: double backward")
+    finite_difference_eps: float = setting(1e-3, min=1e-6, max=0.1,
+                                           help="world units; central differences along x, y, z")
+    compile: bool = setting(True, help="torch.compile the field on CUDA (plain torch elsewhere)")
 
 
 @dataclass
 class RendererConfig:
     """Volume rendering (nerfacc occupancy grid on CUDA; own batched sampler on CPU)."""
 
-    grid_resolution: int = 32
-    grid_update_every: int = 16
-    grid_warmup_steps: int = 256
-    grid_occupancy_threshold: float = 0.01  # occupancy = density * render_step
-    grid_ema_decay: float = 0.95
-    render_step: float = 1.732 * 2 / 512  # world units between samples along a ray
-    alpha_threshold: float = 0.01  # CUDA: samples with lower alpha are skipped
-    cpu_max_samples: int = 512  # CPU sampler: at most this many uniform samples per ray
-    chunk_rays: int = 65536  # rays per chunk when rendering without gradients
+    grid_resolution: int = setting(32, min=2, max=256, help="occupancy grid cells a side")
+    grid_update_every: int = setting(16, min=1, max=100_000, help="occupancy grid update every N steps")
+    grid_warmup_steps: int = setting(256, min=0, max=1_000_000, help="steps of full occupancy updates")
+    grid_occupancy_threshold: float = setting(0.01, min=0.0, max=1.0, help="occupancy = density * render_step")
+    grid_ema_decay: float = setting(0.95, min=0.0, max=1.0, help="occupancy grid EMA decay")
+    render_step: float = setting(1.732 * 2 / 512, min=1e-4, max=1.0, help="world units between samples on a ray")
+    alpha_threshold: float = setting(0.01, min=0.0, max=1.0, help="CUDA: samples with lower alpha are skipped")
+    cpu_max_samples: int = setting(512, min=1, max=4096, help="CPU sampler: at most this many samples per ray")
+    chunk_rays: int = setting(65536, min=1, max=1 << 20, help="rays per chunk when rendering without gradients")
 
 
 @dataclass
 class ShadingConfig:
     """Albedo for the first part of the run, then soft point-light shading (``diffuse-with-point-light``)."""
 
-    albedo_only_until: float = 0.5  # fraction of steps
-    albedo_probability: float = 0.25  # afterwards: albedo with this probability, else 50/50 textureless/diffuse
-    textureless_probability: float = 0.5
-    light_distance_range: tuple[float, float] = (0.8, 1.5)  # from the origin; "dreamfusion" light sampling
+    albedo_only_until: float = setting(0.5, min=0.0, max=1.0, help="fraction of steps rendered as albedo only")
+    albedo_probability: float = setting(0.25, min=0.0, max=1.0,
+                                        help="afterwards: albedo with this probability, else textureless/diffuse")
+    textureless_probability: float = setting(0.5, min=0.0, max=1.0, help="textureless share of the shaded renders")
+    light_distance_range: tuple[float, float] = setting((0.8, 1.5), min=0.01, max=100.0,
+                                                        help="light distance from the origin (dreamfusion sampling)")
 
 
 @dataclass
 class CameraConfig:
     """Random multi-view SDS cameras (threestudio ``random_multiview``) and the evaluation (preview) cameras."""
 
-    views_per_object: int = 4
-    elevation_range: tuple[float, float] = (0.0, 30.0)
-    azimuth_range: tuple[float, float] = (0.0, 360.0)
-    fovy_range: tuple[float, float] = (15.0, 60.0)
-    relative_radius_range: tuple[float, float] = (0.8, 1.0)  # distance = relative_radius / tan(fovy / 2)
-    eval_distance: float = 3.0
-    eval_fovy: float = 40.0
-    eval_elevation: float = 15.0
+    views_per_object: int = setting(4, min=1, max=16, help="views rendered per object and step")
+    elevation_range: tuple[float, float] = setting((0.0, 30.0), min=-90.0, max=90.0, help="degrees")
+    azimuth_range: tuple[float, float] = setting((0.0, 360.0), min=-360.0, max=720.0, help="degrees")
+    fovy_range: tuple[float, float] = setting((15.0, 60.0), min=1.0, max=179.0, help="vertical field of view, degrees")
+    relative_radius_range: tuple[float, float] = setting((0.8, 1.0), min=0.1, max=10.0,
+                                                         help="distance = relative_radius / tan(fovy / 2)")
+    eval_distance: float = setting(3.0, min=0.1, max=100.0, help="distance of the preview cameras (world units)")
+    eval_fovy: float = setting(40.0, min=1.0, max=179.0, help="field of view of the preview cameras, degrees")
+    eval_elevation: float = setting(15.0, min=-90.0, max=90.0, help="elevation of the preview cameras, degrees")
 
 
 @dataclass
@@ -77,89 +91,101 @@ class PhaseConfig:
     """Render size and batch before and after a switch point (reference: 2 objects x 4 views at 64^2, then 1 x 4
     at 256^2 from step 5000)."""
 
-    switch_at: float = 0.5  # fraction of steps
-    objects_before: int = 2
-    resolution_before: int = 64
-    objects_after: int = 1
-    resolution_after: int = 256
-
-
-@dataclass
-class GuidanceConfig:
-    """SDS guidance (threestudio ``multiview-diffusion-guidance`` with Isotropic3D's settings)."""
-
-    guidance_scale: float = 10.0
-    recon_std_rescale: float = 0.5
-    latent_resolution_input: int = 256  # renders are resized bilinearly to this before the VAE
-    min_step_start: float = 0.98  # timestep fractions of 1000
-    max_step_start: float = 0.98
-    min_step_end: float = 0.02
-    max_step_end: float = 0.50
-    anneal_until: float = 0.8  # fraction of steps over which the range anneals linearly
-    camera_encoding: str | None = None  # None: the model's own ("isotropic3d" for the published weights)
+    switch_at: float = setting(0.5, min=0.0, max=1.0, help="fraction of steps at which the phases switch")
+    objects_before: int = setting(2, min=1, max=8, help="objects per step before the switch")
+    resolution_before: int = setting(64, min=8, max=1024, help="render size before the switch (multiple of 8)")
+    objects_after: int = setting(1, min=1, max=8, help="objects per step after the switch")
+    resolution_after: int = setting(256, min=8, max=1024, help="render size after the switch (multiple of 8)")
 
 
 @dataclass
 class LossConfig:
-    lambda_sds: float = 1.0
-    lambda_orient_start: float = 10.0
-    lambda_orient_end: float = 1000.0
-    orient_until: float = 0.5  # fraction of steps over which lambda_orient rises linearly
+    lambda_sds: float = setting(1.0, min=0.0, max=1e6, help="weight of the SDS loss")
+    lambda_orient_start: float = setting(10.0, min=0.0, max=1e6, help="orientation loss weight at the start")
+    lambda_orient_end: float = setting(1000.0, min=0.0, max=1e6, help="orientation loss weight at orient_until")
+    orient_until: float = setting(0.5, min=0.0, max=1.0, help="fraction of steps over which lambda_orient rises")
 
 
 @dataclass
 class OptimizerConfig:
-    lr_grid: float = 0.01
-    lr_mlp: float = 0.001
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-15
-    weight_decay: float = 0.01
+    lr_grid: float = setting(0.01, min=0.0, max=10.0, help="learning rate of the hash grid")
+    lr_mlp: float = setting(0.001, min=0.0, max=10.0, help="learning rate of the MLP")
+    betas: tuple[float, float] = setting((0.9, 0.99), min=0.0, max=0.999999, help="Adam betas")
+    eps: float = setting(1e-15, min=0.0, max=1.0, help="Adam epsilon")
+    weight_decay: float = setting(0.01, min=0.0, max=10.0, help="weight decay")
 
 
 @dataclass
 class MeshConfig:
-    resolution: int = 256  # final mesh: marching-cubes grid cells per axis
-    preview_resolution: int = 96  # intermediate meshes
-    density_threshold: float = 25.0
-    min_component_fraction: float = 0.01  # components with fewer faces than this fraction are dropped
-    chunk_points: int = 262144
+    resolution: int = setting(256, min=8, max=1024, help="final mesh: marching-cubes grid cells per axis")
+    preview_resolution: int = setting(96, min=8, max=512, help="intermediate meshes: grid cells per axis")
+    density_threshold: float = setting(25.0, min=0.0, max=1e4, help="surface density (1/world-unit)")
+    min_component_fraction: float = setting(0.01, min=0.0, max=0.99,
+                                            help="components with fewer faces than this fraction are dropped")
+    chunk_points: int = setting(262144, min=1024, max=1 << 24, help="field queries per chunk")
 
 
 @dataclass
 class RunConfig:
-    steps: int = 10000
-    seed: int = 22
-    mesh_every: int = 500  # intermediate mesh every N steps (0: none)
-    views_every: int = 200  # preview renders every N steps (0: none)
-    checkpoint_every: int = 500  # optimisation state saved every N steps (and on cancel/failure)
-    views_resolution: int = 128  # preview render size
-    turntable_views: int = 8
-    mixed_precision: bool = True  # bf16 autocast for the VAE and UNet on CUDA
+    steps: int = setting(10000, min=1, max=100_000, help="optimisation steps")
+    seed: int = setting(22, min=0, max=2**31 - 1, help="random seed")
+    mesh_every: int = setting(500, min=0, max=100_000, help="intermediate mesh every N steps (0: none)")
+    views_every: int = setting(200, min=0, max=100_000, help="preview renders every N steps (0: none)")
+    checkpoint_every: int = setting(500, min=0, max=100_000,
+                                    help="optimisation state saved every N steps (and on cancel/failure)")
+    views_resolution: int = setting(128, min=8, max=1024, help="preview render size (pixels)")
+    turntable_views: int = setting(8, min=1, max=64, help="views of the final turntable")
+    mixed_precision: bool = setting(True, help="bf16 autocast for the VAE and UNet on CUDA")
 
 
 @dataclass
 class GenerateConfig:
-    run: RunConfig = dataclasses.field(default_factory=RunConfig)
-    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
-    renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
-    shading: ShadingConfig = dataclasses.field(default_factory=ShadingConfig)
-    cameras: CameraConfig = dataclasses.field(default_factory=CameraConfig)
-    phases: PhaseConfig = dataclasses.field(default_factory=PhaseConfig)
-    guidance: GuidanceConfig = dataclasses.field(default_factory=GuidanceConfig)
-    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
-    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
-    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    """The settings of a generation, section by section; wire keys ``section.name`` (``mesh.resolution``)."""
+
+    run: RunConfig = section(RunConfig)
+    field: FieldConfig = section(FieldConfig)
+    renderer: RendererConfig = section(RendererConfig)
+    shading: ShadingConfig = section(ShadingConfig)
+    cameras: CameraConfig = section(CameraConfig)
+    phases: PhaseConfig = section(PhaseConfig)
+    guidance: GuidanceConfig = section(GuidanceConfig)
+    loss: LossConfig = section(LossConfig)
+    optimizer: OptimizerConfig = section(OptimizerConfig)
+    mesh: MeshConfig = section(MeshConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GenerateConfig":
-        config = cls()
-        for section, values in data.items():
-            for name, value in values.items():
-                set_option(config, f"{section}.{name}", value)
-        return config
+        """From ``to_dict``'s nested form (a saved ``config.json``); keys unknown to this release are refused."""
+        if not isinstance(data, dict) or not all(isinstance(values, dict) for values in data.values()):
+            raise SettingsError("a saved generation config must be an object of sections")
+        flat = {f"{name}.{key}": value for name, values in data.items() for key, value in values.items()}
+        return settings_from_dict(cls(), flat)
+
+    def validate(self) -> None:
+        """SettingsError naming the setting, for values out of bounds or settings that contradict each other."""
+        check_bounds(self)
+        self.guidance.validate()
+        for name in ("resolution_before", "resolution_after"):
+            value = getattr(self.phases, name)
+            if value % 8:
+                raise SettingsError(f"setting 'phases.{name}' must be a multiple of 8 (got {value})")
+        for name in ("elevation_range", "azimuth_range", "fovy_range", "relative_radius_range"):
+            low, high = getattr(self.cameras, name)
+            if low > high:
+                raise SettingsError(f"setting 'cameras.{name}' must be (low, high) with low <= high")
+        for phase in ("before", "after"):  # what one step renders sizes its memory
+            rays = getattr(self.phases, f"objects_{phase}") * self.cameras.views_per_object * \
+                getattr(self.phases, f"resolution_{phase}") ** 2
+            if rays > MAX_RAYS_PER_STEP:
+                raise SettingsError(f"settings 'phases.objects_{phase}' x 'cameras.views_per_object' x "
+                                    f"'phases.resolution_{phase}'^2 ask for {rays:,} rays a step; at most "
+                                    f"{MAX_RAYS_PER_STEP:,}")
+        low, high = self.shading.light_distance_range
+        if low > high:
+            raise SettingsError("setting 'shading.light_distance_range' must be (low, high) with low <= high")
 
 
 def reference() -> GenerateConfig:
@@ -208,89 +234,27 @@ def tiny() -> GenerateConfig:
 PRESETS = {"reference": reference, "fast": fast, "draft": draft, "tiny": tiny}
 
 
+DEFAULT_PRESET = "fast"
+
+
 def preset(name: str) -> GenerateConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise SettingsError(f"unknown preset {shown_key(name)}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]()
 
 
 def set_option(config: GenerateConfig, key: str, value: Any) -> None:
-    """Set ``section.name`` to ``value`` (strings are parsed to the field's type: '0.5', '15,60', 'true')."""
-    section_name, _, name = key.partition(".")
-    section = getattr(config, section_name, None)
-    if section is None or not dataclasses.is_dataclass(section) or not name:
-        raise ValueError(f"unknown setting {key!r}")
-    fields = {f.name: f for f in dataclasses.fields(section)}
-    if name not in fields:
-        raise ValueError(f"unknown setting {key!r}; {section_name} has {', '.join(fields)}")
-    setattr(section, name, _coerce(getattr(section, name), value, key))
-
-
-def _coerce(current: Any, value: Any, key: str) -> Any:
-    try:
-        if isinstance(current, bool):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if isinstance(current, tuple):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            if len(items) != len(current):
-                raise ValueError(value)
-            return tuple(type(c)(float(v)) if isinstance(c, float) else type(c)(v) for c, v in zip(current, items))
-        if isinstance(current, int):
-            number = float(value)
-            if number != int(number):
-                raise ValueError(value)
-            return int(number)
-        if isinstance(current, float):
-            return float(value)
-        if current is None:
-            return None if value in (None, "", "none", "None") else str(value)
-        return type(current)(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"setting {key}: {value!r} is not a valid {type(current).__name__}") from None
+    """Set ``section.name`` to ``value`` (text is parsed to the setting's type: '0.5', '15,60', 'true'), in place,
+    checking the value's type and bounds (settings that must agree with each other are checked by ``validate``)."""
+    spec = setting_specs(GenerateConfig).get(key)
+    if spec is None:
+        raise SettingsError(f"unknown setting {shown_key(key)}")
+    value = coerce(spec, value)
+    check_value(spec, value)
+    section_name, name = spec.path
+    setattr(getattr(config, section_name), name, value)
 
 
 def validate(config: GenerateConfig) -> None:
-    """Refuse impossible settings with a message naming the setting."""
-    problems = []
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            problems.append(message)
-
-    run, fld, ph, mesh = config.run, config.field, config.phases, config.mesh
-    need(run.steps >= 1, f"run.steps must be at least 1 (got {run.steps})")
-    for name in ("mesh_every", "views_every", "checkpoint_every"):
-        need(getattr(run, name) >= 0, f"run.{name} must be 0 (never) or positive")
-    need(run.views_resolution >= 8, "run.views_resolution must be at least 8 pixels")
-    need(run.turntable_views >= 1, "run.turntable_views must be at least 1")
-    need(fld.radius > 0, "field.radius must be positive")
-    need(fld.levels >= 1 and fld.features_per_level >= 1, "field.levels and field.features_per_level must be >= 1")
-    need(10 <= fld.log2_hashmap_size <= 24, "field.log2_hashmap_size must be in 10..24")
-    need(fld.base_resolution >= 2 and fld.per_level_scale >= 1.0, "field.base_resolution >= 2, per_level_scale >= 1")
-    need(fld.normals in ("finite_difference", "analytic", "autograd"),
-         "field.normals must be analytic, finite_difference or autograd")
-    need(fld.finite_difference_eps > 0, "field.finite_difference_eps must be positive")
-    for name in ("resolution_before", "resolution_after"):
-        value = getattr(ph, name)
-        need(value >= 8 and value % 8 == 0, f"phases.{name} must be a positive multiple of 8 (got {value})")
-    need(ph.objects_before >= 1 and ph.objects_after >= 1, "phases.objects_* must be at least 1")
-    need(config.cameras.views_per_object >= 1, "cameras.views_per_object must be at least 1")
-    lo, hi = config.cameras.fovy_range
-    need(0 < lo <= hi < 180, "cameras.fovy_range must be within (0, 180) degrees")
-    need(config.renderer.render_step > 0, "renderer.render_step must be positive")
-    need(config.renderer.grid_resolution >= 2, "renderer.grid_resolution must be at least 2")
-    need(config.guidance.latent_resolution_input % 8 == 0, "guidance.latent_resolution_input: a multiple of 8")
-    g = config.guidance
-    need(0 < g.min_step_end <= g.max_step_end < 1 and 0 < g.min_step_start <= g.max_step_start < 1,
-         "guidance step fractions must satisfy 0 < min <= max < 1")
-    need(mesh.resolution >= 8, f"mesh.resolution must be at least 8 (got {mesh.resolution})")
-    need(mesh.preview_resolution >= 8, f"mesh.preview_resolution must be at least 8 (got {mesh.preview_resolution})")
-    need(0 <= mesh.min_component_fraction < 1, "mesh.min_component_fraction must be in [0, 1)")
-    if problems:
-        raise ValueError("invalid settings: " + "; ".join(problems))
+    """Refuse impossible settings with a message naming the setting (SettingsError, a ValueError)."""
+    config.validate()

@@ -54,10 +54,10 @@ class VolumeRenderer:
         if not force and step % c.grid_update_every and self.grid_filled:
             return
         self.grid_filled = True
-        self.grid.train()
-        self.grid._update(step=step, occ_eval_fn=lambda x: field.density(x)[:, None] * c.render_step,
-                          occ_thre=c.grid_occupancy_threshold, ema_decay=c.grid_ema_decay,
-                          warmup_steps=c.grid_warmup_steps)
+        self.grid.train()  # nerfacc's public update runs in training mode; n=1: the cadence is decided above
+        self.grid.update_every_n_steps(step=step, occ_eval_fn=lambda x: field.density(x)[:, None] * c.render_step,
+                                       occ_thre=c.grid_occupancy_threshold, ema_decay=c.grid_ema_decay,
+                                       warmup_steps=c.grid_warmup_steps, n=1)
 
     def grid_state(self) -> dict[str, torch.Tensor]:
         return {"occs": self.grid.occs.clone(), "binaries": self.grid.binaries.clone()}

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from backend.imaging import save_views_grid
 from backend.diffusion.cameras import ViewCameras, make_view_cameras, orbit_azimuths, random_multiview_cameras
 from backend.diffusion.sds import LatentEncoder, SDSGuidance, vae_latent_encoder
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
+from backend.imaging import save_views_grid
 from backend.nerf.field import RadianceField
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import GenerateConfig, validate

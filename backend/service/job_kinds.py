@@ -13,106 +13,93 @@ from pathlib import Path
 from backend.errors import SettingsError, UserError
 from backend.events import Done, Event, Failed, Progress, Views
 from backend.imaging import decode_image, image_to_tensor
+from backend.settings import describe, settings_from_dict, shown_key
 
-PREVIEW_SETTINGS = {
-    "views": ("num_views", int),
-    "steps": ("steps", int),
-    "guidance": ("guidance_scale", float),
-    "eta": ("eta", float),
-    "seed": ("seed", int),
-    "elevation": ("elevation", float),
-    "azimuth": ("azimuth_start", float),
-    "camera_encoding": ("camera_encoding", str),
-    "reference_frame": ("reference_frame", bool),
+# Keys sent by add-ons of earlier releases, read as today's wire keys (the field names of the settings dataclasses).
+LEGACY_KEYS = {
+    "preview": {"views": "num_views", "guidance": "guidance_scale", "azimuth": "azimuth_start"},
+    "generate": {"steps": "run.steps", "seed": "run.seed", "mesh_every": "run.mesh_every"},
+    "finish": {},
 }
+MAX_STREAMED_TEXTURE = 4096  # a 4096^2 PNG stays under the protocol's frame limit
 
 
-def _typed(name: str, value, kind):
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise SettingsError(f"setting '{name}' must be {kind.__name__}")
-    return value
-
-
-def preview_settings(settings: dict):
-    from backend.diffusion.preview import PreviewSettings
-
-    unknown = sorted(set(settings) - set(PREVIEW_SETTINGS))
-    if unknown:
-        raise SettingsError(f"unknown preview settings: {', '.join(unknown)}")
-    values = {PREVIEW_SETTINGS[k][0]: _typed(k, v, PREVIEW_SETTINGS[k][1]) for k, v in settings.items()}
-    result = PreviewSettings(**values)
-    result.validate()
-    return result
-
-
-def validate_settings(kind: str, settings: dict) -> None:
-    """Refuse bad settings at submit time (before the job is queued)."""
-    if kind == "preview":
-        preview_settings(settings)
-    elif kind == "generate":
-        generate_config(settings)
-    elif kind == "finish":
-        finish_settings(settings)
-    else:
-        raise SettingsError(f"unknown job kind {kind!r}")
-
-
-def generate_config(settings: dict):
-    """``{"preset": "fast", "steps": 3000, "seed": 1, "mesh_every": 500, "options": {"section.name": value}}``."""
-    from backend.nerf.presets import preset, set_option, validate
-
-    allowed = {"preset", "steps", "seed", "mesh_every", "options"}
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        raise SettingsError(f"unknown generate settings: {', '.join(unknown)}")
-    try:
-        config = preset(_typed("preset", settings.get("preset", "fast"), str))
-        shortcuts = {"steps": "run.steps", "seed": "run.seed", "mesh_every": "run.mesh_every"}
-        for key, option in shortcuts.items():
-            if key in settings:
-                set_option(config, option, _typed(key, settings[key], int))
-        options = settings.get("options", {})
+def _wire_settings(kind: str, settings: dict) -> dict:
+    """``settings`` with legacy keys renamed (and a generate job's legacy ``options`` object flattened)."""
+    if not isinstance(settings, dict):
+        raise SettingsError("settings must be an object of 'name': value")
+    settings = dict(settings)
+    if kind == "generate" and "options" in settings:
+        options = settings.pop("options")
         if not isinstance(options, dict):
             raise SettingsError("setting 'options' must be an object of 'section.name': value")
         for key, value in options.items():
-            set_option(config, str(key), value)
-        validate(config)
-    except UserError:
-        raise
-    except (ValueError, KeyError, TypeError) as error:
-        raise SettingsError(str(error).strip("'\"")) from None
-    return config
+            settings.setdefault(key, value)
+    for old, new in LEGACY_KEYS.get(kind, {}).items():
+        if old in settings:
+            if new in settings:
+                raise SettingsError(f"settings '{old}' and '{new}' are the same setting; give '{new}' only")
+            settings[new] = settings.pop(old)
+    return settings
 
 
-MAX_STREAMED_TEXTURE = 4096  # a 4096^2 PNG stays under the protocol's frame limit
-FINISH_SETTINGS = {"source": str, "faces": int, "texture": int, "lods": list, "size": float, "formats": list}
+def preview_settings(settings: dict):
+    """A preview job's settings (wire keys: PreviewSettings' field names) -> validated PreviewSettings."""
+    from backend.diffusion.preview import PreviewSettings
+
+    return settings_from_dict(PreviewSettings(), _wire_settings("preview", settings))
+
+
+def generate_config(settings: dict):
+    """``{"preset": "fast", "run.steps": 3000, "mesh.resolution": 256, ...}`` (wire keys: GenerateConfig's
+    ``section.name``) -> the validated GenerateConfig, starting from the preset."""
+    from backend.nerf.presets import DEFAULT_PRESET, preset
+
+    settings = _wire_settings("generate", settings)
+    name = settings.get("preset", DEFAULT_PRESET)
+    if not isinstance(name, str):
+        raise SettingsError("setting 'preset' must be text")
+    return settings_from_dict(preset(name), settings, ignore=("preset",))
 
 
 def finish_settings(settings: dict):
     """``{"source": GENERATE_JOB_ID, "faces": 20000, "texture": 1024, "lods": [5000], "size": 1.0,
     "formats": ["glb"]}`` -> (source job id, FinishOptions). The input image of a finish job is not used."""
-    from backend.finishing.pipeline import FinishOptions, validate_options
+    from backend.finishing.pipeline import FinishOptions
 
-    unknown = sorted(set(settings) - set(FINISH_SETTINGS))
-    if unknown:
-        raise SettingsError(f"unknown finish settings: {', '.join(unknown)}")
-    if "source" not in settings:
+    settings = _wire_settings("finish", settings)
+    source = settings.get("source")
+    if not isinstance(source, str):
         raise SettingsError("setting 'source' (the id of a generate job) is missing")
-    values = {k: _typed(k, v, FINISH_SETTINGS[k]) for k, v in settings.items()}
-    for key in ("lods", "formats"):
-        kind = int if key == "lods" else str
-        values[key] = tuple(_typed(key, item, kind) for item in values.get(key, ()))
-    source = values.pop("source")
-    if not values.get("formats"):
-        values.pop("formats", None)
-    options = FinishOptions(**values)
-    validate_options(options)
+    options = settings_from_dict(FinishOptions(), settings, ignore=("source",))
     if options.texture > MAX_STREAMED_TEXTURE:
-        raise SettingsError(f"texture size {options.texture}: the service streams textures up to "
-                            f"{MAX_STREAMED_TEXTURE}; larger ones are written by `iso3d export`")
+        raise SettingsError(f"setting 'texture': the service streams textures up to {MAX_STREAMED_TEXTURE}; "
+                            "larger ones are written by `iso3d export`")
     return source, options
+
+
+PARSERS = {"preview": preview_settings, "generate": generate_config, "finish": finish_settings}
+
+
+def validate_settings(kind: str, settings: dict):
+    """Refuse bad settings at submit time (before the job is queued); the parsed settings."""
+    if kind not in PARSERS:
+        raise SettingsError(f"unknown job kind {shown_key(kind)}")
+    return PARSERS[kind](settings)
+
+
+def describe_job_settings() -> dict[str, dict]:
+    """Defaults and bounds of every job kind's settings, as ``welcome`` carries them (blender_addon/protocol.py)."""
+    from backend.diffusion.preview import PreviewSettings
+    from backend.finishing.pipeline import FinishOptions
+    from backend.nerf.presets import DEFAULT_PRESET, PRESETS, preset
+
+    generate = {"preset": {"type": "choice", "default": DEFAULT_PRESET, "min": None, "max": None,
+                           "choices": list(PRESETS), "help": "settings preset; the other defaults are this preset's"}}
+    generate.update(describe(preset(DEFAULT_PRESET)))
+    finish = describe(FinishOptions())
+    finish["texture"]["max"] = MAX_STREAMED_TEXTURE
+    return {"preview": describe(PreviewSettings()), "generate": generate, "finish": finish}
 
 
 class JobRunner:

@@ -10,6 +10,7 @@ jobs there and runs them again; generate jobs resume from their last checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_addon.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Queued, Views
+from blender_addon.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
 
+log = logging.getLogger("iso3d.server")
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 FINISHED = ("done", "failed", "cancelled")
 MAX_QUEUED = 64
@@ -50,6 +52,9 @@ class JobRecord:
     mesh_final: bool = False
     views_kind: str = ""
     runs: int = 0  # how often it was started (a restart resumes it)
+    crashes: int = 0  # how often the service died while it ran (a retry budget)
+    model: str = ""  # the model it was made with; another model does not resume it
+    owner: str = ""  # the CURVE public key (Z85) of the client that submitted it; "" without CURVE
 
     def summary(self) -> dict:
         return {
@@ -63,35 +68,137 @@ class JobRecord:
         }
 
 
-class JobStore:
-    """Job records and their files under ``root``."""
+_RECORD_TYPES = {"id": str, "kind": str, "settings": dict, "name": str, "status": str, "created": (int, float),
+                 "phase": str, "step": int, "total": int, "elapsed": (int, float), "eta": (int, float, type(None)),
+                 "losses": dict, "error_code": str, "error_message": str, "artifacts": dict,
+                 "mesh_step": (int, type(None)), "mesh_final": bool, "views_kind": str, "runs": int, "crashes": int,
+                 "model": str, "owner": str}
+STATUSES = ("queued", "running", *FINISHED)
 
-    def __init__(self, root: str | Path):
+
+def record_from_json(text: str, directory_name: str) -> JobRecord:
+    """A job record from its ``job.json``, every field type-checked; ValueError saying what is wrong."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("the record is not a JSON object")
+    for name in ("id", "kind", "settings"):
+        if name not in data:
+            raise ValueError(f"the record has no '{name}'")
+    values = {}
+    for name, value in data.items():
+        kind = _RECORD_TYPES.get(name)
+        if kind is None:
+            continue  # a field of a later release
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
+            raise ValueError(f"the record's '{name}' is of the wrong type")
+        values[name] = value
+    record = JobRecord(**values)
+    if record.id != directory_name or not JOB_ID.match(record.id):
+        raise ValueError("the record's id does not match its folder")
+    if record.status not in STATUSES:
+        raise ValueError(f"unknown status {record.status[:20]!r}")
+    return record
+
+
+class JobStore:
+    """Job records and their files under ``root``. Nothing stored can stop the service: a folder whose record
+    cannot be read is listed as ``damaged`` with the reason (and never run); a job made with another model is
+    listed as ``needs_model`` and not resumed; a job that was running when the service died counts a crash."""
+
+    def __init__(self, root: str | Path, model_name: str = ""):
         self.root = Path(root) / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.model_name = model_name
         self.records: dict[str, JobRecord] = {}
-        for path in sorted(self.root.glob("*/job.json")):
+        self.damaged: dict[str, tuple[str, float]] = {}  # folder name -> (reason, folder time)
+        for directory in sorted(self.root.iterdir()):
+            if not directory.is_dir() or directory.is_symlink() or not JOB_ID.match(directory.name):
+                continue
             try:
-                record = JobRecord(**json.loads(path.read_text()))
-            except (ValueError, TypeError):
-                continue  # a damaged record is skipped, not fatal
-            if JOB_ID.match(record.id) and path.parent.name == record.id:
-                self.records[record.id] = record
+                text = (directory / "job.json").read_text(encoding="utf-8")
+                record = record_from_json(text, directory.name)
+            except (OSError, ValueError, TypeError, RecursionError) as error:
+                reason = "job.json is missing" if isinstance(error, FileNotFoundError) else \
+                    f"job.json cannot be read: {str(error)[:120]}"
+                self.mark_damaged(directory.name, reason)
+                continue
+            if record.status == "running":  # the service died while it ran
+                record.status, record.crashes = "queued", record.crashes + 1
+            self.records[record.id] = record
+
+    def mark_damaged(self, job_id: str, reason: str) -> None:
+        try:
+            when = (self.root / job_id).stat().st_mtime
+        except OSError:
+            when = 0.0
+        self.damaged[job_id] = (reason, when)
+        self.records.pop(job_id, None)
+
+    def needs_other_model(self, record: JobRecord) -> bool:
+        return bool(record.model and self.model_name and record.model != self.model_name)
+
+    def summary(self, record: JobRecord) -> dict:
+        from backend.service.options import sanitize_name
+
+        summary = record.summary()
+        summary["name"] = sanitize_name(record.name)  # records of earlier releases kept names of any length
+        if record.status not in FINISHED and self.needs_other_model(record):
+            summary["status"] = "needs_model"
+            summary["reason"] = f"made with the model {record.model!r}; restart the backend with it to resume"
+        return summary
+
+    def summaries(self, visible: Callable[[JobRecord], bool] = lambda record: True) -> list[dict]:
+        """Every job, oldest first, as ``jobs`` lists them (damaged ones with their reason)."""
+        listed = [(r.created, self.summary(r)) for r in self.records.values() if visible(r)]
+        listed += [(when, {"job": job_id, "kind": "", "name": "", "status": "damaged", "step": 0, "total": 0,
+                           "created": when, "reason": reason}) for job_id, (reason, when) in self.damaged.items()
+                   if visible(None)]
+        return [summary for _, summary in sorted(listed, key=lambda item: item[0])]
 
     def directory(self, job_id: str) -> Path:
-        if not JOB_ID.match(job_id) or job_id not in self.records:
+        if not isinstance(job_id, str) or not JOB_ID.match(job_id) or job_id not in self.records:
             raise KeyError(job_id)
         return self.root / job_id
 
-    def create(self, kind: str, settings: dict, image_png: bytes | None, name: str = "") -> JobRecord:
-        record = JobRecord(id=uuid.uuid4().hex[:16], kind=kind, settings=settings, name=name[:200])
+    def create(self, kind: str, settings: dict, image_png: bytes | None, name: str = "", owner: str = "") -> JobRecord:
+        record = JobRecord(id=uuid.uuid4().hex[:16], kind=kind, settings=settings, name=name, model=self.model_name,
+                           owner=owner)
         directory = self.root / record.id
         directory.mkdir(parents=True)
-        if image_png is not None:
-            write_bytes_atomically(directory / "input.png", image_png)
-        self.records[record.id] = record
-        self.save(record)
+        try:
+            if image_png is not None:
+                write_bytes_atomically(directory / "input.png", image_png)
+            self.records[record.id] = record
+            self.save(record)
+        except BaseException:
+            self.delete(record.id)
+            raise
         return record
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job and its folder (finished jobs, refused submissions, pruning)."""
+        import shutil
+
+        self.records.pop(job_id, None)
+        self.damaged.pop(job_id, None)
+        if JOB_ID.match(job_id):
+            shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+    def prunable(self) -> list[tuple[str, float]]:
+        """(id, created) of the jobs that may be deleted: finished and damaged ones."""
+        return [(r.id, r.created) for r in self.records.values() if r.status in FINISHED] + \
+            [(job_id, when) for job_id, (_, when) in self.damaged.items()]
+
+    def artifact_path(self, record: JobRecord, name: str) -> Path:
+        """The file of a job's artifact ``name``, inside the job's folder; KeyError for anything else."""
+        relative = record.artifacts.get(name)
+        if not isinstance(relative, str):
+            raise KeyError(name)
+        directory = self.directory(record.id).resolve()
+        path = (directory / relative).resolve()
+        if directory not in path.parents or not path.is_file():
+            raise KeyError(name)
+        return path
 
     def save(self, record: JobRecord) -> None:
         write_json_atomically(self.root / record.id / "job.json", asdict(record))
@@ -100,7 +207,9 @@ class JobStore:
         return (self.directory(job_id) / "input.png").read_bytes()
 
     def unfinished(self) -> list[JobRecord]:
-        return sorted((r for r in self.records.values() if r.status not in FINISHED), key=lambda r: r.created)
+        """Jobs to run again, oldest first (not those made with another model)."""
+        return sorted((r for r in self.records.values() if r.status not in FINISHED and not self.needs_other_model(r)),
+                      key=lambda r: r.created)
 
     # -- the latest state, for replay after a reconnect --------------------------------------------------------
     def record_event(self, record: JobRecord, event: Event) -> None:
@@ -131,8 +240,9 @@ class JobStore:
             with open_atomically(directory / f"{name}.npz") as handle:
                 np.savez(handle, **arrays)
             record.mesh_step, record.mesh_final = event.step, event.final
-        elif isinstance(event, Done):
-            record.status, record.artifacts = "done", dict(event.artifacts)
+        elif isinstance(event, Done):  # artifacts stored relative to the job's folder
+            record.status = "done"
+            record.artifacts = {name: _relative(Path(path), directory) for name, path in event.artifacts.items()}
         elif isinstance(event, Failed):
             record.status = "cancelled" if event.code == "cancelled" else "failed"
             record.error_code, record.error_message = event.code, event.message
@@ -173,6 +283,13 @@ class JobStore:
             yield Failed(record.error_code or record.status, record.error_message or record.status)
 
 
+def _relative(path: Path, directory: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(directory.resolve()))
+    except ValueError:
+        return str(path)  # outside the job (not fetchable)
+
+
 def _mesh_file(level: int) -> str:
     """The latest mesh of a level: ``mesh_latest`` (level 0: the main mesh), ``mesh_lod<i>``."""
     return "mesh_latest" if level == 0 else f"mesh_lod{level}"
@@ -186,8 +303,10 @@ class JobQueue:
     every event (the server forwards them to subscribed clients); ``run_job(record, directory, cancel, resume)``
     yields the job's events, checks ``cancel`` between steps and then ends with ``Failed('cancelled', ...)``."""
 
-    def __init__(self, store: JobStore, run_job: JobFunction, publish: Callable[[str, Event], None]):
+    def __init__(self, store: JobStore, run_job: JobFunction, publish: Callable[[str, Event], None],
+                 max_crashes: int = 3):
         self.store = store
+        self.max_crashes = max_crashes
         self.run_job = run_job
         self.publish = publish
         self.pending: deque[str] = deque()
@@ -199,6 +318,10 @@ class JobQueue:
 
     def start(self) -> None:
         for record in self.store.unfinished():  # resume what a previous run of the service left unfinished
+            if record.crashes >= self.max_crashes:
+                self.store.record_event(record, Failed("crashed", f"failed: crashed {record.crashes} times"))
+                continue
+            self.store.save(record)
             self.pending.append(record.id)
             self.cancel_flags[record.id] = threading.Event()
         self.thread.start()
@@ -210,6 +333,9 @@ class JobQueue:
                 flag.set()  # interrupt the running job; it is resumed on the next start
             self.lock.notify_all()
         self.thread.join(timeout)
+
+    def has_room(self) -> bool:
+        return len(self.pending) < MAX_QUEUED
 
     def submit(self, record: JobRecord) -> int:
         with self.lock:
@@ -273,10 +399,14 @@ class JobQueue:
         try:
             for event in self.run_job(record, self.store.directory(job_id), cancel, resume):
                 if self.stopping and cancel.is_set():
-                    # the service is shutting down: leave the job unfinished so that a restart resumes it
-                    record.status = "queued"
-                    self.store.save(record)
-                    return
+                    # the service is stopping: the job saves its state (a generate job its checkpoint) and ends
+                    # cancelled; it stays unfinished so that a restart resumes it
+                    if isinstance(event, Failed) and event.code == "cancelled":
+                        record.status = "queued"
+                        self.store.save(record)
+                        return
+                    if not isinstance(event, (Done, Failed)):
+                        continue
                 self.store.record_event(record, event)
                 if isinstance(event, Progress) and time.monotonic() - last_save > 2.0:
                     self.store.save(record)

@@ -1,4 +1,4 @@
-"""Job events (backend.events) as protocol messages: one event, one message."""
+"""Streamed job events (backend.events: progress, views, meshes) as protocol messages: one event, one message."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
+from backend.events import Event, MeshUpdate, Progress, Views
 from blender_addon import protocol
 
 
@@ -60,9 +60,5 @@ def event_frames(job: str, event: Event, position: int | None = None) -> list[by
             payloads.append(protocol.png_payload(png_bytes(event.texture, compress_level=6)))
         return protocol.encode("mesh", payloads, job=job, step=int(event.step), final=bool(event.final),
                                level=int(event.level))
-    if isinstance(event, Done):
-        artifacts = [{"name": name, "path": str(path)} for name, path in sorted(event.artifacts.items())]
-        return protocol.encode("done", job=job, artifacts=artifacts)
-    if isinstance(event, Failed):
-        return protocol.encode("error", code=event.code, message=event.message, job=job)
-    raise TypeError(f"not a job event: {event!r}")
+    raise TypeError(f"not a streamed job event: {event!r} (done and error are built by the server, which knows the "
+                    "job's files and what a client may see)")

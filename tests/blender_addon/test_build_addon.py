@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import textwrap
+import tomllib
 import zipfile
 
 import pytest
@@ -46,7 +47,14 @@ def test_zip_without_wheels_validates_installs_and_enables(tmp_path):
     result = build("--no-wheels", "--output-dir", str(tmp_path / "dist"))
     assert result.returncode == 0, result.stderr
     assert "validated" in result.stdout
-    (zip_path,) = (tmp_path / "dist").glob("isotropic3d-*.zip")
+    zips = sorted((tmp_path / "dist").glob("isotropic3d-*.zip"))
+    assert [path.name.rsplit("-", 1)[1] for path in zips] == ["py311.zip", "py313.zip"]  # one per Blender Python
+    manifests = {path.name[-9:-4]: tomllib.loads(zipfile.ZipFile(path).read("blender_manifest.toml").decode())
+                 for path in zips}
+    assert (manifests["py311"]["blender_version_min"], manifests["py311"]["blender_version_max"]) == ("4.2.0", "5.1.0")
+    assert manifests["py313"]["blender_version_min"] == "5.1.0" and "blender_version_max" not in manifests["py313"]
+    assert all(m["license"] == ["SPDX:GPL-3.0-or-later"] for m in manifests.values())  # extensions.blender.org
+    zip_path = zips[0]
     names = zipfile.ZipFile(zip_path).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names and "session.py" in names
     assert not any("__pycache__" in name or name.startswith("wheels/") for name in names)
@@ -64,17 +72,18 @@ def test_build_without_reachable_wheels_fails_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_zips_with_downloaded_wheels_per_platform(tmp_path):
-    """Needs network: pip downloads the six pyzmq wheels."""
+def test_zips_with_downloaded_wheels_per_python_and_platform(tmp_path):
+    """Needs network: pip downloads the six pyzmq wheels. Each zip carries only the wheel its Blender's Python
+    loads (Blender 4.2 would install the cp312-abi3 one of a pair, which does not load on Python 3.11)."""
     result = build("--split-platforms", "--output-dir", str(tmp_path / "dist"))
     assert result.returncode == 0, result.stderr
     zips = {path.name: zipfile.ZipFile(path).namelist() for path in (tmp_path / "dist").glob("*.zip")}
-    assert len(zips) == 4
-    linux = next(names for name, names in zips.items() if "linux_x64" in name)
-    assert sorted(n for n in linux if n.startswith("wheels/")) == [
-        "wheels/pyzmq-27.3.0-cp311-cp311-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl",
-        "wheels/pyzmq-27.3.0-cp312-abi3-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl",
-    ]
-    line = install_in_fresh_user_folder(tmp_path / "dist" / next(n for n in zips if "linux_x64" in n),
-                                        tmp_path / "user")
+    assert len(zips) == 8
+    linux = {name: names for name, names in zips.items() if "linux_x64" in name}
+    wheels = {name.split("-py")[1][:3]: sorted(n for n in names if n.startswith("wheels/")) for name, names in linux.items()}
+    assert wheels == {
+        "311": ["wheels/pyzmq-27.3.0-cp311-cp311-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl"],
+        "313": ["wheels/pyzmq-27.3.0-cp312-abi3-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl"],
+    }
+    line = install_in_fresh_user_folder(tmp_path / "dist" / next(n for n in linux if "py311" in n), tmp_path / "user")
     assert line.startswith("RESULT True True True"), line

@@ -4,6 +4,7 @@ loopback port, the operators, and ``SESSION.drain`` called directly (timers neve
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from tests.helpers.addon_session import drain_everything_sent, drain_until  # no
 from tests.helpers.backend import BackendProcess  # noqa: E402
 from tests.helpers.paths import EXAMPLE_IMAGE as EXAMPLE  # noqa: E402
 from tests.helpers.paths import REPO_ROOT  # noqa: E402
+from tests.helpers.waiting import wait_until  # noqa: E402
 SMALL = {"phases.resolution_before": 24, "phases.resolution_after": 24, "mesh.resolution": 32,
          "mesh.preview_resolution": 24, "mesh.density_threshold": 2.0}
 
@@ -71,6 +73,19 @@ def test_preview_views_become_images_and_empties_around_the_cursor(addon):
         offset = np.array(empty.matrix_world.translation) - np.array((1.0, 2.0, 3.0))
         assert np.linalg.norm(offset) == pytest.approx(2.5, abs=1e-4)
     assert len({tuple(np.round(e.matrix_world.translation, 3)) for e in empties}) == 4
+    # one 2x2 sheet of the four views (view 0 top left; Blender's rows start at the bottom)
+    sheet = bpy.data.images["Isotropic3D preview sheet"]
+    width, height = images[0].size
+    assert tuple(sheet.size) == (2 * width, 2 * height)
+    pixels = np.empty(len(sheet.pixels), np.float32)
+    sheet.pixels.foreach_get(pixels)
+    view0 = np.empty(len(images[0].pixels), np.float32)
+    images[0].pixels.foreach_get(view0)
+    np.testing.assert_allclose(pixels.reshape(2 * height, 2 * width, 4)[height:, :width],
+                               view0.reshape(height, width, 4), atol=1e-6)
+    # "Generate from this seed" takes the preview's seed
+    bpy.context.scene.iso3d_generate.seed = 11
+    assert bpy.context.scene.iso3d_job.seed == 3 and bpy.ops.iso3d.generate_from_seed.poll()
     # A second preview replaces the same images and empties.
     assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
     drain_until(lambda s: s.state == "done" and not s.request)
@@ -127,7 +142,7 @@ def test_cancel_stops_the_job(addon):
     drain_until(lambda s: s.state == "running" and s.step >= 1)
     assert bpy.ops.iso3d.cancel() == {"FINISHED"}
     state = drain_until(lambda s: s.state in ("cancelled", "done", "failed"))
-    assert state.state == "cancelled" and "cancel" in state.last_error.lower()
+    assert state.state == "cancelled" and state.last_error == ""  # what the artist asked for, not an error
 
 
 def test_problems_are_reported_in_plain_words(addon):
@@ -175,7 +190,11 @@ def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(re
         state = drain_until(lambda s: s.state == "running" and s.step >= 2)
         job = state.job_id
         backend.kill()
+        killed = time.monotonic()
         drain_until(lambda s: s.connection == "LOST")
+        # shown on the job within a few seconds (the transport's disconnect; the heartbeat silence bound is
+        # SILENCE_LOST_SECONDS = 8 s), with slack for a loaded 2-core machine
+        assert time.monotonic() - killed < 10
         # Blender saves, the add-on is reloaded, the file is opened again, the backend comes back.
         blend = tmp_path / "scene.blend"
         bpy.ops.wm.save_as_mainfile(filepath=str(blend))
@@ -251,3 +270,128 @@ def test_finish_after_generate_finishes_the_new_object_on_its_own(addon):
     state = drain_until(lambda s: s.job_kind == "generate" and s.state in ("done", "failed") and not s.request)
     assert state.state == "done", state.last_error
     assert "iso3d_finish_job" not in obj and obj.active_material.name == "Isotropic3D vertex colour"
+
+
+def artist_edit_then_undo(name: str) -> None:
+    """What an artist does after results landed: some edit of their own (one undo step), then Ctrl-Z."""
+    empty = bpy.data.objects.new(name, None)
+    bpy.context.scene.collection.objects.link(empty)
+    assert bpy.ops.ed.undo_push(message=name) == {"FINISHED"}
+    assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert name not in bpy.data.objects  # the artist's edit is what was undone
+
+
+def test_undo_after_a_streamed_mesh_and_after_finish_keeps_the_results_and_the_running_job(addon):
+    settings = bpy.context.scene.iso3d_generate
+    settings.steps, settings.mesh_every, settings.options = 8, 2, json.dumps(SMALL)
+    assert bpy.ops.iso3d.generate() == {"FINISHED"}
+    state = drain_until(lambda s: s.mesh_updates >= 1 and s.state == "running")
+    job, name, updates = state.job_id, state.object_name, state.mesh_updates
+    artist_edit_then_undo("artist edit 1")
+    state = bpy.context.scene.iso3d_job
+    assert name in bpy.data.objects and len(bpy.data.objects[name].data.polygons) > 0
+    assert state.job_id == job and state.state == "running" and state.mesh_updates >= updates
+    state = drain_until(lambda s: s.state in ("done", "failed"), 300)  # still streaming into the same object
+    assert state.state == "done" and state.job_id == job and state.mesh_updates > updates
+    obj = bpy.data.objects[name]
+    assert obj["iso3d_job"] == job and [o.name for o in bpy.data.objects if o.type == "MESH"] == [name]
+    bpy.context.view_layer.objects.active = obj
+    bpy.context.scene.iso3d_finish.faces, bpy.context.scene.iso3d_finish.texture = 40, "256"
+    assert bpy.ops.iso3d.finish() == {"FINISHED"}
+    state = drain_until(lambda s: s.job_kind == "finish" and s.state in ("done", "failed") and not s.request)
+    assert state.state == "done", state.last_error
+    finish_job = state.job_id
+    artist_edit_then_undo("artist edit 2")
+    obj, state = bpy.data.objects[name], bpy.context.scene.iso3d_job
+    assert obj.get("iso3d_finish_job") == finish_job and obj.active_material.name.startswith("Isotropic3D baked")
+    assert state.job_id == finish_job and state.state == "done"
+
+
+def test_no_second_job_runs_unseen_and_a_waiting_one_can_be_withdrawn(addon, backend):
+    settings = bpy.context.scene.iso3d_generate
+    settings.steps, settings.mesh_every, settings.options = 400, 0, json.dumps(SMALL)
+    assert bpy.ops.iso3d.generate() == {"FINISHED"}
+    assert not bpy.ops.iso3d.generate.poll() and not bpy.ops.iso3d.preview_views.poll()  # waiting for accepted
+    state = drain_until(lambda s: s.state == "running")
+    assert not bpy.ops.iso3d.generate.poll() and not bpy.ops.iso3d.preview_views.poll()  # running
+    with pytest.raises(RuntimeError, match="running in this scene"):
+        bpy.ops.iso3d.generate()
+    assert bpy.ops.iso3d.cancel() == {"FINISHED"}
+    state = drain_until(lambda s: s.state == "cancelled", 60)
+    assert state.last_error == "" and bpy.ops.iso3d.generate.poll()
+    # The backend is down: a Preview waits visibly, a second one is refused, Cancel withdraws the first.
+    addon.backend_address = "tcp://127.0.0.1:9"  # the discard port: nothing listens there
+    assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+    SESSION.drain(bpy.context)
+    assert bpy.context.scene.iso3d_job.request and not bpy.ops.iso3d.preview_views.poll()
+    assert bpy.ops.iso3d.cancel() == {"FINISHED"}
+    state = bpy.context.scene.iso3d_job
+    assert state.state == "cancelled" and not state.request
+    assert all(json.loads(frames[0])["type"] != "submit" for frames in SESSION.client.outbox)  # never sent
+    assert bpy.ops.iso3d.preview_views.poll()
+
+
+def test_new_results_land_at_the_cursor_in_the_active_collection_and_attach_keeps_each_job_in_its_object(addon):
+    scene, view_layer = bpy.context.scene, bpy.context.view_layer
+    artist = bpy.data.collections.new("Artist")
+    scene.collection.children.link(artist)
+    view_layer.active_layer_collection = view_layer.layer_collection.children["Artist"]
+    settings = scene.iso3d_generate
+    settings.steps, settings.mesh_every, settings.options = 3, 0, json.dumps(SMALL)
+    objects, jobs = [], []
+    for _ in range(2):
+        scene.cursor.location = (2.0, -1.0, 0.5)  # both at the same cursor: they must not overlap
+        assert bpy.ops.iso3d.generate() == {"FINISHED"}
+        state = drain_until(lambda s: s.state in ("done", "failed") and not s.request, 120)
+        assert state.state == "done", state.last_error
+        objects.append(bpy.data.objects[state.object_name])
+        jobs.append(state.job_id)
+    first, second = objects
+    assert first.name != second.name and first.users_collection[0] == artist == second.users_collection[0]
+    assert view_layer.objects.active == second and second.select_get() and not first.select_get()
+    np.testing.assert_allclose(first.location, (2.0, -1.0, 0.5), atol=1e-6)
+    from mathutils import Vector
+
+    boxes = [np.array([o.matrix_world @ Vector(corner) for corner in o.bound_box]) for o in objects]
+    lows, highs = [b.min(axis=0) for b in boxes], [b.max(axis=0) for b in boxes]
+    assert lows[1][0] >= highs[0][0]  # side by side along +X, not inside each other
+    # Attaching to the first job again replays its mesh into the first object; the second is left alone.
+    second_faces = len(second.data.polygons)
+    second.data.clear_geometry()
+    second_mesh = second.data
+    assert bpy.ops.iso3d.connect(job=jobs[0]) == {"FINISHED"}
+    state = drain_until(lambda s: s.job_id == jobs[0] and s.state == "done")
+    assert state.object_name == first.name and len(first.data.polygons) > 0
+    assert second.data == second_mesh and len(second.data.polygons) == 0 and second_faces > 0
+
+
+def test_a_24_megapixel_photo_costs_the_ui_well_under_two_seconds_and_leaves_no_datablock(addon, tmp_path):
+    from PIL import Image
+
+    rows = np.linspace(0, 255, 4000, dtype=np.float32)[:, None, None]
+    photo = np.broadcast_to(rows, (4000, 6000, 3)).astype(np.uint8)  # 6000x4000 = 24 MP, as a camera makes
+    Image.fromarray(photo).save(tmp_path / "camera.jpg", quality=90)
+    settings = bpy.context.scene.iso3d_generate
+    settings.image_path = str(tmp_path / "camera.jpg")
+    images_before = set(bpy.data.images.keys())
+    ui_seconds = 0.0  # time the main thread spent in the add-on (operator + drains), the UI's freeze
+    started = time.perf_counter()
+    assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+    ui_seconds += time.perf_counter() - started
+
+    def sent() -> bool:
+        nonlocal ui_seconds
+        started = time.perf_counter()
+        SESSION.drain(bpy.context)
+        ui_seconds += time.perf_counter() - started
+        return bpy.context.scene.iso3d_job.state != "preparing"
+
+    wait_until(sent, 300, "the downscaled photo to be sent")  # the child starts bpy: a minute under load 15
+    assert bpy.context.scene.iso3d_job.state != "failed", bpy.context.scene.iso3d_job.last_error
+    # The issue's bound. Measured 0.19-0.25 s on a 2-core machine under load 14 (the decode runs in a child
+    # process; here only the small result is encoded); the pure-Python encoding it replaces took 31 s.
+    assert ui_seconds < 2.0, ui_seconds
+    state = drain_until(lambda s: s.state in ("done", "failed") and not s.request, 180)
+    assert state.state == "done", state.last_error
+    assert set(bpy.data.images.keys()) - images_before == {f"Isotropic3D preview {i}" for i in range(4)} | {
+        "Isotropic3D preview sheet"}

@@ -46,15 +46,28 @@ class CheckingLayout:
     def template_ID(self, data, name, **kwargs):
         self.prop(data, name)
 
+    template_ID_preview = template_ID
+
     def operator(self, idname, text=None, icon="NONE", **kwargs):
         category, name = idname.split(".")
-        getattr(getattr(bpy.ops, category), name).get_rna_type()  # raises for an unknown operator
+        rna = getattr(getattr(bpy.ops, category), name).get_rna_type()  # raises for an unknown operator
         self._icon(icon)
         self.items.append(("operator", idname, text))
+        return OperatorProperties(rna)
 
-    def progress(self, factor=0.0, text=""):
-        assert 0.0 <= factor <= 1.0
+    def progress(self, factor=0.0, text="", type="BAR"):
+        assert 0.0 <= factor <= 1.0 and type in ("BAR", "RING")
         self.items.append(("progress", text))
+
+
+class OperatorProperties:
+    """What ``layout.operator`` returns: setting a property the operator does not have fails."""
+
+    def __init__(self, rna):
+        object.__setattr__(self, "rna", rna)
+
+    def __setattr__(self, name, value):
+        assert name in self.rna.properties, f"{self.rna.identifier} has no property {name!r}"
 
 
 def draw_all(context) -> dict[str, list]:
@@ -81,6 +94,7 @@ def test_panels_draw_in_every_state(registered_addon):
     drawn = draw_all(context)  # an empty file, no job
     assert "Select an object made by Generate" in texts(drawn["ISO3D_PT_finish"])
     assert ("operator", "iso3d.generate", None) in drawn["ISO3D_PT_generate"]
+    assert ("operator", "iso3d.preview_views", "Preview") in drawn["ISO3D_PT_generate"]
     for source in ("FILE", "IMAGE", "EMPTY"):
         context.scene.iso3d_generate.image_source = source
         draw_all(context)
@@ -113,3 +127,68 @@ def test_panels_draw_in_every_state(registered_addon):
     for connection in ("OFFLINE", "CONNECTING", "CONNECTED", "LOST"):
         state.connection = connection
         draw_all(context)
+
+
+def draw_status_bar(context) -> list:
+    from blender_addon import panels
+
+    items = []
+    panels.draw_status_bar(type("Header", (), {"layout": CheckingLayout(items)})(), context)
+    return items
+
+
+def test_a_running_job_replaces_the_buttons_with_its_progress_and_a_lost_connection_shows_on_it(registered_addon):
+    from blender_addon.session import SESSION
+
+    context = bpy.context
+    state = context.scene.iso3d_job
+    assert draw_status_bar(context) == []  # no job: nothing in the status bar
+    state.job_id, state.job_kind, state.state, state.connection = "d" * 16, "generate", "running", "CONNECTED"
+    state.phase, state.step, state.total, state.eta = "sds", 30, 120, 138.0
+    generate = draw_all(context)["ISO3D_PT_generate"]
+    assert ("operator", "iso3d.cancel", None) in generate and ("progress", "25%") in generate
+    assert not any(item[:2] in (("operator", "iso3d.generate"), ("operator", "iso3d.preview_views"))
+                   for item in generate)  # no second, unseen job can be started
+    assert "generate: sds 30/120, ETA 2:18" in texts(generate)
+    assert "ETA 2:18" in texts(draw_status_bar(context))
+    state.connection = "LOST"
+    SESSION.lost_since = None
+    drawn = draw_all(context)
+    for panel in ("ISO3D_PT_generate", "ISO3D_PT_generate_progress"):
+        assert "Connection to the backend lost" in texts(drawn[panel]) and "Start local" in texts(drawn[panel])
+    assert "connection lost" in texts(draw_status_bar(context))
+    state.state, state.connection = "done", "CONNECTED"
+    assert draw_status_bar(context) == [] and ("operator", "iso3d.generate", None) in draw_all(context)[
+        "ISO3D_PT_generate"]
+
+
+def test_the_jobs_list_shows_this_files_and_the_backends_jobs_with_their_actions(registered_addon):
+    import time
+
+    from blender_addon.session import SESSION
+
+    context = bpy.context
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    scene_sync.apply_mesh("Chair", vertices, np.array([[0, 1, 2]], np.int32), np.zeros((3, 3), np.uint8),
+                          job="e" * 16)
+    state = context.scene.iso3d_job
+    state.job_id, state.job_kind, state.state, state.object_name = "f" * 16, "generate", "running", "Lamp"
+    state.step, state.total = 5, 50
+    # the backend's summaries as its `jobs` / `welcome` messages carry them
+    SESSION.backend_jobs = [
+        {"job": "f" * 16, "kind": "generate", "name": "Lamp", "status": "running", "step": 6, "total": 50,
+         "created": time.time() - 120},
+        {"job": "1" * 16, "kind": "preview", "name": "", "status": "failed", "step": 0, "total": 0,
+         "created": time.time() - 7200},
+    ]
+    try:
+        jobs = draw_all(context)["ISO3D_PT_generate_jobs"]
+    finally:
+        SESSION.backend_jobs = []
+    shown = texts(jobs)
+    assert "2 in this file, 2 on the backend" in shown
+    assert "generate: Chair" in shown and "generate: Lamp" in shown and "preview: 11111111" in shown
+    assert "running 5/50, 2 min ago" in shown and "failed, 2 h ago" in shown
+    operators = [item[1] for item in jobs if item[0] == "operator"]
+    assert operators.count("iso3d.connect") == 4  # attach (and import for the done one) on every row
+    assert operators.count("iso3d.cancel") == 1  # only the running job can be cancelled

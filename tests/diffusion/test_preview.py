@@ -105,7 +105,7 @@ def test_settings_choose_views_angles_and_encoding(model, image):
         (PreviewSettings(num_views=0), "views"),
         (PreviewSettings(elevation=120), "elevation"),
         (PreviewSettings(eta=2), "eta"),
-        (PreviewSettings(camera_encoding="zero123"), "camera encoding"),
+        (PreviewSettings(camera_encoding="zero123"), "camera_encoding"),
     ],
 )
 def test_impossible_settings_are_refused(model, image, settings, message):

@@ -12,7 +12,7 @@ from backend.diffusion.cameras import make_view_cameras, random_multiview_camera
 from backend.models.schedule import schedule_buffers
 from backend.diffusion.sds import SDSGuidance, guided_noise, x0_reconstruction_target
 from backend.events import Done, MeshUpdate
-from backend.nerf.presets import GuidanceConfig
+from backend.diffusion.sds import GuidanceConfig
 from backend.nerf.renderer import VolumeRenderer
 from backend.nerf.trainer import SDSTrainer
 from tests.helpers.targets import SphereTarget, chamfer_distance, small_config, sphere_surface_points

@@ -24,12 +24,23 @@ def box_mesh(low=BOX_MIN, high=BOX_MAX):
     return corners, np.array(triangles)
 
 
-def write_obj(path, vertices, faces):
+def write_obj(path, vertices, faces, header=""):
     """OBJ text; the OBJ importer's default axes (forward -Z, up Y) map file (x, y, z) to Blender (x, -z, y),
-    so Blender coordinates are written as (x, z, -y)."""
+    so Blender coordinates are written as (x, z, -y). ``header``: lines written first (e.g. an ``mtllib``)."""
     with open(path, "w") as handle:
+        handle.write(header)
         for x, y, z in vertices:
             handle.write(f"v {x:.6f} {z:.6f} {-y:.6f}\n")
+        for face in faces:
+            handle.write("f " + " ".join(str(i + 1) for i in face) + "\n")
+    return path
+
+
+def write_obj_as_is(path, vertices, faces):
+    """OBJ text with the coordinates as given (a Z-up file when they are Blender coordinates)."""
+    with open(path, "w") as handle:
+        for x, y, z in vertices:
+            handle.write(f"v {x:.6f} {y:.6f} {z:.6f}\n")
         for face in faces:
             handle.write("f " + " ".join(str(i + 1) for i in face) + "\n")
     return path
@@ -103,11 +114,17 @@ def write_dataset(folder) -> dict:
     return files
 
 
-def silhouette_from_record(record: dict, view: dict, vertices, faces) -> np.ndarray:
-    """Boolean [H, W] mask of the mesh (original coordinates) projected with the record's normalisation, c2w and
-    intrinsics: pixel centres inside any projected triangle."""
+def silhouette_from_record(record: dict, view: dict, vertices, faces, from_file: bool = False) -> np.ndarray:
+    """Boolean [H, W] mask of the mesh projected with the record's c2w and intrinsics: pixel centres inside any
+    projected triangle. ``vertices``: Blender coordinates after import (mapped with the normalisation's scale and
+    offset) or, ``from_file``, the source file's own coordinates (mapped with ``file_to_world``, the documented
+    recipe)."""
     normalization = record["normalization"]
-    world = np.asarray(vertices) * normalization["scale"] + np.asarray(normalization["offset"])
+    if from_file:
+        file_to_world = np.asarray(normalization["file_to_world"])
+        world = (file_to_world @ np.c_[vertices, np.ones(len(vertices))].T).T[:, :3]
+    else:
+        world = np.asarray(vertices) * normalization["scale"] + np.asarray(normalization["offset"])
     c2w = np.asarray(view["c2w"])
     camera = (np.linalg.inv(c2w) @ np.c_[world, np.ones(len(world))].T).T[:, :3]
     camera_cv = camera * np.array([1.0, -1.0, -1.0])
@@ -124,6 +141,21 @@ def silhouette_from_record(record: dict, view: dict, vertices, faces) -> np.ndar
         s1, s2, s3 = side(a, b), side(b, c), side(c, a)
         mask |= ((s1 >= 0) & (s2 >= 0) & (s3 >= 0)) | ((s1 <= 0) & (s2 <= 0) & (s3 <= 0))
     return mask
+
+
+Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # glTF/OBJ (x, y, z) -> (x, -z, y)
+
+
+def grow(mask: np.ndarray) -> np.ndarray:
+    """The mask grown by one pixel in all 8 directions."""
+    grown = mask.copy()
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            shifted = np.zeros_like(mask)
+            shifted[max(dy, 0): mask.shape[0] + min(dy, 0), max(dx, 0): mask.shape[1] + min(dx, 0)] = \
+                mask[max(-dy, 0): mask.shape[0] + min(-dy, 0), max(-dx, 0): mask.shape[1] + min(-dx, 0)]
+            grown |= shifted
+    return grown
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -132,7 +132,7 @@ def test_cli_bad_inputs_give_clear_errors(tmp_path, capsys):
     cases = [
         ((tmp_path / "missing.png", "--model", "tiny"), "does not exist"),
         ((corrupt, "--model", "tiny"), "not an image PIL can read"),
-        (("examples/example.png", "--model", "tiny", "--steps", "0"), "run.steps must be at least 1"),
+        (("examples/example.png", "--model", "tiny", "--steps", "0"), "setting 'run.steps' must be between 1 and"),
         (("examples/example.png", "--model", "tiny", "--phases.resolution_after", "-8"), "resolution_after"),
         (("examples/example.png", "--model", "tiny", "--out", tmp_path / "a.fbx"), ".glb, .obj or .ply"),
         (("--resume", tmp_path / "nothing", "--model", "tiny"), "cannot resume"),

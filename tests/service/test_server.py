@@ -1,4 +1,5 @@
-"""The backend service end to end: a real `iso3d serve` process, real ZeroMQ sockets, real files."""
+"""The backend service end to end: an in-process server (a real `iso3d serve` process where a kill, restart or CURVE
+is tested), real ZeroMQ sockets, real files."""
 
 from __future__ import annotations
 
@@ -62,9 +63,9 @@ def test_handshake_and_preview_job(backend, connect):
 def test_bad_submissions_get_errors(backend, connect):
     client = connect(backend.address)
     cases = [
-        ("preview", EXAMPLE_PNG, {"steps": 0}, "steps must be"),
-        ("preview", EXAMPLE_PNG, {"stepz": 3}, "unknown preview settings: stepz"),
-        ("preview", EXAMPLE_PNG, {"steps": "many"}, "must be int"),
+        ("preview", EXAMPLE_PNG, {"steps": 0}, "setting 'steps' must be"),
+        ("preview", EXAMPLE_PNG, {"stepz": 3}, "unknown setting 'stepz'"),
+        ("preview", EXAMPLE_PNG, {"steps": "many"}, "setting 'steps' must be a number"),
         ("preview", EXAMPLE_PNG[:60], {"steps": 1}, "damaged or truncated"),
     ]
     for kind, image, settings, fragment in cases:
@@ -238,43 +239,43 @@ def test_curve_keys_admit_only_allowed_clients(tmp_path, connect):
                 client.wait_for(lambda m: True, 3)  # silence for 3 s, while the keyed client got its welcome at once
 
 
-def test_finish_job_streams_every_level_textured_and_replays_it_on_attach(tmp_path, connect):
+def test_finish_job_streams_every_level_textured_and_replays_it_on_attach(tmp_path, connect, serve_in_process):
     from blender_addon.client import decode_array
     from tests.helpers.fitted_job import store_fitted_generate_job
 
     source, _, _ = store_fitted_generate_job(tmp_path / "data")
-    with BackendProcess(tmp_path / "data").start() as backend:
-        client = connect(backend.address)
-        client.submit("finish", None, {"source": source, "faces": 600, "texture": 64, "lods": [300, 100]})
-        job = client.wait_for(lambda m: m.type == "accepted", ANSWER_S).get("job")
-        streamed = []
-        client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, JOB_S, streamed)
-        assert streamed[-1].type == "done", streamed[-1].fields
-        meshes = [m for m in streamed if m.type == "mesh"]
-        assert [m.get("level") for m in meshes] == [0, 1, 2] and all(m.get("final") for m in meshes)
-        for message, budget in zip(meshes, (600, 300, 100)):
-            faces, uvs = decode_array(message, 1), decode_array(message, 3)
-            assert abs(len(faces) - budget) <= max(2, 0.02 * budget) and uvs.shape == (len(faces), 3, 2)
-            assert protocol.png_size(message.payloads[4]) == (64, 64)
-        # another client (Blender reopened) attaching later gets every level again, then done
-        later = connect(backend.address)
-        later.attach(job)
-        replayed = []
-        later.wait_for(lambda m: m.type == "done", ANSWER_S, replayed)
-        replayed_meshes = [m for m in replayed if m.type == "mesh"]
-        assert [m.get("level") for m in replayed_meshes] == [0, 1, 2]
-        for first, again in zip(meshes, replayed_meshes):
-            assert first.payloads == again.payloads
-        # cancelled between two stages: a cancelled error, and no file written
-        client.submit("finish", None, {"source": source, "faces": 600, "texture": 64, "lods": [300, 100]})
-        cancelled_job = client.wait_for(lambda m: m.type == "accepted", ANSWER_S).get("job")
-        first = client.wait_for(lambda m: m.type == "progress" and m.get("job") == cancelled_job, JOB_S)
-        assert first.get("phase").startswith("finish: ") and first.get("total") == 14
-        client.cancel(cancelled_job)
-        stopped = client.wait_for(lambda m: m.get("job") == cancelled_job and m.type in ("error", "done"), JOB_S)
-        assert stopped.type == "error" and stopped.get("code") == "cancelled", stopped.fields
-        assert not list((tmp_path / "data" / "jobs" / cancelled_job).glob("finished/*"))
-        # a finish of a job that does not exist fails in words
-        client.submit("finish", None, {"source": "0" * 16, "faces": 600})
-        failed = client.wait_for(lambda m: m.type == "error", ANSWER_S)
-        assert "no job" in failed.get("message")
+    backend = serve_in_process(tmp_path / "data")
+    client = connect(backend.address)
+    client.submit("finish", None, {"source": source, "faces": 600, "texture": 64, "lods": [300, 100]})
+    job = client.wait_for(lambda m: m.type == "accepted", ANSWER_S).get("job")
+    streamed = []
+    client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, JOB_S, streamed)
+    assert streamed[-1].type == "done", streamed[-1].fields
+    meshes = [m for m in streamed if m.type == "mesh"]
+    assert [m.get("level") for m in meshes] == [0, 1, 2] and all(m.get("final") for m in meshes)
+    for message, budget in zip(meshes, (600, 300, 100)):
+        faces, uvs = decode_array(message, 1), decode_array(message, 3)
+        assert abs(len(faces) - budget) <= max(2, 0.02 * budget) and uvs.shape == (len(faces), 3, 2)
+        assert protocol.png_size(message.payloads[4]) == (64, 64)
+    # another client (Blender reopened) attaching later gets every level again, then done
+    later = connect(backend.address)
+    later.attach(job)
+    replayed = []
+    later.wait_for(lambda m: m.type == "done", ANSWER_S, replayed)
+    replayed_meshes = [m for m in replayed if m.type == "mesh"]
+    assert [m.get("level") for m in replayed_meshes] == [0, 1, 2]
+    for first, again in zip(meshes, replayed_meshes):
+        assert first.payloads == again.payloads
+    # cancelled between two stages: a cancelled error, and no file written
+    client.submit("finish", None, {"source": source, "faces": 600, "texture": 64, "lods": [300, 100]})
+    cancelled_job = client.wait_for(lambda m: m.type == "accepted", ANSWER_S).get("job")
+    first = client.wait_for(lambda m: m.type == "progress" and m.get("job") == cancelled_job, JOB_S)
+    assert first.get("phase").startswith("finish: ") and first.get("total") == 14
+    client.cancel(cancelled_job)
+    stopped = client.wait_for(lambda m: m.get("job") == cancelled_job and m.type in ("error", "done"), JOB_S)
+    assert stopped.type == "error" and stopped.get("code") == "cancelled", stopped.fields
+    assert not list((tmp_path / "data" / "jobs" / cancelled_job).glob("finished/*"))
+    # a finish of a job that does not exist fails in words
+    client.submit("finish", None, {"source": "0" * 16, "faces": 600})
+    failed = client.wait_for(lambda m: m.type == "error", ANSWER_S)
+    assert "no job" in failed.get("message")

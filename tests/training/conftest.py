@@ -18,12 +18,12 @@ def dataset_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mvdream_checkpoint(tmp_path_factory) -> Path:
-    """A tiny checkpoint in MVDream's layout (no image tower), as stage 1 starts from."""
-    from backend.models.multiview_model import build_tiny_model, save_checkpoint
+    """A tiny checkpoint in MVDream's layout (no image tower), as stage 1 starts from: `iso3d-train init-tiny`."""
+    from training.train_cli import main
 
-    model = build_tiny_model(seed=1)
-    model.image_encoder = None
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "mvdream-tiny.safetensors", layout="mvdream")
+    path = tmp_path_factory.mktemp("ckpt") / "mvdream-tiny.safetensors"
+    assert main(["init-tiny", str(path), "--seed", "1"]) == 0
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -191,3 +191,26 @@ def test_trains_on_a_dataset_rendered_by_the_real_renderer(tmp_path, mvdream_che
     assert main(args) == 0
     assert len(losses(tmp_path / "run")) == 2
     assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "model.safetensors").is_file()
+
+
+def test_tiny_runs_without_init_are_told_how_to_make_one_and_init_tiny_refuses_to_overwrite(
+        dataset_dir, mvdream_checkpoint, tmp_path, capsys):
+    assert main(tiny_args("stage1", dataset_dir, None, tmp_path / "run", "--steps", "1")) == 2
+    assert "iso3d-train init-tiny OUT.safetensors" in capsys.readouterr().err
+    assert main(["init-tiny", str(mvdream_checkpoint)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_preview_with_a_checkpoint_without_image_encoder_is_a_one_line_error(mvdream_checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    from backend.cli import main as iso3d
+
+    image = tmp_path / "input.png"
+    Image.new("RGB", (32, 32), "white").save(image)
+    code = iso3d(["preview", str(image), "--checkpoint", str(mvdream_checkpoint), "--device", "cpu",
+                  "--out", str(tmp_path / "preview.png")])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "has no image encoder" in lines[0] and "iso3d-train stage1" in lines[0]
+    assert not (tmp_path / "preview.png").exists()

@@ -4,6 +4,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,12 +20,17 @@ pytestmark = [pytest.mark.blender, pytest.mark.integration]
 pytest.importorskip("bpy")
 
 from backend.diffusion.cameras import encode_cameras  # noqa: E402
-from blender_addon.render_plan import RenderSettings, expected_files  # noqa: E402
+from blender_addon.render_plan import (  # noqa: E402
+    RenderSettings,
+    expected_files,
+    is_flagged,
+    normalization_transform,
+)
 from tests.helpers import object_files  # noqa: E402
 from tests.helpers.processes import run, spawn  # noqa: E402
 from tests.helpers.waiting import wait_until  # noqa: E402
 from training.camera_codes import camera_codes, load_record  # noqa: E402
-from training.render_inputs import InputError, collect_items, shard  # noqa: E402
+from training.render_inputs import InputError, collect_sources, identify, shard  # noqa: E402
 
 SMALL = ["--resolution", "48", "--samples", "4", "--no-denoise", "--fixed-views", "4", "--random-views", "2"]
 SMALL_SETTINGS = RenderSettings(resolution=48, samples=4, denoise=False, fixed_views=4, random_views=2)
@@ -44,9 +50,21 @@ def started_objects(out: Path) -> set[str]:
     return {folder.name.split(".")[0] for folder in out.glob(".partial/*/*") if any(folder.glob("*.png"))}
 
 
+def by_name(entries: dict) -> dict:
+    """{file stem: object id} of manifest entries (ids are ``<stem>-<content hash>``)."""
+    return {object_id.rsplit("-", 1)[0]: object_id for object_id in entries}
+
+
 @pytest.fixture(scope="module")
 def objects(tmp_path_factory):
-    return object_files.write_dataset(str(tmp_path_factory.mktemp("objects")))
+    folder = str(tmp_path_factory.mktemp("objects"))
+    files = object_files.write_dataset(folder)
+    # The tetrahedron written Z-up into an OBJ (a Y-up format): it rests on the file's z = 0 plane.
+    files["zup"] = object_files.write_obj_as_is(os.path.join(folder, "zup.obj"), object_files.TETRA_VERTICES,
+                                                object_files.TETRA_FACES)
+    files["nomtl"] = object_files.write_obj(os.path.join(folder, "nomtl.obj"), *object_files.box_mesh(),
+                                           header="mtllib nomtl.mtl\nusemtl painted\n")
+    return files
 
 
 @pytest.fixture(scope="module")
@@ -55,34 +73,53 @@ def dataset(objects, tmp_path_factory):
     out = tmp_path_factory.mktemp("render") / "out"
     folder = os.path.dirname(objects["tetra"])
     result = run_cli(folder, "--out", out, "--workers", 2, "--background", "transparent", "--max-file-mb", 0.1, *SMALL)
-    return out, result
+    ids = by_name(json.loads((out / "manifest.json").read_text())["done"])
+    return out, result, ids
 
 
 def test_good_objects_render_and_bad_ones_fail_with_reasons(dataset):
-    out, result = dataset
+    out, result, ids = dataset
     assert result.returncode == 1, result.stderr  # 1: some objects failed
     manifest = json.loads((out / "manifest.json").read_text())
-    assert sorted(manifest["done"]) == ["box", "tetra", "textured"]
-    reasons = {name: entry["reason"] for name, entry in manifest["failed"].items()}
+    assert sorted(by_name(manifest["done"])) == ["box", "nomtl", "tetra", "textured", "zup"]
+    assert manifest["objects_total"] == 9
+    reasons = {name: manifest["failed"][object_id]["reason"] for name, object_id in by_name(manifest["failed"]).items()}
     assert sorted(reasons) == ["empty", "huge", "unreadable", "zero"]
     assert "could not import unreadable.glb" in reasons["unreadable"]
     assert "no mesh objects" in reasons["empty"]
     assert "zero size" in reasons["zero"]
     assert "too large" in reasons["huge"] and "--max-file-mb" in reasons["huge"]
-    for name in manifest["done"]:
-        assert sorted(os.listdir(out / name)) == sorted(expected_files(SMALL_SETTINGS))
-        image = Image.open(out / name / "fixed_000.png")
+    for object_id in manifest["done"]:
+        assert sorted(os.listdir(out / object_id)) == sorted(expected_files(SMALL_SETTINGS))
+        image = Image.open(out / object_id / "fixed_000.png")
         assert image.size == (48, 48) and image.mode == "RGBA"
     assert not list((out / ".partial").rglob("*.png"))
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "box", "manifest.json", "tetra", "textured"]
-    assert "rendered 3, failed 4" in result.stderr
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        ["manifest.json", *manifest["done"]])
+    flagged = sum(is_flagged(entry["flags"]) for entry in manifest["done"].values())
+    assert flagged >= 3  # a missing MTL, a Z-up OBJ and a cropped box at least (test below)
+    assert f"rendered 5 ({flagged} flagged), failed 4" in result.stderr
+
+
+def test_quality_flags_name_missing_textures_a_likely_z_up_file_and_cropped_views(dataset):
+    out, _, ids = dataset
+    done = json.loads((out / "manifest.json").read_text())["done"]
+    flags = {name: done[object_id]["flags"] for name, object_id in ids.items()}
+    assert flags["nomtl"]["missing_textures"] == ["nomtl.mtl"]
+    assert [name for name in flags if flags[name]["missing_textures"]] == ["nomtl"]
+    assert [name for name in flags if flags[name]["likely_z_up"]] == ["zup"]
+    # The textured box is normalised to the unit cube: at distance 1.5 and 49.1 degrees its corners leave the frame.
+    assert flags["textured"]["outside_frame_fraction"] > 0.0  # with --normalize sphere: 0 (test below)
+    record = load_record(str(out / ids["textured"]))
+    assert record["quality"] == flags["textured"]
+    assert record["normalization"]["faces"] == 12  # triangles
+    assert json.loads((out / ids["nomtl"] / "cameras.json").read_text())["normalization"]["faces"] == 12  # 6 quads
 
 
 def test_texture_is_rendered(dataset):
-    out, _ = dataset
+    out, _, ids = dataset
     pixels = np.concatenate([np.asarray(Image.open(p))[..., :3].reshape(-1, 3).astype(int)
-                             for p in sorted((out / "textured").glob("*.png"))])
+                             for p in sorted((out / ids["textured"]).glob("*.png"))])
     red = (pixels[:, 0] > 100) & (pixels[:, 0] > 3 * pixels[:, 2] + 20)
     blue = (pixels[:, 2] > 100) & (pixels[:, 2] > 3 * pixels[:, 0] + 20)
     assert red.sum() > 50 and blue.sum() > 50
@@ -90,15 +127,15 @@ def test_texture_is_rendered(dataset):
 
 @pytest.mark.parametrize("name", ["tetra", "box"])
 def test_json_matrices_project_the_object_onto_its_silhouettes(dataset, name):
-    out, _ = dataset
+    out, _, ids = dataset
     vertices, faces = {"tetra": (object_files.TETRA_VERTICES, object_files.TETRA_FACES),
                        "box": object_files.box_mesh()}[name]
-    record = load_record(str(out / name))
+    record = load_record(str(out / ids[name]))
     assert record["normalization"]["scale"] == pytest.approx(1.0 / np.ptp(vertices, axis=0).max())
     mirrored, flipped = [], vertices.copy()
     flipped[:, 0] = vertices[:, 0].min() + vertices[:, 0].max() - vertices[:, 0]  # mirrored about its own centre
     for view in record["views"]:
-        alpha = np.asarray(Image.open(out / name / view["file"]))[..., 3] > 127
+        alpha = np.asarray(Image.open(out / ids[name] / view["file"]))[..., 3] > 127
         projected = object_files.silhouette_from_record(record, view, vertices, faces)
         assert object_files.iou(alpha, projected) > 0.95, view["file"]
         # A mirrored object (a wrong handedness or azimuth direction) must not fit as well.
@@ -108,8 +145,8 @@ def test_json_matrices_project_the_object_onto_its_silhouettes(dataset, name):
 
 
 def test_json_converts_to_the_model_camera_encoding(dataset):
-    out, _ = dataset
-    record = load_record(str(out / "tetra"))
+    out, _, ids = dataset
+    record = load_record(str(out / ids["tetra"]))
     elevations = [view["elevation_deg"] for view in record["views"]]
     azimuths = [view["azimuth_deg"] for view in record["views"]]
     for encoding in ("isotropic3d", "mvdream"):
@@ -124,38 +161,178 @@ def test_json_converts_to_the_model_camera_encoding(dataset):
         camera_codes(record, "opencv")
 
 
-def test_kill_and_restart_finishes_without_duplicates_or_truncated_objects(objects, tmp_path):
+def children_of(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killing_the_driver_alone_stops_its_workers_and_a_rerun_completes_every_object(objects, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
     count = 12  # enough that a quiet, fast machine cannot finish them all before the kill
+    tetra = Path(objects["tetra"]).read_text()
     for k in range(count):
-        shutil.copy(objects["tetra"], folder / f"object{k:02d}.obj")
+        (folder / f"object{k:02d}.obj").write_text(f"# copy {k}\n{tetra}")  # other content: other objects
     out = tmp_path / "out"
     args = cli() + [str(folder), "--out", str(out), "--workers", "1", "--no-progress", *SMALL]
-    with spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+    process = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
         # killed mid-way through an object: one is finished and the next has views in its staging folder
-        wait_until(lambda: (out / "object00" / "cameras.json").exists() and started_objects(out) - {"object00"},
+        wait_until(lambda: list(out.glob("object00-*/cameras.json"))
+                   and [name for name in started_objects(out) if not name.startswith("object00-")],
                    600, "object00 finished and the next object started")
-        process.kill_group()  # the driver and its workers, as a crash or a preempted job would
-    finished = [p for p in out.iterdir() if p.name.startswith("object")]
+        workers = children_of(process.pid)
+        assert workers, "the driver has no worker processes"
+        os.kill(process.pid, signal.SIGKILL)  # the driver only, as `kill -9 <pid>` or an OOM kill would
+        process.wait()
+        deadline = time.monotonic() + 30  # the kernel's parent-death signal is immediate; 30 s for a loaded machine
+        while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+            time.sleep(0.05)
+        assert not [pid for pid in workers if alive(pid)], "render workers outlived the killed driver"
+    finally:
+        process.kill_group()
+    finished = sorted(p for p in out.iterdir() if p.name.startswith("object"))
     assert 1 <= len(finished) < count
     for path in finished:  # everything that looks finished is complete
         assert sorted(os.listdir(path)) == sorted(expected_files(SMALL_SETTINGS))
-    first_mtime = (out / "object00" / "cameras.json").stat().st_mtime_ns
+    # A done folder damaged afterwards (a lost file) is found on resume and rendered again.
+    damaged = finished[-1]
+    (damaged / "random_001.png").unlink()
+    kept_mtime = (finished[0] / "cameras.json").stat().st_mtime_ns
     result = run_cli(folder, "--out", out, "--workers", 1, *SMALL)
     assert result.returncode == 0, result.stderr
-    assert f"{len(finished)} already done" in result.stderr
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith("object")) == [f"object{k:02d}" for k in range(count)]
-    for k in range(count):
-        assert sorted(os.listdir(out / f"object{k:02d}")) == sorted(expected_files(SMALL_SETTINGS))
-        json.loads((out / f"object{k:02d}" / "cameras.json").read_text())
-    assert (out / "object00" / "cameras.json").stat().st_mtime_ns == first_mtime  # not rendered twice
-    assert sorted(json.loads((out / "manifest.json").read_text())["done"]) == [f"object{k:02d}" for k in range(count)]
+    assert f"{len(finished) - 1} already done (1 broken folder(s) removed)" in result.stderr
+    assert f"{damaged.name} is incomplete (1 of {len(expected_files(SMALL_SETTINGS))} files missing" in result.stderr
+    ids = sorted(p.name for p in out.iterdir() if p.name.startswith("object"))
+    assert [i.rsplit("-", 1)[0] for i in ids] == [f"object{k:02d}" for k in range(count)]
+    for object_id in ids:
+        assert sorted(os.listdir(out / object_id)) == sorted(expected_files(SMALL_SETTINGS))
+        json.loads((out / object_id / "cameras.json").read_text())
+    if len(finished) > 1:
+        assert (finished[0] / "cameras.json").stat().st_mtime_ns == kept_mtime  # not rendered twice
+    assert sorted(json.loads((out / "manifest.json").read_text())["done"]) == ids
     assert not list((out / ".partial").rglob("*.*"))
     again = run_cli(folder, "--out", out, *SMALL)  # nothing left to do
     assert again.returncode == 0 and f"{count} already done" in again.stderr
     changed = run_cli(folder, "--out", out, "--resolution", 64)
     assert changed.returncode == 2 and "other settings" in changed.stderr
+
+
+def test_sigterm_to_the_driver_stops_its_workers_and_saves_the_manifest(objects, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    tetra = Path(objects["tetra"]).read_text()
+    for k in range(8):
+        (folder / f"object{k:02d}.obj").write_text(f"# copy {k}\n{tetra}")
+    out = tmp_path / "out"
+    with spawn(cli() + [folder, "--out", out, "--workers", 1, "--no-progress", *SMALL], stdout=subprocess.DEVNULL,
+               stderr=subprocess.PIPE, text=True) as process:
+        wait_until(lambda: list(out.glob("object00-*/cameras.json")) and children_of(process.pid), 600,
+                   "object00 finished")
+        workers = children_of(process.pid)
+        os.kill(process.pid, signal.SIGTERM)  # a scheduler's stop, to the driver only
+        _, stderr = process.communicate(timeout=120)
+        wait_until(lambda: not [pid for pid in workers if alive(pid)], 60, "the workers to exit")
+    assert process.returncode == 143 and "interrupted; run the same command again to resume" in stderr
+    finished = sorted(p.name for p in out.iterdir() if p.name.startswith("object"))
+    assert finished and sorted(json.loads((out / "manifest.json").read_text())["done"]) == finished
+    for name in finished:
+        assert sorted(os.listdir(out / name)) == sorted(expected_files(SMALL_SETTINGS))
+
+
+TINY = ["--resolution", "16", "--samples", "1", "--no-denoise", "--fixed-views", "1", "--random-views", "0"]
+
+
+def test_a_file_with_a_rendered_name_but_other_content_is_a_new_object(objects, tmp_path):
+    source = tmp_path / "chair.obj"
+    shutil.copy(objects["tetra"], source)
+    out = tmp_path / "out"
+    first = run_cli(source, "--out", out, *TINY)
+    assert first.returncode == 0, first.stderr
+    object_files.write_obj(source, *object_files.box_mesh())  # same name, another object
+    second = run_cli(source, "--out", out, *TINY)
+    assert second.returncode == 0, second.stderr
+    assert "0 already done" in second.stderr and "rendered 1" in second.stderr
+    done = json.loads((out / "manifest.json").read_text())["done"]
+    assert len(done) == 2 and all(object_id.startswith("chair-") for object_id in done)
+    scales = sorted(load_record(str(out / object_id))["normalization"]["scale"] for object_id in done)
+    assert scales == pytest.approx([0.5, 1.0])  # the box (largest side 2) and the tetrahedron (1)
+
+
+def source_file_mesh(path: str):
+    """Vertices and triangles of an object file in its own coordinates (trimesh applies no axis conversion)."""
+    import trimesh
+
+    mesh = trimesh.load(path, force="mesh", process=False)
+    return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces)
+
+
+@pytest.mark.parametrize("name", ["textured", "zup"])
+def test_file_to_world_projects_the_source_file_onto_the_silhouettes(dataset, objects, name):
+    """The documented recipe on a Y-up glTF and on a Z-up OBJ read as Y-up (lying on its side, as flagged)."""
+    out, _, ids = dataset
+    record = load_record(str(out / ids[name]))
+    vertices, faces = source_file_mesh(objects[name])
+    for view in record["views"]:
+        alpha = np.asarray(Image.open(out / ids[name] / view["file"]))[..., 3] > 127
+        projected = object_files.silhouette_from_record(record, view, vertices, faces, from_file=True)
+        assert object_files.iou(alpha, projected) > 0.95, view["file"]
+
+
+def test_up_axis_z_sphere_normalisation_and_an_exactly_white_background(objects, tmp_path):
+    out = tmp_path / "out"
+    # The denoiser on (the default), as the speckled backgrounds came from it.
+    result = run_cli(objects["zup"], objects["textured"], "--out", out, "--up-axis", "z", "--normalize", "sphere",
+                     "--resolution", 48, "--samples", 4, "--fixed-views", 4, "--random-views", 2, "--workers", 1)
+    assert result.returncode == 0, result.stderr
+    done = json.loads((out / "manifest.json").read_text())["done"]
+    ids = by_name(done)
+    assert done[ids["zup"]]["flags"] == {"missing_textures": [], "likely_z_up": False, "outside_frame_fraction": 0.0}
+    assert done[ids["textured"]]["flags"]["outside_frame_fraction"] == 0.0  # the sphere fits every view
+    record = load_record(str(out / ids["zup"]))
+    scale = record["normalization"]["scale"]
+    np.testing.assert_allclose(np.asarray(record["normalization"]["file_to_world"])[:3, :3], scale * np.eye(3))
+    vertices, faces = source_file_mesh(objects["zup"])
+    radius = np.linalg.norm(vertices - (vertices.min(0) + vertices.max(0)) / 2, axis=1).max()
+    assert scale == pytest.approx(0.5 / radius)
+    for object_id in done:
+        for view in load_record(str(out / object_id))["views"]:
+            image = np.asarray(Image.open(out / object_id / view["file"]))
+            assert image.shape == (48, 48, 3)
+            for corner in (image[:6, :6], image[:6, -6:], image[-6:, :6], image[-6:, -6:]):
+                assert (corner == 255).all(), view["file"]  # exactly white, no denoiser speckle
+            if object_id == ids["textured"]:  # red and blue: never white
+                assert (image < 255).any(axis=2).sum() > 100
+    # Upright: every non-white pixel of the Z-up tetrahedron lies in its silhouette projected from the file with
+    # file_to_world (grown by one pixel for anti-aliased edges; a lit grey face may saturate to white, so the test
+    # is containment, not IoU); projected lying on its side (the Y-up reading), most of them do not.
+    side_scale, side_offset = normalization_transform(vertices @ object_files.Y_UP_TO_Z_UP.T, "sphere")
+    lying = record | {"normalization": {**record["normalization"], "file_to_world": np.r_[
+        np.c_[side_scale * object_files.Y_UP_TO_Z_UP, side_offset], [[0, 0, 0, 1]]].tolist()}}
+    inside, inside_lying, drawn_total = 0, 0, 0
+    for view in record["views"]:
+        drawn = (np.asarray(Image.open(out / ids["zup"] / view["file"])) < 255).any(axis=2)
+        upright = object_files.grow(object_files.silhouette_from_record(record, view, vertices, faces, from_file=True))
+        side = object_files.grow(object_files.silhouette_from_record(lying, view, vertices, faces, from_file=True))
+        inside, inside_lying, drawn_total = inside + (drawn & upright).sum(), inside_lying + (drawn & side).sum(), \
+            drawn_total + drawn.sum()
+    assert drawn_total > 300 and inside / drawn_total > 0.97 and inside_lying / drawn_total < 0.8
 
 
 def test_objects_over_the_time_limit_fail_and_the_worker_is_replaced(objects, tmp_path):
@@ -165,7 +342,7 @@ def test_objects_over_the_time_limit_fail_and_the_worker_is_replaced(objects, tm
                      "--samples", 100000, "--resolution", 128, "--fixed-views", 1, "--random-views", 0)
     assert result.returncode == 1, result.stderr
     failed = json.loads((out / "manifest.json").read_text())["failed"]
-    assert sorted(failed) == ["box", "tetra"]
+    assert sorted(by_name(failed)) == ["box", "tetra"]
     assert all("timed out" in entry["reason"] for entry in failed.values())
     # two 2 s limits plus two worker starts (bpy imports: up to a minute each on a loaded 2-core machine); the
     # 100000-sample renders themselves would take far longer
@@ -189,7 +366,7 @@ def test_objaverse_uids_resolve_through_the_objaverse_cache(objects, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["done"]) == [uid]
     assert manifest["failed"][unknown]["reason"] == "unknown Objaverse UID"
-    assert (out / uid / "cameras.json").is_file()
+    assert (out / uid / "cameras.json").is_file()  # an Objaverse object's id is its UID
 
 
 def test_objaverse_without_network_or_cache_is_a_one_line_error(tmp_path):
@@ -224,18 +401,62 @@ def test_bad_input_is_a_one_line_error(tmp_path, args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_shards_split_the_sorted_objects_without_overlap(objects, tmp_path):
-    items = collect_items([os.path.dirname(objects["tetra"])])
-    assert [item.object_id for item in items] == sorted(item.object_id for item in items)
-    shards = [shard(items, k, 3) for k in range(3)]
-    assert sorted(sum(shards, []), key=lambda i: i.object_id) == items
+def test_shards_split_the_sources_without_overlap_and_ids_follow_content(objects, tmp_path):
+    sources = collect_sources([os.path.dirname(objects["tetra"])])
+    assert [s.source for s in sources] == sorted(s.source for s in sources)
+    shards = [shard(sources, k, 3) for k in range(3)]
+    assert sorted(sum(shards, []), key=lambda s: s.source) == sources
     assert not set(shards[0]) & set(shards[1])
-    # Same file stem in two folders: both kept, with distinct ids.
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    # Same file stem in two folders: other content, other ids; same content, one object.
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
     shutil.copy(objects["tetra"], tmp_path / "a" / "chair.obj")
-    shutil.copy(objects["tetra"], tmp_path / "b" / "chair.obj")
-    ids = [item.object_id for item in collect_items([str(tmp_path / "a"), str(tmp_path / "b")])]
-    assert len(set(ids)) == 2 and all(i.startswith("chair-") for i in ids)
+    shutil.copy(objects["box"], tmp_path / "b" / "chair.ply")
+    shutil.copy(objects["tetra"], tmp_path / "c" / "chair.obj")
+    items = identify(collect_sources([str(tmp_path / d) for d in "abc"]), key="settings A")
+    assert len(items) == 2 and all(item.object_id.startswith("chair-") for item in items)
+    assert items[0].object_id != items[1].object_id
+    other_settings = identify(collect_sources([str(tmp_path / "a")]), key="settings B")
+    assert other_settings[0].object_id not in {item.object_id for item in items}
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no object files"):
-        collect_items([str(tmp_path / "empty")])
+        identify(collect_sources([str(tmp_path / "empty")]), key="")
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # a local Ray instance takes 10-20 s to start on a loaded 2-core machine
+def test_ray_renders_one_task_per_object_and_retries_an_object_whose_worker_was_killed(objects, tmp_path):
+    pytest.importorskip("ray")
+    folder = tmp_path / "objects"
+    folder.mkdir()
+    tetra = Path(objects["tetra"]).read_text()
+    for k in range(3):
+        (folder / f"object{k}.obj").write_text(f"# copy {k}\n{tetra}")
+    out = tmp_path / "out"
+    staging = out / ".partial" / "shard-00000-of-00001"
+    args = cli() + [str(folder), "--out", str(out), "--no-progress", *SMALL, "--samples", "16",
+                    "--ray", "--workers", "2", "--retries", "1"]
+    with spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
+
+        def kill_a_rendering_worker():
+            for lock in staging.glob("*.lock") if staging.is_dir() else []:
+                try:
+                    pid = int(lock.read_text().split()[0])  # "<pid> <host>"
+                except (OSError, ValueError, IndexError):
+                    continue
+                if pid and alive(pid):
+                    os.kill(pid, signal.SIGKILL)  # a Ray worker, mid-object
+                    return lock.name.split(".", 1)[0]
+            if process.poll() is not None:
+                raise AssertionError("the run ended before any object was seen rendering")
+            return None
+
+        # Ray's start and bpy's import in each worker on a loaded 2-core machine
+        killed = wait_until(kill_a_rendering_worker, 600, "an object rendering in a Ray worker", poll=0.02)
+        _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["failed"] and killed in manifest["done"]
+    assert sorted(by_name(manifest["done"])) == ["object0", "object1", "object2"]
+    for object_id in manifest["done"]:
+        assert sorted(os.listdir(out / object_id)) == sorted(expected_files(SMALL_SETTINGS))
+    assert not list(staging.iterdir())  # the killed attempt's staging folder and lock are gone
