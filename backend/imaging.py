@@ -1,8 +1,10 @@
 """Input images: loading with clear errors and limits, and the conversion to the model's input.
 
-The model's input is a square RGB image on a white background in [-1, 1]. RGBA inputs are composited over white
-at full resolution (as the reference's ``i2i.py`` does), non-square ones are padded to a square with white
-(keeping the object's proportions), then resized to 256x256 with bicubic filtering.
+The model's input is a square RGB image on a white background in [-1, 1], 256x256. Two preparations, each the
+reference's for its use: ``prepare_condition_image`` (the guidance's conditioning image: straight-alpha area resize,
+then white composite) for generation and fine-tuning, and ``prepare_preview_image`` (white composite, then bicubic
+resize, as the reference's ``i2i.py``) for the preview sampler. Both pad a non-square image to a centred square
+instead of stretching it.
 """
 
 from __future__ import annotations
@@ -82,27 +84,69 @@ def composite_on_white(image: Image.Image) -> Image.Image:
     return canvas.convert("RGB")
 
 
-def image_to_tensor(image: Image.Image, size: int = MODEL_INPUT_SIZE, method: str = "preview") -> torch.Tensor:
-    """[1, 3, size, size] float32 in [-1, 1] on white, square (padded, not stretched).
+def _to_model_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """[H, W, 3] in [0, 1] -> [1, 3, H, W] float32 in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb * 2.0 - 1.0, dtype=np.float32)).permute(2, 0, 1)[None].contiguous()
 
-    ``method="preview"``: composite over white at full resolution, then bicubic resize (the reference's
-    ``i2i.py``). ``method="sds"``: area-resize the straight-alpha RGBA, then composite over white (the reference's
-    SDS guidance, cv2 INTER_AREA)."""
-    if method == "preview":
-        rgb = composite_on_white(image)
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-        array = np.asarray(rgb, dtype=np.float32) / 255.0
-    elif method == "sds":
-        rgba = image.convert("RGBA")
-        side = max(rgba.size)
-        square = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-        square.paste(rgba, ((side - rgba.width) // 2, (side - rgba.height) // 2))
-        values = np.asarray(square.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0
-        array = values[..., :3] * values[..., 3:] + (1.0 - values[..., 3:])
-    else:
-        raise ValueError(f"unknown image method {method!r}")
-    return torch.from_numpy(np.ascontiguousarray(array * 2.0 - 1.0)).permute(2, 0, 1)[None].contiguous()
+
+def prepare_preview_image(image: Image.Image, size: int = MODEL_INPUT_SIZE) -> torch.Tensor:
+    """The preview sampler's input: [1, 3, size, size] float32 in [-1, 1].
+
+    Reproduces the reference's ``isotropic/scripts/i2i.py::load_im`` (the 2-D multi-view generation the preview
+    runs): composite over white at full resolution, 8-bit, then PIL bicubic resize. Non-square images are first
+    padded with white to a centred square (the reference would stretch them)."""
+    rgb = composite_on_white(image)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+    return _to_model_tensor(np.asarray(rgb, dtype=np.float32) / 255.0)
+
+
+def area_weights(source: int, target: int) -> np.ndarray:
+    """[target, source] weights of an area resize along one axis: output pixel i averages the source interval
+    [i * source / target, (i + 1) * source / target) by overlap (cv2 ``INTER_AREA``'s rule, up- and downscaling).
+    Computed in integers (units of 1 / target source pixels), so the weights are exact rationals."""
+    i = np.arange(target, dtype=np.int64)[:, None]
+    j = np.arange(source, dtype=np.int64)[None, :]
+    overlap = np.minimum((i + 1) * source, (j + 1) * target) - np.maximum(i * source, j * target)
+    return np.clip(overlap, 0, None).astype(np.float64) / source
+
+
+_AREA_RESIZE_ROWS = 512  # source rows per block: bounds the float copy of a large image to ~64 MB at 8000 wide
+
+
+def prepare_condition_image(image: Image.Image, size: int = MODEL_INPUT_SIZE) -> torch.Tensor:
+    """The conditioning image of the guidance: [1, 3, size, size] float32 in [-1, 1] on white.
+
+    The one preparation used by ``iso3d generate``, the service's generate jobs and fine-tuning's conditioning
+    views. Reproduces the reference's SDS path (``threestudio/models/guidance/multiview_diffusion_guidance.py``,
+    ``prepare_embeddings``): the *straight-alpha* RGBA is resized to size x size with an area average (cv2
+    ``INTER_AREA``), then composited over white, ``rgb * a + (1 - a)``. So the colour of transparent pixels bleeds
+    into a silhouette's edge exactly as in the reference. Differences, both deliberate:
+
+    - the average is computed in floating point, not rounded back to 8 bits as cv2 does: within 1/255 of the
+      reference on square inputs;
+    - a non-square image is padded to a centred square (the reference stretches it; an artist's photo should not
+      be). The padding is white, transparent if the image has any transparency (a cut-out: the padding continues
+      its background) and opaque if it has none (a photo: its edge pixels are averaged with white, as an opaque
+      white border would be).
+    """
+    rgba = np.asarray(image.convert("RGBA"))
+    height, width = rgba.shape[:2]
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    rows = area_weights(side, size)[:, top : top + height]  # [size, height]: the image's rows of the padded square
+    columns = area_weights(side, size)[:, left : left + width]  # [size, width]
+    resized_rows = np.zeros((size, width, 4), np.float64)
+    for start in range(0, height, _AREA_RESIZE_ROWS):
+        block = rgba[start : start + _AREA_RESIZE_ROWS].astype(np.float32)
+        resized_rows += np.tensordot(rows[:, start : start + block.shape[0]], block, axes=(1, 0))
+    resized = np.einsum("xw,ywc->yxc", columns, resized_rows) / 255.0
+    opaque = bool((rgba[..., 3] == 255).all())
+    padding = np.array([1.0, 1.0, 1.0, 1.0 if opaque else 0.0])
+    coverage = rows.sum(axis=1)[:, None, None] * columns.sum(axis=1)[None, :, None]  # share of image in each pixel
+    resized = resized + (1.0 - coverage) * padding
+    alpha = resized[..., 3:]
+    return _to_model_tensor(resized[..., :3] * alpha + (1.0 - alpha))
 
 
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:

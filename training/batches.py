@@ -11,8 +11,9 @@ from training.objective import UNetInputs, build_unet_inputs
 
 @torch.no_grad()
 def encode_batch(model, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Posterior moments of targets [B, F, 2C, h, w] and input [B, 2C, h, w], input CLIP embedding [B, D]: taken
-    from the batch when cached, else computed with the model's VAE and image encoder."""
+    """Posterior moments of targets [B, F, 2C, h, w] and input [B, 2C, h, w], input CLIP embedding [B, D] (of the
+    input view's ``condition`` image): taken from the batch when cached, else computed with the model's VAE and
+    image encoder."""
     targets = batch["targets"].to(device, non_blocking=True)
     inputs = batch["input"].to(device, non_blocking=True)
     if "input_embedding" in batch:
@@ -26,7 +27,7 @@ def encode_batch(model, batch: dict[str, torch.Tensor], device: torch.device) ->
     return {
         "target_moments": target_moments.view(batch_size, frames, *target_moments.shape[1:]),
         "input_moments": latent_moments(model.vae, inputs),
-        "input_embedding": model.encode_image(inputs)[:, 0].float(),
+        "input_embedding": model.encode_image(batch["condition"].to(device, non_blocking=True))[:, 0].float(),
     }
 
 

@@ -11,7 +11,8 @@ Every random choice of a sample (object, views, diffusion timestep and noise, po
 is a pure function of (seed, step, global sample index), so a run resumes exactly and gives the same samples on
 any number of processes for the same global batch.
 
-Images are loaded as [-1, 1] RGB on white (RGBA is composited over white, as the reference does). Latents are kept
+Images are loaded as [-1, 1] RGB on white (RGBA is composited over white, as the reference does); the input view's
+conditioning image is prepared as generation prepares the user's image (``load_condition_image``). Latents are kept
 as VAE posterior *moments* (mean and log-variance, [8, h, w]) and sampled per use: latent = (mean + std * noise) *
 0.18215, the reference's posterior sample, so a cache does not freeze one posterior sample.
 """
@@ -105,6 +106,20 @@ def load_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).mul(2.0).sub(1.0).contiguous()
 
 
+def load_condition_image(path: Path) -> torch.Tensor:
+    """A view as the image encoder's conditioning input: [3, 256, 256] float32 in [-1, 1], prepared exactly as
+    generation prepares the user's image (backend.imaging.prepare_condition_image), so the model is fine-tuned on
+    the conditioning it will be given."""
+    from backend.imaging import prepare_condition_image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return prepare_condition_image(image)[0]
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: unreadable image ({error})") from None
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Cache of VAE posterior moments and CLIP embeddings, one safetensors file per object
 # ------------------------------------------------------------------------------------------------------------------
@@ -154,10 +169,12 @@ def write_object_cache(model, obj: RenderedObject, cache_dir: Path, fingerprints
     for name, views in (("fixed", obj.fixed_views), ("random", obj.random_views)):
         moments, embeddings = [], []
         for start in range(0, len(views), batch_size):
-            images = torch.stack([load_image(obj.image_path(v)) for v in views[start : start + batch_size]])
+            chunk = views[start : start + batch_size]
+            images = torch.stack([load_image(obj.image_path(v)) for v in chunk])
             moments.append(latent_moments(model.vae, images).cpu())
             if name == "random" or not obj.random_views:
-                embeddings.append(model.encode_image(images)[:, 0].float().cpu())
+                conditions = torch.stack([load_condition_image(obj.image_path(v)) for v in chunk])
+                embeddings.append(model.encode_image(conditions)[:, 0].float().cpu())
         tensors[f"{name}_moments"] = torch.cat(moments) if moments else torch.zeros(0)
         if embeddings:
             tensors["input_embeddings"] = torch.cat(embeddings)
@@ -215,7 +232,9 @@ class TrainingSamples(torch.utils.data.Dataset):
     """``samples[key]`` -> dict of tensors for one sample (see module doc); index it with ``SampleKey``.
 
     Keys: ``targets`` [F, 3, H, W] images or [F, 2C, h, w] moments; ``input`` [3, H, W] image or [2C, h, w]
-    moments; ``input_embedding`` [D] (cached only); ``cameras`` [F, 16]; ``timestep`` []; ``noise`` [F, C, h, w];
+    moments; ``condition`` [3, 256, 256] the input view as the image encoder's input (uncached only, see
+    ``load_condition_image``); ``input_embedding`` [D] (cached only); ``cameras`` [F, 16]; ``timestep`` [];
+    ``noise`` [F, C, h, w];
     ``posterior_noise`` [F + 1, C, h, w] (targets, then the input view); ``drop_condition`` [] bool;
     ``target_indices`` [F] and ``input_index`` [] (view indices in their sets).
     """
@@ -277,6 +296,7 @@ class TrainingSamples(torch.utils.data.Dataset):
         if self.cache_dir is None:
             sample["targets"] = torch.stack([load_image(obj.image_path(v)) for v in targets])
             sample["input"] = load_image(obj.image_path(inputs[input_position]))
+            sample["condition"] = load_condition_image(obj.image_path(inputs[input_position]))
         else:
             from safetensors import safe_open
 

@@ -24,7 +24,8 @@ from backend.errors import UserError
 from backend.nerf.presets import DEFAULT_PRESET, PRESETS, GenerateConfig, preset
 from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
 
-GENERATE_FLAG_ALIASES = {"run.steps": ("--steps",), "run.seed": ("--seed",), "run.mesh_every": ("--mesh-every",)}
+GENERATE_FLAG_ALIASES = {"run.steps": ("--steps",), "run.seed": ("--seed",), "run.mesh_every": ("--mesh-every",),
+                         "run.max_gpu_memory": ("--max-gpu-memory",)}
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -35,9 +36,9 @@ class InputError(UserError):
 
 def load_condition_image(path: str | Path):
     """The input image as a tensor [1, 3, 256, 256] in [-1, 1], prepared as the reference SDS path does."""
-    from backend.imaging import image_to_tensor, load_image
+    from backend.imaging import load_image, prepare_condition_image
 
-    return image_to_tensor(load_image(path), method="sds")
+    return prepare_condition_image(load_image(path))
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -51,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="settings preset (default %(default)s)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run whose work folder is DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    # On a GPU: bf16 weights and the guidance UNet compiled with CUDA graphs (it runs without gradients; 6.9 ms
+    # On a GPU: float16 weights and the guidance UNet compiled with CUDA graphs (it runs without gradients; 6.9 ms
     # instead of 38 ms per call at the published size), compiled once in the first steps.
     add_model_arguments(parser, default_compile="auto")
     add_finishing_arguments(parser, title="finishing (with --faces; see iso3d export)")

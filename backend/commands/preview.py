@@ -35,10 +35,10 @@ def run(args: argparse.Namespace) -> int:
 
     from backend.diffusion.preview import PreviewSettings, run_preview
     from backend.events import Progress, Views
-    from backend.imaging import image_to_tensor, load_image, save_views_grid
+    from backend.imaging import load_image, prepare_preview_image, save_views_grid
 
     settings = settings_from_dict(PreviewSettings(), overrides_from_args(args))
-    image = image_to_tensor(load_image(args.image))
+    image = prepare_preview_image(load_image(args.image))
     started = time.perf_counter()
     model = load_model_from_args(args)
     loaded = time.perf_counter()

@@ -178,6 +178,10 @@ def random_multiview_cameras(
 
     The views of one object share elevation, fovy and distance; their azimuths are 360/views apart from a random
     offset. Elevation: with probability 1/2 uniform in degrees, else uniform on the sphere (one coin per batch).
+    The sphere branch is the reference's formula, ``asin(2u - 1)`` with u uniform in ``[(lo + 90) / 180,
+    (hi + 90) / 180]``, which treats the range's degree fractions as sine fractions: with the default (0, 30) it
+    reaches only asin(1/3) = 19.47 degrees, so the reference's elevations in that branch are capped at 19.47 degrees.
+    Kept as the reference has it.
     Distance = U(relative_radius_range) / tan(fovy / 2), so the unit sphere fills a similar part of every image.
     """
 

@@ -63,7 +63,7 @@ def _latent_shape(model, num_rows: int) -> tuple[int, int, int, int]:
 def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = None) -> Iterator[Event]:
     """Yield ``Progress`` after every denoising step, then one ``Views`` event with the decoded views.
 
-    ``image`` is [1, 3, 256, 256] in [-1, 1] on a white background (see backend.imaging.image_to_tensor).
+    ``image`` is [1, 3, 256, 256] in [-1, 1] on a white background (see backend.imaging.prepare_preview_image).
     Stopping the iteration cancels the job.
     """
     settings = settings or PreviewSettings()

@@ -107,6 +107,12 @@ class SDSGuidance:
         self.min_step = self.max_step = 0
         self.update_step(0)
 
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The UNet weights' dtype (float32 for a UNet that is not a module, e.g. a test function)."""
+        weight = next(self.unet.parameters(), None) if isinstance(self.unet, torch.nn.Module) else None
+        return weight.dtype if weight is not None else torch.float32
+
     def update_step(self, step: int) -> None:
         c = self.config
         span = max(c.anneal_until * self.total_steps, 1e-8)
@@ -138,8 +144,7 @@ class SDSGuidance:
         with torch.no_grad():
             noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
             noisy = alpha.sqrt() * latents + (1.0 - alpha).sqrt() * noise
-            weight = next(self.unet.parameters(), None) if isinstance(self.unet, torch.nn.Module) else None
-            dtype = weight.dtype if weight is not None else noisy.dtype
+            dtype = self.weights_dtype
             eps_guided, eps_cond = guided_noise(self.unet, noisy.to(dtype), t, context.to(dtype), cameras.to(device),
                                                 views_per_object, c.guidance_scale)
             target = x0_reconstruction_target(noisy, eps_guided.float(), eps_cond.float(), alpha, views_per_object,

@@ -16,6 +16,7 @@ Normals (``FieldConfig.normals``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -32,8 +33,10 @@ _CORNERS = torch.tensor([[(i >> 0) & 1, (i >> 1) & 1, (i >> 2) & 1] for i in ran
 class HashGrid(nn.Module):
     """Multiresolution hash encoding (Instant-NGP / tcnn ``HashGrid``): [N, 3] in [0, 1] -> [N, levels*features].
 
-    Level l has ``floor(base * scale**l)`` cells a side. Levels whose (cells+1)^3 vertices fit in the table are
-    indexed densely, the others through tcnn's spatial hash. Trilinear interpolation between the 8 corners.
+    Level l scales the unit cube by ``s_l = base * per_level_scale**l - 1`` (tcnn's ``scale``) and offsets it by
+    half a cell: a point x lands at ``x * s_l + 0.5``, so the level's lattice has ``ceil(s_l) + 2`` vertices a side.
+    Levels whose lattice (that many vertices cubed) fits in the table are indexed densely, the others through tcnn's
+    spatial hash. Trilinear interpolation between the 8 corners.
     """
 
     def __init__(self, levels, features_per_level, log2_hashmap_size, base_resolution, per_level_scale):
@@ -111,7 +114,8 @@ def mlp_with_tangents(network: nn.Sequential, inputs: torch.Tensor, tangents: to
 
 
 def mlp(in_dim: int, out_dim: int, width: int, hidden_layers: int) -> nn.Sequential:
-    """ReLU MLP without biases (tcnn's FullyFusedMLP as the reference configures it)."""
+    """ReLU MLP without biases: threestudio's ``VanillaMLP`` (bias-free Linear layers), which the reference's
+    density and feature networks are (64 neurons, 1 hidden layer), not tcnn's FullyFusedMLP."""
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(hidden_layers):
@@ -148,8 +152,22 @@ class RadianceField(nn.Module):
 
     def use_compiled(self, enabled: bool = True) -> None:
         """Run the field through torch.compile (the plain-torch ``_evaluate`` stays the reference)."""
+        if enabled:
+            from backend.compile_cache import use_compile_cache
+
+            use_compile_cache()
         self._compiled = torch.compile(self._evaluate, dynamic=True) if enabled else None
         self._compiled_with_normals = torch.compile(self._evaluate_with_normals, dynamic=True) if enabled else None
+
+    @contextlib.contextmanager
+    def eager(self):
+        """Within: the plain-torch evaluation even where compiled (measurements that must not compile)."""
+        saved = self._compiled, self._compiled_with_normals
+        self._compiled = self._compiled_with_normals = None
+        try:
+            yield self
+        finally:
+            self._compiled, self._compiled_with_normals = saved
 
     def _unit_cube(self, points: torch.Tensor) -> torch.Tensor:
         """World points -> the hash grid's [0, 1]^3 (unclamped)."""

@@ -117,7 +117,10 @@ class OptimizerConfig:
 
 @dataclass
 class MeshConfig:
-    resolution: int = setting(256, min=8, max=1024, help="final mesh: marching-cubes grid cells per axis")
+    resolution: int = setting(256, min=8, max=1024, help="final mesh: marching-cubes grid cells per axis over the "
+                              "whole box (the coarse pass)")
+    refinement: int = setting(2, min=1, max=4, help="final mesh: surface cells split n times per axis, "
+                              "coarse-to-fine (effective resolution x n; 1: a single pass)")
     preview_resolution: int = setting(96, min=8, max=512, help="intermediate meshes: grid cells per axis")
     density_threshold: float = setting(25.0, min=0.0, max=1e4, help="surface density (1/world-unit)")
     min_component_fraction: float = setting(0.01, min=0.0, max=0.99,
@@ -135,7 +138,12 @@ class RunConfig:
                                     help="optimisation state saved every N steps (and on cancel/failure)")
     views_resolution: int = setting(128, min=8, max=1024, help="preview render size (pixels)")
     turntable_views: int = setting(8, min=1, max=64, help="views of the final turntable")
-    mixed_precision: bool = setting(True, help="bf16 autocast for the VAE and UNet on CUDA")
+    mixed_precision: bool = setting(True, help="autocast of the VAE and UNet on CUDA "
+                                   "(backend.diffusion.precision)")
+    max_gpu_memory: float = setting(0.0, min=0.0, max=100_000.0,
+                                    help="GiB of GPU memory the run may use (0: the device's); a run that cannot fit "
+                                    "is refused at the start naming a preset that fits, one that fits only so "
+                                    "evaluates the field in checkpointed chunks (backend.nerf.memory)")
 
 
 @dataclass
@@ -190,14 +198,17 @@ class GenerateConfig:
 
 def reference() -> GenerateConfig:
     """The paper's settings: 10,000 steps (docs/reference-fidelity.md, "SDS and NeRF system"), analytic normals as
-    the reference."""
-    return GenerateConfig()
+    the reference; within 20 GiB of GPU memory (a 24 GB card; backend.nerf.memory)."""
+    config = GenerateConfig()
+    config.run.max_gpu_memory = 20.0
+    return config
 
 
 def fast() -> GenerateConfig:
-    """2,500 steps with the reference's schedule shape; 128^2 renders in the second phase."""
+    """2,500 steps with the reference's schedule shape; 128^2 renders in the second phase; within 12 GiB of GPU
+    memory."""
     config = GenerateConfig()
-    config.run = RunConfig(steps=2500, mesh_every=250, views_every=100, checkpoint_every=250)
+    config.run = RunConfig(steps=2500, mesh_every=250, views_every=100, checkpoint_every=250, max_gpu_memory=12.0)
     config.phases.resolution_after = 128
     return config
 
@@ -227,6 +238,7 @@ def tiny() -> GenerateConfig:
     config.phases.resolution_before = config.phases.resolution_after = 32
     config.guidance.latent_resolution_input = 64
     config.mesh.resolution, config.mesh.preview_resolution = 64, 32
+    config.mesh.refinement = 1  # a single pass: CPU-cheap
     config.mesh.density_threshold = 5.0
     return config
 

@@ -44,6 +44,11 @@ class VolumeRenderer:
                                              levels=1).to(self.device)
         self.use_nerfacc_sampler = self.device.type == "cuda" if use_nerfacc_sampler is None else use_nerfacc_sampler
         self.grid_filled = False
+        self.last_sample_count = 0  # field samples of the latest render_rays call (a host int: no sync)
+        # Memory (backend.nerf.memory): a step with more samples than ``sample_budget`` evaluates the field in
+        # checkpointed chunks of that size; the sampler's no-gradient density queries run ``density_chunk`` at once.
+        self.sample_budget: int | None = None
+        self.density_chunk: int | None = None
 
     # -- occupancy grid ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -114,13 +119,9 @@ class VolumeRenderer:
                                     with_normals)
 
     def _evaluate(self, field, points, directions, light, lighting, with_normals):
-        """Density [S], colour [S, 3], normals [S, 3] or None, orientation term [S] (before weights)."""
-        density, albedo, normals = field(points, with_normals=with_normals)
-        colour = shade(albedo, normals, points, light, lighting)
-        orientation = None
-        if normals is not None:
-            orientation = (normals * directions).sum(dim=-1).clamp(min=0.0) ** 2
-        return density, colour, normals, orientation
+        checkpointed = self.sample_budget is not None and points.shape[0] > self.sample_budget
+        return evaluate_samples(field, points, directions, light, lighting, with_normals, checkpointed,
+                                self.sample_budget)
 
     def _render_packed(self, field, origins, directions, lighting, light, stratified, with_normals) -> RenderOutput:
         c = self.config
@@ -128,7 +129,7 @@ class VolumeRenderer:
 
         def sigma_fn(t_starts, t_ends, ray_indices):
             mid = (t_starts + t_ends)[:, None] / 2.0
-            return field.density(origins[ray_indices] + directions[ray_indices] * mid)
+            return chunked_density(field, origins[ray_indices] + directions[ray_indices] * mid, self.density_chunk)
 
         ray_indices, t_starts, t_ends = self.grid.sampling(
             origins, directions, sigma_fn=sigma_fn if c.alpha_threshold > 0 else None, near_plane=0.0,
@@ -138,6 +139,7 @@ class VolumeRenderer:
         ray_dirs = directions[ray_indices]
         points = origins[ray_indices] + ray_dirs * mid
         sample_light = None if light is None else light[ray_indices]
+        self.last_sample_count = points.shape[0]
         density, colour, normals, orientation = self._evaluate(field, points, ray_dirs, sample_light, lighting,
                                                                with_normals)
         weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, density, ray_indices=ray_indices,
@@ -181,6 +183,7 @@ class VolumeRenderer:
         ray_id, sample_id = valid.nonzero(as_tuple=True)
 
         sample_points = points[ray_id, sample_id]
+        self.last_sample_count = sample_points.shape[0]
         sample_dirs = directions[ray_id]
         sample_light = None if light is None else light[ray_id]
         density, colour, normals, orientation = self._evaluate(field, sample_points, sample_dirs, sample_light,
@@ -205,3 +208,42 @@ class VolumeRenderer:
         res = self.grid.binaries.shape[-1]
         cell = ((points + self.radius) / (2.0 * self.radius) * res).long().clamp(0, res - 1)
         return self.grid.binaries[0][cell[..., 0], cell[..., 1], cell[..., 2]]
+
+
+def _evaluate_plain(field, points, directions, light, lighting, with_normals):
+    density, albedo, normals = field(points, with_normals=with_normals)
+    colour = shade(albedo, normals, points, light, lighting)
+    orientation = None
+    if normals is not None:
+        orientation = (normals * directions).sum(dim=-1).clamp(min=0.0) ** 2
+    return density, colour, normals, orientation
+
+
+def evaluate_samples(field: RadianceField, points: torch.Tensor, directions: torch.Tensor,
+                     light: torch.Tensor | None, lighting: Lighting, with_normals: bool, checkpointed: bool = False,
+                     chunk: int | None = None):
+    """Density [S], colour [S, 3], normals [S, 3] or None, orientation term [S] (before weights) of samples.
+
+    ``checkpointed`` (with gradients): the field runs in chunks of ``chunk`` samples under activation
+    checkpointing, so the backward keeps only each chunk's inputs and outputs and recomputes the field's
+    intermediates; values and gradients equal the plain evaluation's."""
+    count = points.shape[0]
+    if not checkpointed or not torch.is_grad_enabled() or count == 0:
+        return _evaluate_plain(field, points, directions, light, lighting, with_normals)
+    from torch.utils.checkpoint import checkpoint
+
+    size = max(int(chunk or count), 1)
+    parts = []
+    for start in range(0, count, size):
+        end = start + size
+        parts.append(checkpoint(_evaluate_plain, field, points[start:end], directions[start:end],
+                                None if light is None else light[start:end], lighting, with_normals,
+                                use_reentrant=False))
+    return tuple(None if parts[0][i] is None else torch.cat([part[i] for part in parts]) for i in range(4))
+
+
+def chunked_density(field: RadianceField, points: torch.Tensor, chunk: int | None) -> torch.Tensor:
+    """Density [S] at points [S, 3], ``chunk`` points at a time (None: all at once)."""
+    if chunk is None or points.shape[0] <= chunk:
+        return field.density(points)
+    return torch.cat([field.density(points[start:start + chunk]) for start in range(0, points.shape[0], chunk)])

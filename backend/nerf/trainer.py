@@ -12,6 +12,7 @@ atomically), ``mesh_latest.ply`` (the latest intermediate mesh), and at the end 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,10 +22,12 @@ from pathlib import Path
 import torch
 
 from backend.diffusion.cameras import ViewCameras, make_view_cameras, orbit_azimuths, random_multiview_cameras
-from backend.diffusion.sds import LatentEncoder, SDSGuidance, vae_latent_encoder
+from backend.diffusion.precision import guidance_autocast_dtype, overflow_hint
+from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_latent_encoder
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from backend.imaging import save_views_grid
 from backend.nerf.field import RadianceField
+from backend.nerf.memory import GIB, MemoryPlan, plan_memory, refusal
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import GenerateConfig, validate
 from backend.nerf.renderer import VolumeRenderer
@@ -80,6 +83,7 @@ class SDSTrainer:
         if self.device.type == "cuda" and config.field.compile:
             self.field.use_compiled()
         self.renderer = VolumeRenderer(config.renderer, config.field.radius, self.device)
+        self.memory = self._plan_memory()
         self.shading = PointLightShading(config.shading, self.total_steps)
         encoder = latent_encoder or vae_latent_encoder(model.vae)
         self.guidance = SDSGuidance(model.unet, model.alphas_cumprod, encoder, config.guidance, self.total_steps,
@@ -93,6 +97,26 @@ class SDSTrainer:
         self.elapsed_before = 0.0  # seconds spent in earlier sessions of this run
         self.last_checkpoint_step: int | None = None
         self.plan = StepPlan(config.phases.objects_before, config.phases.resolution_before, 0.0)
+
+    def _plan_memory(self) -> MemoryPlan | None:
+        """Measure what the run needs; refuse it if it cannot fit its cap, else set the renderer's budgets and cap
+        the allocator (CUDA) so that nothing else in the process takes the run past ``run.max_gpu_memory``."""
+        cap = self.config.run.max_gpu_memory
+        if self.device.type != "cuda" and cap <= 0:
+            return None
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            plan = plan_memory(self.config, self.model, self.device, self.field)
+            if not plan.fits:
+                raise GenerationError("not_enough_memory",
+                                      refusal(self.config, plan, self.model, self.device, None))
+        self.renderer.sample_budget = plan.sample_budget
+        self.renderer.density_chunk = plan.density_chunk
+        if self.device.type == "cuda":  # process-wide: an uncapped run lifts an earlier run's cap
+            total = torch.cuda.get_device_properties(self.device).total_memory / GIB
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            torch.cuda.set_per_process_memory_fraction(min(cap / total, 1.0) if cap > 0 else 1.0, index)
+        return plan
 
     # -- schedules -----------------------------------------------------------------------------------------------
     def update_step(self, step: int) -> StepPlan:
@@ -141,22 +165,34 @@ class SDSTrainer:
                                          stratified=True, generator=generator, with_normals=with_normals)
         renders = out.rgb.permute(0, 3, 1, 2)
         codes = cameras.codes(self.guidance.camera_encoding).to(self.device)
-        autocast = self.device.type == "cuda" and c.run.mixed_precision
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-            sds = self.guidance(renders, self.context, codes, views, generator)
+        weights_dtype = self.guidance.weights_dtype
+        autocast_dtype = guidance_autocast_dtype(weights_dtype) if self.device.type == "cuda" and \
+            c.run.mixed_precision else None
+        with torch.autocast(self.device.type, dtype=autocast_dtype or weights_dtype, enabled=autocast_dtype is not None):
+            sds = self.guide(renders, cameras, lighting, codes, generator)
         loss = c.loss.lambda_sds * sds.loss.float()
         orient = torch.zeros((), device=self.device)
         if with_normals:
             orient = out.orientation.sum() / (out.opacity > 0).sum().clamp(min=1)
             loss = loss + plan.lambda_orient * orient
-        if not torch.isfinite(loss):
-            raise GenerationError(
-                "nan_loss", f"the loss became {loss.item()} at step {self.step}; optimisation stopped"
-                + self._kept_note())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # One host synchronisation a step, once the backward is queued (not one per loss term before it): the
+        # losses for the progress event and the finiteness check. A non-finite loss stops before the optimiser
+        # step, so the weights stay the last good ones.
+        values = torch.stack([loss.detach().float(), sds.loss.detach().float(), orient.detach().float()]).tolist()
+        if not math.isfinite(values[0]):
+            raise GenerationError(
+                "nan_loss", f"the loss became {values[0]} at step {self.step}; optimisation stopped"
+                + overflow_hint(autocast_dtype or weights_dtype) + self._kept_note())
         self.optimizer.step()
-        return {"loss": loss.item(), "sds": sds.loss.item(), "orient": orient.item(), "t": float(sds.timestep)}
+        return {"loss": values[0], "sds": values[1], "orient": values[2], "t": float(sds.timestep)}
+
+    def guide(self, renders: torch.Tensor, cameras: ViewCameras, lighting, codes: torch.Tensor,
+              generator) -> SDSOutput:
+        """The guidance loss of one step's renders [N, 3, H, W] in [0, 1] seen from ``cameras`` under
+        ``lighting`` (bench/generate.py's target guidance replaces this to make the field form a known object)."""
+        return self.guidance(renders, self.context, codes, self.config.cameras.views_per_object, generator)
 
     def _kept_note(self) -> str:
         if self.last_checkpoint_step is None:
@@ -180,9 +216,11 @@ class SDSTrainer:
                      cameras.c2w.cpu().numpy(), step=self.step)
 
     def extract_mesh(self, resolution: int | None = None) -> Mesh:
+        """The final mesh (coarse-to-fine at ``mesh.resolution`` x ``mesh.refinement``), or with ``resolution`` a
+        cheap single-pass one (intermediate meshes)."""
         m = self.config.mesh
         return extract_mesh(self.field, resolution or m.resolution, m.density_threshold, m.min_component_fraction,
-                            m.chunk_points)
+                            m.chunk_points, refinement=1 if resolution else m.refinement)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

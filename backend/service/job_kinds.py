@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backend.errors import SettingsError, UserError
 from backend.events import Done, Event, Failed, Progress, Views
-from backend.imaging import decode_image, image_to_tensor
+from backend.imaging import decode_image, prepare_condition_image, prepare_preview_image
 from backend.settings import describe, settings_from_dict, shown_key
 
 # Keys sent by add-ons of earlier releases, read as today's wire keys (the field names of the settings dataclasses).
@@ -105,16 +105,18 @@ def describe_job_settings() -> dict[str, dict]:
 class JobRunner:
     """``runner(record, directory, cancel, resume)`` -> events, for the service's JobQueue."""
 
-    def __init__(self, model, store):
+    def __init__(self, model, store, max_gpu_memory: float = 0.0):
         self.model = model
         self.store = store
+        self.max_gpu_memory = max_gpu_memory  # GiB a generate job may use at most (0: no service-wide cap)
 
     def __call__(self, record, directory: Path, cancel: threading.Event, resume: bool) -> Iterator[Event]:
         try:
             if record.kind == "finish":
                 yield from self._finish(record, directory, cancel)
                 return
-            image = image_to_tensor(decode_image(self.store.input_png(record.id), "the job's input image"))
+            source = decode_image(self.store.input_png(record.id), "the job's input image")
+            image = (prepare_preview_image if record.kind == "preview" else prepare_condition_image)(source)
             if record.kind == "preview":
                 yield from self._preview(record, directory, image, cancel)
             elif record.kind == "generate":
@@ -141,9 +143,13 @@ class JobRunner:
 
         work = directory / "work"
         resume = resume and (work / CHECKPOINT_NAME).is_file()
+        config = generate_config(record.settings)
+        cap = self.max_gpu_memory
+        if cap > 0 and not 0 < config.run.max_gpu_memory <= cap:
+            config.run.max_gpu_memory = cap  # the service's cap (iso3d serve --max-gpu-memory) bounds every job
         yield from generate(
             self.model,
-            generate_config(record.settings),
+            config,
             work,
             image=image,
             device=self.model.device,

@@ -28,6 +28,9 @@ class ServiceOptions:
                                help="a job that was running when the service died this often is failed")
     stop_timeout: float = setting(60.0, min=1.0, max=3600.0,
                                   help="seconds a stop waits for the running job to save its state")
+    max_gpu_memory: float = setting(0.0, min=0.0, max=100_000.0,
+                                    help="GiB of GPU memory a generate job may use (0: its preset's cap or the "
+                                    "device's); a job that cannot fit fails at its start naming a preset that fits")
 
     def validate(self) -> None:
         check_bounds(self)

@@ -90,7 +90,8 @@ class BackendServer:
             self.close()
             raise
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.queue = JobQueue(self.store, JobRunner(model, self.store), self._publish, self.options.max_crashes)
+        runner = JobRunner(model, self.store, self.options.max_gpu_memory)
+        self.queue = JobQueue(self.store, runner, self._publish, self.options.max_crashes)
         self.stop_requested = threading.Event()
         self.job_settings = describe_job_settings()
 

@@ -74,3 +74,22 @@ def test_codes_from_matrices_equal_codes_from_angles():
 def test_unknown_encoding_is_refused():
     with pytest.raises(ValueError, match="unknown camera encoding"):
         encode_cameras(0, 0, "zero123")
+
+
+def test_sphere_uniform_elevations_stop_at_the_references_19_47_degrees():
+    import math
+
+    from backend.diffusion.cameras import random_multiview_cameras
+
+    generator = torch.Generator().manual_seed(0)
+    cap = math.degrees(math.asin(1 / 3))  # 19.47: where the sphere branch tops out for the (0, 30) range
+    tops = []
+    for _ in range(40):  # one coin per call picks the branch for all 256 objects of the call
+        tops.append(random_multiview_cameras(256, 1, generator).elevation.max().item())
+    # The degree-uniform branch's maximum of 256 draws from U(0, 30) is above the cap (all 256 below it: 1e-48).
+    degree_branch = [top for top in tops if top > cap + 1e-4]
+    sphere_branch = [top for top in tops if top <= cap + 1e-4]
+    assert degree_branch and sphere_branch  # both branches were drawn in 40 calls (each missing: 1e-12)
+    assert all(top <= 30.0 for top in degree_branch)
+    # The sphere branch reaches up to the cap, not beyond: its top of 256 draws is within 2 degrees (else: 1e-11)
+    assert all(cap - 2.0 < top for top in sphere_branch)

@@ -1,0 +1,486 @@
+"""Trajectory benchmark: a preset's real sequential SDS steps, both phases, with a guidance whose target forms a
+known object, so the step times, the samples per step and the memory are those of a real run.
+
+    python bench/generate.py                                  # CUDA: fast and reference, published sizes
+    python bench/generate.py --presets fast --steps 600       # a shorter trajectory of one preset
+    python bench/generate.py --tiny --device cpu --out r.json # smoke run (the test suite runs this)
+
+What runs: `SDSTrainer.run` itself (occupancy grid, phases, shading schedule, orientation loss, intermediate
+meshes, preview renders, checkpoints, final mesh and turntable), with the model `iso3d generate` uses on this
+device (published sizes with random weights; on CUDA bf16 weights and the guidance UNet compiled with CUDA graphs,
+as ``--compile auto``). Random weights form no object, so the step's loss is
+
+    loss = 0.5 * sum((render - target)^2) / N  +  sds_weight * (the real SDS loss)
+
+where ``target`` is the known object (two spheres, ``TwoSpheres``) ray-traced exactly with the step's cameras
+and the step's shading (albedo / textureless / diffuse with the step's point lights), and the real SDS loss runs
+the whole guidance unchanged: the renders resized and VAE-encoded with gradient, the guidance UNet on
+[uncond; cond], the x0 target. With ``sds_weight`` 0 (the default) its gradient is zero but autograd still runs
+the VAE encoder's backward, so the cost of every step is the real one while the field converges to the known
+object; ``chamfer`` then measures the final mesh against it.
+
+A preset's schedules are fractions of its steps, so ``--steps`` (default: 600 on CUDA) runs the preset's
+trajectory shape in fewer steps; ``--full`` runs the preset's own step count. Reported per preset: per-phase
+median and p90 step time (GPU time between CUDA events around each step, so host stalls count), field samples per
+step, peak GPU memory per phase and for the run, the run's wall time (incl. compile when it is the first in the
+process), the first intermediate mesh's time, the final mesh's chamfer distance to the known object, and the
+wall time of the preset's full step count estimated from the measured phases. The floor (the compiled guidance
+UNet at the phase-2 batch + the VAE encoder forward and backward of its views at the latent input size) is
+measured in the same process. ``--warm-rerun`` then runs the first preset again in a new process on the same
+compile cache (the warm-cache wall time of a second ``iso3d generate``).
+
+Writes ``bench/results/generate_<gpu>_<yyyy-mm-dd>.json`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from backend.diffusion.cameras import ViewCameras  # noqa: E402
+from backend.diffusion.sds import SDSOutput  # noqa: E402
+from backend.events import Done, Failed, MeshUpdate  # noqa: E402
+from backend.nerf.presets import GenerateConfig, preset  # noqa: E402
+from backend.nerf.rays import camera_rays  # noqa: E402
+from backend.nerf.shading import Lighting, shade  # noqa: E402
+from backend.nerf.trainer import SDSTrainer  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# The known object's field converges to an opaque silhouette, not to the densities thousands of SDS steps reach:
+# its surface is extracted at density 10 (1/world-unit; 44 samples of 0.0068 through the body make opacity 0.95).
+TARGET_SETTINGS = {"mesh.density_threshold": "10"}
+# --tiny: the 'tiny' preset made smaller still, so the smoke run (the test suite runs it) takes seconds on a CPU.
+TINY_SETTINGS = {"phases.resolution_before": "16", "phases.resolution_after": "24", "mesh.resolution": "32",
+                 "mesh.preview_resolution": "16", "run.views_resolution": "16", "run.turntable_views": "2",
+                 "mesh.density_threshold": "2.0"}
+
+
+@dataclass(frozen=True)
+class Sphere:
+    center: tuple[float, float, float]  # world units
+    radius: float
+    albedo: tuple[float, float, float]  # linear RGB in [0, 1]
+
+
+class TwoSpheres:
+    """The known object: a body sphere and a smaller head sphere off the vertical axis (so views differ), each a
+    flat albedo. Rendered exactly (ray/sphere intersection, analytic normals) on a white background."""
+
+    spheres = (Sphere((0.0, 0.0, -0.12), 0.30, (0.80, 0.35, 0.20)),
+               Sphere((0.10, 0.0, 0.27), 0.18, (0.20, 0.45, 0.85)))
+
+    @torch.no_grad()
+    def render(self, cameras: ViewCameras, size: int, lighting: Lighting, device: torch.device) -> torch.Tensor:
+        """Images [N, 3, size, size] in [0, 1] of the object seen from ``cameras`` under ``lighting``."""
+        origins, directions = camera_rays(cameras.c2w.to(device), cameras.fovy, size, size)
+        n = len(cameras)
+        o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
+        best = torch.full((o.shape[0],), float("inf"), device=device)
+        normal = torch.zeros_like(o)
+        albedo = torch.ones_like(o)
+        for sphere in self.spheres:
+            center = torch.tensor(sphere.center, device=device)
+            oc = o - center
+            b = (oc * d).sum(-1)
+            disc = b * b - (oc * oc).sum(-1) + sphere.radius**2
+            t = -b - disc.clamp(min=0).sqrt()
+            hit = (disc > 0) & (t > 0) & (t < best)
+            best = torch.where(hit, t, best)
+            point = o + d * t[:, None]
+            normal = torch.where(hit[:, None], (point - center) / sphere.radius, normal)
+            albedo = torch.where(hit[:, None], torch.tensor(sphere.albedo, device=device), albedo)
+        hit = torch.isfinite(best)
+        points = o + d * torch.where(hit, best, torch.zeros_like(best))[:, None]
+        light = None
+        if lighting.light_positions is not None:
+            light = lighting.light_positions.to(device)[:, None, :].expand(n, size * size, 3).reshape(-1, 3)
+        colour = shade(albedo, normal, points, light, lighting)
+        image = torch.where(hit[:, None], colour, torch.ones_like(colour))
+        return image.reshape(n, size, size, 3).permute(0, 3, 1, 2).float()
+
+    def surface_points(self, count: int, seed: int = 0) -> np.ndarray:
+        """Points [~count, 3] uniformly on the union's outer surface (each sphere's part outside the other)."""
+        rng = np.random.default_rng(seed)
+        areas = np.array([s.radius**2 for s in self.spheres])
+        parts = []
+        for sphere, share in zip(self.spheres, areas / areas.sum()):
+            direction = rng.normal(size=(int(count * share), 3))
+            points = np.array(sphere.center) + sphere.radius * direction / np.linalg.norm(direction, axis=1,
+                                                                                          keepdims=True)
+            for other in self.spheres:
+                if other is not sphere:
+                    points = points[np.linalg.norm(points - np.array(other.center), axis=1) >= other.radius]
+            parts.append(points)
+        return np.concatenate(parts)
+
+
+def chamfer_distance(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, count: int = 50000) -> float:
+    """Symmetric mean (L1) chamfer distance in world units between a mesh's surface (area-weighted samples) and
+    reference points: (mean nearest distance mesh->reference + reference->mesh) / 2."""
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
+    samples, _ = trimesh.sample.sample_surface(mesh, count, seed=0)
+    to_reference = cKDTree(reference).query(samples)[0].mean()
+    to_mesh = cKDTree(samples).query(reference)[0].mean()
+    return float((to_reference + to_mesh) / 2.0)
+
+
+class TrajectoryTrainer(SDSTrainer):
+    """The real trainer with the target-forming loss and per-step records (GPU time, samples, phase)."""
+
+    def __init__(self, *args, target: TwoSpheres, sds_weight: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.target = target
+        self.sds_weight = sds_weight
+        self.records: list[dict] = []
+        self.phase_1_peak_gib = float("nan")
+
+    def guide(self, renders, cameras, lighting, codes, generator) -> SDSOutput:
+        sds = super().guide(renders, cameras, lighting, codes, generator)  # the real guidance, all of it
+        target = self.target.render(cameras, renders.shape[-1], lighting, renders.device)
+        image_loss = 0.5 * (renders.float() - target).square().sum() / renders.shape[0]
+        # nan_to_num: a random-weight UNet's non-finite loss must not stop the run through 0 * inf (the term's
+        # backward still runs the VAE encoder's backward in full)
+        sds_term = torch.nan_to_num(sds.loss.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        return SDSOutput(image_loss + self.sds_weight * sds_term, sds.timestep, sds.grad_norm)
+
+    def train_step(self):
+        cuda = self.device.type == "cuda"
+        phase = 1 if self.step < self.config.phases.switch_at * self.total_steps else 2
+        if cuda and phase == 2 and not any(r["phase"] == 2 for r in self.records):
+            self.phase_1_peak_gib = torch.cuda.max_memory_allocated(self.device) / 2**30
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        host_start = time.perf_counter()
+        losses = super().train_step()
+        record = {"phase": phase, "samples": self.renderer.last_sample_count,
+                  "host_ms": (time.perf_counter() - host_start) * 1e3}
+        if cuda:
+            end.record()
+            record["events"] = (start, end)
+        self.records.append(record)
+        return losses
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_preset(name: str, model, device: torch.device, steps: int | None, sds_weight: float,
+               reference_points: np.ndarray, overrides: dict[str, str]) -> dict:
+    """One whole run of preset ``name`` (its step count scaled to ``steps``); the figures of that run."""
+    from backend.nerf.presets import set_option
+
+    config: GenerateConfig = preset(name)
+    full_steps = config.run.steps
+    if steps is not None and steps != full_steps:
+        scale = steps / full_steps
+        run = config.run
+        run.steps = steps
+        for period in ("mesh_every", "views_every", "checkpoint_every"):
+            if getattr(run, period):
+                setattr(run, period, max(1, round(getattr(run, period) * scale)))
+    for key, value in overrides.items():
+        set_option(config, key, value)
+    context = torch.randn(1, 1, model.unet_context_dim, device=device,
+                          generator=torch.Generator(device).manual_seed(1))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    first_mesh_s = None
+    final = None
+    failure = None
+    with tempfile.TemporaryDirectory() as workdir:
+        synchronize(device)
+        start = time.perf_counter()
+        trainer = TrajectoryTrainer(config, model, context, workdir, device, target=TwoSpheres(),
+                                    sds_weight=sds_weight)
+        for event in trainer.run():
+            if isinstance(event, MeshUpdate):
+                if not event.final and first_mesh_s is None:
+                    first_mesh_s = time.perf_counter() - start
+                if event.final:
+                    final = event
+            elif isinstance(event, Failed):
+                failure = f"{event.code}: {event.message}"
+                if not trainer.records:
+                    raise RuntimeError(f"{name}: the run failed: {failure}")
+                break
+            elif isinstance(event, Done):
+                break
+        synchronize(device)
+        wall = time.perf_counter() - start
+    peak_run = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    records = trainer.records
+    for record in records:
+        events = record.pop("events", None)
+        record["ms"] = events[0].elapsed_time(events[1]) if events else record["host_ms"]
+    switch = int(np.ceil(config.phases.switch_at * config.run.steps))
+    result: dict = {"preset": name, "steps": config.run.steps, "preset_steps": full_steps, "sds_weight": sds_weight,
+                    "overrides": overrides, "wall_s": round(wall, 2),
+                    "first_mesh_s": None if first_mesh_s is None else round(first_mesh_s, 2)}
+    # The first steps of each phase compile (CUDA graphs, field kernels for new shapes): left out of the medians.
+    skip = min(10, max(1, config.run.steps // 20))
+    for phase in (1, 2):
+        rows = [r for r in records if r["phase"] == phase]
+        timed = rows[skip:] if len(rows) > 2 * skip else rows
+        ms = [r["ms"] for r in timed]
+        samples = [r["samples"] for r in timed]
+        resolution = config.phases.resolution_before if phase == 1 else config.phases.resolution_after
+        objects = config.phases.objects_before if phase == 1 else config.phases.objects_after
+        result[f"phase{phase}_render"] = f"{objects}x{config.cameras.views_per_object} views at {resolution}^2"
+        result[f"phase{phase}_step_ms_p50"] = round(percentile(ms, 50), 2)
+        result[f"phase{phase}_step_ms_p90"] = round(percentile(ms, 90), 2)
+        result[f"phase{phase}_step_ms_mean"] = round(float(np.mean(ms)) if ms else float("nan"), 2)
+        result[f"phase{phase}_first_steps_ms"] = round(sum(r["ms"] for r in rows[:skip]), 1)
+        result[f"phase{phase}_samples_per_step_p50"] = int(percentile(samples, 50)) if samples else 0
+        result[f"phase{phase}_samples_per_step_max"] = int(max(samples)) if samples else 0
+    result["samples_per_step_p50"] = result["phase2_samples_per_step_p50"]
+    result["phase1_peak_gib"] = round(trainer.phase_1_peak_gib, 2)
+    result["peak_gib"] = round(max(peak_run, trainer.phase_1_peak_gib), 2)
+    steps_total = sum(r["ms"] for r in records) / 1e3
+    result["steps_s"] = round(steps_total, 2)
+    result["outside_steps_s"] = round(wall - steps_total, 2)  # model set-up, previews, meshes, checkpoints
+    # The preset's own step count at this run's per-phase means, plus what the run spent outside its steps
+    # (scaled by the steps' share for the periodic previews/meshes/checkpoints) and its first-step compile.
+    full_switch = int(np.ceil(config.phases.switch_at * full_steps))
+    estimate = (full_switch * result["phase1_step_ms_mean"] + (full_steps - full_switch)
+                * result["phase2_step_ms_mean"]) / 1e3
+    estimate += result["outside_steps_s"] * full_steps / config.run.steps
+    result["wall_s_full_estimate"] = round(estimate, 1)
+    result["switch_step"] = switch
+    if failure is not None:
+        result["run_failed"] = failure  # the steps' figures stand; the run's end (mesh, views) did not happen
+    plan = trainer.memory
+    if plan is not None:
+        result["memory_cap_gib"] = None if plan.cap_gib is None else round(plan.cap_gib, 2)
+        result["memory_estimate_gib"] = round(plan.estimate_gib, 2)
+        result["sample_budget"] = plan.sample_budget  # samples evaluated without checkpointing (None: all)
+        result["checkpointed_steps"] = sum(1 for r in records if plan.sample_budget and r["samples"] > plan.sample_budget)
+    if final is not None:
+        result["final_faces"] = int(len(final.faces))
+        result["chamfer"] = round(chamfer_distance(final.vertices, final.faces, reference_points), 5)
+    else:
+        result["chamfer"] = None
+    return result
+
+
+def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, warmup: int) -> dict[str, float]:
+    """The phase-2 step's floor: one guidance UNet call ([uncond; cond] x views) at the latent size plus the VAE
+    encoder forward and backward of the views at ``latent_resolution_input`` (the model as the run uses it)."""
+    from backend.models.vae import encode_latents
+
+    views = config.cameras.views_per_object * config.phases.objects_after
+    size = config.guidance.latent_resolution_input
+    latent = size // 8
+    dtype = next(model.unet.parameters()).dtype if isinstance(model.unet, torch.nn.Module) else torch.float32
+    context = torch.randn(2 * views, 1, model.unet_context_dim, device=device, dtype=dtype)
+    x = torch.randn(2 * views, 4, latent, latent, device=device, dtype=dtype)
+    t = torch.full((2 * views,), 500, device=device)
+    camera = torch.randn(2 * views, 16, device=device, dtype=dtype)
+    images = torch.rand(views, 3, size, size, device=device) * 2 - 1
+    autocast = device.type == "cuda" and config.run.mixed_precision
+
+    def unet():
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            model.unet(x, t, context=context, camera=camera, num_frames=config.cameras.views_per_object)
+
+    def vae():
+        source = images.clone().requires_grad_(True)
+        with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            latents = encode_latents(model.vae, source)
+        latents.float().square().sum().backward()
+
+    def timed(fn) -> float:
+        for _ in range(warmup):
+            fn()
+        synchronize(device)
+        times = []
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append((time.perf_counter() - begin) * 1e3)
+        return statistics.median(times)
+
+    unet_ms, vae_ms = timed(unet), timed(vae)
+    return {"floor_unet_ms": round(unet_ms, 2), "floor_vae_ms": round(vae_ms, 2),
+            "floor_ms": round(unet_ms + vae_ms, 2)}
+
+
+def gpu_label(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name(device).lower()
+    for known in ("h200", "h100", "a100", "a800", "l40s", "4090", "3090", "4080", "4070"):
+        if known in name:
+            return known
+    return name.replace("nvidia", "").strip().replace(" ", "-")
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parents[1]).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_results(path: Path, summary: dict) -> None:
+    """The results JSON, replaced atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def build_model(args, device: torch.device):
+    """The model as ``iso3d generate`` builds it on this device (--compile auto, --dtype auto)."""
+    from backend.commands.model_options import load_model_from_args
+
+    namespace = argparse.Namespace(checkpoint=None, model="tiny" if args.tiny else "random", device=str(device),
+                                   dtype="auto", offline=True, compile=args.compile)
+    model = load_model_from_args(namespace)
+    unet = getattr(model, "eager_unet", None) or model.unet
+    model.unet_context_dim = unet.config.cross_attention_dim
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="tiny model and the 'tiny' preset (CPU smoke run)")
+    parser.add_argument("--presets", default=None, help="comma-separated (default: fast,reference; tiny with --tiny)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps of each run (the preset's schedule shape kept); default 600 on CUDA, the "
+                        "preset's own on CPU")
+    parser.add_argument("--full", action="store_true", help="run each preset's own step count")
+    parser.add_argument("--sds-weight", type=float, default=0.0, help="weight of the real SDS loss (default 0)")
+    parser.add_argument("--compile", default="auto", choices=["auto", "off", "default", "cudagraphs"],
+                        help="guidance UNet compile, as iso3d generate's --compile (default auto)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                        help="a setting on top of each preset (repeatable)")
+    parser.add_argument("--floor-repeats", type=int, default=20)
+    parser.add_argument("--warm-rerun", action="store_true",
+                        help="run the first preset again in a new process (warm compile cache)")
+    parser.add_argument("--label", default="", help="a note stored with the results (e.g. 'baseline')")
+    parser.add_argument("--out", help="results JSON (default bench/results/generate_<gpu>_<date>.json)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: use --tiny --device cpu for a smoke run", file=sys.stderr)
+        return 2
+    runs = []  # (preset name, its own settings) from "name" or "name:section.key=value;section.key=value"
+    for entry in (args.presets or ("tiny" if args.tiny else "fast,reference")).split(","):
+        name, _, settings = entry.strip().partition(":")
+        if name:
+            runs.append((name, dict(item.split("=", 1) for item in settings.split(";") if item)))
+    names = [name for name, _ in runs]
+    steps = None if args.full else (args.steps or (600 if device.type == "cuda" else None))
+    overrides = dict(TINY_SETTINGS) if args.tiny else dict(TARGET_SETTINGS)
+    overrides.update(item.split("=", 1) for item in args.set)
+    if args.tiny and args.steps is None:
+        steps = 6
+    process_start = time.perf_counter()
+    model = build_model(args, device)
+    model_s = time.perf_counter() - process_start
+    reference_points = TwoSpheres().surface_points(20000)
+    presets_out: list[dict] = []
+    summary = {
+        "gpu": gpu_label(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "date": datetime.date.today().isoformat(),
+        "commit": git_commit(),
+        "label": args.label,
+        "torch": torch.__version__,
+        "model": getattr(model, "name", "?"),
+        "compile": args.compile,
+        "model_setup_s": round(model_s, 2),
+        "compile_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+        "presets": presets_out,
+    }
+    out = Path(args.out) if args.out else RESULTS / f"generate_{summary['gpu']}_{summary['date']}.json"
+    for name, own in runs:
+        print(f"[generate bench] {name} {own or ''}: running", flush=True)
+        try:
+            result = run_preset(name, model, device, steps, args.sds_weight, reference_points, {**overrides, **own})
+        except Exception as error:  # noqa: BLE001 -- recorded with its message; the other runs go on
+            print(f"[generate bench] {name}: failed: {error}", flush=True)
+            presets_out.append({"preset": name, "overrides": {**overrides, **own}, "failed": str(error)[:500]})
+            write_results(out, summary)
+            continue
+        result["compiled_before_in_process"] = bool(presets_out)
+        presets_out.append(result)
+        print(json.dumps(result), flush=True)
+        write_results(out, summary)  # after each preset: a run stopped later keeps what it measured
+    if device.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())  # a capped run's allocator cap lifted
+    presets_out[:] = [r for r in presets_out if "failed" not in r] + [r for r in presets_out if "failed" in r]
+    measured = [r for r in presets_out if "failed" not in r]
+    if not measured:
+        write_results(out, summary)
+        return 1
+    floor = floor_ms(model, device, preset(names[-1]), args.floor_repeats if device.type == "cuda" else 2, 3
+                     if device.type == "cuda" else 1)
+    for result in measured:
+        result.update(floor)
+        result["phase2_step_over_floor"] = round(result["phase2_step_ms_p50"] / floor["floor_ms"], 2)
+    # The first run in the process compiled everything (cold unless the compile cache was warm); later ones ran
+    # warm in-process. A warm re-run in a new process gives the first preset's warm-cache wall time.
+    first = measured[0]
+    first["wall_s_cold"] = first["wall_s"]
+    if args.warm_rerun:
+        with tempfile.TemporaryDirectory() as folder:
+            child = Path(folder) / "warm.json"
+            command = [sys.executable, __file__, "--device", args.device, "--presets", first["preset"], "--compile",
+                       args.compile, "--sds-weight", str(args.sds_weight), "--floor-repeats", "2", "--out", str(child)]
+            command += ["--steps", str(steps)] if steps else []
+            command += ["--tiny"] if args.tiny else []
+            for key, value in first["overrides"].items():
+                command += ["--set", f"{key}={value}"]
+            subprocess.run(command, check=True)
+            warm = json.loads(child.read_text())["presets"][0]
+        first["wall_s_warm"] = warm["wall_s"]
+        first["warm_rerun"] = {k: warm[k] for k in ("wall_s", "first_mesh_s", "phase1_step_ms_p50",
+                                                    "phase2_step_ms_p50", "chamfer")}
+    compile_overhead = first["wall_s"] - first.get("wall_s_warm", first["wall_s"])
+    for result in measured[1:]:
+        result["wall_s_warm"] = result["wall_s"]  # compiled already in this process
+        result["wall_s_cold"] = round(result["wall_s"] + compile_overhead, 2)  # estimate: + the first's overhead
+        result["wall_s_cold_is_estimate"] = True
+    if "wall_s_warm" not in first:
+        first["wall_s_warm"] = None
+    write_results(out, summary)
+    for r in measured:
+        print(f"{r['preset']:>9s} {r['steps']} steps: phase 1 p50 {r['phase1_step_ms_p50']} ms, phase 2 p50 "
+              f"{r['phase2_step_ms_p50']} / p90 {r['phase2_step_ms_p90']} ms ({r['phase2_step_over_floor']}x floor "
+              f"{r['floor_ms']} ms), samples/step {r['samples_per_step_p50']}, peak {r['peak_gib']} GiB, wall "
+              f"{r['wall_s']} s, full-length estimate {r['wall_s_full_estimate']} s, chamfer {r['chamfer']}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""bench/generate.py runs its tiny configuration on CPU (so it cannot rot) and writes the results file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "generate.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """bench/generate.py as a module (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_generate", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path):
+    out = tmp_path / "generate_cpu.json"
+    # one intermediate mesh, one preview, one checkpoint: every part of the run, each once (cheap on a busy CPU)
+    periods = ["--set", "run.mesh_every=2", "--set", "run.views_every=4", "--set", "run.checkpoint_every=4"]
+    assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
+                       *periods]) == 0
+    results = json.loads(out.read_text())
+    assert results["gpu"] == "cpu"
+    (run,) = results["presets"]
+    assert run["preset"] == "tiny" and run["steps"] == 4 and run["switch_step"] == 2
+    for key in ("wall_s_cold", "phase1_step_ms_p50", "phase2_step_ms_p50", "phase2_step_ms_p90", "floor_ms",
+                "samples_per_step_p50", "chamfer", "wall_s_full_estimate"):
+        assert run[key] is not None and run[key] > 0, key
+    assert run["phase2_step_ms_p90"] >= run["phase2_step_ms_p50"]
+    # the known object's surface spans about 0.9 world units: a mesh anywhere near it is well under 0.5 away
+    assert run["chamfer"] < 0.5
+
+
+def test_the_known_object_renders_its_silhouette_on_white(bench):
+    import torch
+
+    from backend.diffusion.cameras import make_view_cameras
+    from backend.nerf.shading import ALBEDO
+
+    cameras = make_view_cameras([0.0], [0.0], 3.0, 40.0)
+    image = bench.TwoSpheres().render(cameras, 32, ALBEDO, torch.device("cpu"))[0]
+    assert image.shape == (3, 32, 32)
+    assert torch.equal(image[:, 0, 0], torch.ones(3))  # a corner: background
+    body = torch.tensor(bench.TwoSpheres.spheres[0].albedo)
+    assert torch.allclose(image[:, 20, 16], body)  # below the centre: the body sphere's albedo
+    points = bench.TwoSpheres().surface_points(2000)
+    import numpy as np
+
+    distances = [np.abs(np.linalg.norm(points - np.array(s.center), axis=1) - s.radius)
+                 for s in bench.TwoSpheres.spheres]
+    assert np.minimum(*distances).max() < 1e-9  # every point on one of the spheres (float64 rounding)
+    assert len(points) > 1500  # only the part of each sphere inside the other is dropped
