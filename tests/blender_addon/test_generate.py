@@ -152,8 +152,9 @@ def test_problems_are_reported_in_plain_words(addon):
         bpy.ops.iso3d.preview_views()
     assert "does not exist" in bpy.context.scene.iso3d_job.last_error
     settings.image_path = str(REPO_ROOT / "README.md")
-    with pytest.raises(RuntimeError, match="could not be read as an image"):
-        bpy.ops.iso3d.generate()
+    assert bpy.ops.iso3d.generate() == {"FINISHED"}  # the image is read in a child process, off the UI thread
+    state = drain_until(lambda s: s.state == "failed")
+    assert "could not be read: it is not an image" in state.last_error
     settings.image_path, settings.options = str(EXAMPLE), "{not json"
     with pytest.raises(RuntimeError, match="not valid JSON"):
         bpy.ops.iso3d.generate()
