@@ -91,7 +91,7 @@ class BackendServer:
             raise
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         runner = JobRunner(model, self.store, self.options.max_gpu_memory)
-        self.queue = JobQueue(self.store, runner, self._publish, self.options.max_crashes)
+        self.queue = JobQueue(self.store, runner, self._publish, self.options.max_crashes, self.options.max_queued)
         self.stop_requested = threading.Event()
         self.job_settings = describe_job_settings()
 
