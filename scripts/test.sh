@@ -6,8 +6,8 @@
 #   blender      -m "blender and not slow"                            bpy in the test process
 # Every lane runs even when an earlier one failed; the script fails at the end naming each lane (and lint) that
 # failed. Extra arguments go to every lane's pytest: `bash scripts/test.sh tests/test_cli.py` runs that file's
-# tests in their lanes (a lane with nothing selected passes), `bash scripts/test.sh -k preview` likewise.
-# Arguments with their own -m (`bash scripts/test.sh -m slow`) run as one pytest process with that selection.
+# tests in their lanes (a lane with nothing selected passes), `bash scripts/test.sh -k preview` likewise; a -m
+# replaces "not slow" in every lane (`bash scripts/test.sh -m slow`: the slow tests, lane by lane).
 # ISO3D_TEST_LANES="unit integration" chooses lanes (default: all three); lint runs only without arguments.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,22 +32,24 @@ if [ $# -eq 0 ]; then
   "$python" -m ruff check . || failed+=(lint)
 fi
 
-explicit_marks=false
-for argument in "$@"; do
-  case "$argument" in -m | -m*) explicit_marks=true ;; esac
+# A -m of the caller's narrows every lane (default "not slow"); the other arguments go to every lane as they are.
+selection="not slow"
+passed=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -m) selection="$2"; shift 2 ;;
+    -m*) selection="${1#-m}"; shift ;;
+    *) passed+=("$1"); shift ;;
+  esac
 done
-if $explicit_marks; then
-  run_lane selection "$@"
-else
-  for lane in ${ISO3D_TEST_LANES:-unit integration blender}; do
-    case "$lane" in
-      unit) run_lane unit -m "not integration and not blender and not slow" "$@" ;;
-      integration) run_lane integration -m "integration and not blender and not slow" "$@" ;;
-      blender) run_lane blender -m "blender and not slow" "$@" ;;
-      *) echo "test.sh: unknown lane ${lane} (unit, integration, blender)" >&2; failed+=("$lane") ;;
-    esac
-  done
-fi
+for lane in ${ISO3D_TEST_LANES:-unit integration blender}; do
+  case "$lane" in
+    unit) run_lane unit -m "(${selection}) and not integration and not blender" ${passed[@]+"${passed[@]}"} ;;
+    integration) run_lane integration -m "(${selection}) and integration and not blender" ${passed[@]+"${passed[@]}"} ;;
+    blender) run_lane blender -m "(${selection}) and blender" ${passed[@]+"${passed[@]}"} ;;
+    *) echo "test.sh: unknown lane ${lane} (unit, integration, blender)" >&2; failed+=("$lane") ;;
+  esac
+done
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "test.sh: FAILED: ${failed[*]}" >&2

@@ -109,3 +109,22 @@ def test_existing_output_survives_a_failed_run(tmp_path, capsys):
     code = iso3d(["preview", str(tmp_path / "missing.png"), "--model", "tiny", "--out", str(out)])
     one_line_error(code, capsys, "does not exist")
     assert out.read_bytes() == b"previous result"
+
+
+@pytest.mark.integration
+def test_generate_then_export_as_a_user_runs_them(tmp_path):
+    """`iso3d generate` and `iso3d export` as real subprocesses (their error paths run in-process in
+    tests/nerf/test_trainer.py and tests/finishing/test_finishing.py)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    out = tmp_path / "thing.glb"
+    generated = run(python("-m", "backend.cli", "generate", EXAMPLE, "--model", "tiny", "--device", "cpu", "--preset",
+                           "tiny", "--quiet", "--out", out, "--steps", "1", "--phases.resolution_before", "24",
+                           "--mesh.resolution", "32", "--mesh.density_threshold", "2"),
+                    env=env, cwd=REPO_ROOT, timeout=600)
+    assert generated.returncode == 0, generated.stderr
+    assert out.is_file() and (tmp_path / "thing.job").is_dir()
+    exported = run(python("-m", "backend.cli", "export", tmp_path / "thing.job", "--faces", "100", "--texture", "64",
+                          "--format", "glb", "--out", tmp_path / "finished", "--quiet"),
+                   env=env, cwd=REPO_ROOT, timeout=600)
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "finished" / "thing.glb").is_file()

@@ -102,3 +102,16 @@ def test_cli_flags_are_generated_from_the_dataclasses():
 
     settings = settings_from_dict(PreviewSettings(), overrides_from_args(preview))
     assert (settings.num_views, settings.guidance_scale, settings.reference_frame) == (2, 4.0, True)
+
+
+def test_a_preview_at_its_step_bound_runs(tiny_model):
+    """The bound is real: 1000 DDIM steps failed with an IndexError (the schedule's offset reaches t = 1000)."""
+    import torch
+
+    from backend.diffusion.preview import run_preview
+    from backend.events import Progress
+
+    bound = setting_specs(PreviewSettings)["steps"].max
+    events = run_preview(tiny_model, torch.zeros(1, 3, 256, 256), PreviewSettings(steps=bound, num_views=1))
+    assert isinstance(next(events), Progress) and isinstance(next(events), Progress)
+    events.close()

@@ -30,7 +30,7 @@ class PreviewSettings:
     model's own (``isotropic3d`` for Isotropic3D weights)."""
 
     num_views: int = setting(4, min=1, max=16, help="number of views")
-    steps: int = setting(50, min=1, max=1000, help="DDIM steps")
+    steps: int = setting(50, min=1, max=999, help="DDIM steps")  # 1000 would reach t = 1000 (the offset is 1)
     guidance_scale: float = setting(10.0, min=0.0, max=100.0, help="classifier-free guidance scale")
     eta: float = setting(1.0, min=0.0, max=1.0, help="DDIM eta, 0 = deterministic (1 as the reference)")
     seed: int = setting(0, min=0, max=2**31 - 1, help="random seed")

@@ -135,7 +135,7 @@ def finish_field(field, options: FinishOptions, name: str = "asset", default_res
     too_many = [b for b in budgets if b > len(cleaned.faces)]
     if too_many:
         raise UserError(f"face budget {too_many[0]} is larger than the surface ({len(cleaned.faces)} faces): "
-                        "lower it, or raise --resolution")
+                        "lower it, or raise the setting 'resolution' (marching-cubes cells a side)")
     _, offset, scale = place_upright(np.asarray(cleaned.vertices), options.size)
     levels, files, meshes = [], {}, []
     for index, budget in enumerate(budgets):

@@ -12,7 +12,7 @@ def extract_surface(field, resolution: int, threshold: float, chunk: int = 26214
     Raises UserError when the field has no surface at that threshold.
     """
     if resolution < 8 or resolution > 1024:
-        raise UserError(f"--resolution must be in [8, 1024] grid cells (got {resolution})")
+        raise UserError(f"setting 'resolution' must be in [8, 1024] grid cells (got {resolution})")
     mesh = extract_mesh(field, resolution, threshold, min_component_fraction=0.0, chunk=chunk)
     if mesh.is_empty:
         raise UserError(f"the field has no surface at density {threshold:g}: lower --threshold")

@@ -198,17 +198,15 @@ class GenerateConfig:
 
 def reference() -> GenerateConfig:
     """The paper's settings: 10,000 steps (docs/reference-fidelity.md, "SDS and NeRF system"), analytic normals as
-    the reference; within 20 GiB of GPU memory (a 24 GB card; backend.nerf.memory)."""
-    config = GenerateConfig()
-    config.run.max_gpu_memory = 20.0
-    return config
+    the reference. No memory cap of its own: the device's memory bounds the run (backend.nerf.memory), so a card
+    with enough memory is never refused; a smaller card adapts or is refused at the start."""
+    return GenerateConfig()
 
 
 def fast() -> GenerateConfig:
-    """2,500 steps with the reference's schedule shape; 128^2 renders in the second phase; within 12 GiB of GPU
-    memory."""
+    """2,500 steps with the reference's schedule shape; 128^2 renders in the second phase."""
     config = GenerateConfig()
-    config.run = RunConfig(steps=2500, mesh_every=250, views_every=100, checkpoint_every=250, max_gpu_memory=12.0)
+    config.run = RunConfig(steps=2500, mesh_every=250, views_every=100, checkpoint_every=250)
     config.phases.resolution_after = 128
     return config
 

@@ -28,7 +28,6 @@ from blender_addon.atomic_files import open_atomically, write_bytes_atomically, 
 log = logging.getLogger("iso3d.server")
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 FINISHED = ("done", "failed", "cancelled")
-MAX_QUEUED = 64
 
 
 @dataclass
@@ -304,10 +303,11 @@ class JobQueue:
     yields the job's events, checks ``cancel`` between steps and then ends with ``Failed('cancelled', ...)``."""
 
     def __init__(self, store: JobStore, run_job: JobFunction, publish: Callable[[str, Event], None],
-                 max_crashes: int = 3, prelude: Callable[[], None] | None = None):
+                 max_crashes: int = 3, max_queued: int = 64, prelude: Callable[[], None] | None = None):
         self.store = store
         self.prelude = prelude  # run in the worker before the first job (the warm-up); jobs wait behind it
         self.max_crashes = max_crashes
+        self.max_queued = max_queued
         self.run_job = run_job
         self.publish = publish
         self.pending: deque[str] = deque()
@@ -336,12 +336,12 @@ class JobQueue:
         self.thread.join(timeout)
 
     def has_room(self) -> bool:
-        return len(self.pending) < MAX_QUEUED
+        return len(self.pending) < self.max_queued
 
     def submit(self, record: JobRecord) -> int:
         with self.lock:
-            if len(self.pending) >= MAX_QUEUED:
-                raise OverflowError(f"the queue is full ({MAX_QUEUED} jobs waiting); try again later")
+            if len(self.pending) >= self.max_queued:
+                raise OverflowError(f"the queue is full ({self.max_queued} jobs waiting); try again later")
             self.pending.append(record.id)
             self.cancel_flags[record.id] = threading.Event()
             self.lock.notify_all()
@@ -425,7 +425,10 @@ class JobQueue:
             if record.status == "running":
                 raise RuntimeError("the job ended without a result")
         except Exception as error:  # noqa: BLE001 - a job's bug must not take the service down
-            event = Failed("internal", f"{type(error).__name__}: {error}")
+            incident = uuid.uuid4().hex[:8]
+            log.exception("internal error %s in job %s", incident, job_id)
+            event = Failed("internal", f"internal error {incident} (the backend's log has the details): "
+                                       f"{type(error).__name__}: {str(error)[:300]}")
             self.store.record_event(record, event)
             self.publish(job_id, event)
 

@@ -24,6 +24,7 @@ class ServiceOptions:
                                     help="largest input image (width x height, read from the PNG header)")
     stored_input_side: int = setting(1024, min=256, max=8192,
                                      help="inputs are stored downscaled to at most this many pixels a side")
+    max_queued: int = setting(64, min=1, max=10_000, help="jobs waiting at most; more are refused (queue_full)")
     max_crashes: int = setting(3, min=1, max=100,
                                help="a job that was running when the service died this often is failed")
     stop_timeout: float = setting(60.0, min=1.0, max=3600.0,

@@ -93,7 +93,7 @@ class BackendServer:
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         runner = JobRunner(model, self.store, self.options.max_gpu_memory)
         self.warmup = Warmup(model, warmup)
-        self.queue = JobQueue(self.store, runner, self._publish, self.options.max_crashes,
+        self.queue = JobQueue(self.store, runner, self._publish, self.options.max_crashes, self.options.max_queued,
                               prelude=lambda: self.warmup.run(self._publish_warmup))
         self.stop_requested = threading.Event()
         self.job_settings = describe_job_settings()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -21,6 +19,8 @@ import pytest
 
 import build_addon
 from tests.helpers.paths import REPO_ROOT
+from tests.helpers.processes import python as this_python
+from tests.helpers.processes import run as run_process
 
 
 def _load_script(name: str):
@@ -51,8 +51,8 @@ def backend(backend_processes):
 def zips(tmp_path_factory):
     """Python version -> the linux-x64 zip for the Blenders of that Python (real pyzmq wheels, downloaded)."""
     folder = tmp_path_factory.mktemp("dist")
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "build_addon.py"), "--platform", "linux-x64",
-                             "--output-dir", str(folder)], capture_output=True, text=True, timeout=600)
+    result = run_process(this_python(REPO_ROOT / "build_addon.py", "--platform", "linux-x64", "--output-dir", folder),
+                         timeout=600)
     assert result.returncode == 0, result.stderr
     return {python: next(folder.glob(f"isotropic3d-*-{suffix}.zip"))
             for python, (suffix, _, _) in build_addon.PYTHON_BUILDS.items()}
@@ -62,8 +62,7 @@ def run(python: Path, *args: str, user: Path | None = None, timeout: float = 600
     environment = dict(os.environ, PYTHONPATH="")
     if user is not None:
         environment["BLENDER_USER_RESOURCES"] = str(user)
-    result = subprocess.run([str(python), str(RUNNER), *args], capture_output=True, text=True, env=environment,
-                            timeout=timeout, cwd=REPO_ROOT)
+    result = run_process([python, RUNNER, *args], env=environment, timeout=timeout, cwd=REPO_ROOT)
     lines = [line for line in result.stdout.splitlines() if line.startswith("MATRIX ")]
     assert result.returncode == 0 and lines, (result.stdout + result.stderr)[-4000:]
     return json.loads(lines[-1][len("MATRIX "):])

@@ -63,7 +63,9 @@ def test_fitting_blender_renders_recovers_the_object(renders):
     optimizer = torch.optim.Adam([{"params": field.grid_parameters(), "lr": 0.02},
                                   {"params": field.mlp_parameters(), "lr": 0.01}], eps=1e-15)
     generator = torch.Generator().manual_seed(0)
-    for step in range(250):
+    # 150 steps (measured, 2-core AMD EPYC): photometric L1 0.0043, Chamfer 0.036, mirrored 0.068; 250 steps gave
+    # 0.0033, 0.034, 0.067 for 1.8x the CPU time: the bounds below are set by the 48-cell mesh grid, not the fit
+    for step in range(150):
         renderer.update_grid(step, field)
         batch = torch.randint(0, origins.shape[0], (3072,), generator=generator)
         out = renderer.render_rays(field, origins[batch], directions[batch], stratified=True, generator=generator,

@@ -111,7 +111,7 @@ def corrupt(frames: list[bytes], rng: random.Random) -> list[bytes]:
     return [bytes(f) for f in frames]
 
 
-def test_ten_thousand_corrupted_messages_then_a_normal_job(backend, connect):
+def test_two_thousand_corrupted_messages_then_a_normal_job(backend, connect):
     rng = random.Random(1234)
     client = connect(backend.address)
     templates = [
@@ -123,7 +123,9 @@ def test_ten_thousand_corrupted_messages_then_a_normal_job(backend, connect):
     ]
     direct_answers = ("error", "pong", "welcome", "accepted", "jobs")
     sent, answered, errors = 0, 0, 0
-    for batch in range(50):
+    # 2,000 (was 10,000 against a subprocess): in-process, the corrupted submits that stay valid run their jobs in
+    # the test process; the hostile corpus (test_hostile.py) covers the extreme values
+    for batch in range(10):
         for _ in range(200):
             frames = corrupt(rng.choice(templates), rng)
             if not frames:
@@ -137,7 +139,7 @@ def test_ten_thousand_corrupted_messages_then_a_normal_job(backend, connect):
                 if message.type in direct_answers:
                     answered += 1
                     errors += message.type == "error"
-    assert sent >= 9_900
+    assert sent >= 1_980
     assert answered == sent
     assert errors > 0.95 * sent
     # the service still works normally

@@ -104,6 +104,24 @@ def test_low_disk_refuses_new_jobs_and_leaves_nothing(serve_in_process, connect)
     assert not list((server.data / "jobs").iterdir())
 
 
+@pytest.mark.integration  # an in-process server on a real socket
+def test_a_full_queue_refuses_new_jobs_and_leaves_nothing(serve_in_process, connect):
+    server = serve_in_process(options=_options(max_queued=1))
+    client = connect(server.address)
+    accepted = []
+    for _ in range(3):  # one runs, one waits, the third finds the queue full
+        client.submit("preview", EXAMPLE_PNG, {"steps": 999})
+        reply = client.wait_for(lambda m: m.type == "accepted" or (m.type == "error" and m.get("job") is None), 120)
+        accepted.append(reply)
+        if len(accepted) == 1:  # the first is running, not waiting
+            client.wait_for(lambda m: m.type == "progress" and m.get("job") == reply.get("job"), 120)
+    assert [m.type for m in accepted] == ["accepted", "accepted", "error"]
+    assert accepted[2].get("code") == "queue_full"
+    assert sorted(p.name for p in (server.data / "jobs").iterdir()) == sorted(m.get("job") for m in accepted[:2])
+    for message in accepted[:2]:
+        client.cancel(message.get("job"))
+
+
 def test_prune_deletes_old_finished_jobs_first_and_never_unfinished_ones(tmp_path):
     data = tmp_path / "data"
     now = time.time()

@@ -201,10 +201,8 @@ def test_killing_the_driver_alone_stops_its_workers_and_a_rerun_completes_every_
         assert workers, "the driver has no worker processes"
         os.kill(process.pid, signal.SIGKILL)  # the driver only, as `kill -9 <pid>` or an OOM kill would
         process.wait()
-        deadline = time.monotonic() + 30  # the kernel's parent-death signal is immediate; 30 s for a loaded machine
-        while time.monotonic() < deadline and any(alive(pid) for pid in workers):
-            time.sleep(0.05)
-        assert not [pid for pid in workers if alive(pid)], "render workers outlived the killed driver"
+        # the kernel's parent-death signal is immediate; 30 s for a loaded machine
+        wait_until(lambda: not any(alive(pid) for pid in workers), 30, "the render workers of the killed driver to die")
     finally:
         process.kill_group()
     finished = sorted(p for p in out.iterdir() if p.name.startswith("object"))
