@@ -3,7 +3,8 @@
 A BackendServer runs in a thread of this process on a real loopback ZeroMQ socket (warm-up on, as `iso3d serve`
 with a compiled model), a BackendClient submits the same preview ``--repeats`` times once the warm-up is ready and
 one preview has run, and the bare call (``run_preview`` to its ``Views`` event, same model, image and settings) is
-timed after each (the service idle by then; interleaved so that both see the same load). The stages around the bare call are timed on their own: input checks and decode in the server
+timed after each (the service idle by then; interleaved so that both see the same load). The stages around the
+bare call are timed on their own: input checks and decode in the server
 (``prepare_input``), decode and resize in the job (``decode_image`` + ``prepare_preview_image``), the PNG
 encoding of the views message (``event_frames``), storing the views (``record_event``: ``views/latest.npz``) and
 the job's ``views.png`` grid. Since 2026-12-02 storing happens after the views message is sent, so only the first
