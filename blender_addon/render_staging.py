@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 import uuid
 
 try:
@@ -22,6 +23,8 @@ except ImportError:  # Windows (the add-on inside Blender): the pid alone marks 
     fcntl = None
 
 LOCK_SUFFIX = ".lock"
+PENDING_SUFFIX = ".new"  # a lock being made (``<folder>.lock.new``), renamed to ``<folder>.lock`` once held
+PENDING_MAX_AGE_S = 300.0  # a pending lock older than this belongs to a process killed while making it
 
 
 class PublishError(Exception):
@@ -35,8 +38,11 @@ class StagingFolder:
         os.makedirs(staging_root, exist_ok=True)
         self.path = os.path.join(staging_root, f"{object_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
         self.lock_path = self.path + LOCK_SUFFIX
-        # The lock exists (and is held) before the folder does: a folder without a live lock is abandoned.
-        self._lock_fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # The lock exists (and is held) before the folder does: a folder without a live lock is abandoned. It is
+        # made under a temporary name, locked and filled, then renamed into place, so another process's
+        # remove_abandoned never sees a lock file that exists but is not yet held (and would delete it).
+        pending = self.lock_path + PENDING_SUFFIX
+        self._lock_fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         if fcntl is not None:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -45,6 +51,7 @@ class StagingFolder:
             except OSError:  # a file system without locks: the pid and host below still name the owner
                 pass
         os.write(self._lock_fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        os.replace(pending, self.lock_path)  # the open descriptor (and its flock) moves with the name
         os.makedirs(self.path)
 
     def publish(self, final: str, check, overwrite: bool = False):
@@ -139,16 +146,24 @@ def remove_abandoned(staging_root: str) -> tuple[int, int]:
     removed = live = 0
     names = set(os.listdir(staging_root))
     for name in sorted(names):
+        path = os.path.join(staging_root, name)
+        if name.endswith(LOCK_SUFFIX + PENDING_SUFFIX):
+            _remove_stale_pending_lock(path)
+            continue
         if name.endswith(LOCK_SUFFIX):
             continue
-        path = os.path.join(staging_root, name)
         if owner_alive(path + LOCK_SUFFIX):
             live += 1
             continue
+        # Other workers publish (rename away) and clean up their folders while this runs: a name listed above
+        # may be gone by now, which is not an error.
         if os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
-            os.unlink(path)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
         removed += 1
     for name in sorted(names):  # locks whose folder is gone (removed above, or never made)
         lock = os.path.join(staging_root, name)
@@ -158,3 +173,25 @@ def remove_abandoned(staging_root: str) -> tuple[int, int]:
             except FileNotFoundError:
                 pass
     return removed, live
+
+
+def _remove_stale_pending_lock(path: str) -> None:
+    """Deletes a ``.lock.new`` left by a process killed while making its lock (old, and not held)."""
+    try:
+        if time.time() - os.stat(path).st_mtime < PENDING_MAX_AGE_S:
+            return
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # held by a live process (or no locks here: keep it, it is tiny)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    finally:
+        os.close(fd)

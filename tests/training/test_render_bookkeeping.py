@@ -51,6 +51,43 @@ def test_a_staging_folder_of_a_live_process_is_kept_and_a_dead_ones_removed(tmp_
     assert list(root.iterdir()) == []
 
 
+def test_cleaning_up_while_other_workers_make_and_publish_folders_never_fails_or_takes_a_live_one(tmp_path):
+    """Two render workers share a staging root: one runs remove_abandoned (as each worker does before an object)
+    while the other makes, fills and publishes folders. Names listed by the first vanish under it (published,
+    cleaned up), and a lock being made must never look abandoned. Found on a loaded machine: the cleaner crashed
+    with FileNotFoundError on a folder the other worker had just published, failing that worker's object."""
+    import threading
+
+    root, out = tmp_path / "staging", tmp_path / "out"
+    out.mkdir()
+    count, errors, lost = 300, [], []
+
+    def publisher():
+        try:
+            for k in range(count):
+                with StagingFolder(str(root), f"object{k:03d}") as staging:
+                    (Path(staging.path) / "fixed_000.png").write_bytes(b"x")
+                    try:
+                        staging.publish(str(out / f"object{k:03d}"), lambda path: None)
+                    except PublishError as error:  # the cleaner took a live folder
+                        lost.append(str(error))
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(repr(error))
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    cleanups = 0
+    while thread.is_alive():
+        remove_abandoned(str(root))  # must not raise while the other worker renames folders away
+        cleanups += 1
+    thread.join()
+    assert not errors and not lost, (errors, lost)
+    assert cleanups > 0
+    assert sorted(p.name for p in out.iterdir()) == [f"object{k:03d}" for k in range(count)]
+    assert all((out / f"object{k:03d}" / "fixed_000.png").read_bytes() == b"x" for k in range(count))
+    assert list(root.iterdir()) == []  # every lock and folder cleaned up
+
+
 def test_publish_refuses_an_incomplete_folder_and_renames_a_whole_one(tmp_path):
     whole = write_object(tmp_path / "rendered", "chair", hue=1, settings=SETTINGS)
     check = lambda path: verify_object_folder(path, SETTINGS, "chair")  # noqa: E731
