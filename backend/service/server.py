@@ -251,16 +251,7 @@ class BackendServer:
         if free is not None:
             fields["free_memory"] = free
         fields["settings"] = self.job_settings
-        jobs = self.store.summaries(self._visible(client_key))[-50:]
-        while True:  # the most recent jobs that fit in a header
-            try:
-                frames = protocol.encode("welcome", **fields, jobs=jobs)
-                break
-            except protocol.ProtocolError:
-                if not jobs:
-                    raise
-                jobs = jobs[len(jobs) // 2 + 1:] if len(jobs) > 1 else []
-        self._send(identity, frames)
+        self._send(identity, self._encode_with_recent_jobs("welcome", client_key, 50, **fields))
 
     def _on_ping(self, identity: bytes, message, client_key: str) -> None:
         fields = {"token": message.get("token")} if message.get("token") is not None else {}
@@ -280,16 +271,18 @@ class BackendServer:
         self._on_list(identity, message, client_key)
 
     def _on_list(self, identity: bytes, message, client_key: str) -> None:
-        jobs = self.store.summaries(self._visible(client_key))[-200:]
-        while True:  # the most recent jobs that fit in a header
+        self._send(identity, self._encode_with_recent_jobs("jobs", client_key, 200))
+
+    def _encode_with_recent_jobs(self, kind: str, client_key: str, most: int, **fields) -> list[bytes]:
+        """``kind`` with the client's most recent jobs (at most ``most``): as many as fit in one header."""
+        jobs = self.store.summaries(self._visible(client_key))[-most:]
+        while True:
             try:
-                frames = protocol.encode("jobs", jobs=jobs)
-                break
+                return protocol.encode(kind, **fields, jobs=jobs)
             except protocol.ProtocolError:
                 if not jobs:
                     raise
                 jobs = jobs[len(jobs) // 2 + 1:] if len(jobs) > 1 else []
-        self._send(identity, frames)
 
     def _refuse_new_job(self) -> str | None:
         """Why no new job can be taken now (queue or disk), or None."""
