@@ -22,7 +22,7 @@ import time
 from collections import deque
 
 from .render_inputs import RenderItem
-from .render_workers import RenderResult, WorkerStartError
+from .render_workers import RenderResult, WorkerStartError, render_one_object
 
 POLL_S = 0.5  # how often the driver checks time limits while waiting for results
 
@@ -83,27 +83,12 @@ def render_object(settings: dict, out_dir: str, staging_dir: str, log_dir: str, 
     except Exception as error:  # noqa: BLE001 - reported to the driver, which stops the run
         traceback.print_exc()
         return "fatal", " ".join(str(error).split()) or type(error).__name__
-    from blender_addon.dataset_render import ObjectRenderError
-
     remove_abandoned(staging_dir)  # what killed tasks left (never a live task's folder)
     from blender_addon.render_plan import verify_object_folder
 
     if verify_object_folder(os.path.join(out_dir, object_id), renderer.settings, object_id) is None:
         return "done", None  # a retry of an attempt killed after it had published the whole object
-    print(f"--- {object_id}: {source}", flush=True)
-    try:
-        path = source
-        if is_uid:
-            from .objaverse_source import download
-
-            path = download(source, objaverse_cache)
-        renderer.render_file(path, object_id, out_dir, staging_dir)
-        return "done", None
-    except ObjectRenderError as error:
-        return "failed", str(error)
-    except Exception as error:  # noqa: BLE001 - any other error fails this object only
-        traceback.print_exc()
-        return "failed", f"{type(error).__name__}: {' '.join(str(error).split())}"
+    return render_one_object(renderer, object_id, source, is_uid, objaverse_cache, out_dir, staging_dir)
 
 
 class RayRenderer:

@@ -71,7 +71,7 @@ def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_
     try:
         import bpy
 
-        from blender_addon.dataset_render import ObjectRenderError, TrainingViewRenderer
+        from blender_addon.dataset_render import TrainingViewRenderer
         from blender_addon.render_plan import RenderSettings
         from blender_addon.render_staging import remove_abandoned
 
@@ -93,20 +93,32 @@ def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_
         object_id, source, is_uid = task
         remove_abandoned(staging_dir)  # what a killed or timed-out worker left (never a live worker's folder)
         started = time.perf_counter()
-        print(f"--- {object_id}: {source}", flush=True)
-        try:
-            path = source
-            if is_uid:
-                from .objaverse_source import download
+        status, reason = render_one_object(renderer, object_id, source, is_uid, objaverse_cache, out_dir,
+                                           staging_dir)
+        connection.send((status, time.perf_counter() - started if status == "done" else reason))
 
-                path = download(source, objaverse_cache)
-            renderer.render_file(path, object_id, out_dir, staging_dir)
-            connection.send(("done", time.perf_counter() - started))
-        except ObjectRenderError as error:
-            connection.send(("failed", str(error)))
-        except Exception as error:  # noqa: BLE001 - any other error fails this object only
-            traceback.print_exc()
-            connection.send(("failed", f"{type(error).__name__}: {' '.join(str(error).split())}"))
+
+def render_one_object(renderer, object_id: str, source: str, is_uid: bool, objaverse_cache, out_dir: str,
+                      staging_dir: str) -> tuple[str, str | None]:
+    """Renders and publishes one object (an Objaverse UID is downloaded first) with a worker's renderer, for the
+    pool's workers and the Ray tasks alike: ("done", None) or ("failed", reason). An unexpected error fails this
+    object only; its traceback goes to the worker's log."""
+    from blender_addon.dataset_render import ObjectRenderError
+
+    print(f"--- {object_id}: {source}", flush=True)
+    try:
+        path = source
+        if is_uid:
+            from .objaverse_source import download
+
+            path = download(source, objaverse_cache)
+        renderer.render_file(path, object_id, out_dir, staging_dir)
+        return "done", None
+    except ObjectRenderError as error:
+        return "failed", str(error)
+    except Exception as error:  # noqa: BLE001 - any other error fails this object only
+        traceback.print_exc()
+        return "failed", f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 class _Slot:
