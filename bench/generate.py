@@ -290,6 +290,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
 def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, warmup: int) -> dict[str, float]:
     """The phase-2 step's floor: one guidance UNet call ([uncond; cond] x views) at the latent size plus the VAE
     encoder forward and backward of the views at ``latent_resolution_input`` (the model as the run uses it)."""
+    from backend.diffusion.precision import guidance_autocast_dtype
     from backend.models.vae import encode_latents
 
     views = config.cameras.views_per_object * config.phases.objects_after
@@ -302,14 +303,15 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
     camera = torch.randn(2 * views, 16, device=device, dtype=dtype)
     images = torch.rand(views, 3, size, size, device=device) * 2 - 1
     autocast = device.type == "cuda" and config.run.mixed_precision
+    compute_dtype = guidance_autocast_dtype(dtype)  # the trainer's choice (backend.diffusion.precision)
 
     def unet():
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+        with torch.no_grad(), torch.autocast(device.type, compute_dtype, enabled=autocast):
             model.unet(x, t, context=context, camera=camera, num_frames=config.cameras.views_per_object)
 
     def vae():
         source = images.clone().requires_grad_(True)
-        with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+        with torch.autocast(device.type, compute_dtype, enabled=autocast):
             latents = encode_latents(model.vae, source)
         latents.float().square().sum().backward()
 
