@@ -84,6 +84,21 @@ def _axis_weights(fx, fy, fz, cx: tl.constexpr, cy: tl.constexpr, cz: tl.constex
 
 
 @triton.jit
+def _weight_gradients(wx, wy, wz, scale, cx: tl.constexpr, cy: tl.constexpr, cz: tl.constexpr):
+    """d weight / d x, y, z = (+1 or -1) * the other two axes' factors * scale (the torch path's ``others``)."""
+    gx = wy * wz * scale
+    gy = wx * wz * scale
+    gz = wx * wy * scale
+    if cx == 0:
+        gx = -gx
+    if cy == 0:
+        gy = -gy
+    if cz == 0:
+        gz = -gz
+    return gx, gy, gz
+
+
+@triton.jit
 def _encode_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features_ptr, gradient_ptr, n_points,
                    LEVELS: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
                    WITH_GRADIENT: tl.constexpr, BLOCK_POINTS: tl.constexpr):
@@ -100,25 +115,13 @@ def _encode_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features_ptr, gradi
     grad_x = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
     grad_y = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
     grad_z = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
-    for corner in tl.static_range(8):
-        cx: tl.constexpr = corner & 1
-        cy: tl.constexpr = (corner >> 1) & 1
-        cz: tl.constexpr = (corner >> 2) & 1
-        row = _corner_row(bx, by, bz, cx, cy, cz, side, mask, offset)
+    for corner in tl.static_range(8):  # corner bits: x, y, z offsets 0/1 (compile-time constants)
+        row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
         values = tl.load(table_ptr + row[:, None] * FEATURES + feature[None, :], mask=store_mask, other=0.0)
-        wx, wy, wz = _axis_weights(fx, fy, fz, cx, cy, cz)
+        wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
         acc += (wx * wy * wz)[:, None] * values
         if WITH_GRADIENT:
-            # d weight / d x = (+1 or -1) * the other two axes' weights * scale (the torch path's ``others``)
-            gx = wy * wz * scale
-            gy = wx * wz * scale
-            gz = wx * wy * scale
-            if cx == 0:
-                gx = -gx
-            if cy == 0:
-                gy = -gy
-            if cz == 0:
-                gz = -gz
+            gx, gy, gz = _weight_gradients(wx, wy, wz, scale, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
             grad_x += gx[:, None] * values
             grad_y += gy[:, None] * values
             grad_z += gz[:, None] * values
@@ -162,22 +165,11 @@ def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, gra
         grad_y = tl.load(base + width, mask=live_mask, other=0.0)
         grad_z = tl.load(base + 2 * width, mask=live_mask, other=0.0)
     for corner in tl.static_range(8):
-        cx: tl.constexpr = corner & 1
-        cy: tl.constexpr = (corner >> 1) & 1
-        cz: tl.constexpr = (corner >> 2) & 1
-        row = _corner_row(bx, by, bz, cx, cy, cz, side, mask, offset)
-        wx, wy, wz = _axis_weights(fx, fy, fz, cx, cy, cz)
+        row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
+        wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
         contribution = (wx * wy * wz)[:, None] * grad_features
         if HAS_GRAD_GRADIENT:
-            gx = wy * wz * scale
-            gy = wx * wz * scale
-            gz = wx * wy * scale
-            if cx == 0:
-                gx = -gx
-            if cy == 0:
-                gy = -gy
-            if cz == 0:
-                gz = -gz
+            gx, gy, gz = _weight_gradients(wx, wy, wz, scale, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
             contribution += gx[:, None] * grad_x + gy[:, None] * grad_y + gz[:, None] * grad_z
         tl.atomic_add(table_grad_ptr + row[:, None] * FEATURES + feature[None, :], contribution, mask=live_mask,
                       sem="relaxed")
