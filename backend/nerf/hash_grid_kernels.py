@@ -23,9 +23,9 @@ import triton.language as tl
 BLOCK = 4096 if triton.knobs.runtime.interpret else 128  # points per program (the interpreter: whole tests in one)
 NUM_WARPS = 4
 
-_LAUNCH_OPTIONS = {"num_warps": NUM_WARPS}
-if torch.cuda.is_available() and not triton.knobs.runtime.interpret:
-    _LAUNCH_OPTIONS["enable_fp_fusion"] = False  # x * scale + 0.5 rounded twice, as torch does
+# enable_fp_fusion False: x * scale + 0.5 rounded twice, as torch does (bench/hash_grid.py --compile-check checks
+# the PTX); the interpreter accepts and ignores both.
+LAUNCH_OPTIONS = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
 
 
 @triton.jit
@@ -190,7 +190,7 @@ def encode(x01: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, layout:
         _encode_kernel[_grid(n_points, levels)](
             x01, table, scales, layout, out, gradient if with_gradient else out, n_points,
             LEVELS=levels, FEATURES=features, FEATURES_P2=triton.next_power_of_2(features),
-            WITH_GRADIENT=with_gradient, BLOCK_POINTS=BLOCK, **_LAUNCH_OPTIONS)
+            WITH_GRADIENT=with_gradient, BLOCK_POINTS=BLOCK, **LAUNCH_OPTIONS)
     return out, gradient
 
 
@@ -205,5 +205,5 @@ def table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_g
             grad_gradient if grad_gradient is not None else table_grad, table_grad, n_points,
             LEVELS=levels, FEATURES=features, FEATURES_P2=triton.next_power_of_2(features),
             HAS_GRAD_FEATURES=grad_features is not None, HAS_GRAD_GRADIENT=grad_gradient is not None,
-            BLOCK_POINTS=BLOCK, **_LAUNCH_OPTIONS)
+            BLOCK_POINTS=BLOCK, **LAUNCH_OPTIONS)
     return table_grad
