@@ -37,9 +37,9 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # The tests that run the kernels: the interpreter makes them slow on a CPU machine.
 runs_kernels = pytest.mark.gpu if DEVICE.type == "cuda" else pytest.mark.slow
 needs_cuda = pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device (the published size)")
-# levels 0..2 at scales 3, 7, 15 (4, 8, 16 cells + the half-cell offset): 5^3 vertices fit the 512-row table
-# (dense), 9^3 and 17^3 do not (hashed)
-GRID = dict(levels=3, features_per_level=2, log2_hashmap_size=9, base_resolution=4, per_level_scale=2.0)
+# levels 0..2 at scales 4, 9, 19 (x * scale + 0.5 in [0.5, scale + 0.5]): level 0's 6^3 vertices fit the 512-row
+# table (dense), 11^3 and 21^3 do not (hashed); scale 4 puts level 0's cell boundaries exactly on float32 values
+GRID = dict(levels=3, features_per_level=2, log2_hashmap_size=9, base_resolution=5, per_level_scale=2.0)
 
 
 def grids(features_per_level: int = 2, levels: int = 3) -> tuple[HashGrid, HashGrid]:
@@ -79,6 +79,8 @@ def test_forward_gradient_rows_and_table_gradient_equal_the_torch_reference():
     reference, fused = grids()
     assert fused.sides[0] and not fused.sides[1] and not fused.sides[2]  # one dense level, two hashed
     x01 = sample_points()
+    position = x01 * 4.0 + 0.5  # level 0
+    assert (position == position.floor()).any(dim=1).sum() >= 50  # points exactly on a cell boundary
     features, rows = fused(x01, with_gradient=True)
     expected_features, expected_rows = reference(x01, with_gradient=True)
     assert features.shape == (x01.shape[0], 6) and rows.shape == (x01.shape[0], 3, 6)
@@ -112,7 +114,7 @@ def test_features_alone_and_their_table_gradient_with_three_features_a_level():
 def test_field_with_the_fused_encoding_equals_the_torch_field():
     """The whole field with analytic normals (the trainer's path): density, albedo, normals and every parameter's
     gradient of a loss on all three, fused encoding against the torch one with the same weights."""
-    config = FieldConfig(levels=2, log2_hashmap_size=9, base_resolution=4, per_level_scale=2.0, mlp_width=16,
+    config = FieldConfig(levels=2, log2_hashmap_size=9, base_resolution=5, per_level_scale=2.0, mlp_width=16,
                          compile=False, encoding="torch")
     torch.manual_seed(4)
     reference = RadianceField(config).to(DEVICE)
