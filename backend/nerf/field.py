@@ -1,4 +1,5 @@
-"""The radiance field: a multiresolution hash grid (pure torch) with small density and albedo MLPs.
+"""The radiance field: a multiresolution hash grid (torch; fused Triton kernels on CUDA, backend.nerf.hash_grid_triton)
+with small density and albedo MLPs.
 
 Points are world coordinates (Blender Z-up) inside [-radius, radius]^3. Density is in 1/world-unit:
 ``softplus(raw + blob_density * (1 - |x| / blob_radius))`` (threestudio's ``blob_magic3d`` bias); albedo is
