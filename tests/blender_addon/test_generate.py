@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.blender, pytest.mark.integration]
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
-from blender_addon.client import decode_array  # noqa: E402
+from blender_addon.core.client import decode_array  # noqa: E402
 from blender_addon.session import SESSION  # noqa: E402
-from tests.helpers.addon_session import drain_everything_sent, drain_until  # noqa: E402
+from tests.helpers.addon_session import drain, drain_everything_sent, drain_until  # noqa: E402
 from tests.helpers.backend import BackendProcess  # noqa: E402
 from tests.helpers.paths import EXAMPLE_IMAGE as EXAMPLE  # noqa: E402
 from tests.helpers.paths import REPO_ROOT  # noqa: E402
@@ -50,10 +50,10 @@ def applied_meshes(monkeypatch):
     seen = []
     original = SESSION.apply
 
-    def recording(context, message):
+    def recording(context, settings, message):
         if message.type == "mesh":
             seen.append(message)
-        return original(context, message)
+        return original(context, settings, message)
 
     monkeypatch.setattr(SESSION, "apply", recording)
     return seen
@@ -323,7 +323,7 @@ def test_no_second_job_runs_unseen_and_a_waiting_one_can_be_withdrawn(addon, bac
     # The backend is down: a Preview waits visibly, a second one is refused, Cancel withdraws the first.
     addon.backend_address = "tcp://127.0.0.1:9"  # the discard port: nothing listens there
     assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
-    SESSION.drain(bpy.context)
+    drain()
     assert bpy.context.scene.iso3d_job.request and not bpy.ops.iso3d.preview_views.poll()
     assert bpy.ops.iso3d.cancel() == {"FINISHED"}
     state = bpy.context.scene.iso3d_job
@@ -383,7 +383,7 @@ def test_a_24_megapixel_photo_costs_the_ui_well_under_two_seconds_and_leaves_no_
     def sent() -> bool:
         nonlocal ui_seconds
         started = time.perf_counter()
-        SESSION.drain(bpy.context)
+        drain()
         ui_seconds += time.perf_counter() - started
         return bpy.context.scene.iso3d_job.state != "preparing"
 
