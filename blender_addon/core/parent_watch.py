@@ -36,16 +36,19 @@ def child_environment(environment: dict | None = None) -> dict:
     return dict(os.environ if environment is None else environment, **{PARENT_VARIABLE: str(os.getpid())})
 
 
-def exit_with_parent(graceful: bool = True) -> bool:
+def exit_with_parent(graceful: bool = True, poll: bool = False) -> bool:
     """In a child started with ``child_environment``: end this process when its parent dies (see the module
     docstring). False (and nothing done) when no parent asked for it. The variable is removed, so that this
-    process's own children do not watch the wrong parent."""
+    process's own children do not watch the wrong parent. ``poll``: the macOS way (a thread watching
+    ``os.getppid()``) on any POSIX system, so that it is tested on Linux too."""
     value = os.environ.pop(PARENT_VARIABLE, "")
     if not value.isdigit():
         return False
     parent = int(value)
     stop = signal.SIGTERM if graceful or sys.platform == "win32" else signal.SIGKILL
-    if sys.platform.startswith("linux"):
+    if poll and sys.platform != "win32":
+        _watch_in_thread(_wait_for_reparenting, parent, stop)
+    elif sys.platform.startswith("linux"):
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
