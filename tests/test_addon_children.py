@@ -43,12 +43,11 @@ time.sleep(600)
 """
 # The macOS watch (a thread polling os.getppid()), run on Linux: the child says its pid once it watches.
 POLLING_PARENT = """
-import subprocess, sys, time
+import subprocess, sys
 from blender_addon.core.parent_watch import child_environment
 child = ("import os, time\\nfrom blender_addon.core.parent_watch import exit_with_parent\\n"
          "assert exit_with_parent(poll=True)\\nprint(os.getpid(), flush=True)\\ntime.sleep(600)")
-subprocess.Popen([sys.executable, "-c", child], env=child_environment())
-time.sleep(600)
+sys.exit(subprocess.Popen([sys.executable, "-c", child], env=child_environment()).wait())  # its stdout closes
 """
 
 

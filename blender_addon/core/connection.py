@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from .addresses import AddressError, is_loopback
 
 
-class ConnectionRefused(Exception):
-    """The preferences do not allow this connection; the message says why in plain words."""
+class ConnectionRefused(ConnectionError):
+    """The preferences do not allow this connection; the message says why in plain words. A ConnectionError, so
+    that whatever handles a connection that fails also handles one that is not allowed."""
 
 
 @dataclass(frozen=True)

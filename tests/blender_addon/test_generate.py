@@ -177,6 +177,23 @@ def test_remote_backends_need_online_access_and_keys(addon):
     assert SESSION.client is None  # nothing was opened towards that address
 
 
+def test_a_connection_refused_once_the_photo_is_ready_fails_the_job_in_words(addon, tmp_path):
+    """The photo is downscaled in a child first; the refusal (no keys for a remote backend) comes at the drain that
+    sends it, where it must become the scene's error, not an exception out of the UI timer."""
+    from PIL import Image
+
+    Image.new("RGB", (1200, 800), (200, 40, 40)).save(tmp_path / "photo.png")  # over MAX_SEND_SIDE: downscaled
+    settings = bpy.context.scene.iso3d_generate
+    settings.image_path = str(tmp_path / "photo.png")
+    addon.backend_address = "tcp://192.0.2.7:5555"
+    expected = "needs CURVE keys" if bpy.app.online_access else "offline mode"
+    assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+    assert bpy.context.scene.iso3d_job.state == "preparing"
+    state = drain_until(lambda s: s.state != "preparing", 300)  # the child starts bpy: a minute under load 15
+    assert state.state == "failed" and expected in state.last_error, state.last_error
+    assert SESSION.client is None and not SESSION.preparing
+
+
 def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(registered_addon, tmp_path):
     backend = BackendProcess(tmp_path / "data").start()
     restarted = backend.restarted()
