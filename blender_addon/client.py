@@ -166,6 +166,10 @@ class BackendClient:
     def attach(self, job: str) -> None:
         self.send(protocol.encode("attach", job=job))
 
+    def resume(self, job: str) -> None:
+        """Resume a cancelled generate job from its saved step (answered ``accepted``, then its events)."""
+        self.send(protocol.encode("resume", job=job))
+
     def list_jobs(self) -> None:
         self.send(protocol.encode("list"))
 
