@@ -97,6 +97,7 @@ class Session:
         self.attached: dict[str, float] = {}  # job id -> when attach was last sent on this connection
         self.job_states: dict[str, dict] = {}  # scene name -> its iso3d_job values, kept outside the undo memfile
         self.withdrawn: set[str] = set()  # request ids cancelled before the backend accepted them
+        self.resuming: set[str] = set()  # job ids sent ``resume`` that the backend has not answered yet
         self.undo_reasons: list[str] = []  # results applied by this drain that deserve an undo step
         self.announcements: list[tuple[str, str]] = []  # (INFO|ERROR, text): a job of a scene ended
         self.lost_since: float | None = None  # when the connection was last seen lost (monotonic)
@@ -140,6 +141,7 @@ class Session:
         self.disconnect()
         self.job_states.clear()
         self.withdrawn.clear()
+        self.resuming.clear()
         for prepared, *_ in self.preparing.values():
             prepared.cancel()
         self.preparing.clear()
@@ -213,6 +215,20 @@ class Session:
         if not job:
             raise ValueError("There is no job to cancel")
         self.connect(context).cancel(job)
+
+    def resume(self, context, job: str = "") -> None:
+        """Resume ``job`` (default: the scene's), a cancelled generate job, from the step it saved: it is followed
+        in this scene and streams into its own object again (``accepted`` makes it queued/running here; a refusal
+        is shown on it in words and leaves it as it was)."""
+        state = context.scene.iso3d_job
+        job = job or state.job_id
+        if not job:
+            raise ValueError("There is no job to resume")
+        if job != state.job_id:
+            self.attach(context, job)
+        self.connect(context).resume(job)
+        self.resuming.add(job)
+        state.last_error = ""
 
     def attach(self, context, job: str) -> None:
         """Follow ``job`` in this scene. Another job than the scene's brings its results into its own object (the
@@ -399,13 +415,19 @@ class Session:
             return
         scene = _request_scene(message.get("request", ""))
         scenes = [scene] if scene is not None else _job_scenes(job)
+        resumed = job in self.resuming and not message.get("request")  # runs again from its saved step
+        self.resuming.discard(job)
         for scene in scenes:
             state = scene.iso3d_job
             state.job_id, state.job_kind, state.request = job, message.get("kind"), ""
             state.position = message.get("position")
-            if state.state not in FINISHED_STATES:
+            if state.state not in FINISHED_STATES or resumed:
                 state.state = "queued" if message.get("position") > 0 else "running"
+            if resumed:
+                state.phase, state.last_error, state.eta = "resuming", "", -1.0
             self.attached[job] = time.monotonic()
+        if resumed and self.client is not None:
+            self.client.list_jobs()  # the Jobs list shows it running again
 
     def _on_progress(self, context, message) -> None:
         for scene in _job_scenes(message.get("job")):
@@ -532,11 +554,13 @@ class Session:
         for scene in scenes:
             state = scene.iso3d_job
             already_failed = state.state == "failed"  # a replay of an old failure is not news
-            if code == "not_running":
-                state.last_error = text
+            if code == "not_running" or (job in self.resuming and code != "cancelled"):
+                state.last_error = text  # a refused cancel or resume: the job stays as it was
                 continue
             if code == "cancelled":  # what the artist asked for: a state, not an error
                 state.state, state.last_error, state.eta = "cancelled", "", -1.0
+                if self.client is not None and job not in self.resuming:
+                    self.client.list_jobs()  # the Jobs list learns whether it can be resumed
                 continue
             state.last_error = text
             if code == "unknown_job" or state.request:
@@ -545,6 +569,8 @@ class Session:
                 state.state = "failed"
             if state.state == "failed" and not already_failed:
                 self.announcements.append(("ERROR", f"Isotropic3D: {state.job_kind or 'job'} failed: {text}"))
+        if job in self.resuming and code != "cancelled":
+            self.resuming.discard(job)  # answered: refused
 
     def _on_pong(self, context, message) -> None:
         pass
