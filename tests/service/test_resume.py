@@ -116,3 +116,30 @@ def test_resume_refusals_are_answered_in_words_and_the_service_goes_on(serve_in_
     assert code == "needs_model" and "'isotropic3d (published)'" in message and "restart the backend" in message
     client.ping("still here")
     assert client.wait_for(lambda m: m.type == "pong", ANSWER_S).get("token") == "still here"
+
+
+def test_a_job_failed_by_interruptions_resumes_after_a_restart(serve_in_process, connect, tmp_path):
+    """The service died under it too often (``--max-crashes``): failed ``crashed``, its checkpoint kept; a person
+    resumes it on a restarted service, with a fresh retry budget."""
+    backend = serve_in_process(tmp_path / "data")
+    client = connect(backend.address)
+    job = submit(client)
+    client.wait_for(lambda m: m.type == "progress" and m.get("job") == job and m.get("step", 0) >= 1, JOB_S)
+    client.cancel(job)
+    client.wait_for(lambda m: m.type == "error" and m.get("job") == job, JOB_S)
+    backend.stop()
+    folder = tmp_path / "data" / "jobs" / job
+    saved = torch.load(folder / "work" / CHECKPOINT_NAME, weights_only=True)["step"]
+    record = json.loads((folder / "job.json").read_text())  # as JobQueue.start leaves a job that crashed 3 times
+    record.update(status="failed", error_code="crashed", error_message="failed: crashed 3 times", crashes=3)
+    (folder / "job.json").write_text(json.dumps(record))
+    backend = serve_in_process(tmp_path / "data")
+    client = connect(backend.address)
+    assert listed(client)[job]["resumable"] is True
+    client.resume(job)
+    streamed = []
+    client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, JOB_S, streamed)
+    assert streamed[-1].type == "done", streamed[-1].fields
+    steps = [m.get("step") for m in streamed if m.type == "progress" and m.get("phase") == "sds"]
+    assert steps == list(range(saved + 1, STEPS + 1))
+    assert json.loads((folder / "job.json").read_text())["crashes"] == 0
