@@ -382,6 +382,7 @@ class BackendServer:
     def _on_resume(self, identity: bytes, message, client_key: str) -> None:
         """A cancelled generate job back into the queue: same id and folder, on from its saved step; the sender
         follows it (``accepted``, then its events, as after a submit), and so does every client attached to it."""
+        self._forward_events()  # a job that has just stopped: its end goes out (and is pruned) before it runs again
         record = self._known_job(identity, message.get("job"), client_key)
         if record is None:
             return
