@@ -149,14 +149,15 @@ def test_resume_after_cancel_streams_on_into_the_same_object_until_done(addon, m
     from blender_addon.panels import can_resume
 
     settings = bpy.context.scene.iso3d_generate
-    settings.steps, settings.mesh_every, settings.options = 12, 1, json.dumps({**SMALL, "run.checkpoint_every": 1000})
+    steps = 8  # the checkpoint it resumes from is the one the cancel saved (its own come every 1000 steps)
+    settings.steps, settings.mesh_every, settings.options = steps, 1, json.dumps({**SMALL, "run.checkpoint_every": 1000})
     assert bpy.ops.iso3d.generate() == {"FINISHED"}
     drain_until(lambda s: s.state == "running" and s.step >= 2 and s.mesh_updates >= 1)
     assert bpy.ops.iso3d.cancel() == {"FINISHED"}
     state = drain_until(lambda s: s.state in ("cancelled", "done", "failed"))
     assert state.state == "cancelled", state.last_error
     job, stopped_at, obj = state.job_id, state.step, bpy.data.objects[state.object_name]
-    assert 2 <= stopped_at < 12 and obj["iso3d_job"] == job
+    assert 2 <= stopped_at < steps and obj["iso3d_job"] == job
     drain_everything_sent()  # the job list the session asked for at the cancel
     assert can_resume(job, "generate", "cancelled")  # the backend lists it as resumable: Resume is offered
     applied = []
@@ -171,8 +172,8 @@ def test_resume_after_cancel_streams_on_into_the_same_object_until_done(addon, m
     assert bpy.ops.iso3d.resume() == {"FINISHED"}
     state = drain_until(lambda s: s.state in ("done", "failed") or bool(s.last_error))
     assert state.state == "done" and state.job_id == job, state.last_error
-    steps = [m.get("step") for m in applied if m.type == "progress" and m.get("phase") == "sds"]
-    assert steps and steps[0] == stopped_at + 1 and steps[-1] == 12  # on from the saved step, not from 0
+    streamed = [m.get("step") for m in applied if m.type == "progress" and m.get("phase") == "sds"]
+    assert streamed and streamed[0] == stopped_at + 1 and streamed[-1] == steps  # on from the saved step, not 0
     meshes = [m for m in applied if m.type == "mesh"]
     assert meshes and all(m.get("step") > stopped_at for m in meshes) and meshes[-1].get("final")
     assert [o for o in bpy.data.objects if o.type == "MESH"] == [obj]  # the same object, no second one
