@@ -7,9 +7,9 @@ header's ``payloads`` list describes, in order: ``{"kind": "png"}`` (PNG bytes) 
 
 Client -> backend: hello, submit (job spec + input image PNG; a ``finish`` job, which works on an earlier
 generate job's field, carries no image), cancel, attach, resume (a cancelled generate job, which saved its state:
-back into the queue, on from its saved step; answered like a submit, ``accepted``), list, ping, fetch (a job's
-result file by name, from ``offset``), prune (admin: delete finished jobs older than ``keep_days`` and/or the
-oldest until the jobs take ``max_data_gb``; answered with ``jobs``, the jobs that remain).
+back into the queue, on from its saved step; answered like a submit: ``accepted`` with its ``request``), list,
+ping, fetch (a job's result file by name, from ``offset``), prune (admin: delete finished jobs older than
+``keep_days`` and/or the oldest until the jobs take ``max_data_gb``; answered with ``jobs``, the jobs that remain).
 Backend -> client: welcome, accepted, progress, views (PNG per view + cameras), mesh (vertices f4 [V,3], faces
 i4 [F,3], vertex colours u1 [V,3]; a finished asset adds corner UVs f4 [F,3,2] (v up) and its baked texture as
 PNG, and ``level``: 0 main, i the i-th LOD), done (artifacts by ``name`` and ``size`` in bytes; ``path`` only
@@ -65,7 +65,7 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "submit": ({"kind": _STR, "settings": _DICT}, {"request": _STR, "name": _STR}),
     "cancel": ({"job": _STR}, {}),
     "attach": ({"job": _STR}, {}),
-    "resume": ({"job": _STR}, {}),
+    "resume": ({"job": _STR}, {"request": _STR}),
     "list": ({}, {}),
     "ping": ({}, {"token": _STR}),
     "fetch": ({"job": _STR, "name": _STR}, {"offset": _INT, "request": _STR}),

@@ -97,7 +97,7 @@ class Session:
         self.attached: dict[str, float] = {}  # job id -> when attach was last sent on this connection
         self.job_states: dict[str, dict] = {}  # scene name -> its iso3d_job values, kept outside the undo memfile
         self.withdrawn: set[str] = set()  # request ids cancelled before the backend accepted them
-        self.resuming: set[str] = set()  # job ids sent ``resume`` that the backend has not answered yet
+        self.resuming: dict[str, str] = {}  # job id -> request id of a ``resume`` the backend has not answered
         self.undo_reasons: list[str] = []  # results applied by this drain that deserve an undo step
         self.announcements: list[tuple[str, str]] = []  # (INFO|ERROR, text): a job of a scene ended
         self.lost_since: float | None = None  # when the connection was last seen lost (monotonic)
@@ -224,15 +224,24 @@ class Session:
         job = job or state.job_id
         if not job:
             raise ValueError("There is no job to resume")
+        client = self.connect(context)
         if job != state.job_id:
-            self.attach(context, job)
-        self.connect(context).resume(job)
-        self.resuming.add(job)
+            self._follow(context, job)
+            state.state = "cancelled"  # as listed; the answer to resume makes it queued
+        self.resuming[job] = client.resume(job)
         state.last_error = ""
+        self.remember_job_states()
 
     def attach(self, context, job: str) -> None:
         """Follow ``job`` in this scene. Another job than the scene's brings its results into its own object (the
         one it made earlier, else a new one), never into the object of the job followed before."""
+        self._follow(context, job)
+        self.connect(context).attach(job)
+        self.attached[job] = time.monotonic()
+        self.remember_job_states()
+
+    def _follow(self, context, job: str) -> None:
+        """Make ``job`` the scene's job (its results into its own object), unless it is already."""
         from .scene_sync import FINISH_JOB_PROPERTY, JOB_PROPERTY
 
         state = context.scene.iso3d_job
@@ -243,9 +252,6 @@ class Session:
                 obj.get(JOB_PROPERTY), obj.get(FINISH_JOB_PROPERTY))), None)
             state.object_name = owner.name if owner is not None else ""
             state.target = tuple(context.scene.cursor.location)
-        self.connect(context).attach(job)
-        self.attached[job] = time.monotonic()
-        self.remember_job_states()
 
     # -- job state outside the undo memfile -------------------------------------------------------------------
     def remember_job_states(self) -> None:
@@ -415,8 +421,9 @@ class Session:
             return
         scene = _request_scene(message.get("request", ""))
         scenes = [scene] if scene is not None else _job_scenes(job)
-        resumed = job in self.resuming and not message.get("request")  # runs again from its saved step
-        self.resuming.discard(job)
+        resumed = bool(message.get("request")) and self.resuming.get(job) == message.get("request")
+        if resumed:  # the answer to our resume (not an attach's): it runs again from its saved step
+            del self.resuming[job]
         for scene in scenes:
             state = scene.iso3d_job
             state.job_id, state.job_kind, state.request = job, message.get("kind"), ""
@@ -570,7 +577,7 @@ class Session:
             if state.state == "failed" and not already_failed:
                 self.announcements.append(("ERROR", f"Isotropic3D: {state.job_kind or 'job'} failed: {text}"))
         if job in self.resuming and code != "cancelled":
-            self.resuming.discard(job)  # answered: refused
+            del self.resuming[job]  # answered: refused
 
     def _on_pong(self, context, message) -> None:
         pass

@@ -400,7 +400,10 @@ class BackendServer:
             self._refusal(identity, "queue_full", record.id)
             return
         self.subscribers.setdefault(record.id, set()).add(identity)
-        self._send(identity, protocol.encode("accepted", job=record.id, kind=record.kind, position=position))
+        fields = dict(job=record.id, kind=record.kind, position=position)
+        if message.get("request") is not None:
+            fields["request"] = message.get("request")
+        self._send(identity, protocol.encode("accepted", **fields))
 
     def _on_attach(self, identity: bytes, message, client_key: str) -> None:
         record = self._known_job(identity, message.get("job"), client_key)
