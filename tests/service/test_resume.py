@@ -67,9 +67,10 @@ def test_a_cancelled_generate_job_resumes_from_its_saved_step_to_done(serve_in_p
     watcher.attach(job)
     watcher.wait_for(lambda m: m.type == "error" and m.get("code") == "cancelled", ANSWER_S)
 
-    client.resume(job)
+    request = client.resume(job)
     accepted = client.wait_for(lambda m: m.type in ("accepted", "error"), ANSWER_S)
     assert accepted.type == "accepted" and accepted.get("job") == job, accepted.fields
+    assert accepted.get("request") == request  # the answer to this resume (an attach's has none)
     streamed, seen = [], []
     client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, JOB_S, streamed)
     watcher.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, JOB_S, seen)
