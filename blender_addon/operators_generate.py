@@ -8,11 +8,12 @@ import json
 
 import bpy
 
-from .addresses import AddressError, is_loopback
+from .core.addresses import AddressError, is_loopback
 from .image_input import ImageInputError, prepare_input
-from .job_settings import changed_settings
-from .local_backend import LocalBackendError, serve_command
-from .preferences import ConnectionRefused, addon_preferences, backend_address, local_data_folder
+from .core.job_settings import changed_settings
+from .core.local_backend import LocalBackendError, serve_command
+from .core.connection import ConnectionRefused
+from .preferences import addon_preferences, backend_address, local_data_folder, session_settings
 from .session import SESSION
 
 
@@ -80,7 +81,8 @@ class _Submit:
             if self.kind == "generate":
                 target = settings.result_object
                 object_name = target.name if target is not None else _unique_object_name(f"Isotropic3D {prepared.name}")
-            SESSION.submit_when_ready(context, self.kind, prepared, job_settings, object_name)
+            SESSION.submit_when_ready(context, session_settings(context), self.kind, prepared, job_settings,
+                                      object_name)
         except (ImageInputError, ConnectionRefused, ValueError, ConnectionError) as error:
             context.scene.iso3d_job.last_error = str(error)
             self.report({"ERROR"}, str(error))
@@ -139,7 +141,7 @@ class ISO3D_OT_cancel(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            SESSION.cancel(context, self.job.strip())
+            SESSION.cancel(context, session_settings(context), self.job.strip())
         except (ValueError, ConnectionRefused, ConnectionError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -164,7 +166,7 @@ class ISO3D_OT_resume(bpy.types.Operator):
             self.report({"ERROR"}, busy_reason(context.scene))  # it would leave the running job unseen
             return {"CANCELLED"}
         try:
-            SESSION.resume(context, job)
+            SESSION.resume(context, session_settings(context), job)
         except (ValueError, ConnectionRefused, ConnectionError) as error:
             state.last_error = str(error)
             self.report({"ERROR"}, str(error))
@@ -190,9 +192,10 @@ class ISO3D_OT_connect(bpy.types.Operator):
             self.report({"ERROR"}, busy_reason(context.scene))  # it would leave the running job unseen
             return {"CANCELLED"}
         try:
-            SESSION.connect(context, force=True)
+            settings = session_settings(context)
+            SESSION.connect(context, settings, force=True)
             if job:
-                SESSION.attach(context, job)
+                SESSION.attach(context, settings, job)
         except (ConnectionRefused, ConnectionError) as error:
             context.scene.iso3d_job.last_error = str(error)
             self.report({"ERROR"}, str(error))
@@ -210,7 +213,7 @@ class ISO3D_OT_refresh_jobs(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            SESSION.refresh_jobs(context)
+            SESSION.refresh_jobs(context, session_settings(context))
         except (ConnectionRefused, ConnectionError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -235,7 +238,7 @@ class ISO3D_OT_start_local_backend(bpy.types.Operator):
                 preferences.local_device if preferences else "auto", address, local_data_folder(context),
             )
             SESSION.local_backend.start(command, local_data_folder(context))
-            SESSION.connect(context, force=True)
+            SESSION.connect(context, session_settings(context), force=True)
         except (LocalBackendError, ConnectionRefused, AddressError, OSError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}

@@ -58,7 +58,7 @@ class ISO3D_PT_generate(_SidebarTab, bpy.types.Panel):
     bl_order = 0
 
     def draw(self, context):
-        from .client import zmq_problem
+        from .core.client import zmq_problem
 
         layout = self.layout
         settings = context.scene.iso3d_generate

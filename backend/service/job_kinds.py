@@ -90,7 +90,7 @@ def validate_settings(kind: str, settings: dict):
 
 
 def describe_job_settings() -> dict[str, dict]:
-    """Defaults and bounds of every job kind's settings, as ``welcome`` carries them (blender_addon/protocol.py)."""
+    """Defaults and bounds of every job kind's settings, as ``welcome`` carries them (blender_addon/core/protocol.py)."""
     from backend.diffusion.preview import PreviewSettings
     from backend.finishing.pipeline import FinishOptions
     from backend.nerf.presets import DEFAULT_PRESET, PRESETS, preset

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Queued, Views
-from blender_addon.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
+from blender_addon.core.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
 
 log = logging.getLogger("iso3d.server")
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")

@@ -5,7 +5,7 @@ The socket lives in one thread (the loop below), which only moves bytes and smal
 decoded and downscaled by a worker thread, jobs run one at a time in the JobQueue's worker thread, and both hand
 their results back through a thread-safe queue. No message can end the loop: each one is handled inside a
 catch-all that answers ``error`` (``internal`` with a short id; the traceback goes to the log). Messages are
-defined in blender_addon/protocol.py.
+defined in blender_addon/core/protocol.py.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from backend.service.options import ServiceOptions, sanitize_name
 from backend.service.resuming import resume_refusal
 from backend.service.warmup import Warmup
 from backend.settings import settings_from_dict
-from blender_addon import protocol
-from blender_addon.addresses import DEFAULT_ADDRESS
+from blender_addon.core import protocol
+from blender_addon.core.addresses import DEFAULT_ADDRESS
 
 log = logging.getLogger("iso3d.server")
 REPLAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a damaged stored file (np.load)

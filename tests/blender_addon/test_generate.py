@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.blender, pytest.mark.integration]
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
-from blender_addon.client import decode_array  # noqa: E402
+from blender_addon.core.client import decode_array  # noqa: E402
 from blender_addon.session import SESSION  # noqa: E402
-from tests.helpers.addon_session import drain_everything_sent, drain_until  # noqa: E402
+from tests.helpers.addon_session import drain, drain_everything_sent, drain_until  # noqa: E402
 from tests.helpers.backend import BackendProcess  # noqa: E402
 from tests.helpers.paths import EXAMPLE_IMAGE as EXAMPLE  # noqa: E402
 from tests.helpers.paths import REPO_ROOT  # noqa: E402
@@ -50,10 +50,10 @@ def applied_meshes(monkeypatch):
     seen = []
     original = SESSION.apply
 
-    def recording(context, message):
+    def recording(context, settings, message):
         if message.type == "mesh":
             seen.append(message)
-        return original(context, message)
+        return original(context, settings, message)
 
     monkeypatch.setattr(SESSION, "apply", recording)
     return seen
@@ -163,8 +163,8 @@ def test_resume_after_cancel_streams_on_into_the_jobs_own_object_until_done(addo
     applied, shown = [], []  # the job's progress and meshes; the scene's job state after each streamed step
     original = SESSION.apply
 
-    def recording(context, message):
-        result = original(context, message)
+    def recording(context, settings, message):
+        result = original(context, settings, message)
         if message.get("job") == job and message.type in ("progress", "mesh"):
             applied.append(message)
             if message.type == "progress" and message.get("phase") == "sds":
@@ -222,6 +222,23 @@ def test_remote_backends_need_online_access_and_keys(addon):
     with pytest.raises(RuntimeError, match=expected):
         bpy.ops.iso3d.connect()
     assert SESSION.client is None  # nothing was opened towards that address
+
+
+def test_a_connection_refused_once_the_photo_is_ready_fails_the_job_in_words(addon, tmp_path):
+    """The photo is downscaled in a child first; the refusal (no keys for a remote backend) comes at the drain that
+    sends it, where it must become the scene's error, not an exception out of the UI timer."""
+    from PIL import Image
+
+    Image.new("RGB", (1200, 800), (200, 40, 40)).save(tmp_path / "photo.png")  # over MAX_SEND_SIDE: downscaled
+    settings = bpy.context.scene.iso3d_generate
+    settings.image_path = str(tmp_path / "photo.png")
+    addon.backend_address = "tcp://192.0.2.7:5555"
+    expected = "needs CURVE keys" if bpy.app.online_access else "offline mode"
+    assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+    assert bpy.context.scene.iso3d_job.state == "preparing"
+    state = drain_until(lambda s: s.state != "preparing", 300)  # the child starts bpy: a minute under load 15
+    assert state.state == "failed" and expected in state.last_error, state.last_error
+    assert SESSION.client is None and not SESSION.preparing
 
 
 def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(registered_addon, tmp_path):
@@ -370,7 +387,7 @@ def test_no_second_job_runs_unseen_and_a_waiting_one_can_be_withdrawn(addon, bac
     # The backend is down: a Preview waits visibly, a second one is refused, Cancel withdraws the first.
     addon.backend_address = "tcp://127.0.0.1:9"  # the discard port: nothing listens there
     assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
-    SESSION.drain(bpy.context)
+    drain()
     assert bpy.context.scene.iso3d_job.request and not bpy.ops.iso3d.preview_views.poll()
     assert bpy.ops.iso3d.cancel() == {"FINISHED"}
     state = bpy.context.scene.iso3d_job
@@ -430,7 +447,7 @@ def test_a_24_megapixel_photo_costs_the_ui_well_under_two_seconds_and_leaves_no_
     def sent() -> bool:
         nonlocal ui_seconds
         started = time.perf_counter()
-        SESSION.drain(bpy.context)
+        drain()
         ui_seconds += time.perf_counter() - started
         return bpy.context.scene.iso3d_job.state != "preparing"
 

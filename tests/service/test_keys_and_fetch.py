@@ -9,8 +9,8 @@ import pytest
 
 from backend.errors import UserError
 from backend.service.auth import CurveKeys, generate_keys, public_key
-from blender_addon import protocol
-from blender_addon.client import BackendClient
+from blender_addon.core import protocol
+from blender_addon.core.client import BackendClient
 from tests.helpers.backend import EXAMPLE_PNG
 
 pytestmark = pytest.mark.integration
