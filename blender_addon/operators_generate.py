@@ -1,4 +1,5 @@
-"""Operators of the generation panel: Preview Views, Generate, Cancel, Connect/Attach, Start/Stop local backend.
+"""Operators of the generation panel: Preview Views, Generate, Cancel, Resume, Connect/Attach, Start/Stop local
+backend.
 
 Each one only queues work on the session (never waits for the backend) and reports every problem in plain words.
 """
@@ -148,6 +149,32 @@ class ISO3D_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class ISO3D_OT_resume(bpy.types.Operator):
+    """Resume a cancelled generate job from the step it saved; its meshes stream into its own object again"""
+
+    bl_idname = "iso3d.resume"
+    bl_label = "Resume"
+    bl_options = {"UNDO"}
+
+    job: bpy.props.StringProperty(name="Job", description="A cancelled generate job's id; empty = this scene's job",
+                                  options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        state = context.scene.iso3d_job
+        job = self.job.strip() or state.job_id
+        if job != state.job_id and busy_reason(context.scene):
+            self.report({"ERROR"}, busy_reason(context.scene))  # it would leave the running job unseen
+            return {"CANCELLED"}
+        try:
+            SESSION.resume(context, session_settings(context), job)
+        except (ValueError, ConnectionRefused, ConnectionError) as error:
+            state.last_error = str(error)
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Isotropic3D: resuming {state.object_name or job}")
+        return {"FINISHED"}
+
+
 class ISO3D_OT_connect(bpy.types.Operator):
     """Connect to the backend (again) and attach to a job: the given one, else the scene's"""
 
@@ -249,7 +276,8 @@ class ISO3D_OT_report(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (ISO3D_OT_preview_views, ISO3D_OT_generate, ISO3D_OT_generate_from_seed, ISO3D_OT_cancel, ISO3D_OT_connect,
+CLASSES = (ISO3D_OT_preview_views, ISO3D_OT_generate, ISO3D_OT_generate_from_seed, ISO3D_OT_cancel, ISO3D_OT_resume,
+           ISO3D_OT_connect,
            ISO3D_OT_refresh_jobs, ISO3D_OT_start_local_backend, ISO3D_OT_stop_local_backend, ISO3D_OT_report)
 
 

@@ -100,6 +100,7 @@ class Session:
         self.attached: dict[str, float] = {}  # job id -> when attach was last sent on this connection
         self.job_states: dict[str, dict] = {}  # scene name -> its iso3d_job values, kept outside the undo memfile
         self.withdrawn: set[str] = set()  # request ids cancelled before the backend accepted them
+        self.resuming: dict[str, str] = {}  # job id -> request id of a ``resume`` the backend has not answered
         self.undo_reasons: list[str] = []  # results applied by this drain that deserve an undo step
         self.announcements: list[tuple[str, str]] = []  # (INFO|ERROR, text): a job of a scene ended
         self.lost_since: float | None = None  # when the connection was last seen lost (monotonic)
@@ -142,6 +143,7 @@ class Session:
         self.disconnect()
         self.job_states.clear()
         self.withdrawn.clear()
+        self.resuming.clear()
         for prepared, *_ in self.preparing.values():
             prepared.cancel()
         self.preparing.clear()
@@ -217,9 +219,32 @@ class Session:
             raise ValueError("There is no job to cancel")
         self.connect(context, settings).cancel(job)
 
+    def resume(self, context, settings: SessionSettings, job: str = "") -> None:
+        """Resume ``job`` (default: the scene's), a cancelled generate job, from the step it saved: it is followed
+        in this scene and streams into its own object again (``accepted`` makes it queued/running here; a refusal
+        is shown on it in words and leaves it as it was)."""
+        state = context.scene.iso3d_job
+        job = job or state.job_id
+        if not job:
+            raise ValueError("There is no job to resume")
+        client = self.connect(context, settings)
+        if job != state.job_id:
+            self._follow(context, job)
+            state.state = "cancelled"  # as listed; the answer to resume makes it queued
+        self.resuming[job] = client.resume(job)
+        state.last_error = ""
+        self.remember_job_states()
+
     def attach(self, context, settings: SessionSettings, job: str) -> None:
         """Follow ``job`` in this scene. Another job than the scene's brings its results into its own object (the
         one it made earlier, else a new one), never into the object of the job followed before."""
+        self._follow(context, job)
+        self.connect(context, settings).attach(job)
+        self.attached[job] = time.monotonic()
+        self.remember_job_states()
+
+    def _follow(self, context, job: str) -> None:
+        """Make ``job`` the scene's job (its results into its own object), unless it is already."""
         from .scene_sync import FINISH_JOB_PROPERTY, JOB_PROPERTY
 
         state = context.scene.iso3d_job
@@ -230,9 +255,6 @@ class Session:
                 obj.get(JOB_PROPERTY), obj.get(FINISH_JOB_PROPERTY))), None)
             state.object_name = owner.name if owner is not None else ""
             state.target = tuple(context.scene.cursor.location)
-        self.connect(context, settings).attach(job)
-        self.attached[job] = time.monotonic()
-        self.remember_job_states()
 
     # -- job state outside the undo memfile -------------------------------------------------------------------
     def remember_job_states(self) -> None:
@@ -402,13 +424,20 @@ class Session:
             return
         scene = _request_scene(message.get("request", ""))
         scenes = [scene] if scene is not None else _job_scenes(job)
+        resumed = bool(message.get("request")) and self.resuming.get(job) == message.get("request")
+        if resumed:  # the answer to our resume (not an attach's): it runs again from its saved step
+            del self.resuming[job]
         for scene in scenes:
             state = scene.iso3d_job
             state.job_id, state.job_kind, state.request = job, message.get("kind"), ""
             state.position = message.get("position")
-            if state.state not in FINISHED_STATES:
+            if state.state not in FINISHED_STATES or resumed:
                 state.state = "queued" if message.get("position") > 0 else "running"
+            if resumed:
+                state.phase, state.last_error, state.eta = "resuming", "", -1.0
             self.attached[job] = time.monotonic()
+        if resumed and self.client is not None:
+            self.client.list_jobs()  # the Jobs list shows it running again
 
     def _on_progress(self, context, settings, message) -> None:
         for scene in _job_scenes(message.get("job")):
@@ -533,11 +562,13 @@ class Session:
         for scene in scenes:
             state = scene.iso3d_job
             already_failed = state.state == "failed"  # a replay of an old failure is not news
-            if code == "not_running":
-                state.last_error = text
+            if code == "not_running" or (job in self.resuming and code != "cancelled"):
+                state.last_error = text  # a refused cancel or resume: the job stays as it was
                 continue
             if code == "cancelled":  # what the artist asked for: a state, not an error
                 state.state, state.last_error, state.eta = "cancelled", "", -1.0
+                if self.client is not None and job not in self.resuming:
+                    self.client.list_jobs()  # the Jobs list learns whether it can be resumed
                 continue
             state.last_error = text
             if code == "unknown_job" or state.request:
@@ -546,6 +577,8 @@ class Session:
                 state.state = "failed"
             if state.state == "failed" and not already_failed:
                 self.announcements.append(("ERROR", f"Isotropic3D: {state.job_kind or 'job'} failed: {text}"))
+        if job in self.resuming and code != "cancelled":
+            del self.resuming[job]  # answered: refused
 
     def _on_pong(self, context, settings, message) -> None:
         pass

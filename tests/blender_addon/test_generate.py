@@ -145,6 +145,53 @@ def test_cancel_stops_the_job(addon):
     assert state.state == "cancelled" and state.last_error == ""  # what the artist asked for, not an error
 
 
+def test_resume_after_cancel_streams_on_into_the_jobs_own_object_until_done(addon, monkeypatch):
+    from blender_addon.panels import can_resume
+
+    settings = bpy.context.scene.iso3d_generate
+    steps = 8  # the checkpoint it resumes from is the one the cancel saved (its own come every 1000 steps)
+    settings.steps, settings.mesh_every, settings.options = steps, 1, json.dumps({**SMALL, "run.checkpoint_every": 1000})
+    assert bpy.ops.iso3d.generate() == {"FINISHED"}
+    drain_until(lambda s: s.state == "running" and s.step >= 2 and s.mesh_updates >= 1)
+    assert bpy.ops.iso3d.cancel() == {"FINISHED"}
+    state = drain_until(lambda s: s.state in ("cancelled", "done", "failed"))
+    assert state.state == "cancelled", state.last_error
+    job, stopped_at, obj = state.job_id, state.step, bpy.data.objects[state.object_name]
+    assert 2 <= stopped_at < steps and obj["iso3d_job"] == job
+    drain_everything_sent()  # the job list the session asked for at the cancel
+    assert can_resume(job, "generate", "cancelled")  # the backend lists it as resumable: Resume is offered
+    applied, shown = [], []  # the job's progress and meshes; the scene's job state after each streamed step
+    original = SESSION.apply
+
+    def recording(context, settings, message):
+        result = original(context, settings, message)
+        if message.get("job") == job and message.type in ("progress", "mesh"):
+            applied.append(message)
+            if message.type == "progress" and message.get("phase") == "sds":
+                shown.append(bpy.context.scene.iso3d_job.state)
+        return result
+
+    # the artist makes a preview meanwhile (it becomes the scene's job), then resumes from the job's row in Jobs
+    assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+    drain_until(lambda s: s.job_kind == "preview" and s.state in ("done", "failed") and not s.request)
+    monkeypatch.setattr(SESSION, "apply", recording)
+    assert bpy.ops.iso3d.resume(job=job) == {"FINISHED"}
+    state = drain_until(lambda s: s.state in ("done", "failed") or bool(s.last_error))
+    assert state.state == "done" and state.job_id == job and state.job_kind == "generate", state.last_error
+    streamed = [m.get("step") for m in applied if m.type == "progress" and m.get("phase") == "sds"]
+    assert streamed and streamed[0] == stopped_at + 1 and streamed[-1] == steps  # on from the saved step, not 0
+    assert set(shown) == {"running"}  # shown running while it runs again (not left "cancelled")
+    meshes = [m for m in applied if m.type == "mesh"]
+    assert meshes and all(m.get("step") > stopped_at for m in meshes) and meshes[-1].get("final")
+    assert [o for o in bpy.data.objects if o.type == "MESH"] == [obj]  # the same object, no second one
+    assert len(obj.data.polygons) == len(decode_array(meshes[-1], 1)) and obj["iso3d_job"] == job
+    assert obj["iso3d_glb"].endswith("mesh.glb")
+    # a finished job is not resumed again: the backend's refusal shows on it in words, and it stays done
+    assert bpy.ops.iso3d.resume() == {"FINISHED"}
+    state = drain_until(lambda s: bool(s.last_error), 60)
+    assert state.state == "done" and "only a cancelled job can be resumed" in state.last_error
+
+
 def test_problems_are_reported_in_plain_words(addon):
     settings = bpy.context.scene.iso3d_generate
     settings.image_path = "/no/such/image.png"
