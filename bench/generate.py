@@ -4,6 +4,7 @@ known object, so the step times, the samples per step and the memory are those o
     python bench/generate.py                                  # CUDA: fast and reference, published sizes
     python bench/generate.py --presets fast --steps 600       # a shorter trajectory of one preset
     python bench/generate.py --tiny --device cpu --out r.json # smoke run (the test suite runs this)
+    python bench/generate.py --caps fast=12,reference=20      # each preset under its GPU memory cap (GiB)
 
 What runs: `SDSTrainer.run` itself (occupancy grid, phases, shading schedule, orientation loss, intermediate
 meshes, preview renders, checkpoints, final mesh and turntable), with the model `iso3d generate` uses on this
@@ -277,8 +278,15 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     if plan is not None:
         result["memory_cap_gib"] = None if plan.cap_gib is None else round(plan.cap_gib, 2)
         result["memory_estimate_gib"] = round(plan.estimate_gib, 2)
-        result["sample_budget"] = plan.sample_budget  # samples evaluated without checkpointing (None: all)
-        result["checkpointed_steps"] = sum(1 for r in records if plan.sample_budget and r["samples"] > plan.sample_budget)
+        if device.type == "cuda":
+            result["peak_within_cap"] = plan.cap_gib is None or result["peak_gib"] <= plan.cap_gib
+        for phase in plan.phases:  # what the plan set under the cap, and how many steps went over the budget
+            budget, key = phase.sample_budget, f"phase{phase.number}_"
+            result[key + "estimate_gib"] = round(plan.phase_estimate_gib(phase), 2)
+            result[key + "vae_checkpoint_views"] = phase.vae_checkpoint_views  # None: the VAE encoder plain
+            result[key + "sample_budget"] = budget  # samples evaluated without checkpointing (None: all)
+            result[key + "checkpointed_steps"] = sum(1 for r in records if r["phase"] == phase.number and budget
+                                                     and r["samples"] > budget)
     if final is not None:
         result["final_faces"] = int(len(final.faces))
         result["chamfer"] = round(chamfer_distance(final.vertices, final.faces, reference_points), 5)
@@ -384,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="guidance UNet compile, as iso3d generate's --compile (default auto)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                         help="a setting on top of each preset (repeatable)")
+    parser.add_argument("--caps", default=None, metavar="PRESET=GIB,...",
+                        help="run these presets, each under its cap (run.max_gpu_memory), e.g. fast=12,reference=20")
     parser.add_argument("--floor-repeats", type=int, default=20)
     parser.add_argument("--warm-rerun", action="store_true",
                         help="run the first preset again in a new process (warm compile cache)")
@@ -399,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         name, _, settings = entry.strip().partition(":")
         if name:
             runs.append((name, dict(item.split("=", 1) for item in settings.split(";") if item)))
+    if args.caps:  # the capped presets, in this one invocation (their own settings from --presets kept)
+        own = dict(runs) if args.presets else {}
+        runs = [(name, {**own.get(name, {}), "run.max_gpu_memory": gib})
+                for name, gib in (item.split("=", 1) for item in args.caps.split(","))]
     names = [name for name, _ in runs]
     steps = None if args.full else (args.steps or (600 if device.type == "cuda" else None))
     overrides = dict(TINY_SETTINGS) if args.tiny else dict(TARGET_SETTINGS)
@@ -480,6 +494,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['phase2_step_ms_p50']} / p90 {r['phase2_step_ms_p90']} ms ({r['phase2_step_over_floor']}x floor "
               f"{r['floor_ms']} ms), samples/step {r['samples_per_step_p50']}, peak {r['peak_gib']} GiB, wall "
               f"{r['wall_s']} s, full-length estimate {r['wall_s_full_estimate']} s, chamfer {r['chamfer']}")
+        if r.get("memory_cap_gib") is not None:
+            print(f"{'':>9s} memory: peak {r['peak_gib']} GiB (phase 1 {r['phase1_peak_gib']}) under a cap of "
+                  f"{r['memory_cap_gib']} GiB, estimate {r['memory_estimate_gib']} GiB; " + "; ".join(
+                      f"phase {n}: VAE checkpointed in chunks of {r.get(f'phase{n}_vae_checkpoint_views')}, "
+                      f"{r.get(f'phase{n}_checkpointed_steps')} steps over the sample budget "
+                      f"{r.get(f'phase{n}_sample_budget')}" for n in (1, 2)))
     print(f"wrote {out}")
     return 0
 

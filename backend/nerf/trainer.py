@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -85,7 +86,8 @@ class SDSTrainer:
         self.renderer = VolumeRenderer(config.renderer, config.field.radius, self.device)
         self.memory = self._plan_memory()
         self.shading = PointLightShading(config.shading, self.total_steps)
-        encoder = latent_encoder or vae_latent_encoder(model.vae)
+        self.vae_checkpoint_views: int | None = None  # set each step from the memory plan's phase
+        encoder = latent_encoder or vae_latent_encoder(model.vae, self._vae_moments)
         self.guidance = SDSGuidance(model.unet, model.alphas_cumprod, encoder, config.guidance, self.total_steps,
                                     getattr(model, "camera_encoding", "isotropic3d"))
         o = config.optimizer
@@ -110,8 +112,7 @@ class SDSTrainer:
             if not plan.fits:
                 raise GenerationError("not_enough_memory",
                                       refusal(self.config, plan, self.model, self.device, None))
-        self.renderer.sample_budget = plan.sample_budget
-        self.renderer.density_chunk = plan.density_chunk
+        self.renderer.density_chunk = plan.density_chunk  # the sample budget is set per phase (update_step)
         if self.device.type == "cuda":  # process-wide: an uncapped run lifts an earlier run's cap
             total = torch.cuda.get_device_properties(self.device).total_memory / GIB
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
@@ -127,6 +128,10 @@ class SDSTrainer:
         self.shading.update_step(step)
         self.renderer.update_grid(step, self.field)
         before = step < c.phases.switch_at * steps
+        phase = self.memory.phase(1 if before else 2) if self.memory is not None else None
+        if phase is not None:
+            self.renderer.sample_budget = phase.sample_budget
+            self.vae_checkpoint_views = phase.vae_checkpoint_views
         self.plan = StepPlan(
             objects=c.phases.objects_before if before else c.phases.objects_after,
             resolution=c.phases.resolution_before if before else c.phases.resolution_after,
@@ -134,6 +139,16 @@ class SDSTrainer:
                                   c.loss.orient_until * steps),
         )
         return self.plan
+
+    def _vae_moments(self, images: torch.Tensor) -> torch.Tensor:
+        """The VAE encoder's posterior moments of the step's images (the model's compiled encoder where it has one),
+        under activation checkpointing in chunks when this phase's memory plan asks for it."""
+        from backend.models.vae import checkpointed_moments, encoder_moments
+
+        moments = getattr(self.model, "vae_encoder_moments", None) or partial(encoder_moments, self.model.vae)
+        if self.vae_checkpoint_views:
+            moments = checkpointed_moments(moments, self.vae_checkpoint_views)
+        return moments(images)
 
     def _step_seed(self, step: int) -> int:
         return (self.config.run.seed * 1_000_003 + step * 7919) % (2**63 - 1)

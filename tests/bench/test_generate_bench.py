@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from backend.nerf.memory import plan_memory
+from backend.nerf.presets import preset, set_option
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "generate.py"
 
 
@@ -23,16 +26,25 @@ def bench():
     sys.modules.pop(spec.name, None)
 
 
-def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path):
+def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny_model):
     out = tmp_path / "generate_cpu.json"
     # one intermediate mesh, one preview, one checkpoint: every part of the run, each once (cheap on a busy CPU)
     periods = ["--set", "run.mesh_every=2", "--set", "run.views_every=4", "--set", "run.checkpoint_every=4"]
+    # under a memory cap just above what the run needs with everything checkpointed (--caps, as on a GPU)
+    config = preset("tiny")
+    config.run.steps = 4
+    for key, value in bench.TINY_SETTINGS.items():
+        set_option(config, key, value)
+    cap = round(plan_memory(config, tiny_model, "cpu").need_gib(True) * 1.02, 5)
     assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
-                       *periods]) == 0
+                       "--caps", f"tiny={cap}", *periods]) == 0
     results = json.loads(out.read_text())
     assert results["gpu"] == "cpu"
     (run,) = results["presets"]
     assert run["preset"] == "tiny" and run["steps"] == 4 and run["switch_step"] == 2
+    assert run["memory_cap_gib"] == round(cap, 2) and run["memory_estimate_gib"] <= run["memory_cap_gib"] + 0.01
+    for phase in (1, 2):  # the VAE encoder in one-view chunks, the field in chunks on every step (CPU-sized cap)
+        assert run[f"phase{phase}_vae_checkpoint_views"] == 1 and run[f"phase{phase}_checkpointed_steps"] == 2
     for key in ("wall_s_cold", "phase1_step_ms_p50", "phase2_step_ms_p50", "phase2_step_ms_p90", "floor_ms",
                 "samples_per_step_p50", "chamfer", "wall_s_full_estimate"):
         assert run[key] is not None and run[key] > 0, key
