@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from backend.diffusion.cameras import CAMERA_ENCODINGS
 from backend.diffusion.classifier_free import guide, unconditional_and_conditional
 from backend.errors import SettingsError
+from backend.profiling import region
 from backend.settings import check_bounds, setting
 
 # (images [N, 3, H, W] in [-1, 1], generator) -> latents [N, C, h, w]
@@ -135,13 +136,14 @@ class SDSGuidance:
         elif context.shape[0] != n:
             raise ValueError(f"context has {context.shape[0]} rows for {n} renders")
         size = c.latent_resolution_input
-        images = renders if renders.shape[-1] == size else F.interpolate(
-            renders, (size, size), mode="bilinear", align_corners=False)
-        latents = self.encode(images * 2.0 - 1.0, generator).float()
+        with region("guidance.encode"):
+            images = renders if renders.shape[-1] == size else F.interpolate(
+                renders, (size, size), mode="bilinear", align_corners=False)
+            latents = self.encode(images * 2.0 - 1.0, generator).float()
         t_value = int(torch.randint(self.min_step, self.max_step + 1, (1,), generator=generator, device=device))
         t = torch.full((n,), t_value, device=device, dtype=torch.long)
         alpha = self.alphas_cumprod.to(device)[t_value]
-        with torch.no_grad():
+        with torch.no_grad(), region("guidance.unet"):
             noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
             noisy = alpha.sqrt() * latents + (1.0 - alpha).sqrt() * noise
             dtype = self.weights_dtype
