@@ -267,7 +267,7 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
     def vae():
         source = images.clone().requires_grad_(True)
         with torch.autocast(device.type, compute_dtype, enabled=autocast):
-            latents = encode_latents(model.vae, source)
+            latents = encode_latents(model.vae, source, moments=getattr(model, "vae_encoder_moments", None))
         latents.float().square().sum().backward()
 
     def timed(fn) -> float:

@@ -59,10 +59,11 @@ class SDSOutput:
     grad_norm: float  # |z - x0'| averaged over latents, for logging
 
 
-def vae_latent_encoder(vae) -> LatentEncoder:
+def vae_latent_encoder(vae, moments=None) -> LatentEncoder:
+    """The VAE's latent encoder; ``moments``: the model's compiled encoder (``model.vae_encoder_moments``) or None."""
     from backend.models.vae import encode_latents
 
-    return lambda images, generator: encode_latents(vae, images, generator)
+    return lambda images, generator: encode_latents(vae, images, generator, moments)
 
 
 def guided_noise(unet, latents_noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor, cameras: torch.Tensor,

@@ -86,7 +86,7 @@ class SDSTrainer:
         self.renderer = VolumeRenderer(config.renderer, config.field.radius, self.device)
         self.memory = self._plan_memory()
         self.shading = PointLightShading(config.shading, self.total_steps)
-        encoder = latent_encoder or vae_latent_encoder(model.vae)
+        encoder = latent_encoder or vae_latent_encoder(model.vae, getattr(model, "vae_encoder_moments", None))
         self.guidance = SDSGuidance(model.unet, model.alphas_cumprod, encoder, config.guidance, self.total_steps,
                                     getattr(model, "camera_encoding", "isotropic3d"))
         o = config.optimizer
