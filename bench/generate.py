@@ -7,8 +7,8 @@ known object, so the step times, the samples per step and the memory are those o
 
 What runs: `SDSTrainer.run` itself (occupancy grid, phases, shading schedule, orientation loss, intermediate
 meshes, preview renders, checkpoints, final mesh and turntable), with the model `iso3d generate` uses on this
-device (published sizes with random weights; on CUDA bf16 weights and the guidance UNet compiled with CUDA graphs,
-as ``--compile auto``). Random weights form no object, so the step's loss is
+device (published sizes with random weights; on CUDA float16 weights, the guidance UNet compiled with CUDA graphs
+and the VAE encoder compiled, as ``--compile auto``). Random weights form no object, so the step's loss is
 
     loss = 0.5 * sum((render - target)^2) / N  +  sds_weight * (the real SDS loss)
 
@@ -28,6 +28,12 @@ wall time of the preset's full step count estimated from the measured phases. Th
 UNet at the phase-2 batch + the VAE encoder forward and backward of its views at the latent input size) is
 measured in the same process. ``--warm-rerun`` then runs the first preset again in a new process on the same
 compile cache (the warm-cache wall time of a second ``iso3d generate``).
+
+``--profile-steps N`` records N phase-2 steps (after the phase's first, compiling steps) with torch.profiler and
+the step regions of backend.profiling: milliseconds per step of the occupancy-grid update, sampling, field,
+compositing, resize + VAE encode, UNet, backward, optimizer (and a mesh, preview or checkpoint falling in the
+window), the rest as ``other``, and the top 15 CUDA kernels; printed and stored as ``profile`` (those steps stay out
+of the medians). The floor's VAE part is also timed eager (``floor_vae_eager_ms``) when the run's is compiled.
 
 Writes ``bench/results/generate_<gpu>_<yyyy-mm-dd>.json`` (or ``--out``).
 """
@@ -264,10 +270,12 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
         with torch.no_grad(), torch.autocast(device.type, compute_dtype, enabled=autocast):
             model.unet(x, t, context=context, camera=camera, num_frames=config.cameras.views_per_object)
 
-    def vae():
+    compiled_moments = getattr(model, "vae_encoder_moments", None)
+
+    def vae(moments=compiled_moments):
         source = images.clone().requires_grad_(True)
         with torch.autocast(device.type, compute_dtype, enabled=autocast):
-            latents = encode_latents(model.vae, source, moments=getattr(model, "vae_encoder_moments", None))
+            latents = encode_latents(model.vae, source, moments=moments)
         latents.float().square().sum().backward()
 
     def timed(fn) -> float:
@@ -283,8 +291,11 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
         return statistics.median(times)
 
     unet_ms, vae_ms = timed(unet), timed(vae)
-    return {"floor_unet_ms": round(unet_ms, 2), "floor_vae_ms": round(vae_ms, 2),
-            "floor_ms": round(unet_ms + vae_ms, 2)}
+    floor = {"floor_unet_ms": round(unet_ms, 2), "floor_vae_ms": round(vae_ms, 2), "floor_ms": round(unet_ms + vae_ms, 2),
+             "vae_encoder_compiled": compiled_moments is not None}
+    if compiled_moments is not None:  # what the compile gains: the same forward and backward, eager
+        floor["floor_vae_eager_ms"] = round(timed(lambda: vae(None)), 2)
+    return floor
 
 
 def gpu_label(device: torch.device) -> str:
@@ -439,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in measured:
         print(f"{r['preset']:>9s} {r['steps']} steps: phase 1 p50 {r['phase1_step_ms_p50']} ms, phase 2 p50 "
               f"{r['phase2_step_ms_p50']} / p90 {r['phase2_step_ms_p90']} ms ({r['phase2_step_over_floor']}x floor "
-              f"{r['floor_ms']} ms), samples/step {r['samples_per_step_p50']}, peak {r['peak_gib']} GiB, wall "
+              f"{r['floor_ms']} ms: UNet {r['floor_unet_ms']}, VAE {r['floor_vae_ms']}"
+              + (f", VAE eager {r['floor_vae_eager_ms']}" if "floor_vae_eager_ms" in r else "")
+              + f"), samples/step {r['samples_per_step_p50']}, peak {r['peak_gib']} GiB, wall "
               f"{r['wall_s']} s, full-length estimate {r['wall_s_full_estimate']} s, chamfer {r['chamfer']}")
     print(f"wrote {out}")
     return 0
