@@ -131,27 +131,38 @@ class StepProfile:
         self.top = top
         self.recorder = RegionRecorder(self.device)
         self.profiler = None
+        self.profiler_error: str | None = None
 
     def start(self) -> None:
         from torch.profiler import ProfilerActivity, profile
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
-        self.profiler = profile(activities=activities)
-        self.profiler.start()
+        try:
+            self.profiler = profile(activities=activities)
+            self.profiler.start()
+        except Exception as error:  # noqa: BLE001 - e.g. no CUPTI: the regions are still timed, the table says why
+            self.profiler, self.profiler_error = None, f"{type(error).__name__}: {error}"[:300]
         self.recorder.start()
 
     def stop(self) -> dict:
         """The summary: milliseconds per step of each region and of the whole window, and the top kernels (CUDA)
         or operators (CPU, by self time) over the window."""
         totals = self.recorder.stop()
-        self.profiler.stop()
         steps = max(self.steps, 1)
         window = self.recorder.window_ms / steps
         regions = {name: round(totals[name] / steps, 3) for name in REGIONS if name in totals}
         regions["other"] = round(max(window - sum(regions.values()), 0.0), 3)
-        kind, rows = self._top_rows()
-        return {"steps": self.steps, "timing": "cuda events" if self.recorder.cuda else "host clock",
-                "step_ms": round(window, 3), "regions_ms_per_step": regions, "top_kind": kind, "top": rows}
+        summary = {"steps": self.steps, "timing": "cuda events" if self.recorder.cuda else "host clock",
+                   "step_ms": round(window, 3), "regions_ms_per_step": regions, "top_kind": "", "top": []}
+        try:  # the table of kernels is a bonus: the region times stand without it
+            if self.profiler is not None:
+                self.profiler.stop()
+                summary["top_kind"], summary["top"] = self._top_rows()
+        except Exception as error:  # noqa: BLE001
+            self.profiler_error = f"{type(error).__name__}: {error}"[:300]
+        if self.profiler_error:
+            summary["top_error"] = self.profiler_error
+        return summary
 
     def _top_rows(self) -> tuple[str, list[dict]]:
         from torch.autograd import DeviceType
@@ -181,6 +192,8 @@ def format_profile(summary: dict) -> str:
              f"  {'region':<20s} {'ms/step':>9s} {'share':>6s}"]
     for name, ms in summary["regions_ms_per_step"].items():
         lines.append(f"  {name:<20s} {ms:9.2f} {100 * ms / step:5.1f}%")
+    if summary.get("top_error"):
+        lines.append(f"  no kernel table: {summary['top_error']}")
     lines.append(f"  top {len(summary['top'])} {summary['top_kind']} over the window (ms total, calls):")
     for row in summary["top"]:
         lines.append(f"  {row['ms_total']:9.2f} {row['calls']:6d}  {row['name'][:90]}")
