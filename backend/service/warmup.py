@@ -1,10 +1,12 @@
-"""The service's warm-up: right after start, before the first job, the job worker runs the preview path once on a
-blank image and then a few SDS steps of a generate job (the guidance UNet at the generate batch, the VAE encoder
-forward and backward, the field and the renderer, each phase's shapes), so that compilation (torch.compile, CUDA
-graphs, cuDNN autotuning) is paid before an artist waits for it. ``welcome`` says where it stands (``warmup``:
+"""The service's warm-up: right after start, before the first job, the job worker runs a few SDS steps of a generate
+job (the guidance UNet at the generate batch, the VAE encoder forward and backward, the field and the renderer, at
+each phase's shapes) and then the preview path once on a blank image, so that compilation (torch.compile, CUDA
+graphs, cuDNN autotuning) is paid before an artist waits for it. The preview comes last: its CUDA graphs are the
+latest recorded when the first (latency-bound) preview arrives. ``welcome`` says where it stands (``warmup``:
 ``off``, ``running``, ``ready`` or ``failed``); jobs submitted meanwhile wait behind it in the queue and their
-clients see ``progress`` with phase ``warmup`` (the preview part) then ``warmup: generate`` (the SDS steps). A
-failed warm-up is logged and changes nothing else: the first job then compiles as it would have without one.
+clients see ``progress`` with phase ``warmup: generate`` (the SDS steps) then ``warmup`` (the preview). A failed
+generate part is logged and skipped (``parts`` says why); a failed preview part makes the warm-up ``failed``. Either
+way nothing else changes: the first job then compiles as it would have without one.
 """
 
 from __future__ import annotations
@@ -43,14 +45,21 @@ class Warmup:
         self.parts: dict[str, float | str] = {}  # seconds of each part warmed, or why it was skipped
 
     def run(self, report: Report) -> None:
-        """Warm the preview path, then the generate steps; ``report`` after each step of either."""
+        """Warm the generate steps, then the preview path; ``report`` after each step of either."""
         if self.state != "running":
             return
         started = time.perf_counter()
         try:
-            self._preview(report, started)
-            self.parts["preview"] = round(time.perf_counter() - started, 2)
             self._generate(report, started)
+        except Exception as error:  # noqa: BLE001 - generate jobs work without it; the log has the traceback
+            log.exception("the generate warm-up failed; the first generate job compiles instead")
+            self.parts["generate"] = f"failed: {type(error).__name__}: {error}"[:300]
+        finally:
+            _free_memory()
+        try:
+            part_started = time.perf_counter()
+            self._preview(report, started)
+            self.parts["preview"] = round(time.perf_counter() - part_started, 2)
         except Exception:  # noqa: BLE001 - the service works without a warm-up; the log has the traceback
             log.exception("the warm-up failed; the first job compiles instead")
             self.state = "failed"

@@ -49,7 +49,7 @@ def test_warmup_runs_first_and_a_preview_submitted_meanwhile_completes(serve_in_
     job = accepted.get("job")
     client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, JOB_S, messages)
     phases = [m.get("phase") for m in messages if m.type == "progress"]
-    warmup = ["warmup"] * 3 + ["warmup: generate"] * 6  # the preview path, then 3 SDS steps of each phase
+    warmup = ["warmup: generate"] * 6 + ["warmup"] * 3  # 3 SDS steps of each phase, then the preview path
     assert phases == warmup + ["queued", "denoise", "denoise"] or phases == warmup + ["denoise", "denoise"], phases
     assert [m.type for m in messages][-2:] == ["views", "done"]
     assert welcome_warmup(client) == "ready"
