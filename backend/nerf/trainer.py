@@ -183,14 +183,15 @@ class SDSTrainer:
         # One host synchronisation a step, once the backward is queued (not one per loss term before it): the
         # losses for the progress event and the finiteness check. A non-finite loss stops before the optimiser
         # step, so the weights stay the last good ones.
-        values = torch.stack([loss.detach().float(), sds.loss.detach().float(), orient.detach().float()]).tolist()
+        values = torch.stack([loss.detach().float(), sds.loss.detach().float(), orient.detach().float(),
+                              torch.as_tensor(sds.timestep, device=self.device).float()]).tolist()
         if not math.isfinite(values[0]):
             raise GenerationError(
                 "nan_loss", f"the loss became {values[0]} at step {self.step}; optimisation stopped"
                 + overflow_hint(autocast_dtype or weights_dtype) + self._kept_note())
         with region("optimizer"):
             self.optimizer.step()
-        return {"loss": values[0], "sds": values[1], "orient": values[2], "t": float(sds.timestep)}
+        return {"loss": values[0], "sds": values[1], "orient": values[2], "t": values[3]}
 
     def guide(self, renders: torch.Tensor, cameras: ViewCameras, lighting, codes: torch.Tensor,
               generator) -> SDSOutput:
