@@ -37,7 +37,7 @@ from PIL import Image
 from backend.diffusion.preview import PreviewSettings, run_preview
 from backend.events import Progress, Views
 from backend.imaging import decode_image, prepare_preview_image, save_views_grid
-from backend.models.acceleration import accelerate_for_inference
+from backend.models.acceleration import accelerate_for_inference, compile_vae_encoder, vae_encoder_compile_mode
 from backend.models.multiview_model import build_random_published_model, build_tiny_model
 from backend.service.inputs import prepare_input
 from backend.service.jobs import JobStore
@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     model = build_tiny_model() if args.tiny else build_random_published_model(device=device)
     model.to(device=device, dtype=torch.float32 if device.type == "cpu" else torch.float16)
-    if args.compile != "off":
+    if args.compile != "off":  # as load_model_from_args does for `iso3d serve --compile ...`
         accelerate_for_inference(model, "reduce-overhead" if args.compile == "cudagraphs" else "default")
+        compile_vae_encoder(model, vae_encoder_compile_mode(args.compile, device))
     png = synthetic_input_png()
     settings = PreviewSettings(steps=args.steps, seed=0)
     wire = {"steps": args.steps, "seed": 0}
