@@ -33,6 +33,7 @@ from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import GenerateConfig, validate
 from backend.nerf.renderer import VolumeRenderer
 from backend.nerf.shading import ALBEDO, PointLightShading
+from backend.profiling import region
 from blender_addon.core.atomic_files import open_atomically, write_json_atomically
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -145,9 +146,11 @@ class SDSTrainer:
         under activation checkpointing in chunks when this phase's memory plan asks for it."""
         from backend.models.vae import checkpointed_moments, encoder_moments
 
-        moments = getattr(self.model, "vae_encoder_moments", None) or partial(encoder_moments, self.model.vae)
         if self.vae_checkpoint_views:
-            moments = checkpointed_moments(moments, self.vae_checkpoint_views)
+            # Chunks run the eager encoder: the compiled one is traced for whole-batch shapes (dynamic=False), so
+            # each chunk size would compile again, and a channels-last batch of one failed its layout check.
+            return checkpointed_moments(partial(encoder_moments, self.model.vae), self.vae_checkpoint_views)(images)
+        moments = getattr(self.model, "vae_encoder_moments", None) or partial(encoder_moments, self.model.vae)
         return moments(images)
 
     def _step_seed(self, step: int) -> int:
@@ -190,18 +193,22 @@ class SDSTrainer:
         if with_normals:
             orient = out.orientation.sum() / (out.opacity > 0).sum().clamp(min=1)
             loss = loss + plan.lambda_orient * orient
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with region("optimizer"):
+            self.optimizer.zero_grad(set_to_none=True)
+        with region("backward"):
+            loss.backward()
         # One host synchronisation a step, once the backward is queued (not one per loss term before it): the
         # losses for the progress event and the finiteness check. A non-finite loss stops before the optimiser
         # step, so the weights stay the last good ones.
-        values = torch.stack([loss.detach().float(), sds.loss.detach().float(), orient.detach().float()]).tolist()
+        values = torch.stack([loss.detach().float(), sds.loss.detach().float(), orient.detach().float(),
+                              torch.as_tensor(sds.timestep, device=self.device).float()]).tolist()
         if not math.isfinite(values[0]):
             raise GenerationError(
                 "nan_loss", f"the loss became {values[0]} at step {self.step}; optimisation stopped"
                 + overflow_hint(autocast_dtype or weights_dtype) + self._kept_note())
-        self.optimizer.step()
-        return {"loss": values[0], "sds": values[1], "orient": values[2], "t": float(sds.timestep)}
+        with region("optimizer"):
+            self.optimizer.step()
+        return {"loss": values[0], "sds": values[1], "orient": values[2], "t": values[3]}
 
     def guide(self, renders: torch.Tensor, cameras: ViewCameras, lighting, codes: torch.Tensor,
               generator) -> SDSOutput:
@@ -225,8 +232,9 @@ class SDSTrainer:
         """Albedo renders of the field from the evaluation cameras (white background)."""
         cameras = self.eval_cameras(count)
         size = resolution or self.config.run.views_resolution
-        out = self.renderer.render_views(self.field, cameras, size, size, ALBEDO, with_normals=False)
-        images = (out.rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+        with region("views"):
+            out = self.renderer.render_views(self.field, cameras, size, size, ALBEDO, with_normals=False)
+            images = (out.rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
         return Views("render", images, cameras.elevation.tolist(), cameras.azimuth.tolist(),
                      cameras.c2w.cpu().numpy(), step=self.step)
 
@@ -234,8 +242,9 @@ class SDSTrainer:
         """The final mesh (coarse-to-fine at ``mesh.resolution`` x ``mesh.refinement``), or with ``resolution`` a
         cheap single-pass one (intermediate meshes)."""
         m = self.config.mesh
-        return extract_mesh(self.field, resolution or m.resolution, m.density_threshold, m.min_component_fraction,
-                            m.chunk_points, refinement=1 if resolution else m.refinement)
+        with region("mesh"):
+            return extract_mesh(self.field, resolution or m.resolution, m.density_threshold,
+                                m.min_component_fraction, m.chunk_points, refinement=1 if resolution else m.refinement)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -256,11 +265,12 @@ class SDSTrainer:
         if not all(torch.isfinite(p).all() for p in self.field.parameters()):
             return None
         self.workdir.mkdir(parents=True, exist_ok=True)
-        state = self.state_dict()
-        state["elapsed"] = self.elapsed_before + elapsed
-        path = self.workdir / CHECKPOINT_NAME
-        with open_atomically(path) as handle:
-            torch.save(state, handle)
+        with region("checkpoint"):
+            state = self.state_dict()
+            state["elapsed"] = self.elapsed_before + elapsed
+            path = self.workdir / CHECKPOINT_NAME
+            with open_atomically(path) as handle:
+                torch.save(state, handle)
         self.last_checkpoint_step = self.step
         return path
 

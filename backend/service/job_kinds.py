@@ -63,6 +63,15 @@ def generate_config(settings: dict):
     return settings_from_dict(preset(name), settings, ignore=("preset",))
 
 
+def capped_generate_config(settings: dict, max_gpu_memory: float):
+    """``generate_config(settings)`` bounded by the service's GPU memory cap (GiB, ``iso3d serve --max-gpu-memory``;
+    0: none): a job's own cap stays where it is lower."""
+    config = generate_config(settings)
+    if max_gpu_memory > 0 and not 0 < config.run.max_gpu_memory <= max_gpu_memory:
+        config.run.max_gpu_memory = max_gpu_memory
+    return config
+
+
 def finish_settings(settings: dict):
     """``{"source": GENERATE_JOB_ID, "faces": 20000, "texture": 1024, "lods": [5000], "size": 1.0,
     "formats": ["glb"]}`` -> (source job id, FinishOptions). The input image of a finish job is not used."""
@@ -144,10 +153,7 @@ class JobRunner:
 
         work = directory / WORK_FOLDER
         resume = resume and (work / CHECKPOINT_NAME).is_file()
-        config = generate_config(record.settings)
-        cap = self.max_gpu_memory
-        if cap > 0 and not 0 < config.run.max_gpu_memory <= cap:
-            config.run.max_gpu_memory = cap  # the service's cap (iso3d serve --max-gpu-memory) bounds every job
+        config = capped_generate_config(record.settings, self.max_gpu_memory)  # the service's cap bounds every job
         yield from generate(
             self.model,
             config,

@@ -54,7 +54,8 @@ def describe_device(model) -> tuple[str, int | None]:
 class BackendServer:
     def __init__(self, model, data_dir: str | Path, bind: str = DEFAULT_ADDRESS, keys: CurveKeys | None = None,
                  options: ServiceOptions | None = None, admin_key: str | None = None,
-                 lock: DataFolderLock | None = None, warmup: bool = False):
+                 lock: DataFolderLock | None = None, warmup: bool = False,
+                 warmup_generate_settings: dict | None = None):
         self.loopback = is_loopback(bind)
         if not self.loopback and keys is None:
             self.refuse_unauthenticated(bind)
@@ -93,7 +94,7 @@ class BackendServer:
             raise
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         runner = JobRunner(model, self.store, self.options.max_gpu_memory)
-        self.warmup = Warmup(model, warmup)
+        self.warmup = Warmup(model, warmup, warmup_generate_settings, self.options.max_gpu_memory)
         self.queue = JobQueue(self.store, runner, self._publish, self.options.max_crashes, self.options.max_queued,
                               prelude=lambda: self.warmup.run(self._publish_warmup))
         self.stop_requested = threading.Event()
@@ -110,10 +111,10 @@ class BackendServer:
     def _publish(self, job_id: str, event) -> None:
         self.events.put(("event", job_id, event))
 
-    def _publish_warmup(self, step: int, total: int, elapsed: float) -> None:
+    def _publish_warmup(self, phase: str, step: int, total: int, elapsed: float) -> None:
         """Warm-up progress to the clients of the jobs waiting behind it."""
         for job_id in list(self.queue.pending):
-            self._publish(job_id, Progress("warmup", step, total, elapsed))
+            self._publish(job_id, Progress(phase, step, total, elapsed))
 
     # -- the loop -------------------------------------------------------------------------------------------
     def serve_forever(self) -> None:

@@ -26,7 +26,8 @@ of the backend's settings dataclasses, dotted for nested ones (``mesh.resolution
 (comma-separated, e.g. ``"15,60"``; a JSON list is accepted too); a null default means "decided by the backend"
 (e.g. the model's own camera encoding). A client sends only what the user changed; the rest takes these defaults.
 A generate job's ``preset`` picks the base the other generate defaults come from. ``welcome`` may carry ``warmup``:
-``off``, ``running`` (jobs wait behind it and see ``progress`` with phase ``warmup``), ``ready`` or ``failed``.
+``off``, ``running`` (jobs wait behind it and see ``progress`` with phase ``warmup: generate``, a few SDS steps,
+then ``warmup``, the preview path), ``ready`` or ``failed``.
 
 ``decode`` checks every limit and the header schema and raises ``ProtocolError`` (with a short ``code``) on any
 violation, so a receiver can answer with an ``error`` message and go on. Angles are degrees; camera matrices are

@@ -37,7 +37,7 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
         set_option(config, key, value)
     cap = round(plan_memory(config, tiny_model, "cpu").need_gib(True) * 1.02, 5)
     assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
-                       "--caps", f"tiny={cap}", *periods]) == 0
+                       "--caps", f"tiny={cap}", "--profile-steps", "1", *periods]) == 0
     results = json.loads(out.read_text())
     assert results["gpu"] == "cpu"
     (run,) = results["presets"]
@@ -51,6 +51,16 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     assert run["phase2_step_ms_p90"] >= run["phase2_step_ms_p50"]
     # the known object's surface spans about 0.9 world units: a mesh anywhere near it is well under 0.5 away
     assert run["chamfer"] < 0.5
+    # --profile-steps 1: one phase-2 step's regions (each part of a step that ran, timed) and the top operators
+    profile = run["profile"]
+    assert profile["steps"] == 1 and profile["step_ms"] > 0
+    regions = profile["regions_ms_per_step"]
+    for name in ("render.sampling", "render.field", "render.compositing", "guidance.encode", "guidance.unet",
+                 "backward", "optimizer"):
+        assert regions.get(name, 0) > 0, (name, regions)
+    # regions do not overlap: together (with 'other') they are the window; rounding to 1 us a region
+    assert abs(sum(regions.values()) - profile["step_ms"]) < 0.01 * len(regions)
+    assert 0 < len(profile["top"]) <= 15 and all(row["ms_total"] >= 0 for row in profile["top"])
 
 
 def test_the_known_object_renders_its_silhouette_on_white(bench):
