@@ -217,3 +217,16 @@ def test_compiled_field_with_the_fused_encoding_equals_the_plain_torch_field():
 
     for ours, theirs in zip(run(fused), run(reference)):
         assert_close_scaled(ours, theirs, 1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU case: no CUDA device, no interpreter")
+def test_a_run_forcing_triton_where_it_cannot_run_is_refused_at_the_start(tiny_model, tmp_path, monkeypatch):
+    from backend.nerf.trainer import SDSTrainer
+    from tests.helpers.targets import small_config
+
+    monkeypatch.delenv("TRITON_INTERPRET")
+    config = small_config(steps=1)
+    config.field.encoding = "triton"
+    with pytest.raises(SettingsError, match="'field.encoding' is 'triton' but .* not on cpu"):
+        SDSTrainer(config, tiny_model, torch.zeros(1, 1, 8), tmp_path)  # refused before the context is used
+    assert not any(tmp_path.iterdir())  # refused before anything was written
