@@ -197,8 +197,11 @@ def test_published_size_grid_equals_the_torch_reference_on_a_million_points():
 @needs_cuda
 def test_compiled_field_with_the_fused_encoding_equals_the_plain_torch_field():
     """The trainer's CUDA field (``compile`` on, ``encoding`` auto: the fused ops inside torch.compile's graph)
-    against the eager torch field: values and parameter gradients with analytic normals, and densities alone.
-    Tolerance 1e-4 x the largest value: the compiled MLPs sum in their own order too."""
+    against the eager torch field: density, albedo and normals, and the parameter gradients of a loss on all three,
+    within 1e-4 x the largest value (the compiled graph sums in its own order too). Points where a hidden unit's
+    input lies within 1e-4 of its scale from 0 (~1% of them) are left out of the loss and of the normals'
+    comparison: there the two paths' last-bit differences may switch the ReLU on in one and off in the other, and
+    the tangent (the normal) and the gradient jump, though the values do not."""
     torch.manual_seed(9)
     reference = RadianceField(FieldConfig(encoding="torch", compile=False)).to(DEVICE)
     fused = RadianceField(FieldConfig()).to(DEVICE)
@@ -207,13 +210,23 @@ def test_compiled_field_with_the_fused_encoding_equals_the_plain_torch_field():
         reference.encoding.table.uniform_(-1.0, 1.0, generator=torch.Generator(DEVICE).manual_seed(10))
         fused.encoding.table.copy_(reference.encoding.table)
     fused.use_compiled()
-    points = torch.rand(200_000, 3, device=DEVICE) * 2.2 - 1.1
+    points = torch.rand(100_000, 3, device=DEVICE) * 2.2 - 1.1
+    assert fused.encoding.uses_fused(points)
     light = torch.randn_like(points)
+    with torch.no_grad():
+        features = reference.encoding(reference._unit_cube(points).clamp(0.0, 1.0))
+        clear = torch.ones(points.shape[0], dtype=torch.bool, device=DEVICE)
+        for network in (reference.density_mlp, reference.albedo_mlp):
+            hidden = network[0](features)  # the one hidden layer's inputs (FieldConfig: 1 hidden layer)
+            clear &= (hidden.abs() > 1e-4 * hidden.abs().max()).all(dim=-1)
+    assert clear.float().mean() > 0.9
 
     def run(field):
         density, albedo, normals = field(points, with_normals=True)
-        (density.sin() + albedo.sum(-1) + (normals * light).sum(-1) ** 2).sum().backward()
-        return [density, albedo, normals, field.density(points)] + [p.grad for p in field.parameters()]
+        loss_terms = density.sin() + albedo.sum(-1) + (normals * light).sum(-1) ** 2
+        (loss_terms * clear).sum().backward()
+        values = [density, albedo, field.density(points), normals[clear]]
+        return [value.detach() for value in values] + [p.grad for p in field.parameters()]
 
     for ours, theirs in zip(run(fused), run(reference)):
         assert_close_scaled(ours, theirs, 1e-4)
