@@ -307,6 +307,9 @@ class ISO3D_PT_finish(_SidebarTab, bpy.types.Panel):
                 layout.label(text=f"finishing: {stage or state.state or 'sending'}", icon="TIME")
             elif state.state == "failed" and state.last_error:
                 _error_box(layout, state.last_error)
+            elif state.state == "done" and state.note:
+                for line in state.note.split("; "):
+                    layout.label(text=line, icon="INFO")
 
 
 class ISO3D_PT_render_training_views(_SidebarTab, bpy.types.Panel):
