@@ -309,7 +309,7 @@ class ISO3D_PT_finish(_SidebarTab, bpy.types.Panel):
                 _error_box(layout, state.last_error)
             elif state.state == "done" and state.note:  # what the finish adapted, e.g. a budget above the surface
                 for part in state.note.split("; "):
-                    for index, line in enumerate(_wrap(part, 32)):  # fits the sidebar's default width
+                    for index, line in enumerate(_wrap(part, 24)):  # fits the sidebar's default width (with an icon)
                         layout.label(text=line, icon="INFO" if index == 0 else "BLANK1")
 
 

@@ -125,8 +125,8 @@ def test_panels_draw_in_every_state(registered_addon):
     # done with a note: wrapped to the sidebar's width, every word there
     state.state, state.last_error, state.note = "done", "", "the surface has 4 faces, under the 20,000 budget: kept whole"
     labels = [item[-1] for item in draw_all(context)["ISO3D_PT_finish"] if item[0] == "label"]
-    note = labels[labels.index("the surface has 4 faces, under"):]
-    assert " ".join(note) == state.note and all(len(line) <= 32 for line in note)
+    note = labels[labels.index("the surface has 4 faces,"):]
+    assert " ".join(note) == state.note and all(len(line) <= 24 for line in note)
     state.note = ""
     context.view_layer.objects.active = lod  # a selected LOD finishes its object
     assert "Thing: 4 faces, finished" in texts(draw_all(context)["ISO3D_PT_finish"])
