@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from backend.errors import UserError
-from blender_addon.atomic_files import write_json_atomically
+from blender_addon.core.atomic_files import write_json_atomically
 from training import distributed
 from training.batches import unet_inputs_from_batch
 from training.data import (

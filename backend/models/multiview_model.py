@@ -21,7 +21,7 @@ from backend.models.image_encoder import CLIPImageEncoder
 from backend.models.mv_unet import MultiViewUNet
 from backend.models.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
 from backend.models.vae import build_vae
-from blender_addon.atomic_files import atomic_path
+from blender_addon.core.atomic_files import atomic_path
 
 from diffusers.utils import logging as _diffusers_logging
 
@@ -45,6 +45,9 @@ class MultiViewDiffusionModel:
     conditioning_leftovers: dict[str, torch.Tensor] = field(default_factory=dict)
     # The uncompiled UNet when ``unet`` was replaced by a compiled one (backend.models.acceleration).
     eager_unet: MultiViewUNet | None = None
+    # The VAE encoder's moments function compiled for the SDS path (backend.models.acceleration.compile_vae_encoder);
+    # None: the VAE's own eager encode.
+    vae_encoder_moments: Any = None
 
     @property
     def device(self) -> torch.device:

@@ -55,6 +55,9 @@ class RendererConfig:
     grid_ema_decay: float = setting(0.95, min=0.0, max=1.0, help="occupancy grid EMA decay")
     render_step: float = setting(1.732 * 2 / 512, min=1e-4, max=1.0, help="world units between samples on a ray")
     alpha_threshold: float = setting(0.01, min=0.0, max=1.0, help="CUDA: samples with lower alpha are skipped")
+    early_stop_eps: float = setting(1e-4, min=0.0, max=1.0,
+                                    help="CUDA: a ray stops once its transmittance is below this (the reference's "
+                                    "nerfacc default; 0: never)")
     cpu_max_samples: int = setting(512, min=1, max=4096, help="CPU sampler: at most this many samples per ray")
     chunk_rays: int = setting(65536, min=1, max=1 << 20, help="rays per chunk when rendering without gradients")
 
