@@ -286,7 +286,7 @@ def test_finish_job_streams_every_level_textured_and_replays_it_on_attach(tmp_pa
 def test_finish_with_a_budget_above_the_surface_keeps_it_whole_and_says_so(tmp_path, connect, serve_in_process):
     from backend.finishing.cleanup import clean_surface
     from backend.finishing.surface import extract_surface
-    from blender_addon.client import decode_array
+    from blender_addon.core.client import decode_array
     from tests.helpers.fitted_job import SURFACE_THRESHOLD, store_fitted_generate_job
 
     source, field, _ = store_fitted_generate_job(tmp_path / "data")
