@@ -159,7 +159,7 @@ class Session:
         request = client.submit(kind, image_png, job_settings, name=object_name)
         state.request, state.job_id, state.job_kind, state.state = request, "", kind, "queued"
         state.phase, state.step, state.total, state.eta, state.position = "submitted", 0, 0, -1.0, 0
-        state.last_error, state.mesh_updates, state.artifacts, state.lod_levels = "", 0, "", 0
+        state.last_error, state.mesh_updates, state.artifacts, state.lod_levels, state.note = "", 0, "", 0, ""
         state.target = tuple(scene.cursor.location)
         state.seed = int(job_settings.get("seed", scene.iso3d_generate.seed))
         if kind in ("generate", "finish"):
@@ -249,7 +249,7 @@ class Session:
 
         state = context.scene.iso3d_job
         if state.job_id != job:
-            state.job_id, state.state, state.request, state.last_error = job, "", "", ""
+            state.job_id, state.state, state.request, state.last_error, state.note = job, "", "", "", ""
             state.phase, state.step, state.total, state.eta, state.mesh_updates = "", 0, 0, -1.0, 0
             owner = next((obj for obj in bpy.data.objects if obj.type == "MESH" and job in (
                 obj.get(JOB_PROPERTY), obj.get(FINISH_JOB_PROPERTY))), None)
@@ -522,10 +522,12 @@ class Session:
         for scene in _job_scenes(message.get("job")):
             state = scene.iso3d_job
             newly_done = state.state != "done"  # not a replay of a job this scene has already seen end
+            state.note = message.get("note", "")
             if newly_done:
                 self.undo_reasons.append(f"{state.job_kind or 'job'} done")
                 what = f" '{state.object_name}'" if state.object_name and state.job_kind != "preview" else ""
-                self.announcements.append(("INFO", f"Isotropic3D: {state.job_kind or 'job'}{what} done"))
+                note = f" ({state.note})" if state.note else ""
+                self.announcements.append(("INFO", f"Isotropic3D: {state.job_kind or 'job'}{what} done{note}"))
             state.state, state.eta, state.position = "done", 0.0, 0
             state.step = state.total
             state.artifacts = json.dumps(artifacts)

@@ -213,7 +213,8 @@ class JobRunner:
             mesh = textured.mesh
             yield MeshUpdate(mesh.vertices, mesh.faces, mesh.vertex_colors, 0, final=True,
                              uvs=textured.corner_uvs, texture=textured.texture, level=level)
-        yield Done({name: str(out / name) for level in result.levels for name in level.files})
+        yield Done({name: str(out / name) for level in result.levels for name in level.files},
+                   note="; ".join(result.notes))
 
 
 class _Cancelled(Exception):

@@ -57,6 +57,7 @@ class JobRecord:
     crashes: int = 0  # how often the service died while it ran (a retry budget)
     model: str = ""  # the model it was made with; another model does not resume it
     owner: str = ""  # the CURVE public key (Z85) of the client that submitted it; "" without CURVE
+    note: str = ""  # what the finished job adapted, in words (Done.note)
 
     def summary(self) -> dict:
         return {
@@ -74,7 +75,7 @@ _RECORD_TYPES = {"id": str, "kind": str, "settings": dict, "name": str, "status"
                  "phase": str, "step": int, "total": int, "elapsed": (int, float), "eta": (int, float, type(None)),
                  "losses": dict, "error_code": str, "error_message": str, "artifacts": dict,
                  "mesh_step": (int, type(None)), "mesh_final": bool, "views_kind": str, "runs": int, "crashes": int,
-                 "model": str, "owner": str}
+                 "model": str, "owner": str, "note": str}
 STATUSES = ("queued", "running", *FINISHED)
 
 
@@ -247,6 +248,7 @@ class JobStore:
         elif isinstance(event, Done):  # artifacts stored relative to the job's folder
             record.status = "done"
             record.artifacts = {name: _relative(Path(path), directory) for name, path in event.artifacts.items()}
+            record.note = event.note
         elif isinstance(event, Failed):
             record.status = "cancelled" if event.code == "cancelled" else "failed"
             record.error_code, record.error_message = event.code, event.message
@@ -282,7 +284,7 @@ class JobStore:
                     level=level,
                 )
         if record.status == "done":
-            yield Done(record.artifacts)
+            yield Done(record.artifacts, record.note)
         elif record.status in ("failed", "cancelled"):
             yield Failed(record.error_code or record.status, record.error_message or record.status)
 

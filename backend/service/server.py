@@ -204,7 +204,8 @@ class BackendServer:
             if self.loopback:
                 entry["path"] = str(path)
             artifacts.append(entry)
-        return protocol.encode("done", job=job_id, artifacts=artifacts)
+        note = {"note": record.note} if record.note else {}
+        return protocol.encode("done", job=job_id, artifacts=artifacts, **note)
 
     def _handle(self, frames) -> None:
         if len(frames) < 2:
