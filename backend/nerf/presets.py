@@ -42,6 +42,9 @@ class FieldConfig:
     finite_difference_eps: float = setting(1e-3, min=1e-6, max=0.1,
                                            help="world units; central differences along x, y, z")
     compile: bool = setting(True, help="torch.compile the field on CUDA (plain torch elsewhere)")
+    encoding: str = setting("auto", choices=("auto", "torch", "triton"),
+                            help="hash grid: triton: fused kernels (CUDA); torch: the reference code; auto: triton "
+                            "where it can run (CUDA, triton installed), torch elsewhere")
 
 
 @dataclass
@@ -194,6 +197,9 @@ class GenerateConfig:
                 raise SettingsError(f"settings 'phases.objects_{phase}' x 'cameras.views_per_object' x "
                                     f"'phases.resolution_{phase}'^2 ask for {rays:,} rays a step; at most "
                                     f"{MAX_RAYS_PER_STEP:,}")
+        if self.field.encoding == "triton" and self.field.normals == "autograd":
+            raise SettingsError("setting 'field.normals' 'autograd' differentiates the hash grid by its positions, "
+                                "which the fused encoding ('field.encoding' 'triton') does not: use 'auto' or 'torch'")
         low, high = self.shading.light_distance_range
         if low > high:
             raise SettingsError("setting 'shading.light_distance_range' must be (low, high) with low <= high")

@@ -82,6 +82,7 @@ class SDSTrainer:
         self.total_steps = config.run.steps
         torch.manual_seed(config.run.seed)  # initial weights come from the seed
         self.field = RadianceField(config.field).to(self.device)
+        self.field.encoding.check_device(self.device)
         if self.device.type == "cuda" and config.field.compile:
             self.field.use_compiled()
         self.renderer = VolumeRenderer(config.renderer, config.field.radius, self.device)
