@@ -40,7 +40,7 @@ from backend.imaging import decode_image, prepare_preview_image, save_views_grid
 from backend.models.acceleration import accelerate_for_inference, compile_vae_encoder, vae_encoder_compile_mode
 from backend.models.multiview_model import build_random_published_model, build_tiny_model
 from backend.service.inputs import prepare_input
-from backend.service.jobs import JobStore
+from backend.service.job_store import JobStore
 from backend.service.messages import event_frames
 from backend.service.server import BackendServer
 from blender_addon.core.client import BackendClient

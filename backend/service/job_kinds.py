@@ -13,7 +13,7 @@ from pathlib import Path
 from backend.errors import SettingsError, UserError
 from backend.events import Done, Event, Failed, Progress, Views
 from backend.imaging import decode_image, prepare_condition_image, prepare_preview_image
-from backend.service.jobs import WORK_FOLDER
+from backend.service.job_store import WORK_FOLDER
 from backend.settings import describe, settings_from_dict, shown_key
 
 # Keys sent by add-ons of earlier releases, read as today's wire keys (the field names of the settings dataclasses).
