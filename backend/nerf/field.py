@@ -89,6 +89,8 @@ class HashGrid(nn.Module):
         """Whether ``forward(x01)`` runs the fused kernels; SettingsError where ``triton`` is forced but cannot."""
         if self.implementation == "torch":
             return False
+        if self.implementation == "auto" and x01.device.type != "cuda":
+            return False  # Triton's CPU interpreter (TRITON_INTERPRET=1) only where 'triton' is asked for: tests
         reason = hash_grid_triton.unavailable_reason(x01.device)
         if reason is None and (x01.dtype, self.table.dtype) != (torch.float32, torch.float32):
             reason = f"the fused hash-grid encoding takes float32 positions and table, not {x01.dtype}"
