@@ -48,16 +48,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from backend.diffusion.cameras import ViewCameras  # noqa: E402
-from backend.diffusion.sds import SDSOutput  # noqa: E402
-from backend.events import Done, Failed, MeshUpdate  # noqa: E402
-from backend.nerf.presets import GenerateConfig, preset  # noqa: E402
-from backend.nerf.rays import camera_rays  # noqa: E402
-from backend.nerf.shading import Lighting, shade  # noqa: E402
-from backend.nerf.trainer import SDSTrainer  # noqa: E402
+from backend.diffusion.cameras import ViewCameras
+from backend.diffusion.sds import SDSOutput
+from backend.events import Done, Failed, MeshUpdate
+from backend.nerf.presets import GenerateConfig, preset
+from backend.nerf.rays import camera_rays
+from backend.nerf.shading import Lighting, shade
+from backend.nerf.trainer import SDSTrainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The known object's field converges to an opaque silhouette, not to the densities thousands of SDS steps reach:

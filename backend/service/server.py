@@ -169,7 +169,7 @@ class BackendServer:
                     self._accept(*item[1:])
                 else:
                     self._forward(*item[1:])
-            except Exception:  # noqa: BLE001 - nothing may end the loop; the log has the traceback
+            except Exception:  # nothing may end the loop; the log has the traceback
                 log.exception("internal error forwarding %s", item[0])
 
     def _forward(self, job_id: str, event) -> None:
@@ -219,7 +219,7 @@ class BackendServer:
         except UserError as error:
             job = message.get("job") if message_type in ("cancel", "attach", "fetch") else None
             self._error(identity, "bad_settings", str(error), job if isinstance(job, str) else None)
-        except Exception:  # noqa: BLE001 - nothing may end the loop; the log has the traceback
+        except Exception:  # nothing may end the loop; the log has the traceback
             incident = uuid.uuid4().hex[:8]
             log.exception("internal error %s handling a %r message", incident, message_type)
             self._error(identity, "internal", f"internal error {incident} (the backend's log has the details)")
@@ -326,7 +326,7 @@ class BackendServer:
                 result = prepare_input(png, side)
             except UserError as error:
                 result = error
-            except Exception as error:  # noqa: BLE001 - handed back to the loop, which answers it
+            except Exception as error:  # handed back to the loop, which answers it
                 log.exception("preparing an input image failed")
                 result = error
             self.events.put(("input", identity, kind, settings, name, request, client_key, result))

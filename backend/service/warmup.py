@@ -34,7 +34,7 @@ class Warmup:
         started = time.perf_counter()
         try:
             self._preview(report, started)
-        except Exception:  # noqa: BLE001 - the service works without a warm-up; the log has the traceback
+        except Exception:  # the service works without a warm-up; the log has the traceback
             log.exception("the warm-up failed; the first job compiles instead")
             self.state = "failed"
             return
