@@ -75,3 +75,22 @@ def test_the_shared_helpers_import_only_the_standard_library():
     for path in part_files("Shared"):
         outside = {m.split(".")[0] for m in imported_modules(path)} - set(sys.stdlib_module_names) - {"__future__"}
         assert not outside, f"{path.relative_to(REPO)} imports {outside}"
+
+
+PROJECT_PACKAGES = ("backend", "training", "blender_addon", "tests")
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """A leading underscore means "this module's own": another module of the project imports only public names
+    (third-party private names, e.g. open_clip's ``_build_vision_tower``, are outside this rule)."""
+    imported = []
+    for folder in (*PROJECT_PACKAGES, "bench", "scripts", "examples"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.ImportFrom):
+                    continue
+                if node.level == 0 and (node.module or "").split(".")[0] not in PROJECT_PACKAGES:
+                    continue
+                imported += [f"{path.relative_to(REPO)}:{node.lineno} imports {alias.name} from {node.module}"
+                             for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not imported, imported
