@@ -190,7 +190,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def run_preset(name: str, model, device: torch.device, steps: int | None, sds_weight: float,
-               reference_points: np.ndarray, overrides: dict[str, str]) -> dict:
+               reference_points: np.ndarray, overrides: dict[str, str], chamfer_samples: int = 50000) -> dict:
     """One whole run of preset ``name`` (its step count scaled to ``steps``); the figures of that run."""
     from backend.nerf.presets import set_option
 
@@ -281,7 +281,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         result["checkpointed_steps"] = sum(1 for r in records if plan.sample_budget and r["samples"] > plan.sample_budget)
     if final is not None:
         result["final_faces"] = int(len(final.faces))
-        result["chamfer"] = round(chamfer_distance(final.vertices, final.faces, reference_points), 5)
+        result["chamfer"] = round(chamfer_distance(final.vertices, final.faces, reference_points, chamfer_samples), 5)
     else:
         result["chamfer"] = None
     return result
@@ -384,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="guidance UNet compile, as iso3d generate's --compile (default auto)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                         help="a setting on top of each preset (repeatable)")
-    parser.add_argument("--floor-repeats", type=int, default=20)
+    parser.add_argument("--floor-repeats", type=int, default=20, help="timed floor calls on CUDA (CPU: at most 2)")
+    parser.add_argument("--chamfer-samples", type=int, default=50000,
+                        help="points sampled on the final mesh for the chamfer distance")
     parser.add_argument("--warm-rerun", action="store_true",
                         help="run the first preset again in a new process (warm compile cache)")
     parser.add_argument("--label", default="", help="a note stored with the results (e.g. 'baseline')")
@@ -427,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, own in runs:
         print(f"[generate bench] {name} {own or ''}: running", flush=True)
         try:
-            result = run_preset(name, model, device, steps, args.sds_weight, reference_points, {**overrides, **own})
+            result = run_preset(name, model, device, steps, args.sds_weight, reference_points, {**overrides, **own},
+                                args.chamfer_samples)
         except Exception as error:  # noqa: BLE001 -- recorded with its message; the other runs go on
             print(f"[generate bench] {name}: failed: {error}", flush=True)
             presets_out.append({"preset": name, "overrides": {**overrides, **own}, "failed": str(error)[:500]})
@@ -444,8 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     if not measured:
         write_results(out, summary)
         return 1
-    floor = floor_ms(model, device, preset(names[-1]), args.floor_repeats if device.type == "cuda" else 2, 3
-                     if device.type == "cuda" else 1)
+    cuda = device.type == "cuda"
+    floor = floor_ms(model, device, preset(names[-1]), args.floor_repeats if cuda else min(2, args.floor_repeats),
+                     3 if cuda else 1)
     for result in measured:
         result.update(floor)
         result["phase2_step_over_floor"] = round(result["phase2_step_ms_p50"] / floor["floor_ms"], 2)

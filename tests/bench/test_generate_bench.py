@@ -28,6 +28,7 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path):
     # one intermediate mesh, one preview, one checkpoint: every part of the run, each once (cheap on a busy CPU)
     periods = ["--set", "run.mesh_every=2", "--set", "run.views_every=4", "--set", "run.checkpoint_every=4"]
     assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
+                       "--chamfer-samples", "5000",
                        *periods]) == 0
     results = json.loads(out.read_text())
     assert results["gpu"] == "cpu"
