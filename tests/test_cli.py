@@ -126,3 +126,17 @@ def test_generate_then_export_as_a_user_runs_them(tmp_path):
                    env=env, cwd=REPO_ROOT, timeout=600)
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "finished" / "thing.glb").is_file()
+
+
+def test_serve_refuses_a_non_loopback_bind_without_keys_before_loading_a_model(tmp_path, capsys):
+    # the data folder lies under a file: were the refusal to come after the folder lock, the run would stop there
+    # (with another message) instead of loading the model and serving in this process
+    (tmp_path / "a file").write_text("")
+    code = iso3d(["serve", "--model", "tiny", "--bind", "tcp://0.0.0.0:5555", "--data", str(tmp_path / "a file" / "data")])
+    one_line_error(code, capsys, "binding tcp://0.0.0.0:5555", "CURVE")
+
+
+def test_serve_with_a_data_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    (tmp_path / "a file").write_text("")
+    code = iso3d(["serve", "--model", "tiny", "--data", str(tmp_path / "a file" / "data")])
+    one_line_error(code, capsys, "cannot use the data folder", "Not a directory", "--data")
