@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from blender_addon.core.parent_watch import exit_with_parent
+
+    exit_with_parent()  # started by the add-on (ISO3D_PARENT_PID): stop when that Blender dies, even by SIGKILL
     args = build_parser().parse_args(argv)
     from backend.errors import run_command
 

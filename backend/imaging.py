@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from backend.errors import UserError
-from blender_addon.atomic_files import open_atomically
+from blender_addon.core.atomic_files import open_atomically
 
 MODEL_INPUT_SIZE = 256
 MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000

@@ -7,7 +7,7 @@ dataclasses make sections. The *wire key* of a setting is its field name, dotted
 - :func:`settings_from_dict`: a settings object from a mapping of wire keys (the service's job settings, the CLI's
   flags), every value type-checked, finite and within its bounds;
 - :func:`check_bounds`: the bounds check every ``validate()`` starts with; its errors name the wire key;
-- :func:`describe`: the defaults and bounds the service sends in ``welcome`` (see blender_addon/protocol.py);
+- :func:`describe`: the defaults and bounds the service sends in ``welcome`` (see blender_addon/core/protocol.py);
 - :func:`add_setting_arguments` / :func:`overrides_from_args`: the command-line flags ``--KEY VALUE``.
 
 Sequences (``tuple[float, float]``, ``tuple[int, ...]``) are JSON lists on the wire, or comma-separated text

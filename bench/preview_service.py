@@ -41,7 +41,7 @@ from backend.service.inputs import prepare_input
 from backend.service.jobs import JobStore
 from backend.service.messages import event_frames
 from backend.service.server import BackendServer
-from blender_addon.client import BackendClient
+from blender_addon.core.client import BackendClient
 
 ANSWER_S = 600  # a cold compile of the published UNet takes minutes
 

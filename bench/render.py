@@ -51,7 +51,7 @@ for k in range(count):
 NAIVE_RENDER_ONE = r"""
 import sys, json, bpy
 from blender_addon.dataset_render import TrainingViewRenderer
-from blender_addon.render_plan import RenderSettings
+from blender_addon.core.render_plan import RenderSettings
 path, object_id, out = sys.argv[1], sys.argv[2], sys.argv[3]
 settings = RenderSettings.from_dict(json.loads(sys.argv[4]))
 bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -81,7 +81,7 @@ def main():
     parser.add_argument("--resolution", type=int, default=256)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from blender_addon.render_plan import RenderSettings
+    from blender_addon.core.render_plan import RenderSettings
 
     settings = RenderSettings(resolution=args.resolution, **({"samples": args.samples} if args.samples else {}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -28,7 +28,7 @@ COMPOSITE = r"""
 import sys, time, json
 import numpy as np, bpy
 from blender_addon.dataset_render import TrainingViewRenderer
-from blender_addon.render_plan import RenderSettings
+from blender_addon.core.render_plan import RenderSettings
 folder, resolution, views = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 bpy.ops.wm.read_factory_settings(use_empty=True)
 renderer = TrainingViewRenderer(RenderSettings(resolution=resolution), bpy.context.scene)
@@ -57,7 +57,7 @@ def main():
     parser.add_argument("--file-mb", type=int, default=64)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from blender_addon.render_plan import RenderSettings, verify_object_folder
+    from blender_addon.core.render_plan import RenderSettings, verify_object_folder
     from tests.helpers.render_format import write_object
     from training.render_inputs import content_id
 

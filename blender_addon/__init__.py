@@ -1,11 +1,12 @@
 """Isotropic3D for Blender: the Blender extension.
 
 register()/unregister() only. bpy is imported lazily (inside these functions and in the modules they load), so
-the bpy-free modules of this package (``render_plan``, the protocol) import without Blender.
+the bpy-free core (``blender_addon.core``: the protocol, the client, the render format, job settings, ...) imports
+without Blender.
 """
 
 _MODULES = ("preferences", "render_properties", "properties", "operators_render", "operators_generate", "operators_finish",
-            "session", "panels")
+            "session_loop", "panels")
 
 
 def _load_modules():

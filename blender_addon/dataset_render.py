@@ -23,8 +23,8 @@ import bpy
 import mathutils
 import numpy as np
 
-from .atomic_files import write_json_atomically
-from .render_plan import (
+from .core.atomic_files import write_json_atomically
+from .core.render_plan import (
     OBJECT_EXTENSIONS,
     RECORD_FILE,
     ObjectPlan,
@@ -39,7 +39,7 @@ from .render_plan import (
     plan_object,
     verify_object_folder,
 )
-from .render_staging import PublishError, StagingFolder
+from .core.render_staging import PublishError, StagingFolder
 
 WORLD_MAP_RESOLUTION = 256  # pixels of the world's light importance map
 # ID collections that importers add to; what an import adds there is removed again after the object's render.

@@ -1,45 +1,22 @@
 """The input image of a generation as PNG bytes: from a file, an Image datablock, or the active image empty.
 
 A photo from disk is read and downscaled to what the model needs (``MAX_SEND_SIDE``) by a child process (Blender
-itself in the background, with its ``imbuf`` module), so this Blender never decodes it; only the small result is
-loaded and encoded as PNG here, and no Image datablock is left behind. ``prepare_file`` starts that,
-``PreparedImage.ready`` says when it is done and ``PreparedImage.result`` collects it.
+itself in the background, with its ``imbuf`` module; the bpy-free part is ``core.image_downscale``), so this Blender
+never decodes it; only the small result is loaded and encoded as PNG here, and no Image datablock is left behind.
+``prepare_file`` starts that, ``PreparedImage.ready`` says when it is done and ``PreparedImage.result`` collects it.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
-import sys
 import tempfile
-import zlib
 
 import bpy
 import numpy as np
 
-from .protocol import PNG_SIGNATURE, png_size
-
-# The model sees 256x256 (the backend crops the object and resizes); 512 px on the long side keeps twice that for
-# the crop while a PNG of it stays well under a megabyte.
-MAX_SEND_SIDE = 512
-
-
-class ImageInputError(Exception):
-    """The chosen image cannot be used; the message says why in plain words."""
-
-
-def encode_png(rgba: np.ndarray) -> bytes:
-    """uint8 [H, W, 4] (top row first) as a PNG (RGBA, 8 bit), with zlib only."""
-    height, width, _ = rgba.shape
-    rows = np.concatenate([np.zeros((height, 1), np.uint8), rgba.reshape(height, width * 4)], axis=1)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(
-        b"IEND", b"")
+from .core.image_downscale import ImageInputError, encode_png, small_png_file, start_downscale
+from .core.protocol import PNG_SIGNATURE
 
 
 def image_datablock_png(image) -> bytes:
@@ -73,61 +50,6 @@ def _checked_path(path: str) -> str:
     if not os.path.isfile(path):
         raise ImageInputError(f"The image file {path} does not exist")
     return path
-
-
-def small_png_file(path: str) -> bytes | None:
-    """The file's bytes when it is a PNG already small enough to send as is; None otherwise."""
-    with open(path, "rb") as file:
-        head = file.read(32)
-        if not head.startswith(PNG_SIGNATURE):
-            return None
-        try:
-            if max(png_size(head)) > MAX_SEND_SIDE:
-                return None
-        except ValueError:
-            return None
-        return head + file.read()
-
-
-# Run in a child Blender (or a child Python with the bpy module): decode, downscale and write the image there, so
-# the decode never holds this Blender's GIL (imbuf keeps it while it works: a 24 MP JPEG froze the UI's Python for
-# 0.6-2 s on a worker thread). Arguments: input path, output path, longest side. Exit code 3: not an image.
-DOWNSCALE_SCRIPT = """
-import sys
-try:
-    import bpy  # the bpy module needs it first; Blender itself has it loaded
-except ImportError:
-    pass
-import imbuf
-path, output, side = sys.argv[-3], sys.argv[-2], int(sys.argv[-1])
-try:
-    buffer = imbuf.load(path)
-except Exception as error:
-    print(f"not an image: {error}", file=sys.stderr)
-    sys.exit(3)
-width, height = buffer.size
-if width == 0 or height == 0:
-    print("no pixels", file=sys.stderr)
-    sys.exit(3)
-scale = side / max(width, height)
-if scale < 1.0:
-    # a nearest-pixel step to 3x the target first (24 MP: 25 ms instead of 310 ms bilinear all the way), then
-    # bilinear, which averages the 3x3 pixels of each output pixel against aliasing
-    if scale < 1 / 3:
-        buffer.resize((max(round(width * scale * 3), 1), max(round(height * scale * 3), 1)), method="FAST")
-    buffer.resize((max(round(width * scale), 1), max(round(height * scale), 1)), method="BILINEAR")
-imbuf.write(buffer, filepath=output)
-"""
-
-
-def downscale_command(path: str, output: str) -> list[str]:
-    """The child process that downscales ``path`` into ``output``: Blender itself in the background, or, in the bpy
-    module (no Blender binary), this Python."""
-    arguments = [path, output, str(MAX_SEND_SIDE)]
-    if bpy.app.binary_path:
-        return [bpy.app.binary_path, "--background", "--factory-startup", "--python-exit-code", "2",
-                "--python-expr", DOWNSCALE_SCRIPT, "--", *arguments]
-    return [sys.executable, "-c", DOWNSCALE_SCRIPT, *arguments]
 
 
 def small_file_png(path: str) -> bytes:
@@ -190,8 +112,7 @@ def prepare_file(path: str) -> PreparedImage:
     folder = tempfile.TemporaryDirectory(prefix="iso3d-input-")
     output = os.path.join(folder.name, "input.img")
     try:
-        process = subprocess.Popen(downscale_command(path, output), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = start_downscale(path, output, bpy.app.binary_path)
     except OSError as error:
         folder.cleanup()
         raise ImageInputError(f"Could not start the image reader: {error}") from None

@@ -8,8 +8,9 @@ object's mesh and material in place when the result streams back. Running it aga
 
 import bpy
 
-from .face_budgets import parse_face_budgets
-from .preferences import ConnectionRefused
+from .core.connection import ConnectionRefused
+from .core.job_settings import finish_settings
+from .preferences import session_settings
 from .scene_sync import FINISH_JOB_PROPERTY, JOB_PROPERTY, LOD_OF_PROPERTY
 from .session import SESSION
 
@@ -23,12 +24,6 @@ def finish_target(context):
     if obj is None or obj.type != "MESH" or not obj.get(JOB_PROPERTY):
         return None
     return obj
-
-
-def finish_settings(properties, source_job: str) -> dict:
-    """The ``finish`` job's settings (sizes in object-space units)."""
-    return {"source": source_job, "faces": int(properties.faces), "texture": int(properties.texture),
-            "lods": parse_face_budgets(properties.lods), "size": float(properties.size), "formats": ["glb"]}
 
 
 class ISO3D_OT_finish(bpy.types.Operator):
@@ -53,7 +48,7 @@ class ISO3D_OT_finish(bpy.types.Operator):
                 raise ValueError(f"Wait for the current {scene.iso3d_job.job_kind or 'job'} to end (or cancel it) "
                                  "before finishing")
             settings = finish_settings(scene.iso3d_finish, obj[JOB_PROPERTY])
-            SESSION.submit(context, "finish", None, settings, obj.name)
+            SESSION.submit(context, session_settings(context), "finish", None, settings, obj.name)
         except (ValueError, ConnectionRefused, ConnectionError) as error:
             scene.iso3d_job.last_error = str(error)
             self.report({"ERROR"}, str(error))

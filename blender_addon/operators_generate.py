@@ -1,4 +1,5 @@
-"""Operators of the generation panel: Preview Views, Generate, Cancel, Connect/Attach, Start/Stop local backend.
+"""Operators of the generation panel: Preview Views, Generate, Cancel, Resume, Connect/Attach, Start/Stop local
+backend.
 
 Each one only queues work on the session (never waits for the backend) and reports every problem in plain words.
 """
@@ -7,11 +8,12 @@ import json
 
 import bpy
 
-from .addresses import AddressError, is_loopback
+from .core.addresses import AddressError, is_loopback
 from .image_input import ImageInputError, prepare_input
-from .job_settings import changed_settings
-from .local_backend import LocalBackendError, serve_command
-from .preferences import ConnectionRefused, addon_preferences, backend_address, local_data_folder
+from .core.job_settings import changed_settings
+from .core.local_backend import LocalBackendError, serve_command
+from .core.connection import ConnectionRefused
+from .preferences import addon_preferences, backend_address, local_data_folder, session_settings
 from .session import SESSION
 
 
@@ -79,7 +81,8 @@ class _Submit:
             if self.kind == "generate":
                 target = settings.result_object
                 object_name = target.name if target is not None else _unique_object_name(f"Isotropic3D {prepared.name}")
-            SESSION.submit_when_ready(context, self.kind, prepared, job_settings, object_name)
+            SESSION.submit_when_ready(context, session_settings(context), self.kind, prepared, job_settings,
+                                      object_name)
         except (ImageInputError, ConnectionRefused, ValueError, ConnectionError) as error:
             context.scene.iso3d_job.last_error = str(error)
             self.report({"ERROR"}, str(error))
@@ -138,11 +141,37 @@ class ISO3D_OT_cancel(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            SESSION.cancel(context, self.job.strip())
+            SESSION.cancel(context, session_settings(context), self.job.strip())
         except (ValueError, ConnectionRefused, ConnectionError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Isotropic3D: cancelling {self.job.strip() or context.scene.iso3d_job.job_kind or 'the job'}")
+        return {"FINISHED"}
+
+
+class ISO3D_OT_resume(bpy.types.Operator):
+    """Resume a cancelled generate job from the step it saved; its meshes stream into its own object again"""
+
+    bl_idname = "iso3d.resume"
+    bl_label = "Resume"
+    bl_options = {"UNDO"}
+
+    job: bpy.props.StringProperty(name="Job", description="A cancelled generate job's id; empty = this scene's job",
+                                  options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        state = context.scene.iso3d_job
+        job = self.job.strip() or state.job_id
+        if job != state.job_id and busy_reason(context.scene):
+            self.report({"ERROR"}, busy_reason(context.scene))  # it would leave the running job unseen
+            return {"CANCELLED"}
+        try:
+            SESSION.resume(context, session_settings(context), job)
+        except (ValueError, ConnectionRefused, ConnectionError) as error:
+            state.last_error = str(error)
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Isotropic3D: resuming {state.object_name or job}")
         return {"FINISHED"}
 
 
@@ -163,9 +192,10 @@ class ISO3D_OT_connect(bpy.types.Operator):
             self.report({"ERROR"}, busy_reason(context.scene))  # it would leave the running job unseen
             return {"CANCELLED"}
         try:
-            SESSION.connect(context, force=True)
+            settings = session_settings(context)
+            SESSION.connect(context, settings, force=True)
             if job:
-                SESSION.attach(context, job)
+                SESSION.attach(context, settings, job)
         except (ConnectionRefused, ConnectionError) as error:
             context.scene.iso3d_job.last_error = str(error)
             self.report({"ERROR"}, str(error))
@@ -183,7 +213,7 @@ class ISO3D_OT_refresh_jobs(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            SESSION.refresh_jobs(context)
+            SESSION.refresh_jobs(context, session_settings(context))
         except (ConnectionRefused, ConnectionError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -208,7 +238,7 @@ class ISO3D_OT_start_local_backend(bpy.types.Operator):
                 preferences.local_device if preferences else "auto", address, local_data_folder(context),
             )
             SESSION.local_backend.start(command, local_data_folder(context))
-            SESSION.connect(context, force=True)
+            SESSION.connect(context, session_settings(context), force=True)
         except (LocalBackendError, ConnectionRefused, AddressError, OSError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -246,7 +276,8 @@ class ISO3D_OT_report(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (ISO3D_OT_preview_views, ISO3D_OT_generate, ISO3D_OT_generate_from_seed, ISO3D_OT_cancel, ISO3D_OT_connect,
+CLASSES = (ISO3D_OT_preview_views, ISO3D_OT_generate, ISO3D_OT_generate_from_seed, ISO3D_OT_cancel, ISO3D_OT_resume,
+           ISO3D_OT_connect,
            ISO3D_OT_refresh_jobs, ISO3D_OT_start_local_backend, ISO3D_OT_stop_local_backend, ISO3D_OT_report)
 
 

@@ -13,7 +13,7 @@ import bpy
 
 from .dataset_render import ObjectRenderError, TrainingViewRenderer
 from .preferences import output_folder
-from .render_plan import RenderSettingsError
+from .core.render_plan import RenderSettingsError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

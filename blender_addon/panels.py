@@ -58,7 +58,7 @@ class ISO3D_PT_generate(_SidebarTab, bpy.types.Panel):
     bl_order = 0
 
     def draw(self, context):
-        from .client import zmq_problem
+        from .core.client import zmq_problem
 
         layout = self.layout
         settings = context.scene.iso3d_generate
@@ -124,6 +124,8 @@ class ISO3D_PT_generate_progress(_SidebarTab, bpy.types.Panel):
                 layout.progress(factor=min(state.step / state.total, 1.0), text=f"{100 * state.step // state.total}%")
             if state.mesh_updates:
                 layout.label(text=f"{state.mesh_updates} meshes into '{state.object_name}'", icon="MESH_DATA")
+            if can_resume(state.job_id, state.job_kind, state.state):
+                layout.operator("iso3d.resume", icon="PLAY")
             if state.job_kind == "preview" and state.state == "done":
                 layout.operator("iso3d.generate_from_seed", text=f"Generate from seed {state.seed}",
                                 icon="MESH_MONKEY")
@@ -131,6 +133,18 @@ class ISO3D_PT_generate_progress(_SidebarTab, bpy.types.Panel):
                 _error_box(layout, lost_connection_text(state))
         if state.last_error:
             _error_box(layout, state.last_error)
+
+
+def can_resume(job: str, kind: str, status: str) -> bool:
+    """Whether to offer Resume: the backend's job list says so for the job in this state (a generate job that was
+    cancelled, or failed by interruptions, with its saved state); else any cancelled generate job (a refused resume
+    is answered in words)."""
+    from .session import SESSION
+
+    listed = next((row for row in SESSION.backend_jobs if row.get("job") == job), {})
+    if listed.get("status") == status and "resumable" in listed:
+        return bool(job) and listed["resumable"] is True
+    return bool(job) and kind == "generate" and status == "cancelled"
 
 
 def _age(created: float) -> str:
@@ -164,7 +178,7 @@ def file_jobs() -> dict[str, dict]:
 
 
 class ISO3D_PT_generate_jobs(_SidebarTab, bpy.types.Panel):
-    """This file's jobs and the backend's recent ones, each with attach / cancel / import."""
+    """This file's jobs and the backend's recent ones, each with attach / cancel / resume / import."""
 
     bl_label = "Jobs"
     bl_idname = "ISO3D_PT_generate_jobs"
@@ -200,6 +214,8 @@ class ISO3D_PT_generate_jobs(_SidebarTab, bpy.types.Panel):
             line.operator("iso3d.connect", text="", icon="LINKED").job = row["job"]
             if status in ("queued", "running"):
                 line.operator("iso3d.cancel", text="", icon="CANCEL").job = row["job"]
+            elif can_resume(row["job"], row.get("kind", ""), status):
+                line.operator("iso3d.resume", text="", icon="PLAY").job = row["job"]
             elif status == "done" and row.get("kind") in ("generate", "finish"):
                 line.operator("iso3d.connect", text="", icon="IMPORT").job = row["job"]  # replays its result
 

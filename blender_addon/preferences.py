@@ -1,16 +1,13 @@
 """Add-on preferences: the backend address, a local backend to start, CURVE keys for a remote backend, and the
-output folders. Also the checks that turn them into a connection (loopback or keys, Blender's offline mode)."""
+output folders; ``session_settings`` reads them into the plain values the session receives (the connection rule
+itself is ``core.connection``)."""
 
 import os
 
 import bpy
 
-from .addresses import DEFAULT_ADDRESS, AddressError, is_loopback
-
-
-
-class ConnectionRefused(Exception):
-    """The preferences do not allow this connection; the message says why in plain words."""
+from .core.addresses import DEFAULT_ADDRESS
+from .core.connection import SessionSettings
 
 
 def _user_folder(name: str) -> str:
@@ -56,37 +53,20 @@ def backend_address(context) -> str:
     return (preferences.backend_address.strip() if preferences is not None else "") or DEFAULT_ADDRESS
 
 
-def connection_settings(context) -> tuple[str, tuple | None]:
-    """(address, CURVE keys or None) for a connection, or ConnectionRefused saying why not."""
-    address = backend_address(context)
-    try:
-        loopback = is_loopback(address)
-    except AddressError:
-        raise ConnectionRefused(f"The backend address '{address}' is not valid: use tcp://HOST:PORT") from None
-    if not loopback and not getattr(bpy.app, "online_access", True):  # Blender < 4.2 has no offline mode
-        raise ConnectionRefused(
-            f"Blender is in offline mode, so the add-on will not connect to the remote backend {address}: allow "
-            "online access (Preferences > System > Network) or use a backend on this machine (127.0.0.1)"
-        )
+def session_settings(context) -> SessionSettings:
+    """The preferences the session works with, read now (the session receives them; it never reads this module)."""
     preferences = addon_preferences(context)
-    server_key = bpy.path.abspath(preferences.server_public_key) if preferences and preferences.server_public_key else ""
-    client_key = bpy.path.abspath(preferences.client_secret_key) if preferences and preferences.client_secret_key else ""
-    if not (server_key and client_key):
-        if loopback:
-            return address, None
-        raise ConnectionRefused(
-            f"A remote backend ({address}) needs CURVE keys: set the server's public key file and this client's "
-            "secret key file in the add-on preferences (`iso3d keys DIR` makes them)"
-        )
-    for label, path in (("server public key", server_key), ("client secret key", client_key)):
-        if not os.path.isfile(path):
-            raise ConnectionRefused(f"The {label} file {path} does not exist")
-    from .client import BackendClient
 
-    try:  # keys are used whenever both are set: a remote backend, or one reached through an SSH tunnel
-        return address, BackendClient.load_curve_keys(server_key, client_key)
-    except (OSError, ValueError) as error:
-        raise ConnectionRefused(f"The CURVE key files could not be read: {error}") from None
+    def key_file(name: str) -> str:
+        path = getattr(preferences, name) if preferences is not None else ""
+        return bpy.path.abspath(path) if path else ""
+
+    return SessionSettings(
+        address=backend_address(context), server_public_key=key_file("server_public_key"),
+        client_secret_key=key_file("client_secret_key"),
+        online_access=getattr(bpy.app, "online_access", True),  # Blender < 4.2 has no offline mode
+        previews_folder=previews_folder(context), client_name=f"blender {bpy.app.version_string}",
+    )
 
 
 class Isotropic3DPreferences(bpy.types.AddonPreferences):

@@ -2,7 +2,7 @@
 
 import bpy
 
-from .render_plan import DEFAULT_FOV_DEG, RenderSettings
+from .core.render_plan import DEFAULT_FOV_DEG, RenderSettings
 
 _DEFAULTS = RenderSettings()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from .atomic_files import write_bytes_atomically
+from .core.atomic_files import write_bytes_atomically
 COLOR_ATTRIBUTE = "iso3d_color"
 UV_MAP = "UVMap"
 MATERIAL_NAME = "Isotropic3D vertex colour"

@@ -1,12 +1,14 @@
 """The add-on's one connection to the backend and the jobs it follows (module-level ``SESSION``).
 
-``drain(context)`` polls the client (never blocks) and applies each message to the scene that owns its job through
+``drain(context, settings)`` polls the client (never blocks) and applies each message to the scene that owns its job through
 ``scene_sync``: preview views -> Image datablocks and image empties around the job's target; ``mesh`` -> one object
 replaced in place (a ``finish`` job's textured meshes: the object's mesh + baked material, then its LODs);
 ``done`` -> the GLB path on that object; progress and errors -> ``scene.iso3d_job``. In the UI a
-``bpy.app.timers`` callback calls it; in background mode (tests, ``bpy.app.background``) timers never fire, so it is
-called directly. Re-attaching is automatic: whenever a scene holds an unfinished job id (after reopening a file,
-reloading the add-on, or a backend restart seen as a reconnection), the session attaches to it again.
+``bpy.app.timers`` callback calls it (``session_loop``); in background mode (tests, ``bpy.app.background``) timers
+never fire, so it is called directly. The session receives the preferences it needs with each call
+(``core.connection.SessionSettings``, built by the caller): it imports no UI module. Re-attaching is automatic:
+whenever a scene holds an unfinished job id (after reopening a file, reloading the add-on, or a backend restart seen
+as a reconnection), the session attaches to it again.
 
 Undo: the job state of each scene is mirrored here, outside Blender's undo memfile, and written back after every
 undo/redo, so Ctrl-Z never orphans a running job. Results that land (a job's first mesh, its final mesh, a finished
@@ -23,7 +25,8 @@ import time
 
 import bpy
 
-from .local_backend import LocalBackend
+from .core.connection import SessionSettings, connection_target
+from .core.local_backend import LocalBackend
 from .scene_sync import FINISH_JOB_PROPERTY
 
 HEARTBEAT_SECONDS = 2.0
@@ -97,26 +100,26 @@ class Session:
         self.attached: dict[str, float] = {}  # job id -> when attach was last sent on this connection
         self.job_states: dict[str, dict] = {}  # scene name -> its iso3d_job values, kept outside the undo memfile
         self.withdrawn: set[str] = set()  # request ids cancelled before the backend accepted them
+        self.resuming: dict[str, str] = {}  # job id -> request id of a ``resume`` the backend has not answered
         self.undo_reasons: list[str] = []  # results applied by this drain that deserve an undo step
         self.announcements: list[tuple[str, str]] = []  # (INFO|ERROR, text): a job of a scene ended
         self.lost_since: float | None = None  # when the connection was last seen lost (monotonic)
-        self.preparing: dict[str, tuple] = {}  # scene name -> (PreparedImage, kind, settings, object name)
+        self.preparing: dict[str, tuple] = {}  # scene name -> (PreparedImage, kind, job settings, object name)
         self.backend_jobs: list[dict] = []  # the backend's recent jobs (welcome / jobs): job, kind, name, status, ...
         self.backend_settings: dict = {}  # kind -> wire key -> {type, default, min, max, choices, help} (welcome)
         # kept in the driver namespace so that reloading the add-on keeps the handle of a running local backend
         self.local_backend = bpy.app.driver_namespace.setdefault("iso3d_local_backend", LocalBackend())
 
     # -- connection -----------------------------------------------------------------------------------------
-    def connect(self, context, force: bool = False):
-        """The client for the preferences' address (created on first use; ConnectionRefused if not allowed)."""
-        from .client import BackendClient
-        from .preferences import connection_settings
+    def connect(self, context, settings: SessionSettings, force: bool = False):
+        """The client for the settings' address (created on first use; ConnectionRefused if not allowed)."""
+        from .core.client import BackendClient
 
-        address, curve = connection_settings(context)
+        address, curve = connection_target(settings)
         if self.client is not None and not force and (address, curve) == (self.address, self.curve):
             return self.client
         self.disconnect()
-        self.client = BackendClient(address, curve=curve, client_name=f"blender {bpy.app.version_string}")
+        self.client = BackendClient(address, curve=curve, client_name=settings.client_name)
         self.address, self.curve = address, curve
         self.links_seen = 0
         self.connect_started = time.monotonic()
@@ -140,45 +143,47 @@ class Session:
         self.disconnect()
         self.job_states.clear()
         self.withdrawn.clear()
+        self.resuming.clear()
         for prepared, *_ in self.preparing.values():
             prepared.cancel()
         self.preparing.clear()
 
     # -- jobs -----------------------------------------------------------------------------------------------
-    def submit(self, context, kind: str, image_png: bytes | None, settings: dict, object_name: str = "",
-               scene=None) -> str:
+    def submit(self, context, settings: SessionSettings, kind: str, image_png: bytes | None, job_settings: dict,
+               object_name: str = "", scene=None) -> str:
         """Send a job for ``scene`` (default ``context.scene``); ``object_name``: the object its meshes go to
         (generate, finish)."""
         scene = scene or context.scene
-        client = self.connect(context)
+        client = self.connect(context, settings)
         state = scene.iso3d_job
-        request = client.submit(kind, image_png, settings, name=object_name)
+        request = client.submit(kind, image_png, job_settings, name=object_name)
         state.request, state.job_id, state.job_kind, state.state = request, "", kind, "queued"
         state.phase, state.step, state.total, state.eta, state.position = "submitted", 0, 0, -1.0, 0
         state.last_error, state.mesh_updates, state.artifacts, state.lod_levels = "", 0, "", 0
         state.target = tuple(scene.cursor.location)
-        state.seed = int(settings.get("seed", scene.iso3d_generate.seed))
+        state.seed = int(job_settings.get("seed", scene.iso3d_generate.seed))
         if kind in ("generate", "finish"):
             state.object_name = object_name
         self.remember_job_states()
         return request
 
-    def submit_when_ready(self, context, kind: str, prepared, settings: dict, object_name: str = "") -> None:
+    def submit_when_ready(self, context, settings: SessionSettings, kind: str, prepared, job_settings: dict,
+                          object_name: str = "") -> None:
         """Send the job as soon as its input image is ready (at once when it is; else from a later drain, while
         a child process downscales a photo). The scene shows "preparing" meanwhile."""
         scene = context.scene
         if prepared.ready():
-            self.submit(context, kind, prepared.result(), settings, object_name)
+            self.submit(context, settings, kind, prepared.result(), job_settings, object_name)
             return
-        self.preparing[scene.name] = (prepared, kind, settings, object_name)
+        self.preparing[scene.name] = (prepared, kind, job_settings, object_name)
         state = scene.iso3d_job
         state.job_kind, state.state, state.phase, state.last_error = kind, "preparing", "preparing the image", ""
         state.step = state.total = 0
 
-    def _submit_prepared(self, context) -> None:
-        from .image_input import ImageInputError
+    def _submit_prepared(self, context, settings: SessionSettings) -> None:
+        from .core.image_downscale import ImageInputError
 
-        for scene_name, (prepared, kind, settings, object_name) in list(self.preparing.items()):
+        for scene_name, (prepared, kind, job_settings, object_name) in list(self.preparing.items()):
             scene = bpy.data.scenes.get(scene_name)
             if scene is None:
                 del self.preparing[scene_name]
@@ -187,13 +192,13 @@ class Session:
                 continue
             del self.preparing[scene_name]
             try:
-                self.submit(context, kind, prepared.result(), settings, object_name, scene=scene)
+                self.submit(context, settings, kind, prepared.result(), job_settings, object_name, scene=scene)
             except (ImageInputError, ConnectionError, ValueError) as error:
                 state = scene.iso3d_job
                 state.state, state.phase, state.last_error = "failed", "", str(error)
                 self.announcements.append(("ERROR", f"Isotropic3D: {error}"))
 
-    def cancel(self, context, job: str = "") -> None:
+    def cancel(self, context, settings: SessionSettings, job: str = "") -> None:
         """Cancel ``job`` (default: the scene's). A submission the backend has not accepted yet (e.g. it is
         down) is withdrawn here: it never starts, or is cancelled as soon as the backend accepts it."""
         state = context.scene.iso3d_job
@@ -212,11 +217,34 @@ class Session:
             return
         if not job:
             raise ValueError("There is no job to cancel")
-        self.connect(context).cancel(job)
+        self.connect(context, settings).cancel(job)
 
-    def attach(self, context, job: str) -> None:
+    def resume(self, context, settings: SessionSettings, job: str = "") -> None:
+        """Resume ``job`` (default: the scene's), a cancelled generate job, from the step it saved: it is followed
+        in this scene and streams into its own object again (``accepted`` makes it queued/running here; a refusal
+        is shown on it in words and leaves it as it was)."""
+        state = context.scene.iso3d_job
+        job = job or state.job_id
+        if not job:
+            raise ValueError("There is no job to resume")
+        client = self.connect(context, settings)
+        if job != state.job_id:
+            self._follow(context, job)
+            state.state = "cancelled"  # as listed; the answer to resume makes it queued
+        self.resuming[job] = client.resume(job)
+        state.last_error = ""
+        self.remember_job_states()
+
+    def attach(self, context, settings: SessionSettings, job: str) -> None:
         """Follow ``job`` in this scene. Another job than the scene's brings its results into its own object (the
         one it made earlier, else a new one), never into the object of the job followed before."""
+        self._follow(context, job)
+        self.connect(context, settings).attach(job)
+        self.attached[job] = time.monotonic()
+        self.remember_job_states()
+
+    def _follow(self, context, job: str) -> None:
+        """Make ``job`` the scene's job (its results into its own object), unless it is already."""
         from .scene_sync import FINISH_JOB_PROPERTY, JOB_PROPERTY
 
         state = context.scene.iso3d_job
@@ -227,9 +255,6 @@ class Session:
                 obj.get(JOB_PROPERTY), obj.get(FINISH_JOB_PROPERTY))), None)
             state.object_name = owner.name if owner is not None else ""
             state.target = tuple(context.scene.cursor.location)
-        self.connect(context).attach(job)
-        self.attached[job] = time.monotonic()
-        self.remember_job_states()
 
     # -- job state outside the undo memfile -------------------------------------------------------------------
     def remember_job_states(self) -> None:
@@ -249,7 +274,7 @@ class Session:
                 if (tuple(current) if name == "target" else current) != value:
                     setattr(state, name, value)
 
-    def _reattach_unfinished(self, context) -> None:
+    def _reattach_unfinished(self, context, settings: SessionSettings) -> None:
         """Attach to every unfinished job of the open file that this connection does not follow yet."""
         now = time.monotonic()
         for scene in bpy.data.scenes:
@@ -261,7 +286,7 @@ class Session:
             if state.job_id in self.attached and state.connection == "CONNECTED":
                 continue  # following it already
             try:
-                client = self.connect(context)
+                client = self.connect(context, settings)
             except Exception as error:  # noqa: BLE001 - refused by the preferences: say so, retry later
                 state.last_error = str(error)
                 self.attached[state.job_id] = now
@@ -275,11 +300,11 @@ class Session:
             getattr(scene, "iso3d_job", None) is not None and scene.iso3d_job.active for scene in bpy.data.scenes
         )
 
-    def drain(self, context, max_messages: int = 64) -> int:
+    def drain(self, context, settings: SessionSettings, max_messages: int = 64) -> int:
         """Apply what the backend sent (never blocks). Returns the number of messages applied."""
         if self.preparing:
-            self._submit_prepared(context)
-        self._reattach_unfinished(context)
+            self._submit_prepared(context, settings)
+        self._reattach_unfinished(context, settings)
         client = self.client
         if client is None:
             while self.announcements:
@@ -292,7 +317,7 @@ class Session:
             if reconnected:
                 client.hello()
                 self.attached.clear()
-                self._reattach_unfinished(context)
+                self._reattach_unfinished(context, settings)
         self._set_connection(self._connection_state(client, messages))
         self._report_silence(client)
         now = time.monotonic()
@@ -309,7 +334,7 @@ class Session:
             if message.type == "mesh" and latest_mesh.get(message.get("job")) != index and not message.get("final"):
                 continue  # a newer mesh of the same job is in this batch
             try:
-                self.apply(context, message)
+                self.apply(context, settings, message)
             except Exception as error:  # noqa: BLE001 - one bad message must not stop the stream
                 for scene in _job_scenes(message.get("job")) or [context.scene]:
                     scene.iso3d_job.last_error = f"Could not apply the backend's {message.type}: {error}"
@@ -361,23 +386,23 @@ class Session:
                 state.connection = value
 
     # -- applying one message -------------------------------------------------------------------------------
-    def apply(self, context, message) -> None:
+    def apply(self, context, settings: SessionSettings, message) -> None:
         handler = getattr(self, f"_on_{message.type}", None)
         if handler is not None:
-            handler(context, message)
+            handler(context, settings, message)
 
-    def refresh_jobs(self, context) -> None:
+    def refresh_jobs(self, context, settings: SessionSettings) -> None:
         """Ask the backend for its recent jobs (the answer, ``jobs``, fills ``backend_jobs``)."""
-        self.connect(context).list_jobs()
+        self.connect(context, settings).list_jobs()
 
-    def _on_jobs(self, context, message) -> None:
+    def _on_jobs(self, context, settings, message) -> None:
         self.backend_jobs = [job for job in message.get("jobs") if isinstance(job, dict) and job.get("job")]
 
-    def _on_welcome(self, context, message) -> None:
+    def _on_welcome(self, context, settings, message) -> None:
         if isinstance(message.get("jobs"), list):
             self.backend_jobs = [job for job in message.get("jobs") if isinstance(job, dict) and job.get("job")]
         if isinstance(message.get("settings"), dict):
-            from .job_settings import apply_backend_defaults
+            from .core.job_settings import apply_backend_defaults
 
             self.backend_settings = message.get("settings")
             for scene in bpy.data.scenes:
@@ -390,7 +415,7 @@ class Session:
             if getattr(scene, "iso3d_job", None) is not None:
                 scene.iso3d_job.server = server
 
-    def _on_accepted(self, context, message) -> None:
+    def _on_accepted(self, context, settings, message) -> None:
         job = message.get("job")
         if message.get("request", "") in self.withdrawn:  # cancelled by the artist before it was accepted
             self.withdrawn.discard(message.get("request", ""))
@@ -399,15 +424,22 @@ class Session:
             return
         scene = _request_scene(message.get("request", ""))
         scenes = [scene] if scene is not None else _job_scenes(job)
+        resumed = bool(message.get("request")) and self.resuming.get(job) == message.get("request")
+        if resumed:  # the answer to our resume (not an attach's): it runs again from its saved step
+            del self.resuming[job]
         for scene in scenes:
             state = scene.iso3d_job
             state.job_id, state.job_kind, state.request = job, message.get("kind"), ""
             state.position = message.get("position")
-            if state.state not in FINISHED_STATES:
+            if state.state not in FINISHED_STATES or resumed:
                 state.state = "queued" if message.get("position") > 0 else "running"
+            if resumed:
+                state.phase, state.last_error, state.eta = "resuming", "", -1.0
             self.attached[job] = time.monotonic()
+        if resumed and self.client is not None:
+            self.client.list_jobs()  # the Jobs list shows it running again
 
-    def _on_progress(self, context, message) -> None:
+    def _on_progress(self, context, settings, message) -> None:
         for scene in _job_scenes(message.get("job")):
             state = scene.iso3d_job
             state.phase, state.step, state.total = message.get("phase"), message.get("step"), message.get("total")
@@ -416,14 +448,13 @@ class Session:
             if state.state not in FINISHED_STATES:
                 state.state = "queued" if message.get("phase") == "queued" else "running"
 
-    def _on_views(self, context, message) -> None:
+    def _on_views(self, context, settings, message) -> None:
         from . import scene_sync
-        from .preferences import previews_folder
 
         for scene in _job_scenes(message.get("job")):
             state = scene.iso3d_job
             prefix = "Isotropic3D preview" if message.get("kind") == "preview" else f"{state.object_name} render"
-            folder = f"{previews_folder(context)}/{message.get('job')}"
+            folder = f"{settings.previews_folder}/{message.get('job')}"
             images = [
                 scene_sync.load_png_image(f"{prefix} {index}", png, folder)
                 for index, png in enumerate(message.payloads)
@@ -435,9 +466,9 @@ class Session:
                 scene_sync.show_in_image_editor(scene_sync.preview_sheet(f"{prefix} sheet", images))
             self.undo_reasons.append("preview views")
 
-    def _on_mesh(self, context, message) -> None:
+    def _on_mesh(self, context, settings, message) -> None:
         from . import scene_sync
-        from .client import decode_array
+        from .core.client import decode_array
 
         job = message.get("job")
         vertices, faces, colours = (decode_array(message, index) for index in range(3))
@@ -446,7 +477,7 @@ class Session:
             state.object_name = state.object_name or f"Isotropic3D {job[:8]}"
             target = bpy.data.objects.get(state.object_name)
             if len(message.payloads) == 5:
-                self._apply_finished(context, scene, message, vertices, faces, colours)
+                self._apply_finished(context, settings, scene, message, vertices, faces, colours)
                 self.undo_reasons.append("finished mesh")
             elif target is not None and scene_sync.finished_from(target, job):
                 continue  # a replay of the generation this object was finished from: keep the finished asset
@@ -463,11 +494,10 @@ class Session:
             if message.get("final"):
                 state.phase = "final mesh"
 
-    def _apply_finished(self, context, scene, message, vertices, faces, colours) -> None:
+    def _apply_finished(self, context, settings: SessionSettings, scene, message, vertices, faces, colours) -> None:
         """A finish job's level: 0 replaces the object's mesh and material, i > 0 is its i-th LOD."""
         from . import scene_sync
-        from .client import decode_array
-        from .preferences import previews_folder
+        from .core.client import decode_array
 
         state, job, level = scene.iso3d_job, message.get("job"), message.get("level", 0)
         main = bpy.data.objects.get(state.object_name)
@@ -478,7 +508,7 @@ class Session:
             state.object_name = main.name
         name = main.name if level == 0 else f"{main.name} LOD{level}"
         texture = scene_sync.load_texture_image(f"{name} baked", message.payloads[4],
-                                                f"{previews_folder(context)}/{job}")
+                                                f"{settings.previews_folder}/{job}")
         uvs = decode_array(message, 3)
         if level == 0:
             scene_sync.apply_finished_mesh(main, vertices, faces, colours, uvs, texture, finish_job=job)
@@ -486,7 +516,7 @@ class Session:
             scene_sync.apply_lod(main, level, vertices, faces, colours, uvs, texture, scene.iso3d_finish.lod_layout)
         state.lod_levels = max(state.lod_levels, level)
 
-    def _on_done(self, context, message) -> None:
+    def _on_done(self, context, settings, message) -> None:
         artifacts = {item.get("name", ""): item.get("path", "") for item in message.get("artifacts")
                      if isinstance(item, dict)}
         for scene in _job_scenes(message.get("job")):
@@ -509,20 +539,20 @@ class Session:
                 scene_sync.remove_lods(obj, state.lod_levels)  # a re-run with fewer LODs drops the extra ones
             if (obj is not None and state.job_kind == "generate" and newly_done and scene.iso3d_finish.after_generate
                     and FINISH_JOB_PROPERTY not in obj):  # not again on a replay of a job already finished
-                self._finish_after_generate(context, scene, obj, message.get("job"))
+                self._finish_after_generate(context, settings, scene, obj, message.get("job"))
 
-    def _finish_after_generate(self, context, scene, obj, generate_job: str) -> None:
+    def _finish_after_generate(self, context, settings: SessionSettings, scene, obj, generate_job: str) -> None:
         """Finish after Generate: send the finish job for the object that was just generated."""
-        from .operators_finish import finish_settings
+        from .core.job_settings import finish_settings
 
         try:
-            settings = finish_settings(scene.iso3d_finish, generate_job)
+            job_settings = finish_settings(scene.iso3d_finish, generate_job)
         except ValueError as error:
             scene.iso3d_job.last_error = f"Generated, but not finished: {error}"
             return
-        self.submit(context, "finish", None, settings, obj.name, scene=scene)
+        self.submit(context, settings, "finish", None, job_settings, obj.name, scene=scene)
 
-    def _on_error(self, context, message) -> None:
+    def _on_error(self, context, settings, message) -> None:
         job, code = message.get("job"), message.get("code")
         text = _plain_error(code, message.get("message"))
         scenes = _job_scenes(job) if job else []
@@ -532,11 +562,13 @@ class Session:
         for scene in scenes:
             state = scene.iso3d_job
             already_failed = state.state == "failed"  # a replay of an old failure is not news
-            if code == "not_running":
-                state.last_error = text
+            if code == "not_running" or (job in self.resuming and code != "cancelled"):
+                state.last_error = text  # a refused cancel or resume: the job stays as it was
                 continue
             if code == "cancelled":  # what the artist asked for: a state, not an error
                 state.state, state.last_error, state.eta = "cancelled", "", -1.0
+                if self.client is not None and job not in self.resuming:
+                    self.client.list_jobs()  # the Jobs list learns whether it can be resumed
                 continue
             state.last_error = text
             if code == "unknown_job" or state.request:
@@ -545,8 +577,10 @@ class Session:
                 state.state = "failed"
             if state.state == "failed" and not already_failed:
                 self.announcements.append(("ERROR", f"Isotropic3D: {state.job_kind or 'job'} failed: {text}"))
+        if job in self.resuming and code != "cancelled":
+            del self.resuming[job]  # answered: refused
 
-    def _on_pong(self, context, message) -> None:
+    def _on_pong(self, context, settings, message) -> None:
         pass
 
 
@@ -570,58 +604,3 @@ def _collection(scene, name: str):
 
 
 SESSION = Session()
-
-
-# -- timer and handlers -----------------------------------------------------------------------------------------
-def _redraw_sidebars() -> None:
-    window_manager = bpy.context.window_manager
-    for window in getattr(window_manager, "windows", []):
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
-
-
-def _tick():
-    """The UI timer: drain, redraw the sidebar when something changed, come back soon while a job runs."""
-    try:
-        applied = SESSION.drain(bpy.context)
-        if applied or SESSION.client is not None:
-            _redraw_sidebars()
-    except Exception as error:  # noqa: BLE001 - a timer that raises is unregistered for good
-        print(f"Isotropic3D: {error}")
-    return 0.1 if SESSION.has_work() else 1.0
-
-
-@bpy.app.handlers.persistent
-def _on_load_post(*_args):
-    SESSION.attached.clear()  # a new file: its unfinished jobs are attached on the next drain
-    SESSION.job_states.clear()  # its own job states are in it
-
-
-@bpy.app.handlers.persistent
-def _on_undo_redo(*_args):
-    SESSION.restore_job_states()
-
-
-_UNDO_HANDLERS = ("undo_post", "redo_post")
-
-
-def register():
-    if _on_load_post not in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.append(_on_load_post)
-    for name in _UNDO_HANDLERS:
-        if _on_undo_redo not in getattr(bpy.app.handlers, name):
-            getattr(bpy.app.handlers, name).append(_on_undo_redo)
-    if not bpy.app.timers.is_registered(_tick):
-        bpy.app.timers.register(_tick, first_interval=0.5, persistent=True)
-
-
-def unregister():
-    if bpy.app.timers.is_registered(_tick):
-        bpy.app.timers.unregister(_tick)
-    if _on_load_post in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.remove(_on_load_post)
-    for name in _UNDO_HANDLERS:
-        if _on_undo_redo in getattr(bpy.app.handlers, name):
-            getattr(bpy.app.handlers, name).remove(_on_undo_redo)
-    SESSION.shutdown()

@@ -5,7 +5,7 @@ import pytest
 
 from backend.errors import UserError
 from backend.service import auth
-from blender_addon.addresses import AddressError, is_loopback, split_address
+from blender_addon.core.addresses import AddressError, is_loopback, split_address
 
 LOOPBACK = [
     "tcp://127.0.0.1:5555",

@@ -77,6 +77,116 @@ def test_the_shared_helpers_import_only_the_standard_library():
         assert not outside, f"{path.relative_to(REPO)} imports {outside}"
 
 
+# -- the add-on's bpy-free core (blender_addon/core) ------------------------------------------------------------
+ADDON = REPO / "blender_addon"
+CORE = ADDON / "core"
+# What the core may import besides the standard library and itself: numpy (the client's arrays, PNG encoding) and
+# pyzmq (the client's transport, bundled with the extension as wheels); never bpy or anything else of ours.
+CORE_THIRD_PARTY = {"numpy", "zmq"}
+# training/render_workers.py and render_ray.py run TrainingViewRenderer inside Blender processes (iso3d-render's
+# workers): the one bpy module that code outside the add-on may import, and only there.
+OUTSIDE_ADDON_MAY_IMPORT = {"training": {"blender_addon.dataset_render"}, "backend": set()}
+
+
+def module_name(path: Path) -> str:
+    return path.relative_to(REPO).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
+
+
+def addon_module(imported: str) -> str | None:
+    """The add-on module (a file of blender_addon/) that an imported name is or lies in; None outside the add-on."""
+    parts = imported.split(".")
+    for end in range(len(parts), 0, -1):
+        path = REPO.joinpath(*parts[:end])
+        if parts[0] == "blender_addon" and (path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()):
+            return ".".join(parts[:end])
+    return None
+
+
+def test_the_core_imports_only_the_standard_library_numpy_pyzmq_and_itself():
+    files = sorted(CORE.rglob("*.py"))
+    assert {path.stem for path in files} >= {"protocol", "client", "atomic_files", "addresses", "face_budgets",
+                                             "job_settings", "render_plan", "render_staging", "local_backend"}
+    broken = []
+    for path in files:
+        for module in imported_modules(path):
+            top = module.split(".")[0]
+            if module.startswith("blender_addon."):
+                if not module.startswith("blender_addon.core."):
+                    broken.append(f"{path.relative_to(REPO)} imports {module}")
+            elif top not in sys.stdlib_module_names | CORE_THIRD_PARTY | {"__future__"}:
+                broken.append(f"{path.relative_to(REPO)} imports {module}")
+    assert not broken, broken
+
+
+@pytest.mark.parametrize("package", sorted(OUTSIDE_ADDON_MAY_IMPORT))
+def test_the_backend_and_training_use_only_the_core_of_the_addon(package):
+    broken = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        for module in imported_modules(path):
+            if module.split(".")[0] != "blender_addon":
+                continue
+            target = addon_module(module) or module  # a name that is no file (moved into the core?) counts too
+            if not (target == "blender_addon.core" or target.startswith("blender_addon.core.")
+                    or target in OUTSIDE_ADDON_MAY_IMPORT[package]):
+                broken.append(f"{path.relative_to(REPO)} imports {module}")
+    assert not broken, broken
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of the graph as [a, b, ..., a], or [] when it has none (depth-first search)."""
+    done, path = set(), []
+
+    def visit(node: str) -> list[str]:
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done:
+            return []
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            cycle = visit(target)
+            if cycle:
+                return cycle
+        path.pop()
+        done.add(node)
+        return []
+
+    for node in sorted(graph):
+        cycle = visit(node)
+        if cycle:
+            return cycle
+    return []
+
+
+def test_the_cycle_finder_finds_a_cycle_and_only_a_cycle():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_the_addon_modules_import_each_other_without_a_cycle():
+    """Lazy imports inside functions count: a cycle hidden in them is still two modules that cannot be understood,
+    tested or moved one without the other (the session once reached into the preferences and the Finish operator,
+    which both import it)."""
+    graph = {}
+    for path in sorted(ADDON.rglob("*.py")):
+        name = module_name(path)
+        graph[name] = {target for module in imported_modules(path)
+                       if (target := addon_module(module)) not in (None, name, "blender_addon")}
+    assert "blender_addon.session" in graph and "blender_addon.panels" in graph
+    cycle = import_cycle(graph)
+    assert not cycle, " -> ".join(cycle)
+
+
+@pytest.mark.integration
+def test_importing_the_whole_core_loads_no_bpy():
+    from tests.helpers.processes import python, run
+
+    modules = [module_name(path) for path in sorted(CORE.glob("*.py")) if path.stem != "__init__"]
+    code = f"import sys\nfor name in {modules!r}: __import__(name)\nprint(sorted({{'bpy', 'mathutils'}} & set(sys.modules)))"
+    result = run(python("-c", code), cwd=REPO, timeout=120)  # a Python start and numpy: seconds on a loaded machine
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 PROJECT_PACKAGES = ("backend", "training", "blender_addon", "tests")
 
 

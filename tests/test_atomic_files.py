@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_addon import atomic_files
-from blender_addon.atomic_files import (
+from blender_addon.core import atomic_files
+from blender_addon.core.atomic_files import (
     PARTIAL_SUFFIX,
     atomic_path,
     open_atomically,

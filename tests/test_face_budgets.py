@@ -6,7 +6,7 @@ import pytest
 from backend.errors import SettingsError
 from backend.finishing.pipeline import FinishOptions
 from backend.settings import settings_from_dict
-from blender_addon.face_budgets import parse_face_budgets
+from blender_addon.core.face_budgets import parse_face_budgets
 
 AGREED = [
     ("5000,1000", [5000, 1000]),

@@ -31,7 +31,7 @@ from PIL import Image
 
 from backend.models.configs import DEFAULT_CAMERA_ENCODING
 from backend.models.schedule import NUM_TRAIN_TIMESTEPS
-from blender_addon.atomic_files import atomic_path
+from blender_addon.core.atomic_files import atomic_path
 from training.render_records import RECORD_FILE, DatasetError, RenderedObject, ViewRecord, camera_codes
 
 CACHE_FORMAT = "iso3d-train-cache/1"

@@ -20,7 +20,7 @@ import torch
 
 from backend.errors import UserError
 from backend.models.configs import DEFAULT_CAMERA_ENCODING
-from blender_addon.atomic_files import write_json_atomically
+from blender_addon.core.atomic_files import write_json_atomically
 from training import distributed
 from training.batches import unet_inputs_from_batch
 from training.data import (

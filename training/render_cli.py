@@ -6,7 +6,7 @@
 
 OBJECTS are object files, folders, list files or Objaverse UIDs (see ``training.render_inputs``; an object's id
 is its content). Each object becomes ``DIR/<object id>/`` with ``fixed_NNN.png``, ``random_NNN.png`` and
-``cameras.json`` (conventions inside the file and in ``blender_addon.render_plan``). A manifest lists done
+``cameras.json`` (conventions inside the file and in ``blender_addon.core.render_plan``). A manifest lists done
 objects with their quality flags and failed objects with the reason; running the same command again resumes:
 every finished folder is checked whole (broken ones are rendered again), failed ones are retried (unless
 --skip-failed).
@@ -24,9 +24,9 @@ import signal
 import sys
 import time
 
-from blender_addon.render_plan import NORMALIZATIONS, UP_AXES, RenderSettings, RenderSettingsError, is_flagged
-from blender_addon.atomic_files import write_json_atomically
-from blender_addon.render_staging import live_staging_folders, remove_abandoned
+from blender_addon.core.render_plan import NORMALIZATIONS, UP_AXES, RenderSettings, RenderSettingsError, is_flagged
+from blender_addon.core.atomic_files import write_json_atomically
+from blender_addon.core.render_staging import live_staging_folders, remove_abandoned
 
 from .objaverse_source import ObjaverseUnavailable, known_uids
 from .render_inputs import InputError, collect_sources, identify, settings_key, shard

@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from blender_addon.render_plan import OBJECT_EXTENSIONS
+from blender_addon.core.render_plan import OBJECT_EXTENSIONS
 
 LIST_EXTENSIONS = (".txt", ".lst")
 _UID = re.compile(r"[0-9a-f]{32}")
@@ -155,7 +155,7 @@ class DigestCache:
 
     def save(self):
         if self.path and self.changed:
-            from blender_addon.atomic_files import write_json_atomically
+            from blender_addon.core.atomic_files import write_json_atomically
 
             write_json_atomically(self.path, self.entries, indent=None)
             self.changed = False

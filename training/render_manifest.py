@@ -19,8 +19,8 @@ import os
 import shutil
 import time
 
-from blender_addon.atomic_files import write_json_atomically
-from blender_addon.render_plan import RECORD_FILE, RenderSettings, is_flagged, verify_object_folder
+from blender_addon.core.atomic_files import write_json_atomically
+from blender_addon.core.render_plan import RECORD_FILE, RenderSettings, is_flagged, verify_object_folder
 
 MANIFEST_FORMAT = "isotropic3d-render-manifest/1"
 

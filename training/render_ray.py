@@ -62,7 +62,7 @@ def _renderer_for(settings: dict, log_dir: str):
     import bpy
 
     from blender_addon.dataset_render import TrainingViewRenderer
-    from blender_addon.render_plan import RenderSettings
+    from blender_addon.core.render_plan import RenderSettings
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.context.preferences.edit.use_global_undo = False
@@ -76,7 +76,7 @@ def render_object(settings: dict, out_dir: str, staging_dir: str, log_dir: str, 
     object that cannot be rendered, or ("fatal", reason) when the scene cannot be set up (a run-wide problem)."""
     import traceback
 
-    from blender_addon.render_staging import remove_abandoned
+    from blender_addon.core.render_staging import remove_abandoned
 
     try:
         renderer = _renderer_for(settings, log_dir)
@@ -84,7 +84,7 @@ def render_object(settings: dict, out_dir: str, staging_dir: str, log_dir: str, 
         traceback.print_exc()
         return "fatal", " ".join(str(error).split()) or type(error).__name__
     remove_abandoned(staging_dir)  # what killed tasks left (never a live task's folder)
-    from blender_addon.render_plan import verify_object_folder
+    from blender_addon.core.render_plan import verify_object_folder
 
     if verify_object_folder(os.path.join(out_dir, object_id), renderer.settings, object_id) is None:
         return "done", None  # a retry of an attempt killed after it had published the whole object

@@ -1,6 +1,6 @@
 """Reads the training-data renderer's output folder: one sub-folder per object with PNGs and ``cameras.json``.
 
-The one place that knows the renderer's file format (``blender_addon/render_plan.py``, format
+The one place that knows the renderer's file format (``blender_addon/core/render_plan.py``, format
 ``isotropic3d-render/1``). It reads only what training needs and ignores everything else, so later additions to the
 format pass through. Angles are in degrees (falling back to the ``*_rad`` fields); a view's model camera code comes
 from ``backend.diffusion.cameras.encode_cameras`` (the one camera module). No bpy here.
@@ -22,7 +22,7 @@ import torch
 
 from backend.diffusion.cameras import encode_cameras
 from backend.errors import UserError
-from blender_addon.render_plan import RECORD_FILE
+from blender_addon.core.render_plan import RECORD_FILE
 
 RECORD_FORMAT_PREFIX = "isotropic3d-render/"
 SUPPORTED_MAJOR_VERSIONS = (1,)

@@ -8,7 +8,7 @@ render log) go to a log file per worker slot.
 Workers never outlive the driver: on Linux each asks the kernel for SIGKILL when its parent dies
 (``PR_SET_PDEATHSIG``), and every worker also checks its parent between objects and exits when it is gone (a
 SIGKILL or SIGTERM of the driver alone, a crash, a preempted job). Together with the staging locks
-(``blender_addon.render_staging``) a re-run can never remove a folder a live worker writes or publish a partial one.
+(``blender_addon.core.render_staging``) a re-run can never remove a folder a live worker writes or publish a partial one.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def worker_main(connection, settings: dict, out_dir: str, staging_dir: str, log_
         import bpy
 
         from blender_addon.dataset_render import TrainingViewRenderer
-        from blender_addon.render_plan import RenderSettings
-        from blender_addon.render_staging import remove_abandoned
+        from blender_addon.core.render_plan import RenderSettings
+        from blender_addon.core.render_staging import remove_abandoned
 
         bpy.ops.wm.read_factory_settings(use_empty=True)
         bpy.context.preferences.edit.use_global_undo = False

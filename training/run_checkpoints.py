@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from backend.models.multiview_model import save_checkpoint
-from blender_addon.atomic_files import write_text_atomically
+from blender_addon.core.atomic_files import write_text_atomically
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from blender_addon.atomic_files import write_text_atomically
+from blender_addon.core.atomic_files import write_text_atomically
 
 METRICS_FILE = "metrics.jsonl"
 

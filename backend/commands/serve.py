@@ -9,7 +9,7 @@ from pathlib import Path
 from backend.commands.model_options import add_model_arguments, load_model_from_args
 from backend.service.options import ServiceOptions
 from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
-from blender_addon.addresses import DEFAULT_ADDRESS
+from blender_addon.core.addresses import DEFAULT_ADDRESS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Finished-asset files, built in memory (``blender_addon.atomic_files.write_files_atomically`` puts them on disk).
+"""Finished-asset files, built in memory (``blender_addon.core.atomic_files.write_files_atomically`` puts them on disk).
 
 GLB: the mesh Y-up (glTF's convention; Blender's importer turns it back to Z-up) with the albedo texture embedded
 as the baseColorTexture of a metallic-roughness material (metallic 0, roughness 1). OBJ: Y-up, with an MTL

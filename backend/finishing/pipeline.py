@@ -21,7 +21,7 @@ from backend.finishing.texture_bake import bake_albedo, query_albedo
 from backend.finishing.uv_unwrap import UnwrappedMesh, unwrap
 from backend.nerf.mesh import Mesh, field_device
 from backend.settings import check_bounds, setting
-from blender_addon.atomic_files import write_files_atomically
+from blender_addon.core.atomic_files import write_files_atomically
 
 MAX_TEXTURE_SIZE = 8192
 MANIFEST_SUFFIX = "_finish.json"

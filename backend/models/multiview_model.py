@@ -21,7 +21,7 @@ from backend.models.image_encoder import CLIPImageEncoder
 from backend.models.mv_unet import MultiViewUNet
 from backend.models.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
 from backend.models.vae import build_vae
-from blender_addon.atomic_files import atomic_path
+from blender_addon.core.atomic_files import atomic_path
 
 from diffusers.utils import logging as _diffusers_logging
 

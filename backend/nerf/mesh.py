@@ -18,7 +18,7 @@ import torch
 import trimesh
 
 from backend.nerf.field import RadianceField
-from blender_addon.atomic_files import write_bytes_atomically
+from blender_addon.core.atomic_files import write_bytes_atomically
 
 MESH_FORMATS = (".glb", ".obj", ".ply")
 # Blender Z-up -> glTF/OBJ Y-up: (x, y, z) -> (x, z, -y).

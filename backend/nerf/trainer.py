@@ -33,7 +33,7 @@ from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import GenerateConfig, validate
 from backend.nerf.renderer import VolumeRenderer
 from backend.nerf.shading import ALBEDO, PointLightShading
-from blender_addon.atomic_files import open_atomically, write_json_atomically
+from blender_addon.core.atomic_files import open_atomically, write_json_atomically
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.errors import UserError
-from blender_addon import addresses
+from blender_addon.core import addresses
 
 
 def is_loopback(bind: str) -> bool:
-    """Whether ``bind`` stays on this machine, decided by ``blender_addon.addresses.is_loopback`` (the one rule the
+    """Whether ``bind`` stays on this machine, decided by ``blender_addon.core.addresses.is_loopback`` (the one rule the
     add-on applies too); an address it cannot read is a UserError, one line on the command line."""
     try:
         return addresses.is_loopback(bind)

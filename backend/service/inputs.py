@@ -9,7 +9,7 @@ from PIL import Image
 
 from backend.errors import UserError
 from backend.imaging import decode_image
-from blender_addon import protocol
+from blender_addon.core import protocol
 
 
 def check_input_header(png: bytes, max_pixels: int) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from backend.errors import SettingsError, UserError
 from backend.events import Done, Event, Failed, Progress, Views
 from backend.imaging import decode_image, prepare_condition_image, prepare_preview_image
+from backend.service.jobs import WORK_FOLDER
 from backend.settings import describe, settings_from_dict, shown_key
 
 # Keys sent by add-ons of earlier releases, read as today's wire keys (the field names of the settings dataclasses).
@@ -89,7 +90,7 @@ def validate_settings(kind: str, settings: dict):
 
 
 def describe_job_settings() -> dict[str, dict]:
-    """Defaults and bounds of every job kind's settings, as ``welcome`` carries them (blender_addon/protocol.py)."""
+    """Defaults and bounds of every job kind's settings, as ``welcome`` carries them (blender_addon/core/protocol.py)."""
     from backend.diffusion.preview import PreviewSettings
     from backend.finishing.pipeline import FinishOptions
     from backend.nerf.presets import DEFAULT_PRESET, PRESETS, preset
@@ -141,7 +142,7 @@ class JobRunner:
     def _generate(self, record, directory: Path, image, cancel: threading.Event, resume: bool) -> Iterator[Event]:
         from backend.nerf.trainer import CHECKPOINT_NAME, generate
 
-        work = directory / "work"
+        work = directory / WORK_FOLDER
         resume = resume and (work / CHECKPOINT_NAME).is_file()
         config = generate_config(record.settings)
         cap = self.max_gpu_memory
@@ -169,7 +170,7 @@ class JobRunner:
 
         source, options = finish_settings(record.settings)
         try:
-            work = self.store.directory(source) / "work"
+            work = self.store.directory(source) / WORK_FOLDER
         except KeyError:
             raise UserError(f"finish: no job {source[:40]!r} on this backend") from None
         out = directory / "finished"

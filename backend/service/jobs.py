@@ -2,9 +2,11 @@
 
 Each job lives in ``<data>/jobs/<id>/`` (the id is generated here, never taken from a client): ``job.json`` (the
 record), ``input.png`` (not for finish jobs), ``views/`` (latest multi-view images + cameras), ``mesh_latest.npz``
-(latest mesh; a finish job adds ``mesh_lod<i>.npz``) and the job's own work files (for generate: the NeRF
-checkpoint and final meshes). A restarted service finds unfinished
-jobs there and runs them again; generate jobs resume from their last checkpoint.
+(latest mesh; a finish job adds ``mesh_lod<i>.npz``) and the job's own work files (``work/``; for generate: the
+NeRF checkpoint and final meshes). A restarted service finds unfinished
+jobs there and runs them again; generate jobs resume from their last checkpoint. A cancelled generate job keeps
+the checkpoint of the step it stopped at, and ``resume`` puts it back into the queue (``resuming.resume_refusal``
+says why a job cannot be resumed).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Queued, Views
-from blender_addon.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
+from blender_addon.core.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
 
 log = logging.getLogger("iso3d.server")
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 FINISHED = ("done", "failed", "cancelled")
+WORK_FOLDER = "work"  # a job's own work files inside its folder (a generate job's checkpoint and meshes)
 
 
 @dataclass
@@ -138,12 +141,14 @@ class JobStore:
 
     def summary(self, record: JobRecord) -> dict:
         from backend.service.options import sanitize_name
+        from backend.service.resuming import resume_refusal
 
         summary = record.summary()
         summary["name"] = sanitize_name(record.name)  # records of earlier releases kept names of any length
         if record.status not in FINISHED and self.needs_other_model(record):
             summary["status"] = "needs_model"
             summary["reason"] = f"made with the model {record.model!r}; restart the backend with it to resume"
+        summary["resumable"] = resume_refusal(self, record) is None
         return summary
 
     def summaries(self, visible: Callable[[JobRecord], bool] = lambda record: True) -> list[dict]:
@@ -335,6 +340,21 @@ class JobQueue:
             self.lock.notify_all()
         self.thread.join(timeout)
 
+    def resume(self, record: JobRecord) -> int:
+        """Put a stopped job (``resuming.resume_refusal`` is None) back into the queue with its id, folder and saved
+        state; it runs on from its checkpoint. Returns its queue position; OverflowError when the queue is full."""
+        with self.lock:
+            if len(self.pending) >= self.max_queued:
+                raise OverflowError(f"the queue is full ({self.max_queued} jobs waiting); try again later")
+            record.status, record.error_code, record.error_message = "queued", "", ""
+            record.crashes = 0  # resumed by a person: a fresh retry budget
+            record.eta = None
+            self.store.save(record)
+            self.pending.append(record.id)
+            self.cancel_flags[record.id] = threading.Event()
+            self.lock.notify_all()
+            return self.position(record.id)
+
     def has_room(self) -> bool:
         return len(self.pending) < self.max_queued
 
@@ -389,7 +409,8 @@ class JobQueue:
             finally:
                 with self.lock:
                     self.running = None
-                    self.cancel_flags.pop(job_id, None)
+                    if job_id not in self.pending:  # resumed while it ended: the new run keeps its flag
+                        self.cancel_flags.pop(job_id, None)
                 self._free_memory()
 
     def _run(self, job_id: str) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from backend.events import Event, MeshUpdate, Progress, Views
-from blender_addon import protocol
+from blender_addon.core import protocol
 
 
 def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:

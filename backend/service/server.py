@@ -5,7 +5,7 @@ The socket lives in one thread (the loop below), which only moves bytes and smal
 decoded and downscaled by a worker thread, jobs run one at a time in the JobQueue's worker thread, and both hand
 their results back through a thread-safe queue. No message can end the loop: each one is handled inside a
 catch-all that answers ``error`` (``internal`` with a short id; the traceback goes to the log). Messages are
-defined in blender_addon/protocol.py.
+defined in blender_addon/core/protocol.py.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from backend.service.job_kinds import JobRunner, describe_job_settings, validate
 from backend.service.jobs import FINISHED, JobQueue, JobStore
 from backend.service.messages import event_frames
 from backend.service.options import ServiceOptions, sanitize_name
+from backend.service.resuming import resume_refusal
 from backend.service.warmup import Warmup
 from backend.settings import settings_from_dict
-from blender_addon import protocol
-from blender_addon.addresses import DEFAULT_ADDRESS
+from blender_addon.core import protocol
+from blender_addon.core.addresses import DEFAULT_ADDRESS
 
 log = logging.getLogger("iso3d.server")
 REPLAY_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a damaged stored file (np.load)
@@ -217,7 +218,7 @@ class BackendServer:
         except protocol.ProtocolError as error:
             self._error(identity, error.code, str(error))
         except UserError as error:
-            job = message.get("job") if message_type in ("cancel", "attach", "fetch") else None
+            job = message.get("job") if message_type in ("cancel", "attach", "fetch", "resume") else None
             self._error(identity, "bad_settings", str(error), job if isinstance(job, str) else None)
         except Exception:  # nothing may end the loop; the log has the traceback
             incident = uuid.uuid4().hex[:8]
@@ -292,10 +293,10 @@ class BackendServer:
             return "disk_full"
         return None
 
-    def _refusal(self, identity: bytes, code: str) -> None:
+    def _refusal(self, identity: bytes, code: str, job: str | None = None) -> None:
         texts = {"queue_full": "the queue is full; try again later",
                  "disk_full": "the backend's disk is nearly full; delete or prune finished jobs (iso3d serve --prune)"}
-        self._error(identity, code, texts[code])
+        self._error(identity, code, texts[code], job)
 
     def _on_submit(self, identity: bytes, message, client_key: str) -> None:
         kind, settings = message.get("kind"), message.get("settings")
@@ -377,6 +378,32 @@ class BackendServer:
         self.subscribers.setdefault(record.id, set()).add(identity)
         if record.status in FINISHED or not self.queue.cancel(record.id):
             self._error(identity, "not_running", f"job {record.id} is already {record.status}", record.id)
+
+    def _on_resume(self, identity: bytes, message, client_key: str) -> None:
+        """A cancelled generate job back into the queue: same id and folder, on from its saved step; the sender
+        follows it (``accepted``, then its events, as after a submit), and so does every client attached to it."""
+        self._forward_events()  # a job that has just stopped: its end goes out (and is pruned) before it runs again
+        record = self._known_job(identity, message.get("job"), client_key)
+        if record is None:
+            return
+        refusal = resume_refusal(self.store, record)
+        if refusal is not None:
+            self._error(identity, *refusal, record.id)
+            return
+        refusal = self._refuse_new_job()
+        if refusal:
+            self._refusal(identity, refusal, record.id)
+            return
+        try:
+            position = self.queue.resume(record)
+        except OverflowError:
+            self._refusal(identity, "queue_full", record.id)
+            return
+        self.subscribers.setdefault(record.id, set()).add(identity)
+        fields = dict(job=record.id, kind=record.kind, position=position)
+        if message.get("request") is not None:
+            fields["request"] = message.get("request")
+        self._send(identity, protocol.encode("accepted", **fields))
 
     def _on_attach(self, identity: bytes, message, client_key: str) -> None:
         record = self._known_job(identity, message.get("job"), client_key)

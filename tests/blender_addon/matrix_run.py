@@ -20,10 +20,10 @@ SMALL = {"phases.resolution_before": 24, "phases.resolution_after": 24, "mesh.re
          "mesh.preview_resolution": 24, "mesh.density_threshold": 2.0}
 
 
-def drain_until(session, predicate, timeout):
+def drain_until(session, preferences_module, predicate, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        session.drain(bpy.context)
+        session.drain(bpy.context, preferences_module.session_settings(bpy.context))
         state = bpy.context.scene.iso3d_job
         if predicate(state):
             return state
@@ -36,6 +36,7 @@ def installed_run(zip_path, address, image, out):
     result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
     package = importlib.import_module("bl_ext.user_default.isotropic3d")
     session = importlib.import_module("bl_ext.user_default.isotropic3d.session").SESSION
+    preferences_module = importlib.import_module("bl_ext.user_default.isotropic3d.preferences")
     import zmq  # the wheel Blender chose from the zip, loaded from the extension's own site-packages
 
     preferences = bpy.context.preferences.addons[package.__name__].preferences
@@ -43,16 +44,16 @@ def installed_run(zip_path, address, image, out):
     settings = bpy.context.scene.iso3d_generate
     settings.image_source, settings.image_path, settings.preview_steps, settings.preset = "FILE", image, 2, "tiny"
     bpy.ops.iso3d.preview_views()
-    preview = drain_until(session, lambda s: s.state in ("done", "failed") and not s.request, 240)
+    preview = drain_until(session, preferences_module, lambda s: s.state in ("done", "failed") and not s.request, 240)
     previews = sum(1 for image in bpy.data.images if image.name.startswith("Isotropic3D preview")
                    and image.name[-1].isdigit())
     preview_state = preview.state
     settings.steps, settings.mesh_every, settings.options = 2, 0, json.dumps(SMALL)
     bpy.ops.iso3d.generate()
-    generate = drain_until(session, lambda s: s.state in ("done", "failed") and not s.request, 300)
+    generate = drain_until(session, preferences_module, lambda s: s.state in ("done", "failed") and not s.request, 300)
     obj = bpy.data.objects.get(generate.object_name)
     renderer_module = importlib.import_module("bl_ext.user_default.isotropic3d.dataset_render")
-    plan = importlib.import_module("bl_ext.user_default.isotropic3d.render_plan")
+    plan = importlib.import_module("bl_ext.user_default.isotropic3d.core.render_plan")
     renderer = renderer_module.TrainingViewRenderer(plan.RenderSettings(resolution=32, samples=1, denoise=False),
                                                     bpy.context.scene)
     world_nodes = len(bpy.context.scene.world.node_tree.nodes)
@@ -69,7 +70,7 @@ def broken_wheel_run(wheel_dir, repo_root, image):
     """A pyzmq built for another Python first on the path: the add-on says so in words, no traceback."""
     sys.path[:0] = [wheel_dir, repo_root]
     import blender_addon
-    from blender_addon import client
+    from blender_addon.core import client
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     addon = bpy.context.preferences.addons.new()

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
-from blender_addon.render_plan import RenderSettings, expected_files  # noqa: E402
+from blender_addon.core.render_plan import RenderSettings, expected_files  # noqa: E402
 
 ADDON_DIR = Path(blender_addon.__file__).parent
 

@@ -56,7 +56,7 @@ def test_zip_without_wheels_validates_installs_and_enables(tmp_path):
     assert all(m["license"] == ["SPDX:GPL-3.0-or-later"] for m in manifests.values())  # extensions.blender.org
     zip_path = zips[0]
     names = zipfile.ZipFile(zip_path).namelist()
-    assert "blender_manifest.toml" in names and "__init__.py" in names and "session.py" in names
+    assert {"blender_manifest.toml", "__init__.py", "session.py", "core/__init__.py", "core/protocol.py"} <= set(names)
     assert not any("__pycache__" in name or name.startswith("wheels/") for name in names)
     line = install_in_fresh_user_folder(zip_path, tmp_path / "user")
     assert line.startswith("RESULT True True True tcp://127.0.0.1:5555 "), line

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
 from blender_addon.dataset_render import ObjectRenderError, TrainingViewRenderer  # noqa: E402
-from blender_addon.render_plan import RenderSettings, expected_files  # noqa: E402
+from blender_addon.core.render_plan import RenderSettings, expected_files  # noqa: E402
 from tests.helpers import object_files  # noqa: E402
 
 SMALL = dict(resolution=40, samples=4, denoise=False, fixed_views=3, random_views=2)

@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.blender, pytest.mark.integration]
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
-from blender_addon.client import decode_array  # noqa: E402
+from blender_addon.core.client import decode_array  # noqa: E402
 from blender_addon.session import SESSION  # noqa: E402
-from tests.helpers.addon_session import drain_everything_sent, drain_until  # noqa: E402
+from tests.helpers.addon_session import drain, drain_everything_sent, drain_until  # noqa: E402
 from tests.helpers.backend import BackendProcess  # noqa: E402
 from tests.helpers.paths import EXAMPLE_IMAGE as EXAMPLE  # noqa: E402
 from tests.helpers.paths import REPO_ROOT  # noqa: E402
@@ -50,10 +50,10 @@ def applied_meshes(monkeypatch):
     seen = []
     original = SESSION.apply
 
-    def recording(context, message):
+    def recording(context, settings, message):
         if message.type == "mesh":
             seen.append(message)
-        return original(context, message)
+        return original(context, settings, message)
 
     monkeypatch.setattr(SESSION, "apply", recording)
     return seen
@@ -145,6 +145,53 @@ def test_cancel_stops_the_job(addon):
     assert state.state == "cancelled" and state.last_error == ""  # what the artist asked for, not an error
 
 
+def test_resume_after_cancel_streams_on_into_the_jobs_own_object_until_done(addon, monkeypatch):
+    from blender_addon.panels import can_resume
+
+    settings = bpy.context.scene.iso3d_generate
+    steps = 8  # the checkpoint it resumes from is the one the cancel saved (its own come every 1000 steps)
+    settings.steps, settings.mesh_every, settings.options = steps, 1, json.dumps({**SMALL, "run.checkpoint_every": 1000})
+    assert bpy.ops.iso3d.generate() == {"FINISHED"}
+    drain_until(lambda s: s.state == "running" and s.step >= 2 and s.mesh_updates >= 1)
+    assert bpy.ops.iso3d.cancel() == {"FINISHED"}
+    state = drain_until(lambda s: s.state in ("cancelled", "done", "failed"))
+    assert state.state == "cancelled", state.last_error
+    job, stopped_at, obj = state.job_id, state.step, bpy.data.objects[state.object_name]
+    assert 2 <= stopped_at < steps and obj["iso3d_job"] == job
+    drain_everything_sent()  # the job list the session asked for at the cancel
+    assert can_resume(job, "generate", "cancelled")  # the backend lists it as resumable: Resume is offered
+    applied, shown = [], []  # the job's progress and meshes; the scene's job state after each streamed step
+    original = SESSION.apply
+
+    def recording(context, settings, message):
+        result = original(context, settings, message)
+        if message.get("job") == job and message.type in ("progress", "mesh"):
+            applied.append(message)
+            if message.type == "progress" and message.get("phase") == "sds":
+                shown.append(bpy.context.scene.iso3d_job.state)
+        return result
+
+    # the artist makes a preview meanwhile (it becomes the scene's job), then resumes from the job's row in Jobs
+    assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+    drain_until(lambda s: s.job_kind == "preview" and s.state in ("done", "failed") and not s.request)
+    monkeypatch.setattr(SESSION, "apply", recording)
+    assert bpy.ops.iso3d.resume(job=job) == {"FINISHED"}
+    state = drain_until(lambda s: s.state in ("done", "failed") or bool(s.last_error))
+    assert state.state == "done" and state.job_id == job and state.job_kind == "generate", state.last_error
+    streamed = [m.get("step") for m in applied if m.type == "progress" and m.get("phase") == "sds"]
+    assert streamed and streamed[0] == stopped_at + 1 and streamed[-1] == steps  # on from the saved step, not 0
+    assert set(shown) == {"running"}  # shown running while it runs again (not left "cancelled")
+    meshes = [m for m in applied if m.type == "mesh"]
+    assert meshes and all(m.get("step") > stopped_at for m in meshes) and meshes[-1].get("final")
+    assert [o for o in bpy.data.objects if o.type == "MESH"] == [obj]  # the same object, no second one
+    assert len(obj.data.polygons) == len(decode_array(meshes[-1], 1)) and obj["iso3d_job"] == job
+    assert obj["iso3d_glb"].endswith("mesh.glb")
+    # a finished job is not resumed again: the backend's refusal shows on it in words, and it stays done
+    assert bpy.ops.iso3d.resume() == {"FINISHED"}
+    state = drain_until(lambda s: bool(s.last_error), 60)
+    assert state.state == "done" and "only a cancelled job can be resumed" in state.last_error
+
+
 def test_problems_are_reported_in_plain_words(addon):
     settings = bpy.context.scene.iso3d_generate
     settings.image_path = "/no/such/image.png"
@@ -175,6 +222,23 @@ def test_remote_backends_need_online_access_and_keys(addon):
     with pytest.raises(RuntimeError, match=expected):
         bpy.ops.iso3d.connect()
     assert SESSION.client is None  # nothing was opened towards that address
+
+
+def test_a_connection_refused_once_the_photo_is_ready_fails_the_job_in_words(addon, tmp_path):
+    """The photo is downscaled in a child first; the refusal (no keys for a remote backend) comes at the drain that
+    sends it, where it must become the scene's error, not an exception out of the UI timer."""
+    from PIL import Image
+
+    Image.new("RGB", (1200, 800), (200, 40, 40)).save(tmp_path / "photo.png")  # over MAX_SEND_SIDE: downscaled
+    settings = bpy.context.scene.iso3d_generate
+    settings.image_path = str(tmp_path / "photo.png")
+    addon.backend_address = "tcp://192.0.2.7:5555"
+    expected = "needs CURVE keys" if bpy.app.online_access else "offline mode"
+    assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
+    assert bpy.context.scene.iso3d_job.state == "preparing"
+    state = drain_until(lambda s: s.state != "preparing", 300)  # the child starts bpy: a minute under load 15
+    assert state.state == "failed" and expected in state.last_error, state.last_error
+    assert SESSION.client is None and not SESSION.preparing
 
 
 def test_killed_backend_restart_reopened_file_and_reloaded_addon_lose_nothing(registered_addon, tmp_path):
@@ -323,7 +387,7 @@ def test_no_second_job_runs_unseen_and_a_waiting_one_can_be_withdrawn(addon, bac
     # The backend is down: a Preview waits visibly, a second one is refused, Cancel withdraws the first.
     addon.backend_address = "tcp://127.0.0.1:9"  # the discard port: nothing listens there
     assert bpy.ops.iso3d.preview_views() == {"FINISHED"}
-    SESSION.drain(bpy.context)
+    drain()
     assert bpy.context.scene.iso3d_job.request and not bpy.ops.iso3d.preview_views.poll()
     assert bpy.ops.iso3d.cancel() == {"FINISHED"}
     state = bpy.context.scene.iso3d_job
@@ -383,7 +447,7 @@ def test_a_24_megapixel_photo_costs_the_ui_well_under_two_seconds_and_leaves_no_
     def sent() -> bool:
         nonlocal ui_seconds
         started = time.perf_counter()
-        SESSION.drain(bpy.context)
+        drain()
         ui_seconds += time.perf_counter() - started
         return bpy.context.scene.iso3d_job.state != "preparing"
 

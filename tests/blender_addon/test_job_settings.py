@@ -6,7 +6,7 @@ import pytest
 pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
-from blender_addon.job_settings import DEFAULTS_PROPERTY, apply_backend_defaults, changed_settings  # noqa: E402
+from blender_addon.core.job_settings import DEFAULTS_PROPERTY, apply_backend_defaults, changed_settings  # noqa: E402
 from blender_addon.operators_generate import generate_settings  # noqa: E402
 
 # the shape of the backend's welcome ``settings`` (type, default, bounds, help per wire key)

@@ -192,3 +192,34 @@ def test_the_jobs_list_shows_this_files_and_the_backends_jobs_with_their_actions
     operators = [item[1] for item in jobs if item[0] == "operator"]
     assert operators.count("iso3d.connect") == 4  # attach (and import for the done one) on every row
     assert operators.count("iso3d.cancel") == 1  # only the running job can be cancelled
+
+
+def test_resume_is_offered_for_cancelled_generate_jobs_that_saved_their_state(registered_addon):
+    from blender_addon.session import SESSION
+
+    context = bpy.context
+    state = context.scene.iso3d_job
+    state.job_id, state.job_kind, state.state, state.object_name = "a" * 16, "generate", "cancelled", "Vase"
+    SESSION.backend_jobs = [  # as the backend's `jobs` lists them after the cancels
+        {"job": "a" * 16, "kind": "generate", "name": "Vase", "status": "cancelled", "step": 7, "total": 40,
+         "resumable": True},
+        {"job": "b" * 16, "kind": "generate", "name": "Cup", "status": "cancelled", "step": 0, "total": 0,
+         "resumable": False},  # cancelled before its first step: nothing saved
+        {"job": "c" * 16, "kind": "preview", "name": "", "status": "cancelled", "step": 3, "total": 20,
+         "resumable": False},
+        {"job": "d" * 16, "kind": "generate", "name": "Bowl", "status": "done", "step": 40, "total": 40,
+         "resumable": False},
+    ]
+    try:
+        drawn = draw_all(context)
+        assert ("operator", "iso3d.resume", None) in drawn["ISO3D_PT_generate_progress"]  # the scene's own job
+        jobs = [item for item in drawn["ISO3D_PT_generate_jobs"] if item[0] == "operator"]
+        assert [item[1] for item in jobs].count("iso3d.resume") == 1  # only the job with a saved state
+        SESSION.backend_jobs[0]["resumable"] = False  # the backend's word on the scene's job in this state
+        assert ("operator", "iso3d.resume", None) not in draw_all(context)["ISO3D_PT_generate_progress"]
+        SESSION.backend_jobs = []  # no list yet: a cancelled generate job is offered, a refusal comes in words
+        assert ("operator", "iso3d.resume", None) in draw_all(context)["ISO3D_PT_generate_progress"]
+        state.job_kind = "preview"
+        assert ("operator", "iso3d.resume", None) not in draw_all(context)["ISO3D_PT_generate_progress"]
+    finally:
+        SESSION.backend_jobs = []

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from blender_addon import protocol
+from blender_addon.core import protocol
 
 
 def png(width=4, height=3) -> bytes:
@@ -41,7 +41,7 @@ def test_mesh_round_trip_and_shape_checks():
         protocol.array_payload("|u1", [5, 3], colours.tobytes()),
     ]
     message = protocol.decode(protocol.encode("mesh", payloads, job="j", step=3, final=False), "server")
-    from blender_addon.client import decode_array
+    from blender_addon.core.client import decode_array
 
     assert np.array_equal(decode_array(message, 0), vertices)
     assert np.array_equal(decode_array(message, 1), faces)
@@ -53,7 +53,7 @@ def test_mesh_round_trip_and_shape_checks():
 def test_a_finished_mesh_carries_corner_uvs_and_its_texture():
     import numpy as np
 
-    from blender_addon.client import decode_array
+    from blender_addon.core.client import decode_array
 
     vertices = np.zeros((5, 3), np.float32)
     faces = np.array([[0, 1, 2], [2, 3, 4]], dtype="<i4")
@@ -131,7 +131,7 @@ def test_protocol_module_needs_only_the_standard_library():
 
     code = (
         "import sys, importlib.util\n"
-        "spec = importlib.util.spec_from_file_location('protocol', 'blender_addon/protocol.py')\n"
+        "spec = importlib.util.spec_from_file_location('protocol', 'blender_addon/core/protocol.py')\n"
         "module = importlib.util.module_from_spec(spec); sys.modules['protocol'] = module\n"
         "spec.loader.exec_module(module)\n"
         "bad = [m for m in ('numpy', 'torch', 'zmq', 'bpy', 'PIL') if m in sys.modules]\n"

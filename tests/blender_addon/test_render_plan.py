@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from backend.diffusion.cameras import camera_to_world as backend_camera_to_world
-from blender_addon.render_plan import (
+from blender_addon.core.render_plan import (
     RenderSettings,
     RenderSettingsError,
     camera_to_world,

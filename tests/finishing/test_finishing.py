@@ -210,8 +210,8 @@ def test_the_service_finish_job_streams_the_finished_mesh(tmp_path, fitted):
     from backend.events import Done, MeshUpdate, Progress
     from backend.service.job_kinds import JobRunner, validate_settings
     from backend.service.messages import event_frames
-    from blender_addon import protocol
-    from blender_addon.protocol import JOB_KINDS
+    from blender_addon.core import protocol
+    from blender_addon.core.protocol import JOB_KINDS
 
     assert "finish" in JOB_KINDS
     source = "a" * 16

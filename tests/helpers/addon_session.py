@@ -7,6 +7,7 @@ import time
 
 import bpy
 
+from blender_addon.preferences import session_settings
 from blender_addon.session import SESSION
 from tests.helpers.waiting import wait_until
 
@@ -21,11 +22,16 @@ def describe_state() -> str:
             f"{state.connection}, error {state.last_error!r}; {SESSION.local_backend.status_line()}")
 
 
+def drain() -> int:
+    """One drain of the session with the registered add-on's preferences (what the UI timer does)."""
+    return SESSION.drain(bpy.context, session_settings(bpy.context))
+
+
 def drain_until(predicate, timeout: float = JOB_S, on_drain=None):
     """Drains the session until ``predicate(scene.iso3d_job)`` holds; returns the state."""
 
     def condition():
-        SESSION.drain(bpy.context)
+        drain()
         if on_drain is not None:
             on_drain()
         state = bpy.context.scene.iso3d_job
@@ -42,14 +48,14 @@ def drain_everything_sent(timeout: float = JOB_S) -> None:
     answered = []
     original = SESSION.apply
 
-    def recording(context, message):
+    def recording(context, settings, message):
         if message.type == "pong" and message.get("token") == token:
             answered.append(message)
-        return original(context, message)
+        return original(context, settings, message)
 
     SESSION.apply = recording
     try:
         SESSION.client.ping(token)
-        wait_until(lambda: SESSION.drain(bpy.context) >= 0 and answered, timeout, "the backend's pong")
+        wait_until(lambda: drain() >= 0 and answered, timeout, "the backend's pong")
     finally:
         SESSION.apply = original

@@ -1,5 +1,5 @@
 """Writes small dataset folders in exactly the renderer's output format (its own bpy-free record writer,
-blender_addon.render_plan), with synthetic images instead of Blender renders: fast data for training tests."""
+blender_addon.core.render_plan), with synthetic images instead of Blender renders: fast data for training tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from blender_addon.render_plan import RECORD_FILE, RenderSettings, object_record, plan_object
+from blender_addon.core.render_plan import RECORD_FILE, RenderSettings, object_record, plan_object
 
 TEST_SETTINGS = RenderSettings(resolution=64, fixed_views=8, random_views=4, samples=1)
 

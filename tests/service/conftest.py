@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon.client import BackendClient
+from blender_addon.core.client import BackendClient
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import struct
 import pytest
 from PIL import Image
 
-from blender_addon import protocol
+from blender_addon.core import protocol
 from tests.helpers.backend import EXAMPLE_PNG
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import pytest
 
 from backend.errors import UserError
 from backend.service.auth import CurveKeys, generate_keys, public_key
-from blender_addon import protocol
-from blender_addon.client import BackendClient
+from blender_addon.core import protocol
+from blender_addon.core.client import BackendClient
 from tests.helpers.backend import EXAMPLE_PNG
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ def test_curve_jobs_belong_to_their_key_and_only_named_keys_connect(serve_in_pro
     assert done.type == "done", done.fields
     # remote clients get artifacts by name and size, never a server path
     assert done.get("artifacts") == [{"name": "views.png", "size": done.get("artifacts")[0]["size"]}]
-    for request in (lambda c: c.attach(job), lambda c: c.cancel(job)):
+    for request in (lambda c: c.attach(job), lambda c: c.cancel(job), lambda c: c.resume(job)):
         request(intruder)
         assert intruder.wait_for(lambda m: m.type == "error", 30).get("code") == "unknown_job"
     intruder.list_jobs()

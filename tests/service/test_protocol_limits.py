@@ -1,11 +1,11 @@
-"""The protocol's own limits (blender_addon/protocol.py): nesting refused before parsing, texts cut to the limit, and
+"""The protocol's own limits (blender_addon/core/protocol.py): nesting refused before parsing, texts cut to the limit, and
 the fetch/chunk messages."""
 
 from __future__ import annotations
 
 import pytest
 
-from blender_addon import protocol
+from blender_addon.core import protocol
 
 
 @pytest.mark.parametrize("text, depth", [

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blender_addon import protocol
+from blender_addon.core import protocol
 from tests.helpers.backend import EXAMPLE_PNG, BackendProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -204,7 +204,7 @@ def test_killed_backend_resumes_unfinished_jobs_after_restart(tmp_path, connect)
 
 def test_curve_keys_admit_only_allowed_clients(tmp_path, connect):
     from backend.service.auth import generate_keys
-    from blender_addon.client import BackendClient
+    from blender_addon.core.client import BackendClient
 
     keys = generate_keys(tmp_path / "keys")
     stranger = generate_keys(tmp_path / "other")
@@ -230,7 +230,7 @@ def test_curve_keys_admit_only_allowed_clients(tmp_path, connect):
 
 
 def test_finish_job_streams_every_level_textured_and_replays_it_on_attach(tmp_path, connect, serve_in_process):
-    from blender_addon.client import decode_array
+    from blender_addon.core.client import decode_array
     from tests.helpers.fitted_job import store_fitted_generate_job
 
     source, _, _ = store_fitted_generate_job(tmp_path / "data")

@@ -152,7 +152,7 @@ def test_serve_prune_command(tmp_path, capsys):
 
 @pytest.mark.integration  # an in-process server on a real socket
 def test_prune_message_deletes_old_finished_jobs(serve_in_process, connect, tmp_path):
-    from blender_addon import protocol
+    from blender_addon.core import protocol
 
     data = tmp_path / "data"
     write_job(data, "1" * 16, created=time.time() - 9 * 86400)

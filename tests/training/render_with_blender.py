@@ -11,7 +11,7 @@ import sys
 import bpy
 
 from blender_addon.dataset_render import TrainingViewRenderer
-from blender_addon.render_plan import RenderSettings
+from blender_addon.core.render_plan import RenderSettings
 
 BOX_OBJ = """v -0.5 -0.3 -0.2
 v 0.5 -0.3 -0.2

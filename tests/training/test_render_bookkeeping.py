@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_addon.render_plan import (
+from blender_addon.core.render_plan import (
     RenderSettings,
     expected_files,
     normalization_transform,
@@ -19,7 +19,7 @@ from blender_addon.render_plan import (
     plan_object,
     verify_object_folder,
 )
-from blender_addon.render_staging import PublishError, StagingFolder, remove_abandoned
+from blender_addon.core.render_staging import PublishError, StagingFolder, remove_abandoned
 from training.render_manifest import Manifest
 
 from tests.helpers.processes import python, run
@@ -39,7 +39,7 @@ def test_a_staging_folder_of_a_live_process_is_kept_and_a_dead_ones_removed(tmp_
     mine = StagingFolder(str(root), "chair-0123")
     (Path(mine.path) / "fixed_000.png").write_bytes(b"partial")
     # Another process that owned a folder and died (its lock released by the kernel on exit).
-    code = ("import sys; from blender_addon.render_staging import StagingFolder; "
+    code = ("import sys; from blender_addon.core.render_staging import StagingFolder; "
             "s = StagingFolder(sys.argv[1], 'table-4567'); open(s.path + '/fixed_000.png', 'w').write('x')")
     assert run(python("-c", code, root), timeout=600).returncode == 0
     assert len([p for p in root.iterdir() if p.name.startswith("table")]) == 2  # folder + lock left behind

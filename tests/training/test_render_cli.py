@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.blender, pytest.mark.integration]
 pytest.importorskip("bpy")
 
 from backend.diffusion.cameras import encode_cameras  # noqa: E402
-from blender_addon.render_plan import (  # noqa: E402
+from blender_addon.core.render_plan import (  # noqa: E402
     RenderSettings,
     expected_files,
     is_flagged,

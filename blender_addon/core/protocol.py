@@ -6,14 +6,16 @@ header's ``payloads`` list describes, in order: ``{"kind": "png"}`` (PNG bytes) 
 "<f4"|"<i4"|"|u1", "shape": [...]}`` (little-endian, C order).
 
 Client -> backend: hello, submit (job spec + input image PNG; a ``finish`` job, which works on an earlier
-generate job's field, carries no image), cancel, attach, list, ping, fetch (a job's result file by name, from
-``offset``), prune (admin: delete finished jobs older than ``keep_days`` and/or the oldest until the jobs take
-``max_data_gb``; answered with ``jobs``, the jobs that remain).
+generate job's field, carries no image), cancel, attach, resume (a cancelled generate job, which saved its state:
+back into the queue, on from its saved step; answered like a submit: ``accepted`` with its ``request``), list,
+ping, fetch (a job's result file by name, from ``offset``), prune (admin: delete finished jobs older than
+``keep_days`` and/or the oldest until the jobs take ``max_data_gb``; answered with ``jobs``, the jobs that remain).
 Backend -> client: welcome, accepted, progress, views (PNG per view + cameras), mesh (vertices f4 [V,3], faces
 i4 [F,3], vertex colours u1 [V,3]; a finished asset adds corner UVs f4 [F,3,2] (v up) and its baked texture as
 PNG, and ``level``: 0 main, i the i-th LOD), done (artifacts by ``name`` and ``size`` in bytes; ``path`` only
 from a loopback backend, where the client shares the file system), error, jobs (the answer to list; a job that
-cannot be read or resumed has status ``damaged`` or ``needs_model`` and a ``reason``), pong, chunk (one piece of a
+cannot be read or resumed has status ``damaged`` or ``needs_model`` and a ``reason``; ``resumable`` says whether
+``resume`` would take it), pong, chunk (one piece of a
 fetched file: ``offset``, ``size`` = the file's total bytes, ``final``; one ``bytes`` payload of at most
 FETCH_CHUNK_BYTES; fetch again from ``offset + len(payload)`` until ``final``).
 
@@ -63,6 +65,7 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "submit": ({"kind": _STR, "settings": _DICT}, {"request": _STR, "name": _STR}),
     "cancel": ({"job": _STR}, {}),
     "attach": ({"job": _STR}, {}),
+    "resume": ({"job": _STR}, {"request": _STR}),
     "list": ({}, {}),
     "ping": ({}, {"token": _STR}),
     "fetch": ({"job": _STR, "name": _STR}, {"offset": _INT, "request": _STR}),
@@ -81,7 +84,7 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
     "pong": ({}, {"token": _STR}),
     "chunk": ({"job": _STR, "name": _STR, "offset": _INT, "size": _INT, "final": _BOOL}, {"request": _STR}),
 }
-CLIENT_TYPES = ("hello", "submit", "cancel", "attach", "list", "ping", "fetch", "prune")
+CLIENT_TYPES = ("hello", "submit", "cancel", "attach", "resume", "list", "ping", "fetch", "prune")
 SERVER_TYPES = ("welcome", "accepted", "progress", "views", "mesh", "done", "error", "jobs", "pong", "chunk")
 # Payloads each type carries: None = none allowed.
 _PAYLOAD_RULES = {"submit": "one png", "views": "pngs", "mesh": "mesh", "chunk": "one bytes"}

@@ -12,6 +12,8 @@ units are the wire's (degrees, steps, faces, pixels, object-space units).
 
 from __future__ import annotations
 
+from .face_budgets import parse_face_budgets
+
 # kind -> (scene property group, property, wire key: the field names of the backend's settings dataclasses,
 # ``section.name`` for a generation's).
 FIELDS = {
@@ -84,3 +86,10 @@ def apply_backend_defaults(scene, settings: dict) -> None:
                 continue  # a default this property cannot hold: leave it to the backend
             shown[f"{kind}:{key}"] = getattr(group, name)
     scene[DEFAULTS_PROPERTY] = shown
+
+
+def finish_settings(properties, source_job: str) -> dict:
+    """The ``finish`` job's settings from the Finish section's properties (sizes in object-space units);
+    ValueError in words for LOD budgets that are not whole numbers."""
+    return {"source": source_job, "faces": int(properties.faces), "texture": int(properties.texture),
+            "lods": parse_face_budgets(properties.lods), "size": float(properties.size), "formats": ["glb"]}

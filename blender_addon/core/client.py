@@ -166,6 +166,13 @@ class BackendClient:
     def attach(self, job: str) -> None:
         self.send(protocol.encode("attach", job=job))
 
+    def resume(self, job: str) -> str:
+        """Resume a cancelled generate job from its saved step; returns the request id echoed by the ``accepted``
+        reply (then come its events)."""
+        request = uuid.uuid4().hex[:12]
+        self.send(protocol.encode("resume", job=job, request=request))
+        return request
+
     def list_jobs(self) -> None:
         self.send(protocol.encode("list"))
 

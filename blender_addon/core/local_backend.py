@@ -1,4 +1,6 @@
-"""A backend process on this machine (`iso3d serve`) started and stopped by the add-on (no bpy)."""
+"""A backend process on this machine (`iso3d serve`) started and stopped by the add-on (no bpy). It stops with the
+Blender that started it: by the Stop button, at a normal exit (atexit), and when Blender is killed or crashes
+(``parent_watch``: SIGTERM, so the running job saves its state and resumes at the next start)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .parent_watch import child_environment
 
 
 class LocalBackendError(Exception):
@@ -56,7 +60,7 @@ class LocalBackend:
         Path(data).mkdir(parents=True, exist_ok=True)
         self.log_path = Path(data) / "serve.log"
         log = open(self.log_path, "w")
-        environment = dict(os.environ, PYTHONUNBUFFERED="1")
+        environment = child_environment(dict(os.environ, PYTHONUNBUFFERED="1"))  # it stops when Blender dies
         try:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
