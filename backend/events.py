@@ -60,9 +60,11 @@ class MeshUpdate:
 
 @dataclass(frozen=True)
 class Done:
-    """The job finished; ``artifacts`` maps artifact names (e.g. 'mesh.glb') to file paths."""
+    """The job finished; ``artifacts`` maps artifact names (e.g. 'mesh.glb') to file paths; ``note`` says in
+    words what was adapted on the way (e.g. a face budget above the surface: kept whole), "" when nothing was."""
 
     artifacts: dict[str, str] = field(default_factory=dict)
+    note: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,12 @@ known object, so the step times, the samples per step and the memory are those o
     python bench/generate.py                                  # CUDA: fast and reference, published sizes
     python bench/generate.py --presets fast --steps 600       # a shorter trajectory of one preset
     python bench/generate.py --tiny --device cpu --out r.json # smoke run (the test suite runs this)
+    python bench/generate.py --caps fast=12,reference=20      # each preset under its GPU memory cap (GiB)
 
 What runs: `SDSTrainer.run` itself (occupancy grid, phases, shading schedule, orientation loss, intermediate
 meshes, preview renders, checkpoints, final mesh and turntable), with the model `iso3d generate` uses on this
-device (published sizes with random weights; on CUDA bf16 weights and the guidance UNet compiled with CUDA graphs,
-as ``--compile auto``). Random weights form no object, so the step's loss is
+device (published sizes with random weights; on CUDA float16 weights, the guidance UNet compiled with CUDA graphs
+and the VAE encoder compiled, as ``--compile auto``). Random weights form no object, so the step's loss is
 
     loss = 0.5 * sum((render - target)^2) / N  +  sds_weight * (the real SDS loss)
 
@@ -29,6 +30,12 @@ UNet at the phase-2 batch + the VAE encoder forward and backward of its views at
 measured in the same process. ``--warm-rerun`` then runs the first preset again in a new process on the same
 compile cache (the warm-cache wall time of a second ``iso3d generate``).
 
+``--profile-steps N`` records N phase-2 steps (after the phase's first, compiling steps) with torch.profiler and
+the step regions of backend.profiling: milliseconds per step of the occupancy-grid update, sampling, field,
+compositing, resize + VAE encode, UNet, backward, optimizer (and a mesh, preview or checkpoint falling in the
+window), the rest as ``other``, and the top 15 CUDA kernels; printed and stored as ``profile`` (those steps stay out
+of the medians). The floor's VAE part is also timed eager (``floor_vae_eager_ms``) when the run's is compiled.
+
 Writes ``bench/results/generate_<gpu>_<yyyy-mm-dd>.json`` (or ``--out``).
 """
 
@@ -43,7 +50,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,13 +57,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from backend.diffusion.cameras import ViewCameras
 from backend.diffusion.sds import SDSOutput
 from backend.events import Done, Failed, MeshUpdate
 from backend.nerf.presets import GenerateConfig, preset
-from backend.nerf.rays import camera_rays
-from backend.nerf.shading import Lighting, shade
 from backend.nerf.trainer import SDSTrainer
+from backend.profiling import StepProfile, format_profile, region
+from bench.known_object import TwoSpheres, chamfer_distance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The known object's field converges to an opaque silhouette, not to the densities thousands of SDS steps reach:
@@ -69,91 +74,32 @@ TINY_SETTINGS = {"phases.resolution_before": "16", "phases.resolution_after": "2
                  "mesh.density_threshold": "2.0"}
 
 
-@dataclass(frozen=True)
-class Sphere:
-    center: tuple[float, float, float]  # world units
-    radius: float
-    albedo: tuple[float, float, float]  # linear RGB in [0, 1]
-
-
-class TwoSpheres:
-    """The known object: a body sphere and a smaller head sphere off the vertical axis (so views differ), each a
-    flat albedo. Rendered exactly (ray/sphere intersection, analytic normals) on a white background."""
-
-    spheres = (Sphere((0.0, 0.0, -0.12), 0.30, (0.80, 0.35, 0.20)),
-               Sphere((0.10, 0.0, 0.27), 0.18, (0.20, 0.45, 0.85)))
-
-    @torch.no_grad()
-    def render(self, cameras: ViewCameras, size: int, lighting: Lighting, device: torch.device) -> torch.Tensor:
-        """Images [N, 3, size, size] in [0, 1] of the object seen from ``cameras`` under ``lighting``."""
-        origins, directions = camera_rays(cameras.c2w.to(device), cameras.fovy, size, size)
-        n = len(cameras)
-        o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
-        best = torch.full((o.shape[0],), float("inf"), device=device)
-        normal = torch.zeros_like(o)
-        albedo = torch.ones_like(o)
-        for sphere in self.spheres:
-            center = torch.tensor(sphere.center, device=device)
-            oc = o - center
-            b = (oc * d).sum(-1)
-            disc = b * b - (oc * oc).sum(-1) + sphere.radius**2
-            t = -b - disc.clamp(min=0).sqrt()
-            hit = (disc > 0) & (t > 0) & (t < best)
-            best = torch.where(hit, t, best)
-            point = o + d * t[:, None]
-            normal = torch.where(hit[:, None], (point - center) / sphere.radius, normal)
-            albedo = torch.where(hit[:, None], torch.tensor(sphere.albedo, device=device), albedo)
-        hit = torch.isfinite(best)
-        points = o + d * torch.where(hit, best, torch.zeros_like(best))[:, None]
-        light = None
-        if lighting.light_positions is not None:
-            light = lighting.light_positions.to(device)[:, None, :].expand(n, size * size, 3).reshape(-1, 3)
-        colour = shade(albedo, normal, points, light, lighting)
-        image = torch.where(hit[:, None], colour, torch.ones_like(colour))
-        return image.reshape(n, size, size, 3).permute(0, 3, 1, 2).float()
-
-    def surface_points(self, count: int, seed: int = 0) -> np.ndarray:
-        """Points [~count, 3] uniformly on the union's outer surface (each sphere's part outside the other)."""
-        rng = np.random.default_rng(seed)
-        areas = np.array([s.radius**2 for s in self.spheres])
-        parts = []
-        for sphere, share in zip(self.spheres, areas / areas.sum()):
-            direction = rng.normal(size=(int(count * share), 3))
-            points = np.array(sphere.center) + sphere.radius * direction / np.linalg.norm(direction, axis=1,
-                                                                                          keepdims=True)
-            for other in self.spheres:
-                if other is not sphere:
-                    points = points[np.linalg.norm(points - np.array(other.center), axis=1) >= other.radius]
-            parts.append(points)
-        return np.concatenate(parts)
-
-
-def chamfer_distance(vertices: np.ndarray, faces: np.ndarray, reference: np.ndarray, count: int = 50000) -> float:
-    """Symmetric mean (L1) chamfer distance in world units between a mesh's surface (area-weighted samples) and
-    reference points: (mean nearest distance mesh->reference + reference->mesh) / 2."""
-    import trimesh
-    from scipy.spatial import cKDTree
-
-    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
-    samples, _ = trimesh.sample.sample_surface(mesh, count, seed=0)
-    to_reference = cKDTree(reference).query(samples)[0].mean()
-    to_mesh = cKDTree(samples).query(reference)[0].mean()
-    return float((to_reference + to_mesh) / 2.0)
-
-
 class TrajectoryTrainer(SDSTrainer):
     """The real trainer with the target-forming loss and per-step records (GPU time, samples, phase)."""
 
-    def __init__(self, *args, target: TwoSpheres, sds_weight: float = 0.0, **kwargs):
+    def __init__(self, *args, target: TwoSpheres, sds_weight: float = 0.0, profile_steps: int = 0,
+                 profile_from: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.target = target
         self.sds_weight = sds_weight
         self.records: list[dict] = []
         self.phase_1_peak_gib = float("nan")
+        # --profile-steps: phase-2 steps profile_from .. profile_from + profile_steps - 1 (counted from the first
+        # phase-2 step) are recorded, with whatever runs between them (meshes, previews, checkpoints)
+        self.profile_steps = profile_steps
+        self.profile_from = profile_from
+        self.profile: StepProfile | None = None
+        self.profile_summary: dict | None = None
+
+    def stop_profile(self) -> None:
+        if self.profile is not None:
+            self.profile_summary = self.profile.stop()
+            self.profile = None
 
     def guide(self, renders, cameras, lighting, codes, generator) -> SDSOutput:
         sds = super().guide(renders, cameras, lighting, codes, generator)  # the real guidance, all of it
-        target = self.target.render(cameras, renders.shape[-1], lighting, renders.device)
+        with region("bench.target"):
+            target = self.target.render(cameras, renders.shape[-1], lighting, renders.device)
         image_loss = 0.5 * (renders.float() - target).square().sum() / renders.shape[0]
         # nan_to_num: a random-weight UNet's non-finite loss must not stop the run through 0 * inf (the term's
         # backward still runs the VAE encoder's backward in full)
@@ -166,13 +112,19 @@ class TrajectoryTrainer(SDSTrainer):
         if cuda and phase == 2 and not any(r["phase"] == 2 for r in self.records):
             self.phase_1_peak_gib = torch.cuda.max_memory_allocated(self.device) / 2**30
             torch.cuda.reset_peak_memory_stats(self.device)
+        phase_2_index = sum(1 for r in self.records if r["phase"] == 2) if phase == 2 else -1
+        if self.profile_steps and phase_2_index == self.profile_from and self.profile_summary is None:
+            self.profile = StepProfile(self.device, self.profile_steps)
+            self.profile.start()
+        elif self.profile is not None and phase_2_index == self.profile_from + self.profile_steps:
+            self.stop_profile()
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         host_start = time.perf_counter()
         losses = super().train_step()
         record = {"phase": phase, "samples": self.renderer.last_sample_count,
-                  "host_ms": (time.perf_counter() - host_start) * 1e3}
+                  "host_ms": (time.perf_counter() - host_start) * 1e3, "profiled": self.profile is not None}
         if cuda:
             end.record()
             record["events"] = (start, end)
@@ -190,7 +142,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def run_preset(name: str, model, device: torch.device, steps: int | None, sds_weight: float,
-               reference_points: np.ndarray, overrides: dict[str, str], chamfer_samples: int = 50000) -> dict:
+               reference_points: np.ndarray, overrides: dict[str, str], profile_steps: int = 0,
+               chamfer_samples: int = 50000) -> dict:
     """One whole run of preset ``name`` (its step count scaled to ``steps``); the figures of that run."""
     from backend.nerf.presets import set_option
 
@@ -215,9 +168,16 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     with tempfile.TemporaryDirectory() as workdir:
         synchronize(device)
         start = time.perf_counter()
+        # The first steps of each phase compile (CUDA graphs, field kernels for new shapes): left out of the medians
+        # and of the profile (when the phase has steps enough).
+        skip = min(10, max(1, config.run.steps // 20))
+        phase_2_steps = config.run.steps - int(np.ceil(config.phases.switch_at * config.run.steps))
         trainer = TrajectoryTrainer(config, model, context, workdir, device, target=TwoSpheres(),
-                                    sds_weight=sds_weight)
+                                    sds_weight=sds_weight, profile_steps=min(profile_steps, phase_2_steps),
+                                    profile_from=max(0, min(skip, phase_2_steps - profile_steps)))
         for event in trainer.run():
+            if trainer.profile is not None and trainer.step == trainer.total_steps:
+                trainer.stop_profile()  # the window ends with the last step, before the run's final mesh
             if isinstance(event, MeshUpdate):
                 if not event.final and first_mesh_s is None:
                     first_mesh_s = time.perf_counter() - start
@@ -241,11 +201,11 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     result: dict = {"preset": name, "steps": config.run.steps, "preset_steps": full_steps, "sds_weight": sds_weight,
                     "overrides": overrides, "wall_s": round(wall, 2),
                     "first_mesh_s": None if first_mesh_s is None else round(first_mesh_s, 2)}
-    # The first steps of each phase compile (CUDA graphs, field kernels for new shapes): left out of the medians.
-    skip = min(10, max(1, config.run.steps // 20))
     for phase in (1, 2):
         rows = [r for r in records if r["phase"] == phase]
         timed = rows[skip:] if len(rows) > 2 * skip else rows
+        unprofiled = [r for r in timed if not r["profiled"]]  # the profiler's own overhead stays out of the medians
+        timed = unprofiled or timed
         ms = [r["ms"] for r in timed]
         samples = [r["samples"] for r in timed]
         resolution = config.phases.resolution_before if phase == 1 else config.phases.resolution_after
@@ -271,14 +231,24 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     estimate += result["outside_steps_s"] * full_steps / config.run.steps
     result["wall_s_full_estimate"] = round(estimate, 1)
     result["switch_step"] = switch
+    trainer.stop_profile()  # a run that failed inside the window
+    if trainer.profile_summary is not None:
+        result["profile"] = trainer.profile_summary
     if failure is not None:
         result["run_failed"] = failure  # the steps' figures stand; the run's end (mesh, views) did not happen
     plan = trainer.memory
     if plan is not None:
         result["memory_cap_gib"] = None if plan.cap_gib is None else round(plan.cap_gib, 2)
         result["memory_estimate_gib"] = round(plan.estimate_gib, 2)
-        result["sample_budget"] = plan.sample_budget  # samples evaluated without checkpointing (None: all)
-        result["checkpointed_steps"] = sum(1 for r in records if plan.sample_budget and r["samples"] > plan.sample_budget)
+        if device.type == "cuda":
+            result["peak_within_cap"] = plan.cap_gib is None or result["peak_gib"] <= plan.cap_gib
+        for phase in plan.phases:  # what the plan set under the cap, and how many steps went over the budget
+            budget, key = phase.sample_budget, f"phase{phase.number}_"
+            result[key + "estimate_gib"] = round(plan.phase_estimate_gib(phase), 2)
+            result[key + "vae_checkpoint_views"] = phase.vae_checkpoint_views  # None: the VAE encoder plain
+            result[key + "sample_budget"] = budget  # samples evaluated without checkpointing (None: all)
+            result[key + "checkpointed_steps"] = sum(1 for r in records if r["phase"] == phase.number and budget
+                                                     and r["samples"] > budget)
     if final is not None:
         result["final_faces"] = int(len(final.faces))
         result["chamfer"] = round(chamfer_distance(final.vertices, final.faces, reference_points, chamfer_samples), 5)
@@ -309,10 +279,12 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
         with torch.no_grad(), torch.autocast(device.type, compute_dtype, enabled=autocast):
             model.unet(x, t, context=context, camera=camera, num_frames=config.cameras.views_per_object)
 
-    def vae():
+    compiled_moments = getattr(model, "vae_encoder_moments", None)
+
+    def vae(moments=compiled_moments):
         source = images.clone().requires_grad_(True)
         with torch.autocast(device.type, compute_dtype, enabled=autocast):
-            latents = encode_latents(model.vae, source)
+            latents = encode_latents(model.vae, source, moments=moments)
         latents.float().square().sum().backward()
 
     def timed(fn) -> float:
@@ -328,8 +300,11 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
         return statistics.median(times)
 
     unet_ms, vae_ms = timed(unet), timed(vae)
-    return {"floor_unet_ms": round(unet_ms, 2), "floor_vae_ms": round(vae_ms, 2),
-            "floor_ms": round(unet_ms + vae_ms, 2)}
+    floor = {"floor_unet_ms": round(unet_ms, 2), "floor_vae_ms": round(vae_ms, 2), "floor_ms": round(unet_ms + vae_ms, 2),
+             "vae_encoder_compiled": compiled_moments is not None}
+    if compiled_moments is not None:  # what the compile gains: the same forward and backward, eager
+        floor["floor_vae_eager_ms"] = round(timed(lambda: vae(None)), 2)
+    return floor
 
 
 def gpu_label(device: torch.device) -> str:
@@ -384,11 +359,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="guidance UNet compile, as iso3d generate's --compile (default auto)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                         help="a setting on top of each preset (repeatable)")
+    parser.add_argument("--caps", default=None, metavar="PRESET=GIB,...",
+                        help="run these presets, each under its cap (run.max_gpu_memory), e.g. fast=12,reference=20")
     parser.add_argument("--floor-repeats", type=int, default=20, help="timed floor calls on CUDA (CPU: at most 2)")
     parser.add_argument("--chamfer-samples", type=int, default=50000,
                         help="points sampled on the final mesh for the chamfer distance")
     parser.add_argument("--warm-rerun", action="store_true",
                         help="run the first preset again in a new process (warm compile cache)")
+    parser.add_argument("--profile-steps", type=int, default=0, metavar="N",
+                        help="record N phase-2 steps (after the first, compiling ones) with torch.profiler: time per "
+                        "region of the step and the top 15 CUDA kernels, printed and stored as 'profile'")
     parser.add_argument("--label", default="", help="a note stored with the results (e.g. 'baseline')")
     parser.add_argument("--out", help="results JSON (default bench/results/generate_<gpu>_<date>.json)")
     args = parser.parse_args(argv)
@@ -401,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         name, _, settings = entry.strip().partition(":")
         if name:
             runs.append((name, dict(item.split("=", 1) for item in settings.split(";") if item)))
+    if args.caps:  # the capped presets, in this one invocation (their own settings from --presets kept)
+        own = dict(runs) if args.presets else {}
+        runs = [(name, {**own.get(name, {}), "run.max_gpu_memory": gib})
+                for name, gib in (item.split("=", 1) for item in args.caps.split(","))]
     names = [name for name, _ in runs]
     steps = None if args.full else (args.steps or (600 if device.type == "cuda" else None))
     overrides = dict(TINY_SETTINGS) if args.tiny else dict(TARGET_SETTINGS)
@@ -430,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[generate bench] {name} {own or ''}: running", flush=True)
         try:
             result = run_preset(name, model, device, steps, args.sds_weight, reference_points, {**overrides, **own},
-                                args.chamfer_samples)
+                                args.profile_steps, args.chamfer_samples)
         except Exception as error:  # noqa: BLE001 -- recorded with its message; the other runs go on
             print(f"[generate bench] {name}: failed: {error}", flush=True)
             presets_out.append({"preset": name, "overrides": {**overrides, **own}, "failed": str(error)[:500]})
@@ -438,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result["compiled_before_in_process"] = bool(presets_out)
         presets_out.append(result)
-        print(json.dumps(result), flush=True)
+        print(json.dumps({k: v for k, v in result.items() if k != "profile"}), flush=True)
+        if "profile" in result:
+            print(f"[generate bench] {name} " + format_profile(result["profile"]), flush=True)
         write_results(out, summary)  # after each preset: a run stopped later keeps what it measured
     if device.type == "cuda":
         torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())  # a capped run's allocator cap lifted
@@ -482,8 +468,16 @@ def main(argv: list[str] | None = None) -> int:
     for r in measured:
         print(f"{r['preset']:>9s} {r['steps']} steps: phase 1 p50 {r['phase1_step_ms_p50']} ms, phase 2 p50 "
               f"{r['phase2_step_ms_p50']} / p90 {r['phase2_step_ms_p90']} ms ({r['phase2_step_over_floor']}x floor "
-              f"{r['floor_ms']} ms), samples/step {r['samples_per_step_p50']}, peak {r['peak_gib']} GiB, wall "
+              f"{r['floor_ms']} ms: UNet {r['floor_unet_ms']}, VAE {r['floor_vae_ms']}"
+              + (f", VAE eager {r['floor_vae_eager_ms']}" if "floor_vae_eager_ms" in r else "")
+              + f"), samples/step {r['samples_per_step_p50']}, peak {r['peak_gib']} GiB, wall "
               f"{r['wall_s']} s, full-length estimate {r['wall_s_full_estimate']} s, chamfer {r['chamfer']}")
+        if r.get("memory_cap_gib") is not None:
+            print(f"{'':>9s} memory: peak {r['peak_gib']} GiB (phase 1 {r['phase1_peak_gib']}) under a cap of "
+                  f"{r['memory_cap_gib']} GiB, estimate {r['memory_estimate_gib']} GiB; " + "; ".join(
+                      f"phase {n}: VAE checkpointed in chunks of {r.get(f'phase{n}_vae_checkpoint_views')}, "
+                      f"{r.get(f'phase{n}_checkpointed_steps')} steps over the sample budget "
+                      f"{r.get(f'phase{n}_sample_budget')}" for n in (1, 2)))
     print(f"wrote {out}")
     return 0
 

@@ -8,7 +8,9 @@ bare call are timed on their own: input checks and decode in the server
 (``prepare_input``), decode and resize in the job (``decode_image`` + ``prepare_preview_image``), the PNG
 encoding of the views message (``event_frames``), storing the views (``record_event``: ``views/latest.npz``) and
 the job's ``views.png`` grid. Since 2026-12-02 storing happens after the views message is sent, so only the first
-three lie on the path to it. Times are medians in milliseconds.
+three lie on the path to it. ``split_ms`` splits both at the first denoising step (before it: queue, decode,
+CLIP, the first UNet call; after it: the other steps, VAE decode, PNG encoding, sending). Every wait on the service
+has a deadline (``--answer-s``). Times are medians in milliseconds.
 
     python bench/preview_service.py --tiny --device cpu       # this machine's check (tiny model)
     python bench/preview_service.py --compile cudagraphs      # CUDA, published sizes, random weights
@@ -33,12 +35,12 @@ import torch
 from PIL import Image
 
 from backend.diffusion.preview import PreviewSettings, run_preview
-from backend.events import Views
+from backend.events import Progress, Views
 from backend.imaging import decode_image, prepare_preview_image, save_views_grid
-from backend.models.acceleration import accelerate_for_inference
+from backend.models.acceleration import accelerate_for_inference, compile_vae_encoder, vae_encoder_compile_mode
 from backend.models.multiview_model import build_random_published_model, build_tiny_model
 from backend.service.inputs import prepare_input
-from backend.service.jobs import JobStore
+from backend.service.job_store import JobStore
 from backend.service.messages import event_frames
 from backend.service.server import BackendServer
 from blender_addon.core.client import BackendClient
@@ -68,50 +70,83 @@ def median_ms(fn, repeats: int) -> float:
     return round(statistics.median(samples) * 1000, 2)
 
 
-def bare_preview(model, image, settings, device) -> Views:
+def bare_preview(model, image, settings, device, marks: dict | None = None) -> Views:
+    """The preview's views; ``marks`` gets the perf_counter times of its first step and of its views."""
     for event in run_preview(model, image, settings):
+        if marks is not None and isinstance(event, Progress) and event.step == 1:
+            marks.setdefault("first_step", time.perf_counter())
         if isinstance(event, Views):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+            if marks is not None:
+                marks["views"] = time.perf_counter()
             return event
     raise RuntimeError("the preview ended without views")
 
 
-def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats: int, bare) -> dict:
-    """Medians of submit -> views and submit -> done, each repeat followed by one timed ``bare()`` call (so that
-    both see the same load on a shared machine)."""
+def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats: int, bare,
+                      answer_s: float = ANSWER_S) -> dict:
+    """Medians of submit -> views and submit -> done, each repeat followed by one timed ``bare(marks)`` call (so
+    that both see the same load on a shared machine). Split at the first denoising step: submit -> the first step's
+    progress message (queue, image decode, CLIP and the first UNet call) and the first step -> views (the other
+    steps, the VAE decode, the views' PNG encoding and sending), each against the same split of the bare call.
+    Every wait has a deadline of ``answer_s`` seconds (TimeoutError, never a hang)."""
     client = BackendClient(server.endpoint.replace("0.0.0.0", "127.0.0.1"))
     try:
-        deadline = time.monotonic() + ANSWER_S
+        deadline = time.monotonic() + answer_s
         while True:  # the warm-up first
             client.hello()
-            welcome = client.wait_for(lambda m: m.type == "welcome", ANSWER_S)
-            if welcome.get("warmup") in ("ready", "off", "failed") or time.monotonic() > deadline:
+            welcome = client.wait_for(lambda m: m.type == "welcome", answer_s)
+            if welcome.get("warmup") in ("ready", "off", "failed"):
                 break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the warm-up was still {welcome.get('warmup')!r} after {answer_s:.0f} s")
             time.sleep(0.5)
-        to_views, to_done, bare_seconds = [], [], []
+        rows: dict[str, list[float]] = {key: [] for key in ("to_views", "to_done", "to_first_step", "first_step_to_views",
+                                                            "bare", "bare_to_first_step", "bare_first_step_to_views")}
         for index in range(repeats + 1):  # the first one is not counted (first job of the process)
+            marks: dict[str, float] = {}
+
+            def arrived(message, wanted):
+                if message.type == "progress" and message.get("phase") == "denoise" and message.get("step") == 1:
+                    marks.setdefault("first_step", time.perf_counter())
+                return message.type in wanted
+
             started = time.perf_counter()
             client.submit("preview", png, settings)
-            views = client.wait_for(lambda m: m.type in ("views", "error"), ANSWER_S)
+            views = client.wait_for(lambda m: arrived(m, ("views", "error")), answer_s)
             got_views = time.perf_counter()
             assert views.type == "views", views.fields
-            client.wait_for(lambda m: m.type in ("done", "error"), ANSWER_S)
+            client.wait_for(lambda m: m.type in ("done", "error"), answer_s)
             if index:
-                to_views.append(got_views - started)
-                to_done.append(time.perf_counter() - started)
+                first = marks.get("first_step", started)
+                rows["to_views"].append(got_views - started)
+                rows["to_done"].append(time.perf_counter() - started)
+                rows["to_first_step"].append(first - started)
+                rows["first_step_to_views"].append(got_views - first)
+                bare_marks: dict[str, float] = {}
                 started = time.perf_counter()
-                bare()
-                bare_seconds.append(time.perf_counter() - started)
+                bare(bare_marks)
+                rows["bare"].append(time.perf_counter() - started)
+                rows["bare_to_first_step"].append(bare_marks["first_step"] - started)
+                rows["bare_first_step_to_views"].append(bare_marks["views"] - bare_marks["first_step"])
+        ms = {key: round(statistics.median(values) * 1000, 2) for key, values in rows.items()}
         return {"warmup": welcome.get("warmup"), "warmup_s": server.warmup.seconds,
-                "submit_to_views_ms": round(statistics.median(to_views) * 1000, 2),
-                "submit_to_done_ms": round(statistics.median(to_done) * 1000, 2),
-                "bare_preview_ms": round(statistics.median(bare_seconds) * 1000, 2)}
+                "warmup_parts_s": dict(server.warmup.parts),
+                "submit_to_views_ms": ms["to_views"], "submit_to_done_ms": ms["to_done"], "bare_preview_ms": ms["bare"],
+                "split_ms": {"submit_to_first_step": ms["to_first_step"], "bare_to_first_step": ms["bare_to_first_step"],
+                             "first_step_to_views": ms["first_step_to_views"],
+                             "bare_first_step_to_views": ms["bare_first_step_to_views"]}}
     finally:
         client.close()
 
 
-def main() -> None:
+# --tiny: the service's generate warm-up at the 'tiny' preset's shapes (the default preset's 256^2 renders take
+# minutes on a CPU)
+TINY_WARMUP_GENERATE = {"preset": "tiny", "phases.resolution_before": 16, "phases.resolution_after": 16}
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny model (for a quick CPU check)")
@@ -121,12 +156,15 @@ def main() -> None:
                         help="torch.compile the UNet as `iso3d serve --compile` does (cudagraphs: the service's "
                         "default on a GPU)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    args = parser.parse_args()
+    parser.add_argument("--answer-s", type=float, default=ANSWER_S,
+                        help=f"deadline of every wait on the service, seconds (default {ANSWER_S})")
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     model = build_tiny_model() if args.tiny else build_random_published_model(device=device)
     model.to(device=device, dtype=torch.float32 if device.type == "cpu" else torch.float16)
-    if args.compile != "off":
+    if args.compile != "off":  # as load_model_from_args does for `iso3d serve --compile ...`
         accelerate_for_inference(model, "reduce-overhead" if args.compile == "cudagraphs" else "default")
+        compile_vae_encoder(model, vae_encoder_compile_mode(args.compile, device))
     png = synthetic_input_png()
     settings = PreviewSettings(steps=args.steps, seed=0)
     wire = {"steps": args.steps, "seed": 0}
@@ -138,15 +176,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         import threading
 
-        server = BackendServer(model, data, "tcp://127.0.0.1:*", warmup=True)
+        server = BackendServer(model, data, "tcp://127.0.0.1:*", warmup=True,
+                               warmup_generate_settings=TINY_WARMUP_GENERATE if args.tiny else None)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
             info.update(service_latencies(server, png, wire, args.repeats,
-                                          lambda: bare_preview(model, image, settings, device)))
+                                          lambda marks: bare_preview(model, image, settings, device, marks),
+                                          args.answer_s))
         finally:
             server.stop_requested.set()
-            thread.join(ANSWER_S)
+            thread.join(args.answer_s)
         views = bare_preview(model, image, settings, device)
         store = JobStore(Path(data) / "stages")
         record = store.create("preview", wire, png)
@@ -163,6 +203,7 @@ def main() -> None:
     print(json.dumps(info, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(info, indent=2) + "\n")
+    return info
 
 
 if __name__ == "__main__":

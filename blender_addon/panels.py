@@ -323,6 +323,10 @@ class ISO3D_PT_finish(_SidebarTab, bpy.types.Panel):
                 layout.label(text=f"finishing: {stage or state.state or 'sending'}", icon="TIME")
             elif state.state == "failed" and state.last_error:
                 _error_box(layout, state.last_error)
+            elif state.state == "done" and state.note:  # what the finish adapted, e.g. a budget above the surface
+                for part in state.note.split("; "):
+                    for index, line in enumerate(_wrap(part, 24)):  # fits the sidebar's default width (with an icon)
+                        layout.label(text=line, icon="INFO" if index == 0 else "BLANK1")
 
 
 class ISO3D_PT_render_training_views(_SidebarTab, bpy.types.Panel):

@@ -102,6 +102,8 @@ class Isotropic3DJobState(bpy.types.PropertyGroup):
     position: bpy.props.IntProperty(name="Queue position")
     eta: bpy.props.FloatProperty(name="ETA", description="Seconds left; negative = unknown", default=-1.0)
     last_error: bpy.props.StringProperty(name="Last error")
+    note: bpy.props.StringProperty(name="Note", description="What the finished job adapted, in words (e.g. a face "
+                                   "budget above the surface: kept whole)")
     object_name: bpy.props.StringProperty(name="Object", description="The object the job's meshes go to")
     target: bpy.props.FloatVectorProperty(name="Target", description="Where the preview views are placed around",
                                           size=3, subtype="TRANSLATION")

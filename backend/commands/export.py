@@ -83,6 +83,7 @@ def run(args) -> int:
 
         def progress(stage: str, done: int, total: int) -> None:
             if bar is not None:
+                bar.total = total  # fewer stages once the surface is known (a level kept whole or left out)
                 bar.set_description(stage)
                 bar.update(done - bar.n)
 
@@ -94,6 +95,8 @@ def run(args) -> int:
         return EXIT_BAD_INPUT
     if bar is not None:
         bar.close()
+    for note in result.notes:
+        print(f"note: {note}")
     for level in result.levels:
         print(f"{level.name}: {level.faces} faces, {level.vertices} vertices -> "
               + ", ".join(str(out / f) for f in level.files))

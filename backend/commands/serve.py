@@ -81,7 +81,7 @@ def prune_data(data: str, options: ServiceOptions) -> int:
     """``iso3d serve --prune``: the retention policy applied once, under the data folder's lock."""
     from backend.errors import UserError
     from backend.service.data_lock import DataFolderLock
-    from backend.service.jobs import JobStore
+    from backend.service.job_store import JobStore
     from backend.service.retention import folder_bytes, prune
 
     if options.keep_days is None and options.max_data_gb is None:

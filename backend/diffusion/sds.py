@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from backend.diffusion.cameras import CAMERA_ENCODINGS, DEFAULT_CAMERA_ENCODING
 from backend.diffusion.classifier_free import guide, unconditional_and_conditional
 from backend.errors import SettingsError
+from backend.profiling import region
 from backend.settings import check_bounds, setting
 
 # (images [N, 3, H, W] in [-1, 1], generator) -> latents [N, C, h, w]
@@ -53,15 +54,20 @@ class GuidanceConfig:
 
 @dataclass
 class SDSOutput:
+    """The step's SDS loss; ``timestep`` (0-d long) and ``grad_norm`` (0-d float: |z - x0'| averaged over latents,
+    for logging) stay tensors on the renders' device, so that reading them is the caller's one synchronisation of
+    the step (the trainer's), not two more in the middle of it."""
+
     loss: torch.Tensor
-    timestep: int
-    grad_norm: float  # |z - x0'| averaged over latents, for logging
+    timestep: torch.Tensor
+    grad_norm: torch.Tensor
 
 
-def vae_latent_encoder(vae) -> LatentEncoder:
+def vae_latent_encoder(vae, moments=None) -> LatentEncoder:
+    """The VAE's latent encoder; ``moments``: the model's compiled encoder (``model.vae_encoder_moments``) or None."""
     from backend.models.vae import encode_latents
 
-    return lambda images, generator: encode_latents(vae, images, generator)
+    return lambda images, generator: encode_latents(vae, images, generator, moments)
 
 
 def guided_noise(unet, latents_noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor, cameras: torch.Tensor,
@@ -135,13 +141,17 @@ class SDSGuidance:
         elif context.shape[0] != n:
             raise ValueError(f"context has {context.shape[0]} rows for {n} renders")
         size = c.latent_resolution_input
-        images = renders if renders.shape[-1] == size else F.interpolate(
-            renders, (size, size), mode="bilinear", align_corners=False)
-        latents = self.encode(images * 2.0 - 1.0, generator).float()
-        t_value = int(torch.randint(self.min_step, self.max_step + 1, (1,), generator=generator, device=device))
-        t = torch.full((n,), t_value, device=device, dtype=torch.long)
-        alpha = self.alphas_cumprod.to(device)[t_value]
-        with torch.no_grad():
+        with region("guidance.encode"):
+            images = renders if renders.shape[-1] == size else F.interpolate(
+                renders, (size, size), mode="bilinear", align_corners=False)
+            latents = self.encode(images * 2.0 - 1.0, generator).float()
+        # t stays on the device (no host synchronisation before the UNet): one timestep for all views
+        drawn = torch.randint(self.min_step, self.max_step + 1, (1,), generator=generator, device=device)
+        t_value, t = drawn[0], drawn.expand(n)
+        if self.alphas_cumprod.device != device:  # moved once, not copied every step
+            self.alphas_cumprod = self.alphas_cumprod.to(device)
+        alpha = self.alphas_cumprod.index_select(0, drawn)[0]  # a gather (a 0-d tensor index would be read back)
+        with torch.no_grad(), region("guidance.unet"):
             noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
             noisy = alpha.sqrt() * latents + (1.0 - alpha).sqrt() * noise
             dtype = self.weights_dtype
@@ -150,4 +160,4 @@ class SDSGuidance:
             target = x0_reconstruction_target(noisy, eps_guided.float(), eps_cond.float(), alpha, views_per_object,
                                               c.recon_std_rescale)
         loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / n
-        return SDSOutput(loss, t_value, float((latents.detach() - target).abs().mean()))
+        return SDSOutput(loss, t_value, (latents.detach() - target).abs().mean())

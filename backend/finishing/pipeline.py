@@ -95,6 +95,7 @@ class FinishResult:
     offset: list[float]  # placed = (field point + offset) * scale
     scale: float
     seconds: dict[str, float]
+    notes: list[str] = dataclass_field(default_factory=list)  # what was adapted to the surface, in words
     files: dict[str, bytes] = dataclass_field(default_factory=dict, repr=False)
     meshes: list[TexturedMesh] = dataclass_field(default_factory=list, repr=False)  # one per level, main first
 
@@ -102,9 +103,41 @@ class FinishResult:
 Progress = Callable[[str, int, int], None]  # (stage just done, stages done, stages in all)
 
 
-def stage_count(options: FinishOptions) -> int:
-    """Stages of a finish: extraction and clean-up, then decimate, unwrap, bake and encode per level."""
-    return 2 + 4 * (1 + len(options.lods))
+def stage_count(options: FinishOptions, levels: int | None = None) -> int:
+    """Stages of a finish: extraction and clean-up, then decimate, unwrap, bake and encode per level (``levels``:
+    the levels made, once the surface is known; before that every budget counts as one)."""
+    return 2 + 4 * (1 + len(options.lods) if levels is None else levels)
+
+
+@dataclass
+class LevelPlan:
+    """The levels a surface allows: ``targets`` face counts, main first (the surface's own count = kept whole);
+    ``budgets`` the requested budget of each; ``notes`` what was adapted, in words."""
+
+    targets: list[int]
+    budgets: list[int]
+    notes: list[str]
+
+
+def plan_levels(surface_faces: int, faces: int, lods: tuple[int, ...] | list[int]) -> LevelPlan:
+    """Fit the budgets to a surface of ``surface_faces`` faces: a budget at or above it keeps the surface whole;
+    an LOD never has more faces than the level above it, so an LOD budget at or above that level's face count
+    would repeat it and is left out (the LODs that remain are numbered in order)."""
+    main = min(faces, surface_faces)
+    notes = []
+    if faces >= surface_faces:
+        how = "under" if surface_faces < faces else "exactly"
+        notes.append(f"the surface has {surface_faces:,} faces, {how} the {faces:,} budget: kept whole")
+    targets, budgets = [main], [faces]
+    for index, budget in enumerate(lods, start=1):
+        above = targets[-1]
+        if budget >= above:
+            notes.append(f"LOD budget {index} ({budget:,} faces) is not below the level above it ({above:,} "
+                         "faces): left out")
+            continue
+        targets.append(budget)
+        budgets.append(budget)
+    return LevelPlan(targets, budgets, notes)
 
 
 @torch.no_grad()
@@ -131,16 +164,17 @@ def finish_field(field, options: FinishOptions, name: str = "asset", default_res
     lap("extract")
     cleaned = clean_surface(surface.to_trimesh(), options.min_component_fraction, options.max_hole_perimeter)
     lap("cleanup")
-    budgets = [options.faces, *options.lods]
-    too_many = [b for b in budgets if b > len(cleaned.faces)]
-    if too_many:
-        raise UserError(f"face budget {too_many[0]} is larger than the surface ({len(cleaned.faces)} faces): "
-                        "lower it, or raise the setting 'resolution' (marching-cubes cells a side)")
+    plan = plan_levels(len(cleaned.faces), options.faces, options.lods)
+    total = stage_count(options, len(plan.targets))
     _, offset, scale = place_upright(np.asarray(cleaned.vertices), options.size)
     levels, files, meshes = [], {}, []
-    for index, budget in enumerate(budgets):
+    for index, (budget, target) in enumerate(zip(plan.budgets, plan.targets)):
         level_name = name if index == 0 else f"{name}_lod{index}"
-        simplified = decimate(cleaned, budget)
+        simplified = decimate(cleaned, target)
+        if len(simplified.faces) == 0:
+            setting_name = "faces" if index == 0 else "lods"
+            raise UserError(f"setting '{setting_name}': a budget of {budget:,} leaves nothing of the "
+                            f"surface ({len(cleaned.faces):,} faces); give a larger budget")
         lap("decimate")
         unwrapped = unwrap(simplified, options.texture)
         lap("unwrap")
@@ -159,7 +193,7 @@ def finish_field(field, options: FinishOptions, name: str = "asset", default_res
         welded_mesh = Mesh(((welded + offset) * scale).astype(np.float32),
                            unwrapped.source_vertex[unwrapped.faces].astype(np.int32), welded_colors)
         meshes.append(TexturedMesh(welded_mesh, unwrapped.corner_uvs(), texture))
-    return FinishResult(levels, len(cleaned.faces), offset.tolist(), scale, seconds, files, meshes)
+    return FinishResult(levels, len(cleaned.faces), offset.tolist(), scale, seconds, plan.notes, files, meshes)
 
 
 def finish_job(job_dir: str | Path, out_dir: str | Path | None = None, options: FinishOptions | None = None,
@@ -177,7 +211,8 @@ def finish_job(job_dir: str | Path, out_dir: str | Path | None = None, options: 
     result = finish_field(field, options, name, config.mesh.resolution, config.mesh.density_threshold, progress)
     manifest = {"job": str(job_dir.resolve()), "options": asdict(options), "surface_faces": result.surface_faces,
                 "placement": {"offset": result.offset, "scale": result.scale, "up": "+Z (Blender)"},
-                "levels": [asdict(level) for level in result.levels], "seconds": result.seconds}
+                "levels": [asdict(level) for level in result.levels], "notes": result.notes,
+                "seconds": result.seconds}
     files = dict(result.files)
     files[f"{name}{MANIFEST_SUFFIX}"] = json.dumps(manifest, indent=2).encode("utf-8")
     write_files_atomically(files, Path(out_dir) if out_dir else job_dir / "finished")

@@ -4,6 +4,10 @@
 - channels-last memory layout for the convolutions;
 - torch.compile, optionally with CUDA graphs (``mode="reduce-overhead"``), which removes the launch overhead of
   the ~1,000 kernels of one UNet call. The eager module stays available as ``model.eager_unet``.
+
+And for the SDS path, where the VAE encoder runs forward and backward every step: the encoder (+ quant_conv)
+compiled (``model.vae_encoder_moments``; forward and backward through AOTAutograd, no CUDA graphs: its outputs
+live on into the step's backward) in channels-last layout. The eager VAE stays as it was for everything else.
 """
 
 from __future__ import annotations
@@ -28,4 +32,38 @@ def accelerate_for_inference(model, compile_mode: str | None = "reduce-overhead"
         unet.to(memory_format=torch.channels_last)
     model.eager_unet = unet
     model.unet = torch.compile(unet, mode=compile_mode, dynamic=False) if compile_mode else unet
+    return model
+
+
+def vae_encoder_compile_mode(unet_compile: str, device: torch.device) -> str | None:
+    """The torch.compile mode of the SDS VAE encoder for ``--compile unet_compile`` on ``device``: compiled
+    ("default": Inductor, no CUDA graphs) on CUDA whenever the UNet is compiled at all, else None (eager: on the CPU
+    a compile costs more than the few steps of a CPU run gain)."""
+    if torch.device(device).type != "cuda" or unet_compile in ("off", None):
+        return None
+    return "default"
+
+
+def compile_vae_encoder(model, mode: str | None = "default", channels_last: bool = True, backend: str = "inductor"):
+    """Set ``model.vae_encoder_moments`` to the compiled ``encoder_moments`` of ``model.vae`` (None: unset it).
+
+    ``channels_last``: the encoder's weights and its input in channels-last layout (cuDNN's fast path for half
+    precision convolutions; the values stay those of the same convolutions). ``backend``: torch.compile's backend
+    (tests use "aot_eager" to check the traced path without a C++ toolchain)."""
+    from backend.models.vae import encoder_moments
+
+    if mode is None:
+        model.vae_encoder_moments = None
+        return model
+    vae = model.vae
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for module in (vae.encoder, vae.quant_conv):
+        if module is not None:
+            module.to(memory_format=layout)
+
+    def moments(images: torch.Tensor) -> torch.Tensor:
+        return encoder_moments(vae, images.contiguous(memory_format=layout))
+
+    options = {"mode": mode} if backend == "inductor" else {}
+    model.vae_encoder_moments = torch.compile(moments, backend=backend, dynamic=False, **options)
     return model

@@ -45,6 +45,9 @@ class MultiViewDiffusionModel:
     conditioning_leftovers: dict[str, torch.Tensor] = field(default_factory=dict)
     # The uncompiled UNet when ``unet`` was replaced by a compiled one (backend.models.acceleration).
     eager_unet: MultiViewUNet | None = None
+    # The VAE encoder's moments function compiled for the SDS path (backend.models.acceleration.compile_vae_encoder);
+    # None: the VAE's own eager encode.
+    vae_encoder_moments: Any = None
 
     @property
     def device(self) -> torch.device:

@@ -11,6 +11,8 @@ from backend.compat import ensure_torchvision_ops
 ensure_torchvision_ops()
 from diffusers import AutoencoderKL  # noqa: E402
 
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution  # noqa: E402
+
 from backend.models.schedule import VAE_SCALE_FACTOR  # noqa: E402
 
 
@@ -42,12 +44,47 @@ def build_vae(vae_config: dict[str, Any]) -> AutoencoderKL:
     return AutoencoderKL(**diffusers_config_from_ldm(vae_config))
 
 
-def encode_latents(vae: AutoencoderKL, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def encoder_moments(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+    """The posterior's moments [N, 2 * latent channels, H/8, W/8] (mean; log-variance) of images [N, 3, H, W] in
+    [-1, 1] in the VAE's dtype: what ``vae.encode`` computes before its Gaussian (no tiling or slicing)."""
+    moments = vae.encoder(images)
+    return vae.quant_conv(moments) if vae.quant_conv is not None else moments
+
+
+def encode_latents(vae: AutoencoderKL, images: torch.Tensor, generator: torch.Generator | None = None,
+                   moments=None) -> torch.Tensor:
     """Images [N, 3, H, W] in [-1, 1] -> scaled latents [N, 4, H/8, W/8].
 
-    Takes a sample of the posterior (not its mean), as the reference's ``encode_first_stage`` does."""
-    posterior = vae.encode(images.to(vae.dtype)).latent_dist
+    Takes a sample of the posterior (not its mean), as the reference's ``encode_first_stage`` does. ``moments``:
+    a function images -> ``encoder_moments(vae, images)`` (the compiled one of
+    backend.models.acceleration.compile_vae_encoder); None: the VAE's own ``encode``."""
+    images = images.to(vae.dtype)
+    if moments is None:
+        posterior = vae.encode(images).latent_dist
+    else:
+        posterior = DiagonalGaussianDistribution(moments(images))
     return posterior.sample(generator=generator) * vae.config.scaling_factor
+
+
+def checkpointed_moments(moments, views_per_chunk: int):
+    """``moments`` (images -> posterior moments, e.g. ``partial(encoder_moments, vae)`` or the compiled one) run
+    under activation checkpointing, ``views_per_chunk`` images at a time (backend.nerf.memory decides when).
+
+    The encoder treats each image on its own (its GroupNorms normalise per image), so chunks give the same moments;
+    the backward keeps only the chunks' inputs and outputs and recomputes one chunk's activations at a time (one
+    more encoder forward a step): exact gradients, with a fraction of the memory. Without gradients it is
+    ``moments`` itself."""
+    from torch.utils.checkpoint import checkpoint
+
+    size = max(int(views_per_chunk), 1)
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return moments(images)
+        return torch.cat([checkpoint(moments, images[start:start + size], use_reentrant=False)
+                          for start in range(0, images.shape[0], size)])
+
+    return run
 
 
 def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The radiance field: a multiresolution hash grid (pure torch) with small density and albedo MLPs.
+"""The radiance field: a multiresolution hash grid (torch; fused Triton kernels on CUDA, backend.nerf.hash_grid_triton)
+with small density and albedo MLPs.
 
 Points are world coordinates (Blender Z-up) inside [-radius, radius]^3. Density is in 1/world-unit:
 ``softplus(raw + blob_density * (1 - |x| / blob_radius))`` (threestudio's ``blob_magic3d`` bias); albedo is
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend.errors import SettingsError
+from backend.nerf import hash_grid_triton
 from backend.nerf.presets import FieldConfig
 
 _PRIMES = (1, 2654435761, 805459861)  # tcnn's spatial hash primes
@@ -37,10 +40,17 @@ class HashGrid(nn.Module):
     half a cell: a point x lands at ``x * s_l + 0.5``, so the level's lattice has ``ceil(s_l) + 2`` vertices a side.
     Levels whose lattice (that many vertices cubed) fits in the table are indexed densely, the others through tcnn's
     spatial hash. Trilinear interpolation between the 8 corners.
+
+    ``encoding`` (``FieldConfig.encoding``): ``torch`` runs the per-level torch code below (the reference),
+    ``triton`` the fused kernels (backend.nerf.hash_grid_triton: equal within float32 summation order, no gradient
+    for the positions), ``auto`` the fused kernels where they can run (CUDA, triton installed, float32 positions
+    that need no gradient) and the torch code elsewhere.
     """
 
-    def __init__(self, levels, features_per_level, log2_hashmap_size, base_resolution, per_level_scale):
+    def __init__(self, levels, features_per_level, log2_hashmap_size, base_resolution, per_level_scale,
+                 encoding: str = "torch"):
         super().__init__()
+        self.implementation = encoding
         self.levels = levels
         self.features_per_level = features_per_level
         table_size = 2**log2_hashmap_size
@@ -59,14 +69,41 @@ class HashGrid(nn.Module):
         self.sizes = sizes
         self.offsets = [sum(sizes[:level]) for level in range(levels)]
         self.table = nn.Parameter(torch.empty(sum(sizes), features_per_level).uniform_(-1e-4, 1e-4))
+        # The levels as the fused kernels read them (not saved: derived from the settings). The scales are the
+        # float32 values the torch path's ``x01 * scale`` multiplies by.
+        self.register_buffer("level_scales", torch.tensor(self.scales, dtype=torch.float32), persistent=False)
+        layout = [(offset, side, size - 1) for offset, side, size in zip(self.offsets, self.sides, sizes)]
+        self.register_buffer("level_layout", torch.tensor(layout, dtype=torch.int64), persistent=False)
 
     @property
     def output_dim(self) -> int:
         return self.levels * self.features_per_level
 
+    def check_device(self, device: torch.device) -> None:
+        """SettingsError at the start of a run where ``triton`` is forced but cannot run on ``device``."""
+        reason = hash_grid_triton.unavailable_reason(torch.device(device))
+        if self.implementation == "triton" and reason is not None:
+            raise SettingsError(f"setting 'field.encoding' is 'triton' but {reason}; use 'auto' or 'torch'")
+
+    def uses_fused(self, x01: torch.Tensor) -> bool:
+        """Whether ``forward(x01)`` runs the fused kernels; SettingsError where ``triton`` is forced but cannot."""
+        if self.implementation == "torch":
+            return False
+        reason = hash_grid_triton.unavailable_reason(x01.device)
+        if reason is None and (x01.dtype, self.table.dtype) != (torch.float32, torch.float32):
+            reason = f"the fused hash-grid encoding takes float32 positions and table, not {x01.dtype}"
+        if reason is None and x01.requires_grad:
+            reason = "the fused hash-grid encoding gives positions no gradient (autograd normals need it)"
+        if reason is not None and self.implementation == "triton":
+            raise SettingsError(f"setting 'field.encoding' is 'triton' but {reason}; use 'auto' or 'torch'")
+        return reason is None
+
     def forward(self, x01: torch.Tensor, with_gradient: bool = False):
         """Features [N, levels*features]; with ``with_gradient`` also their derivative d features / d x01
         [N, 3, levels*features] (one row per axis), from the same corner values."""
+        if self.uses_fused(x01):
+            return hash_grid_triton.fused_encode(x01, self.table, self.level_scales, self.level_layout,
+                                                 with_gradient)
         corners = _CORNERS.to(x01.device)
         features, gradients = [], []
         for level in range(self.levels):
@@ -138,6 +175,7 @@ class RadianceField(nn.Module):
             config.log2_hashmap_size,
             config.base_resolution,
             config.per_level_scale,
+            config.encoding,
         )
         self.density_mlp = mlp(self.encoding.output_dim, 1, config.mlp_width, config.mlp_hidden_layers)
         self.albedo_mlp = mlp(self.encoding.output_dim, 3, config.mlp_width, config.mlp_hidden_layers)

@@ -42,6 +42,9 @@ class FieldConfig:
     finite_difference_eps: float = setting(1e-3, min=1e-6, max=0.1,
                                            help="world units; central differences along x, y, z")
     compile: bool = setting(True, help="torch.compile the field on CUDA (plain torch elsewhere)")
+    encoding: str = setting("auto", choices=("auto", "torch", "triton"),
+                            help="hash grid: triton: fused kernels (CUDA); torch: the reference code; auto: triton "
+                            "where it can run (CUDA, triton installed), torch elsewhere")
 
 
 @dataclass
@@ -55,6 +58,9 @@ class RendererConfig:
     grid_ema_decay: float = setting(0.95, min=0.0, max=1.0, help="occupancy grid EMA decay")
     render_step: float = setting(1.732 * 2 / 512, min=1e-4, max=1.0, help="world units between samples on a ray")
     alpha_threshold: float = setting(0.01, min=0.0, max=1.0, help="CUDA: samples with lower alpha are skipped")
+    early_stop_eps: float = setting(1e-4, min=0.0, max=1.0,
+                                    help="CUDA: a ray stops once its transmittance is below this (the reference's "
+                                    "nerfacc default; 0: never)")
     cpu_max_samples: int = setting(512, min=1, max=4096, help="CPU sampler: at most this many samples per ray")
     chunk_rays: int = setting(65536, min=1, max=1 << 20, help="rays per chunk when rendering without gradients")
 
@@ -191,6 +197,9 @@ class GenerateConfig:
                 raise SettingsError(f"settings 'phases.objects_{phase}' x 'cameras.views_per_object' x "
                                     f"'phases.resolution_{phase}'^2 ask for {rays:,} rays a step; at most "
                                     f"{MAX_RAYS_PER_STEP:,}")
+        if self.field.encoding == "triton" and self.field.normals == "autograd":
+            raise SettingsError("setting 'field.normals' 'autograd' differentiates the hash grid by its positions, "
+                                "which the fused encoding ('field.encoding' 'triton') does not: use 'auto' or 'torch'")
         low, high = self.shading.light_distance_range
         if low > high:
             raise SettingsError("setting 'shading.light_distance_range' must be (low, high) with low <= high")

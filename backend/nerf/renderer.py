@@ -20,6 +20,7 @@ from backend.nerf.field import RadianceField
 from backend.nerf.presets import RendererConfig
 from backend.nerf.rays import camera_rays
 from backend.nerf.shading import ALBEDO, Lighting, shade
+from backend.profiling import region
 
 
 @dataclass
@@ -59,6 +60,11 @@ class VolumeRenderer:
         if not force and step % c.grid_update_every and self.grid_filled:
             return
         self.grid_filled = True
+        with region("grid_update"):
+            self._refresh_grid(step, field)
+
+    def _refresh_grid(self, step: int, field: RadianceField) -> None:
+        c = self.config
         self.grid.train()  # nerfacc's public update runs in training mode; n=1: the cadence is decided above
         self.grid.update_every_n_steps(step=step, occ_eval_fn=lambda x: field.density(x)[:, None] * c.render_step,
                                        occ_thre=c.grid_occupancy_threshold, ema_decay=c.grid_ema_decay,
@@ -131,33 +137,69 @@ class VolumeRenderer:
             mid = (t_starts + t_ends)[:, None] / 2.0
             return chunked_density(field, origins[ray_indices] + directions[ray_indices] * mid, self.density_chunk)
 
-        ray_indices, t_starts, t_ends = self.grid.sampling(
-            origins, directions, sigma_fn=sigma_fn if c.alpha_threshold > 0 else None, near_plane=0.0,
-            far_plane=1e10, render_step_size=c.render_step, stratified=stratified, alpha_thre=c.alpha_threshold,
-            cone_angle=0.0)
-        mid = (t_starts + t_ends)[:, None] / 2.0
-        ray_dirs = directions[ray_indices]
-        points = origins[ray_indices] + ray_dirs * mid
-        sample_light = None if light is None else light[ray_indices]
+        with region("render.sampling"):
+            # As the reference's renderer (threestudio NeRFVolumeRenderer with grid_prune and
+            # prune_alpha_threshold; docs/reference-fidelity.md): alpha_thre 0.01 with a density query, cone 0, and
+            # early termination at transmittance < early_stop_eps (nerfacc's default 1e-4, passed explicitly).
+            ray_indices, t_starts, t_ends = self.grid.sampling(
+                origins, directions, sigma_fn=sigma_fn if c.alpha_threshold > 0 else None, near_plane=0.0,
+                far_plane=1e10, render_step_size=c.render_step, stratified=stratified, alpha_thre=c.alpha_threshold,
+                early_stop_eps=c.early_stop_eps, cone_angle=0.0)
+            mid = (t_starts + t_ends)[:, None] / 2.0
+            ray_dirs = directions[ray_indices]
+            points = origins[ray_indices] + ray_dirs * mid
+            sample_light = None if light is None else light[ray_indices]
         self.last_sample_count = points.shape[0]
-        density, colour, normals, orientation = self._evaluate(field, points, ray_dirs, sample_light, lighting,
-                                                               with_normals)
-        weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, density, ray_indices=ray_indices,
-                                                           n_rays=n_rays)
-        acc = lambda values: nerfacc.accumulate_along_rays(weights, values, ray_indices=ray_indices,  # noqa: E731
-                                                           n_rays=n_rays)
-        rgb = acc(colour)
-        opacity = acc(None)[:, 0]
-        normal = acc(normals) if normals is not None else torch.zeros_like(rgb)
-        if orientation is not None:
-            orient = nerfacc.accumulate_along_rays(weights.detach(), orientation[:, None], ray_indices=ray_indices,
-                                                   n_rays=n_rays)[:, 0]
-        else:
-            orient = torch.zeros_like(opacity)
+        with region("render.field"):
+            density, colour, normals, orientation = self._evaluate(field, points, ray_dirs, sample_light, lighting,
+                                                                   with_normals)
+        with region("render.compositing"):
+            weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, density, ray_indices=ray_indices,
+                                                               n_rays=n_rays)
+            acc = lambda values: nerfacc.accumulate_along_rays(weights, values, ray_indices=ray_indices,  # noqa: E731
+                                                               n_rays=n_rays)
+            rgb = acc(colour)
+            opacity = acc(None)[:, 0]
+            normal = acc(normals) if normals is not None else torch.zeros_like(rgb)
+            if orientation is not None:
+                orient = nerfacc.accumulate_along_rays(weights.detach(), orientation[:, None],
+                                                       ray_indices=ray_indices, n_rays=n_rays)[:, 0]
+            else:
+                orient = torch.zeros_like(opacity)
         return RenderOutput(rgb + (1.0 - opacity[:, None]), opacity, normal, orient)
 
     def _render_batched(self, field, origins, directions, lighting, light, stratified, generator,
                         with_normals) -> RenderOutput:
+        with region("render.sampling"):
+            ray_id, sample_id, t_starts, t_ends, sample_points, count = self._sample_batched(
+                origins, directions, stratified, generator)
+        self.last_sample_count = sample_points.shape[0]
+        sample_dirs = directions[ray_id]
+        sample_light = None if light is None else light[ray_id]
+        with region("render.field"):
+            density, colour, normals, orientation = self._evaluate(field, sample_points, sample_dirs, sample_light,
+                                                                   lighting, with_normals)
+        n_rays = origins.shape[0]
+
+        def dense(values: torch.Tensor) -> torch.Tensor:
+            out = values.new_zeros((n_rays, count) + tuple(values.shape[1:]))
+            return out.index_put((ray_id, sample_id), values)
+
+        with region("render.compositing"):
+            weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, dense(density))
+            rgb = nerfacc.accumulate_along_rays(weights, dense(colour))
+            opacity = nerfacc.accumulate_along_rays(weights, None)[:, 0]
+            normal = (nerfacc.accumulate_along_rays(weights, dense(normals)) if normals is not None
+                      else torch.zeros_like(rgb))
+            if orientation is not None:
+                orient = nerfacc.accumulate_along_rays(weights.detach(), dense(orientation)[..., None])[:, 0]
+            else:
+                orient = torch.zeros_like(opacity)
+        return RenderOutput(rgb + (1.0 - opacity[:, None]), opacity, normal, orient)
+
+    def _sample_batched(self, origins, directions, stratified, generator):
+        """CPU sampler: uniform steps inside the box, samples in empty grid cells dropped. Returns (ray index,
+        sample index) of the kept samples, t_starts / t_ends [R, S], the kept points [K, 3] and S."""
         c = self.config
         n_rays = origins.shape[0]
         device = origins.device
@@ -181,27 +223,7 @@ class VolumeRenderer:
         valid = hit[:, None] & (t_ends <= far[:, None] + 1e-6)
         valid &= self._occupied(points)
         ray_id, sample_id = valid.nonzero(as_tuple=True)
-
-        sample_points = points[ray_id, sample_id]
-        self.last_sample_count = sample_points.shape[0]
-        sample_dirs = directions[ray_id]
-        sample_light = None if light is None else light[ray_id]
-        density, colour, normals, orientation = self._evaluate(field, sample_points, sample_dirs, sample_light,
-                                                               lighting, with_normals)
-
-        def dense(values: torch.Tensor) -> torch.Tensor:
-            out = values.new_zeros((n_rays, count) + tuple(values.shape[1:]))
-            return out.index_put((ray_id, sample_id), values)
-
-        weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, dense(density))
-        rgb = nerfacc.accumulate_along_rays(weights, dense(colour))
-        opacity = nerfacc.accumulate_along_rays(weights, None)[:, 0]
-        normal = nerfacc.accumulate_along_rays(weights, dense(normals)) if normals is not None else torch.zeros_like(rgb)
-        if orientation is not None:
-            orient = nerfacc.accumulate_along_rays(weights.detach(), dense(orientation)[..., None])[:, 0]
-        else:
-            orient = torch.zeros_like(opacity)
-        return RenderOutput(rgb + (1.0 - opacity[:, None]), opacity, normal, orient)
+        return ray_id, sample_id, t_starts, t_ends, points[ray_id, sample_id], count
 
     def _occupied(self, points: torch.Tensor) -> torch.Tensor:
         """Whether points [..., 3] lie in occupied grid cells."""

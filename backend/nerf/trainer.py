@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import GenerateConfig, validate
 from backend.nerf.renderer import VolumeRenderer
 from backend.nerf.shading import ALBEDO, PointLightShading
+from backend.profiling import region
 from blender_addon.core.atomic_files import open_atomically, write_json_atomically
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -81,12 +83,14 @@ class SDSTrainer:
         self.total_steps = config.run.steps
         torch.manual_seed(config.run.seed)  # initial weights come from the seed
         self.field = RadianceField(config.field).to(self.device)
+        self.field.encoding.check_device(self.device)
         if self.device.type == "cuda" and config.field.compile:
             self.field.use_compiled()
         self.renderer = VolumeRenderer(config.renderer, config.field.radius, self.device)
         self.memory = self._plan_memory()
         self.shading = PointLightShading(config.shading, self.total_steps)
-        encoder = latent_encoder or vae_latent_encoder(model.vae)
+        self.vae_checkpoint_views: int | None = None  # set each step from the memory plan's phase
+        encoder = latent_encoder or vae_latent_encoder(model.vae, self._vae_moments)
         self.guidance = SDSGuidance(model.unet, model.alphas_cumprod, encoder, config.guidance, self.total_steps,
                                     getattr(model, "camera_encoding", DEFAULT_CAMERA_ENCODING))
         o = config.optimizer
@@ -111,8 +115,7 @@ class SDSTrainer:
             if not plan.fits:
                 raise GenerationError("not_enough_memory",
                                       refusal(self.config, plan, self.model, self.device, None))
-        self.renderer.sample_budget = plan.sample_budget
-        self.renderer.density_chunk = plan.density_chunk
+        self.renderer.density_chunk = plan.density_chunk  # the sample budget is set per phase (update_step)
         if self.device.type == "cuda":  # process-wide: an uncapped run lifts an earlier run's cap
             total = torch.cuda.get_device_properties(self.device).total_memory / GIB
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
@@ -128,6 +131,10 @@ class SDSTrainer:
         self.shading.update_step(step)
         self.renderer.update_grid(step, self.field)
         before = step < c.phases.switch_at * steps
+        phase = self.memory.phase(1 if before else 2) if self.memory is not None else None
+        if phase is not None:
+            self.renderer.sample_budget = phase.sample_budget
+            self.vae_checkpoint_views = phase.vae_checkpoint_views
         self.plan = StepPlan(
             objects=c.phases.objects_before if before else c.phases.objects_after,
             resolution=c.phases.resolution_before if before else c.phases.resolution_after,
@@ -135,6 +142,18 @@ class SDSTrainer:
                                   c.loss.orient_until * steps),
         )
         return self.plan
+
+    def _vae_moments(self, images: torch.Tensor) -> torch.Tensor:
+        """The VAE encoder's posterior moments of the step's images (the model's compiled encoder where it has one),
+        under activation checkpointing in chunks when this phase's memory plan asks for it."""
+        from backend.models.vae import checkpointed_moments, encoder_moments
+
+        if self.vae_checkpoint_views:
+            # Chunks run the eager encoder: the compiled one is traced for whole-batch shapes (dynamic=False), so
+            # each chunk size would compile again, and a channels-last batch of one failed its layout check.
+            return checkpointed_moments(partial(encoder_moments, self.model.vae), self.vae_checkpoint_views)(images)
+        moments = getattr(self.model, "vae_encoder_moments", None) or partial(encoder_moments, self.model.vae)
+        return moments(images)
 
     def _step_seed(self, step: int) -> int:
         return (self.config.run.seed * 1_000_003 + step * 7919) % (2**63 - 1)
@@ -176,18 +195,22 @@ class SDSTrainer:
         if with_normals:
             orient = out.orientation.sum() / (out.opacity > 0).sum().clamp(min=1)
             loss = loss + plan.lambda_orient * orient
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with region("optimizer"):
+            self.optimizer.zero_grad(set_to_none=True)
+        with region("backward"):
+            loss.backward()
         # One host synchronisation a step, once the backward is queued (not one per loss term before it): the
         # losses for the progress event and the finiteness check. A non-finite loss stops before the optimiser
         # step, so the weights stay the last good ones.
-        values = torch.stack([loss.detach().float(), sds.loss.detach().float(), orient.detach().float()]).tolist()
+        values = torch.stack([loss.detach().float(), sds.loss.detach().float(), orient.detach().float(),
+                              torch.as_tensor(sds.timestep, device=self.device).float()]).tolist()
         if not math.isfinite(values[0]):
             raise GenerationError(
                 "nan_loss", f"the loss became {values[0]} at step {self.step}; optimisation stopped"
                 + overflow_hint(autocast_dtype or weights_dtype) + self._kept_note())
-        self.optimizer.step()
-        return {"loss": values[0], "sds": values[1], "orient": values[2], "t": float(sds.timestep)}
+        with region("optimizer"):
+            self.optimizer.step()
+        return {"loss": values[0], "sds": values[1], "orient": values[2], "t": values[3]}
 
     def guide(self, renders: torch.Tensor, cameras: ViewCameras, lighting, codes: torch.Tensor,
               generator) -> SDSOutput:
@@ -211,8 +234,9 @@ class SDSTrainer:
         """Albedo renders of the field from the evaluation cameras (white background)."""
         cameras = self.eval_cameras(count)
         size = resolution or self.config.run.views_resolution
-        out = self.renderer.render_views(self.field, cameras, size, size, ALBEDO, with_normals=False)
-        images = (out.rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+        with region("views"):
+            out = self.renderer.render_views(self.field, cameras, size, size, ALBEDO, with_normals=False)
+            images = (out.rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
         return Views("render", images, cameras.elevation.tolist(), cameras.azimuth.tolist(),
                      cameras.c2w.cpu().numpy(), step=self.step)
 
@@ -220,8 +244,9 @@ class SDSTrainer:
         """The final mesh (coarse-to-fine at ``mesh.resolution`` x ``mesh.refinement``), or with ``resolution`` a
         cheap single-pass one (intermediate meshes)."""
         m = self.config.mesh
-        return extract_mesh(self.field, resolution or m.resolution, m.density_threshold, m.min_component_fraction,
-                            m.chunk_points, refinement=1 if resolution else m.refinement)
+        with region("mesh"):
+            return extract_mesh(self.field, resolution or m.resolution, m.density_threshold,
+                                m.min_component_fraction, m.chunk_points, refinement=1 if resolution else m.refinement)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -242,11 +267,12 @@ class SDSTrainer:
         if not all(torch.isfinite(p).all() for p in self.field.parameters()):
             return None
         self.workdir.mkdir(parents=True, exist_ok=True)
-        state = self.state_dict()
-        state["elapsed"] = self.elapsed_before + elapsed
-        path = self.workdir / CHECKPOINT_NAME
-        with open_atomically(path) as handle:
-            torch.save(state, handle)
+        with region("checkpoint"):
+            state = self.state_dict()
+            state["elapsed"] = self.elapsed_before + elapsed
+            path = self.workdir / CHECKPOINT_NAME
+            with open_atomically(path) as handle:
+                torch.save(state, handle)
         self.last_checkpoint_step = self.step
         return path
 

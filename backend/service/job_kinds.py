@@ -13,7 +13,7 @@ from pathlib import Path
 from backend.errors import SettingsError, UserError
 from backend.events import Done, Event, Failed, Progress, Views
 from backend.imaging import decode_image, prepare_condition_image, prepare_preview_image
-from backend.service.jobs import WORK_FOLDER
+from backend.service.job_store import WORK_FOLDER
 from backend.settings import describe, settings_from_dict, shown_key
 
 # Keys sent by add-ons of earlier releases, read as today's wire keys (the field names of the settings dataclasses).
@@ -61,6 +61,15 @@ def generate_config(settings: dict):
     if not isinstance(name, str):
         raise SettingsError("setting 'preset' must be text")
     return settings_from_dict(preset(name), settings, ignore=("preset",))
+
+
+def capped_generate_config(settings: dict, max_gpu_memory: float):
+    """``generate_config(settings)`` bounded by the service's GPU memory cap (GiB, ``iso3d serve --max-gpu-memory``;
+    0: none): a job's own cap stays where it is lower."""
+    config = generate_config(settings)
+    if max_gpu_memory > 0 and not 0 < config.run.max_gpu_memory <= max_gpu_memory:
+        config.run.max_gpu_memory = max_gpu_memory
+    return config
 
 
 def finish_settings(settings: dict):
@@ -144,10 +153,7 @@ class JobRunner:
 
         work = directory / WORK_FOLDER
         resume = resume and (work / CHECKPOINT_NAME).is_file()
-        config = generate_config(record.settings)
-        cap = self.max_gpu_memory
-        if cap > 0 and not 0 < config.run.max_gpu_memory <= cap:
-            config.run.max_gpu_memory = cap  # the service's cap (iso3d serve --max-gpu-memory) bounds every job
+        config = capped_generate_config(record.settings, self.max_gpu_memory)  # the service's cap bounds every job
         yield from generate(
             self.model,
             config,
@@ -207,7 +213,8 @@ class JobRunner:
             mesh = textured.mesh
             yield MeshUpdate(mesh.vertices, mesh.faces, mesh.vertex_colors, 0, final=True,
                              uvs=textured.corner_uvs, texture=textured.texture, level=level)
-        yield Done({name: str(out / name) for level in result.levels for name in level.files})
+        yield Done({name: str(out / name) for level in result.levels for name in level.files},
+                   note="; ".join(result.notes))
 
 
 class _Cancelled(Exception):

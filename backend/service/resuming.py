@@ -7,7 +7,7 @@ runs on from that step. A preview or a finish keeps no state when stopped: it is
 
 from __future__ import annotations
 
-from backend.service.jobs import WORK_FOLDER, JobRecord, JobStore
+from backend.service.job_store import WORK_FOLDER, JobRecord, JobStore
 
 RESUMABLE_KINDS = ("generate",)  # kinds that save their state when stopped
 INTERRUPTED = "crashed"  # the error code of a job failed by interruptions (the service died under it too often)

@@ -1,7 +1,8 @@
 """Face budgets written as text ("5000, 1000"), read in the add-on's Finish section for an answer in words before
 anything is sent (standard library only). The syntax is the backend's for its ``lods`` finish setting
 (comma-separated whole numbers, ``10_000`` allowed; a test holds the two together); whether a budget is possible
-(positive, at most 8 LODs, not above the surface's faces) is the backend's check, which names the setting."""
+(positive, at most 8 LODs) is the backend's check, which names the setting; a budget at or above the surface's
+faces keeps it whole there, and the done message says so."""
 
 from __future__ import annotations
 

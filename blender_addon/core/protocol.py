@@ -13,9 +13,9 @@ ping, fetch (a job's result file by name, from ``offset``), prune (admin: delete
 Backend -> client: welcome, accepted, progress, views (PNG per view + cameras), mesh (vertices f4 [V,3], faces
 i4 [F,3], vertex colours u1 [V,3]; a finished asset adds corner UVs f4 [F,3,2] (v up) and its baked texture as
 PNG, and ``level``: 0 main, i the i-th LOD), done (artifacts by ``name`` and ``size`` in bytes; ``path`` only
-from a loopback backend, where the client shares the file system), error, jobs (the answer to list; a job that
-cannot be read or resumed has status ``damaged`` or ``needs_model`` and a ``reason``; ``resumable`` says whether
-``resume`` would take it), pong, chunk (one piece of a
+from a loopback backend, where the client shares the file system; ``note``: what was adapted, in words), error,
+jobs (the answer to list; a job that cannot be read or resumed has status ``damaged`` or ``needs_model`` and a
+``reason``; ``resumable`` says whether ``resume`` would take it), pong, chunk (one piece of a
 fetched file: ``offset``, ``size`` = the file's total bytes, ``final``; one ``bytes`` payload of at most
 FETCH_CHUNK_BYTES; fetch again from ``offset + len(payload)`` until ``final``).
 
@@ -26,7 +26,8 @@ of the backend's settings dataclasses, dotted for nested ones (``mesh.resolution
 (comma-separated, e.g. ``"15,60"``; a JSON list is accepted too); a null default means "decided by the backend"
 (e.g. the model's own camera encoding). A client sends only what the user changed; the rest takes these defaults.
 A generate job's ``preset`` picks the base the other generate defaults come from. ``welcome`` may carry ``warmup``:
-``off``, ``running`` (jobs wait behind it and see ``progress`` with phase ``warmup``), ``ready`` or ``failed``.
+``off``, ``running`` (jobs wait behind it and see ``progress`` with phase ``warmup: generate``, a few SDS steps,
+then ``warmup``, the preview path), ``ready`` or ``failed``.
 
 ``decode`` checks every limit and the header schema and raises ``ProtocolError`` (with a short ``code``) on any
 violation, so a receiver can answer with an ``error`` message and go on. Angles are degrees; camera matrices are
@@ -78,7 +79,7 @@ SCHEMA: dict[str, tuple[dict, dict]] = {
                  {"elapsed": _NUM, "eta": _NUM, "losses": _DICT, "position": _INT}),
     "views": ({"job": _STR, "kind": _STR, "elevations": _LIST, "azimuths": _LIST, "c2w": _LIST}, {"step": _INT}),
     "mesh": ({"job": _STR, "step": _INT, "final": _BOOL}, {"level": _INT}),
-    "done": ({"job": _STR, "artifacts": _LIST}, {}),
+    "done": ({"job": _STR, "artifacts": _LIST}, {"note": _STR}),
     "error": ({"code": _STR, "message": _STR}, {"job": (str, type(None))}),
     "jobs": ({"jobs": _LIST}, {}),
     "pong": ({}, {"token": _STR}),

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from backend.nerf.memory import plan_memory
+from backend.nerf.presets import preset, set_option
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "generate.py"
 
 
@@ -23,23 +26,41 @@ def bench():
     sys.modules.pop(spec.name, None)
 
 
-def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path):
+def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny_model):
     out = tmp_path / "generate_cpu.json"
     # one intermediate mesh, one preview, one checkpoint: every part of the run, each once (cheap on a busy CPU)
     periods = ["--set", "run.mesh_every=2", "--set", "run.views_every=4", "--set", "run.checkpoint_every=4"]
+    # under a memory cap just above what the run needs with everything checkpointed (--caps, as on a GPU)
+    config = preset("tiny")
+    config.run.steps = 4
+    for key, value in bench.TINY_SETTINGS.items():
+        set_option(config, key, value)
+    cap = round(plan_memory(config, tiny_model, "cpu").need_gib(True) * 1.02, 5)
     assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
-                       "--chamfer-samples", "5000",
-                       *periods]) == 0
+                       "--caps", f"tiny={cap}", "--profile-steps", "1", "--chamfer-samples", "5000", *periods]) == 0
     results = json.loads(out.read_text())
     assert results["gpu"] == "cpu"
     (run,) = results["presets"]
     assert run["preset"] == "tiny" and run["steps"] == 4 and run["switch_step"] == 2
+    assert run["memory_cap_gib"] == round(cap, 2) and run["memory_estimate_gib"] <= run["memory_cap_gib"] + 0.01
+    for phase in (1, 2):  # the VAE encoder in one-view chunks, the field in chunks on every step (CPU-sized cap)
+        assert run[f"phase{phase}_vae_checkpoint_views"] == 1 and run[f"phase{phase}_checkpointed_steps"] == 2
     for key in ("wall_s_cold", "phase1_step_ms_p50", "phase2_step_ms_p50", "phase2_step_ms_p90", "floor_ms",
                 "samples_per_step_p50", "chamfer", "wall_s_full_estimate"):
         assert run[key] is not None and run[key] > 0, key
     assert run["phase2_step_ms_p90"] >= run["phase2_step_ms_p50"]
     # the known object's surface spans about 0.9 world units: a mesh anywhere near it is well under 0.5 away
     assert run["chamfer"] < 0.5
+    # --profile-steps 1: one phase-2 step's regions (each part of a step that ran, timed) and the top operators
+    profile = run["profile"]
+    assert profile["steps"] == 1 and profile["step_ms"] > 0
+    regions = profile["regions_ms_per_step"]
+    for name in ("render.sampling", "render.field", "render.compositing", "guidance.encode", "guidance.unet",
+                 "backward", "optimizer"):
+        assert regions.get(name, 0) > 0, (name, regions)
+    # regions do not overlap: together (with 'other') they are the window; rounding to 1 us a region
+    assert abs(sum(regions.values()) - profile["step_ms"]) < 0.01 * len(regions)
+    assert 0 < len(profile["top"]) <= 15 and all(row["ms_total"] >= 0 for row in profile["top"])
 
 
 def test_the_known_object_renders_its_silhouette_on_white(bench):

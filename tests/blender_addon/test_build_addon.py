@@ -57,6 +57,7 @@ def test_zip_without_wheels_validates_installs_and_enables(tmp_path):
     zip_path = zips[0]
     names = zipfile.ZipFile(zip_path).namelist()
     assert {"blender_manifest.toml", "__init__.py", "session.py", "core/__init__.py", "core/protocol.py"} <= set(names)
+    assert zipfile.ZipFile(zip_path).read("LICENSE").startswith(b"                    GNU GENERAL PUBLIC LICENSE")
     assert not any("__pycache__" in name or name.startswith("wheels/") for name in names)
     line = install_in_fresh_user_folder(zip_path, tmp_path / "user")
     assert line.startswith("RESULT True True True tcp://127.0.0.1:5555 "), line

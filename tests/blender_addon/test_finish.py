@@ -149,12 +149,27 @@ def test_rerun_with_other_settings_replaces_everything_in_place(generated, tmp_p
     assert tuple(image.size) == (512, 512) and within_budget(reopened, 800)
 
 
-def test_bad_finish_settings_are_reported_and_change_nothing(generated):
+def test_a_budget_above_the_surface_keeps_it_whole_and_the_report_says_so(generated, capfd):
+    obj = generated
+    state = finish(faces=5_000_000, texture="256", lods="5000000, 300", lod_layout="CHILDREN")
+    assert state.state == "done", state.last_error
+    whole, left_out = state.note.split("; ")
+    surface_faces = int(whole.split(" faces")[0].removeprefix("the surface has ").replace(",", ""))
+    assert whole == f"the surface has {surface_faces:,} faces, under the 5,000,000 budget: kept whole"
+    assert left_out.startswith("LOD budget 1 (5,000,000 faces) is not below the level above it")
+    assert faces_of(obj) == surface_faces  # kept whole: not one face decimated away
+    lods = scene_sync.lod_objects(obj)
+    assert sorted(lods) == [1] and within_budget(lods[1], 300)  # the LOD at the surface's size is left out
+    # the artist reads it in the status bar / Info log (a report; background Blender prints reports)
+    assert f"finish 'Snowman' done ({state.note})" in capfd.readouterr().out
+
+
+def test_impossible_or_bad_finish_settings_are_reported_and_change_nothing(generated):
     obj = generated
     faces_before = faces_of(obj)
     materials_before = [m.name for m in obj.data.materials]
-    state = finish(faces=5_000_000, texture="256", lods="")  # more faces than the surface has
-    assert state.state == "failed" and "larger than the surface" in state.last_error
+    state = finish(faces=1, texture="256", lods="")  # one face: nothing of the surface is left
+    assert state.state == "failed" and "Setting 'faces': a budget of 1 leaves nothing" in state.last_error
     assert "Traceback" not in state.last_error
     assert faces_of(obj) == faces_before and [m.name for m in obj.data.materials] == materials_before
     bpy.context.scene.iso3d_finish.lods = "1000, lots"

@@ -119,9 +119,15 @@ def test_panels_draw_in_every_state(registered_addon):
     assert ("operator", "iso3d.finish", "Re-run Finish") in drawn["ISO3D_PT_finish"]
     assert "LODs: 2 faces" in texts(drawn["ISO3D_PT_finish"]) and "finishing: unwrap 1/4" in texts(drawn["ISO3D_PT_finish"])
     assert ("progress", "25%") in drawn["ISO3D_PT_generate_progress"]
-    state.state, state.last_error = "failed", "face budget 9 is larger than the surface (4 faces): lower it"
+    state.state, state.last_error = "failed", "Setting 'faces': a budget of 1 leaves nothing of the surface"
     drawn = draw_all(context)
-    assert "larger than the surface" in texts(drawn["ISO3D_PT_finish"])
+    assert "a budget of 1 leaves nothing of | the surface" in texts(drawn["ISO3D_PT_finish"])
+    # done with a note: wrapped to the sidebar's width, every word there
+    state.state, state.last_error, state.note = "done", "", "the surface has 4 faces, under the 20,000 budget: kept whole"
+    labels = [item[-1] for item in draw_all(context)["ISO3D_PT_finish"] if item[0] == "label"]
+    note = labels[labels.index("the surface has 4 faces,"):]
+    assert " ".join(note) == state.note and all(len(line) <= 24 for line in note)
+    state.note = ""
     context.view_layer.objects.active = lod  # a selected LOD finishes its object
     assert "Thing: 4 faces, finished" in texts(draw_all(context)["ISO3D_PT_finish"])
     for connection in ("OFFLINE", "CONNECTING", "CONNECTED", "LOST"):

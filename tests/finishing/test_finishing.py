@@ -14,7 +14,9 @@ import trimesh
 
 from backend.cli import main as iso3d
 from backend.finishing.cleanup import clean_surface, close_small_holes
+from backend.errors import UserError
 from backend.finishing.decimate import FACE_TOLERANCE, decimate
+from backend.finishing.pipeline import FinishOptions, finish_field, plan_levels
 from backend.finishing.surface import extract_surface
 from backend.finishing.texture_bake import bake_albedo
 from backend.finishing.uv_unwrap import unwrap
@@ -167,7 +169,7 @@ def test_glb_imports_into_blender_upright_textured_at_the_expected_size(exported
 
 @pytest.mark.parametrize("arguments, message", [
     (["--faces", "0"], "face budget 0"),
-    (["--faces", "10000000"], "larger than the surface"),
+    (["--faces", "1"], "setting 'faces': a budget of 1 leaves nothing"),
     (["--lods", "2000,-5"], "face budget -5"),
     (["--texture", "1000"], "power of two"),
     (["--texture", "16384"], "power of two"),
@@ -179,6 +181,48 @@ def test_bad_input_is_one_line_exit_2_and_overwrites_nothing(exported, job, caps
     error = capsys.readouterr().err.strip()
     assert code == 2 and message in error and len(error.splitlines()) == 1
     assert {p.name: p.stat().st_mtime_ns for p in exported.iterdir()} == before
+
+
+def test_budgets_fit_the_surface_kept_whole_and_lods_below_the_level_above():
+    plan = plan_levels(8412, 20000, (20000, 5000, 5000, 9000, 800))
+    assert plan.targets == [8412, 5000, 800] and plan.budgets == [20000, 5000, 800]
+    assert plan.notes == [
+        "the surface has 8,412 faces, under the 20,000 budget: kept whole",
+        "LOD budget 1 (20,000 faces) is not below the level above it (8,412 faces): left out",
+        "LOD budget 3 (5,000 faces) is not below the level above it (5,000 faces): left out",
+        "LOD budget 4 (9,000 faces) is not below the level above it (5,000 faces): left out",
+    ]
+    assert plan_levels(8412, 8412, ()).notes == ["the surface has 8,412 faces, exactly the 8,412 budget: kept whole"]
+    within = plan_levels(8412, 3000, (1000,))
+    assert within.targets == [3000, 1000] and within.notes == []
+
+
+def test_a_budget_above_a_small_surface_keeps_it_whole(fitted):
+    field, _ = fitted
+    # a 24-cell grid: a surface of about 2,000 faces, far under the default 20,000 budget
+    options = FinishOptions(texture=64, resolution=24, lods=(50_000, 300, 300))
+    result = finish_field(field, options, "small", default_threshold=SURFACE_THRESHOLD)
+    assert options.faces == 20000 and result.surface_faces < 20000
+    main, lod = result.levels
+    assert main.faces == result.surface_faces and main.face_budget == 20000  # not one face decimated away
+    assert len(result.meshes[0].mesh.faces) == result.surface_faces
+    assert lod.name == "small_lod1" and abs(lod.faces - 300) <= max(2, FACE_TOLERANCE * 300)
+    assert result.notes[0] == f"the surface has {result.surface_faces:,} faces, under the 20,000 budget: kept whole"
+    assert [note.split(" (")[0] for note in result.notes[1:]] == ["LOD budget 1", "LOD budget 3"]
+    assert sorted(result.files) == ["small.glb", "small_lod1.glb"]
+    with pytest.raises(UserError, match="setting 'lods': a budget of 1 leaves nothing"):
+        finish_field(field, FinishOptions(texture=64, resolution=24, lods=(1,)), default_threshold=SURFACE_THRESHOLD)
+
+
+def test_export_with_a_budget_above_the_surface_says_it_kept_it_whole(job, tmp_path, capsys):
+    code = iso3d(["export", str(job), "--faces", "10000000", "--texture", "64", "--resolution", "24",
+                  "--quiet", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    manifest = json.loads((tmp_path / "snowman_finish.json").read_text())
+    (level,) = manifest["levels"]
+    assert code == 0 and level["faces"] == manifest["surface_faces"]
+    note = f"the surface has {manifest['surface_faces']:,} faces, under the 10,000,000 budget: kept whole"
+    assert manifest["notes"] == [note] and f"note: {note}" in printed
 
 
 def test_a_folder_without_a_field_is_refused(tmp_path, capsys):

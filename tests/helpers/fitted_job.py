@@ -83,7 +83,7 @@ def write_job(folder: Path, field: RadianceField, config) -> Path:
 def store_fitted_generate_job(data: Path) -> tuple[str, RadianceField, object]:
     """(job id, field, config): a finished generate job in a service data folder (``iso3d serve --data``) whose
     saved field is the fitted snowman, for finish jobs served by a real backend."""
-    from backend.service.jobs import JobStore
+    from backend.service.job_store import JobStore
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: one thread is as fast, and much faster on a busy machine

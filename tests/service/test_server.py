@@ -269,3 +269,31 @@ def test_finish_job_streams_every_level_textured_and_replays_it_on_attach(tmp_pa
     client.submit("finish", None, {"source": "0" * 16, "faces": 600})
     failed = client.wait_for(lambda m: m.type == "error", ANSWER_S)
     assert "no job" in failed.get("message")
+
+
+def test_finish_with_a_budget_above_the_surface_keeps_it_whole_and_says_so(tmp_path, connect, serve_in_process):
+    from backend.finishing.cleanup import clean_surface
+    from backend.finishing.surface import extract_surface
+    from blender_addon.core.client import decode_array
+    from tests.helpers.fitted_job import SURFACE_THRESHOLD, store_fitted_generate_job
+
+    source, field, _ = store_fitted_generate_job(tmp_path / "data")
+    surface_faces = len(clean_surface(extract_surface(field, 24, SURFACE_THRESHOLD).to_trimesh(), 0.01, 0.1).faces)
+    backend = serve_in_process(tmp_path / "data")
+    client = connect(backend.address)
+    client.submit("finish", None, {"source": source, "texture": 64, "resolution": 24, "lods": [10_000_000, 200]})
+    job = client.wait_for(lambda m: m.type == "accepted", ANSWER_S).get("job")
+    streamed = []
+    client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, JOB_S, streamed)
+    done = streamed[-1]
+    assert done.type == "done", done.fields
+    assert done.get("note") == (
+        f"the surface has {surface_faces:,} faces, under the 20,000 budget: kept whole; LOD budget 1 (10,000,000 "
+        f"faces) is not below the level above it ({surface_faces:,} faces): left out")
+    meshes = [m for m in streamed if m.type == "mesh"]
+    assert [m.get("level") for m in meshes] == [0, 1]  # the LOD left out is not streamed
+    assert len(decode_array(meshes[0], 1)) == surface_faces  # kept whole
+    assert [m.get("total") for m in streamed if m.type == "progress"][-1] == 10  # 2 + 4 stages for each of 2 levels
+    later = connect(backend.address)  # the note is kept with the job: a client attaching later reads it too
+    later.attach(job)
+    assert later.wait_for(lambda m: m.type == "done", ANSWER_S).get("note") == done.get("note")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backend.errors import UserError
-from backend.service.jobs import JobRecord, JobStore
+from backend.service.job_store import JobRecord, JobStore
 from backend.service.retention import prune
 from tests.helpers.backend import EXAMPLE_PNG
 

@@ -11,6 +11,7 @@ import pytest
 
 from backend.events import Views
 from tests.helpers.backend import EXAMPLE_PNG
+from tests.service.test_warmup_parts import TINY_GENERATE
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def test_warmup_runs_first_and_a_preview_submitted_meanwhile_completes(serve_in_
         return encode(image)
 
     monkeypatch.setattr(tiny_model, "encode_image", gated_encode)
-    backend = serve_in_process(warmup=True)
+    backend = serve_in_process(warmup=True, warmup_generate_settings=TINY_GENERATE)
     client = connect(backend.address)
     assert welcome_warmup(client) == "running"
     client.submit("preview", EXAMPLE_PNG, {"steps": 2})
@@ -48,8 +49,8 @@ def test_warmup_runs_first_and_a_preview_submitted_meanwhile_completes(serve_in_
     job = accepted.get("job")
     client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, JOB_S, messages)
     phases = [m.get("phase") for m in messages if m.type == "progress"]
-    assert phases == ["warmup"] * 3 + ["queued", "denoise", "denoise"] or \
-        phases == ["warmup"] * 3 + ["denoise", "denoise"], phases
+    warmup = ["warmup: generate"] * 6 + ["warmup"] * 3  # 3 SDS steps of each phase, then the preview path
+    assert phases == warmup + ["queued", "denoise", "denoise"] or phases == warmup + ["denoise", "denoise"], phases
     assert [m.type for m in messages][-2:] == ["views", "done"]
     assert welcome_warmup(client) == "ready"
     assert backend.server.warmup.seconds is not None and backend.server.warmup.seconds > 0

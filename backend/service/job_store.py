@@ -1,33 +1,30 @@
-"""Jobs of the service: persisted records, the one-GPU-job-at-a-time queue, cancellation and replay.
+"""The service's job store: persisted job records, their files, and the replay of a job's latest state.
 
 Each job lives in ``<data>/jobs/<id>/`` (the id is generated here, never taken from a client): ``job.json`` (the
 record), ``input.png`` (not for finish jobs), ``views/`` (latest multi-view images + cameras), ``mesh_latest.npz``
 (latest mesh; a finish job adds ``mesh_lod<i>.npz``) and the job's own work files (``work/``; for generate: the
-NeRF checkpoint and final meshes). A restarted service finds unfinished
-jobs there and runs them again; generate jobs resume from their last checkpoint. A cancelled generate job keeps
-the checkpoint of the step it stopped at, and ``resume`` puts it back into the queue (``resuming.resume_refusal``
-says why a job cannot be resumed).
+NeRF checkpoint and final meshes). A restarted service finds unfinished jobs there and runs them again
+(``job_queue``); generate jobs resume from their last checkpoint. A cancelled generate job keeps the checkpoint of
+the step it stopped at, and ``resume`` puts it back into the queue (``resuming.resume_refusal`` says why a job
+cannot be resumed).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from backend.events import Done, Event, Failed, MeshUpdate, Progress, Queued, Views
+from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from blender_addon.core.atomic_files import open_atomically, write_bytes_atomically, write_json_atomically
 
-log = logging.getLogger("iso3d.server")
+
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 FINISHED = ("done", "failed", "cancelled")
 WORK_FOLDER = "work"  # a job's own work files inside its folder (a generate job's checkpoint and meshes)
@@ -57,6 +54,7 @@ class JobRecord:
     crashes: int = 0  # how often the service died while it ran (a retry budget)
     model: str = ""  # the model it was made with; another model does not resume it
     owner: str = ""  # the CURVE public key (Z85) of the client that submitted it; "" without CURVE
+    note: str = ""  # what the finished job adapted, in words (Done.note)
 
     def summary(self) -> dict:
         return {
@@ -74,7 +72,7 @@ _RECORD_TYPES = {"id": str, "kind": str, "settings": dict, "name": str, "status"
                  "phase": str, "step": int, "total": int, "elapsed": (int, float), "eta": (int, float, type(None)),
                  "losses": dict, "error_code": str, "error_message": str, "artifacts": dict,
                  "mesh_step": (int, type(None)), "mesh_final": bool, "views_kind": str, "runs": int, "crashes": int,
-                 "model": str, "owner": str}
+                 "model": str, "owner": str, "note": str}
 STATUSES = ("queued", "running", *FINISHED)
 
 
@@ -247,6 +245,7 @@ class JobStore:
         elif isinstance(event, Done):  # artifacts stored relative to the job's folder
             record.status = "done"
             record.artifacts = {name: _relative(Path(path), directory) for name, path in event.artifacts.items()}
+            record.note = event.note
         elif isinstance(event, Failed):
             record.status = "cancelled" if event.code == "cancelled" else "failed"
             record.error_code, record.error_message = event.code, event.message
@@ -282,7 +281,7 @@ class JobStore:
                     level=level,
                 )
         if record.status == "done":
-            yield Done(record.artifacts)
+            yield Done(record.artifacts, record.note)
         elif record.status in ("failed", "cancelled"):
             yield Failed(record.error_code or record.status, record.error_message or record.status)
 
@@ -297,171 +296,3 @@ def _relative(path: Path, directory: Path) -> str:
 def _mesh_file(level: int) -> str:
     """The latest mesh of a level: ``mesh_latest`` (level 0: the main mesh), ``mesh_lod<i>``."""
     return "mesh_latest" if level == 0 else f"mesh_lod{level}"
-
-
-JobFunction = Callable[[JobRecord, Path, threading.Event, bool], Iterator[Event]]
-
-
-class JobQueue:
-    """Runs one job at a time in a worker thread. ``publish(job_id, event)`` is called from that thread for
-    every event (the server forwards them to subscribed clients); ``run_job(record, directory, cancel, resume)``
-    yields the job's events, checks ``cancel`` between steps and then ends with ``Failed('cancelled', ...)``."""
-
-    def __init__(self, store: JobStore, run_job: JobFunction, publish: Callable[[str, Event], None],
-                 max_crashes: int = 3, max_queued: int = 64, prelude: Callable[[], None] | None = None):
-        self.store = store
-        self.prelude = prelude  # run in the worker before the first job (the warm-up); jobs wait behind it
-        self.max_crashes = max_crashes
-        self.max_queued = max_queued
-        self.run_job = run_job
-        self.publish = publish
-        self.pending: deque[str] = deque()
-        self.running: str | None = None
-        self.cancel_flags: dict[str, threading.Event] = {}
-        self.lock = threading.Condition()
-        self.stopping = False
-        self.thread = threading.Thread(target=self._work, name="iso3d-jobs", daemon=True)
-
-    def start(self) -> None:
-        for record in self.store.unfinished():  # resume what a previous run of the service left unfinished
-            if record.crashes >= self.max_crashes:
-                self.store.record_event(record, Failed("crashed", f"failed: crashed {record.crashes} times"))
-                continue
-            self.store.save(record)
-            self.pending.append(record.id)
-            self.cancel_flags[record.id] = threading.Event()
-        self.thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        with self.lock:
-            self.stopping = True
-            for flag in self.cancel_flags.values():
-                flag.set()  # interrupt the running job; it is resumed on the next start
-            self.lock.notify_all()
-        self.thread.join(timeout)
-
-    def resume(self, record: JobRecord) -> int:
-        """Put a stopped job (``resuming.resume_refusal`` is None) back into the queue with its id, folder and saved
-        state; it runs on from its checkpoint. Returns its queue position; OverflowError when the queue is full."""
-        with self.lock:
-            if len(self.pending) >= self.max_queued:
-                raise OverflowError(f"the queue is full ({self.max_queued} jobs waiting); try again later")
-            record.status, record.error_code, record.error_message = "queued", "", ""
-            record.crashes = 0  # resumed by a person: a fresh retry budget
-            record.eta = None
-            self.store.save(record)
-            self.pending.append(record.id)
-            self.cancel_flags[record.id] = threading.Event()
-            self.lock.notify_all()
-            return self.position(record.id)
-
-    def has_room(self) -> bool:
-        return len(self.pending) < self.max_queued
-
-    def submit(self, record: JobRecord) -> int:
-        with self.lock:
-            if len(self.pending) >= self.max_queued:
-                raise OverflowError(f"the queue is full ({self.max_queued} jobs waiting); try again later")
-            self.pending.append(record.id)
-            self.cancel_flags[record.id] = threading.Event()
-            self.lock.notify_all()
-            return self.position(record.id)
-
-    def position(self, job_id: str) -> int:
-        """0 while running, k for the k-th job waiting, -1 when neither."""
-        if self.running == job_id:
-            return 0
-        try:
-            return list(self.pending).index(job_id) + 1
-        except ValueError:
-            return -1
-
-    def cancel(self, job_id: str) -> bool:
-        """Stop a job within one step (running) or drop it from the queue. False if it is not active."""
-        with self.lock:
-            if job_id in self.pending:
-                self.pending.remove(job_id)
-                record = self.store.records[job_id]
-                event = Failed("cancelled", "cancelled before it started")
-                self.store.record_event(record, event)
-                self.publish(job_id, event)
-                return True
-            if self.running == job_id:
-                self.cancel_flags[job_id].set()
-                return True
-            return False
-
-    def _work(self) -> None:
-        if self.prelude is not None:
-            self.prelude()
-        while True:
-            with self.lock:
-                while not self.pending and not self.stopping:
-                    self.lock.wait()
-                if self.stopping:
-                    return
-                job_id = self.pending.popleft()
-                self.running = job_id
-                for waiting in list(self.pending):  # everyone behind moved up one place
-                    self.publish(waiting, Queued(self.position(waiting)))
-            try:
-                self._run(job_id)
-            finally:
-                with self.lock:
-                    self.running = None
-                    if job_id not in self.pending:  # resumed while it ended: the new run keeps its flag
-                        self.cancel_flags.pop(job_id, None)
-                self._free_memory()
-
-    def _run(self, job_id: str) -> None:
-        record = self.store.records[job_id]
-        resume = record.runs > 0
-        record.status, record.runs = "running", record.runs + 1
-        self.store.save(record)
-        cancel = self.cancel_flags[job_id]
-        last_save = time.monotonic()
-        try:
-            for event in self.run_job(record, self.store.directory(job_id), cancel, resume):
-                if self.stopping and cancel.is_set():
-                    # the service is stopping: the job saves its state (a generate job its checkpoint) and ends
-                    # cancelled; it stays unfinished so that a restart resumes it
-                    if isinstance(event, Failed) and event.code == "cancelled":
-                        record.status = "queued"
-                        self.store.save(record)
-                        return
-                    if not isinstance(event, (Done, Failed)):
-                        continue
-                if isinstance(event, Views):
-                    # off the path to the client: the views go out first, then are stored (atomically; a job
-                    # that dies before this point has no stored views and runs again on restart)
-                    self.publish(job_id, event)
-                self.store.record_event(record, event)
-                if isinstance(event, Progress) and time.monotonic() - last_save > 2.0:
-                    self.store.save(record)
-                    last_save = time.monotonic()
-                if not isinstance(event, Views):
-                    self.publish(job_id, event)
-                if isinstance(event, (Done, Failed)):
-                    return
-            if record.status == "running":
-                raise RuntimeError("the job ended without a result")
-        except Exception as error:  # a job's bug must not take the service down
-            incident = uuid.uuid4().hex[:8]
-            log.exception("internal error %s in job %s", incident, job_id)
-            event = Failed("internal", f"internal error {incident} (the backend's log has the details): "
-                                       f"{type(error).__name__}: {str(error)[:300]}")
-            self.store.record_event(record, event)
-            self.publish(job_id, event)
-
-    @staticmethod
-    def _free_memory() -> None:
-        import gc
-
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass

@@ -1,0 +1,209 @@
+"""Triton kernels of the fused hash-grid encoding (backend.nerf.hash_grid_triton wraps them as torch ops).
+
+Imported only when the fused path first runs (importing triton takes about a second): whether a kernel is compiled
+for the GPU or run by Triton's CPU interpreter is decided here, at import, by ``TRITON_INTERPRET=1``.
+
+One program handles ``BLOCK`` points at one level (grid: point blocks x levels, one launch for all levels). The
+indexing is the torch ``HashGrid``'s exactly: position ``x * scale + 0.5`` (float32, multiply then add: no fused
+multiply-add, so cell boundaries fall where they fall in torch), the 8 corners of its cell, dense levels indexed
+``x + y * side + z * side^2``, hashed ones by tcnn's spatial hash ``x * 1 ^ y * 2654435761 ^ z * 805459861`` in
+uint32 (the low bits that the power-of-two mask keeps equal the torch path's int64 ones), plus the level's offset.
+
+Memory layout: positions [N, 3], table [rows, F], features [N, L*F] (level l at columns l*F..l*F+F-1), gradient
+rows [N, 3, L*F] (d features / d x, d y, d z), all float32 and contiguous; the table gradient is float32 too, summed
+with atomic adds (so its summation order, not its value, varies from run to run).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK = 4096 if triton.knobs.runtime.interpret else 128  # points per program (the interpreter: whole tests in one)
+NUM_WARPS = 4
+
+# enable_fp_fusion False: x * scale + 0.5 rounded twice, as torch does (bench/hash_grid.py --compile-check checks
+# the PTX); the interpreter accepts and ignores both.
+LAUNCH_OPTIONS = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
+
+
+@triton.jit
+def _cell(x_ptr, scales_ptr, points, live, level):
+    """Clamped positions' cell origin (int32) and fractions along x, y, z at ``level``, and the level's scale."""
+    scale = tl.load(scales_ptr + level)
+    rows = points.to(tl.int64) * 3
+    x = tl.load(x_ptr + rows, mask=live, other=0.0)
+    y = tl.load(x_ptr + rows + 1, mask=live, other=0.0)
+    z = tl.load(x_ptr + rows + 2, mask=live, other=0.0)
+    # Memory safety: NaN -> 0 and the unit cube's clamp (the field clamps before encoding; the torch reference would
+    # index outside a dense level's table for points outside it).
+    x = tl.minimum(tl.maximum(tl.where(x == x, x, 0.0), 0.0), 1.0)
+    y = tl.minimum(tl.maximum(tl.where(y == y, y, 0.0), 0.0), 1.0)
+    z = tl.minimum(tl.maximum(tl.where(z == z, z, 0.0), 0.0), 1.0)
+    px = x * scale + 0.5
+    py = y * scale + 0.5
+    pz = z * scale + 0.5
+    bx = tl.floor(px)
+    by = tl.floor(py)
+    bz = tl.floor(pz)
+    return bx.to(tl.int32), by.to(tl.int32), bz.to(tl.int32), px - bx, py - by, pz - bz, scale
+
+
+@triton.jit
+def _corner_row(bx, by, bz, cx: tl.constexpr, cy: tl.constexpr, cz: tl.constexpr, side, mask, offset):
+    """Table row (int64) of the cell corner (bx+cx, by+cy, bz+cz)."""
+    vx = (bx + cx).to(tl.uint32)
+    vy = (by + cy).to(tl.uint32)
+    vz = (bz + cz).to(tl.uint32)
+    side32 = side.to(tl.uint32)
+    dense = vx + vy * side32 + vz * (side32 * side32)
+    hashed = (vx * tl.full([], 1, tl.uint32)) ^ (vy * tl.full([], 2654435761, tl.uint32)) \
+        ^ (vz * tl.full([], 805459861, tl.uint32))
+    hashed = hashed & mask.to(tl.uint32)
+    index = tl.where(side > 0, dense, hashed)
+    return offset + index.to(tl.int64)
+
+
+@triton.jit
+def _axis_weights(fx, fy, fz, cx: tl.constexpr, cy: tl.constexpr, cz: tl.constexpr):
+    """The corner's trilinear factors along x, y, z and their derivative signs."""
+    if cx == 1:
+        wx = fx
+    else:
+        wx = 1.0 - fx
+    if cy == 1:
+        wy = fy
+    else:
+        wy = 1.0 - fy
+    if cz == 1:
+        wz = fz
+    else:
+        wz = 1.0 - fz
+    return wx, wy, wz
+
+
+@triton.jit
+def _weight_gradients(wx, wy, wz, scale, cx: tl.constexpr, cy: tl.constexpr, cz: tl.constexpr):
+    """d weight / d x, y, z = (+1 or -1) * the other two axes' factors * scale (the torch path's ``others``)."""
+    gx = wy * wz * scale
+    gy = wx * wz * scale
+    gz = wx * wy * scale
+    if cx == 0:
+        gx = -gx
+    if cy == 0:
+        gy = -gy
+    if cz == 0:
+        gz = -gz
+    return gx, gy, gz
+
+
+@triton.jit
+def _encode_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features_ptr, gradient_ptr, n_points,
+                   LEVELS: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
+                   WITH_GRADIENT: tl.constexpr, BLOCK_POINTS: tl.constexpr):
+    level = tl.program_id(1)
+    points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
+    live = points < n_points
+    feature = tl.arange(0, FEATURES_P2)
+    store_mask = live[:, None] & (feature < FEATURES)[None, :]
+    bx, by, bz, fx, fy, fz, scale = _cell(x_ptr, scales_ptr, points, live, level)
+    offset = tl.load(layout_ptr + level * 3)
+    side = tl.load(layout_ptr + level * 3 + 1)
+    mask = tl.load(layout_ptr + level * 3 + 2)
+    acc = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
+    grad_x = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
+    grad_y = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
+    grad_z = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
+    for corner in tl.static_range(8):  # corner bits: x, y, z offsets 0/1 (compile-time constants)
+        row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
+        values = tl.load(table_ptr + row[:, None] * FEATURES + feature[None, :], mask=store_mask, other=0.0)
+        wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
+        acc += (wx * wy * wz)[:, None] * values
+        if WITH_GRADIENT:
+            gx, gy, gz = _weight_gradients(wx, wy, wz, scale, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
+            grad_x += gx[:, None] * values
+            grad_y += gy[:, None] * values
+            grad_z += gz[:, None] * values
+    width = LEVELS * FEATURES
+    column = level * FEATURES + feature[None, :]
+    out_rows = points.to(tl.int64)[:, None]
+    tl.store(features_ptr + out_rows * width + column, acc, mask=store_mask)
+    if WITH_GRADIENT:
+        base = gradient_ptr + out_rows * (3 * width) + column
+        tl.store(base, grad_x, mask=store_mask)
+        tl.store(base + width, grad_y, mask=store_mask)
+        tl.store(base + 2 * width, grad_z, mask=store_mask)
+
+
+@triton.jit
+def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, grad_gradient_ptr, table_grad_ptr,
+                           n_points, LEVELS: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
+                           HAS_GRAD_FEATURES: tl.constexpr, HAS_GRAD_GRADIENT: tl.constexpr,
+                           BLOCK_POINTS: tl.constexpr):
+    level = tl.program_id(1)
+    points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
+    live = points < n_points
+    feature = tl.arange(0, FEATURES_P2)
+    live_mask = live[:, None] & (feature < FEATURES)[None, :]
+    bx, by, bz, fx, fy, fz, scale = _cell(x_ptr, scales_ptr, points, live, level)
+    offset = tl.load(layout_ptr + level * 3)
+    side = tl.load(layout_ptr + level * 3 + 1)
+    mask = tl.load(layout_ptr + level * 3 + 2)
+    width = LEVELS * FEATURES
+    column = level * FEATURES + feature[None, :]
+    in_rows = points.to(tl.int64)[:, None]
+    grad_features = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
+    if HAS_GRAD_FEATURES:
+        grad_features = tl.load(grad_features_ptr + in_rows * width + column, mask=live_mask, other=0.0)
+    grad_x = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
+    grad_y = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
+    grad_z = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
+    if HAS_GRAD_GRADIENT:
+        base = grad_gradient_ptr + in_rows * (3 * width) + column
+        grad_x = tl.load(base, mask=live_mask, other=0.0)
+        grad_y = tl.load(base + width, mask=live_mask, other=0.0)
+        grad_z = tl.load(base + 2 * width, mask=live_mask, other=0.0)
+    for corner in tl.static_range(8):
+        row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
+        wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
+        contribution = (wx * wy * wz)[:, None] * grad_features
+        if HAS_GRAD_GRADIENT:
+            gx, gy, gz = _weight_gradients(wx, wy, wz, scale, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
+            contribution += gx[:, None] * grad_x + gy[:, None] * grad_y + gz[:, None] * grad_z
+        tl.atomic_add(table_grad_ptr + row[:, None] * FEATURES + feature[None, :], contribution, mask=live_mask,
+                      sem="relaxed")
+
+
+def _grid(n_points: int, levels: int) -> tuple[int, int]:
+    return (triton.cdiv(n_points, BLOCK), levels)
+
+
+def encode(x01: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, layout: torch.Tensor,
+           with_gradient: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features [N, L*F] and, with ``with_gradient``, gradient rows [N, 3, L*F] (contiguous float32 inputs)."""
+    n_points, levels, features = x01.shape[0], scales.shape[0], table.shape[1]
+    out = torch.empty(n_points, levels * features, device=x01.device, dtype=torch.float32)
+    gradient = torch.empty(n_points, 3, levels * features, device=x01.device, dtype=torch.float32) \
+        if with_gradient else None
+    if n_points:
+        _encode_kernel[_grid(n_points, levels)](
+            x01, table, scales, layout, out, gradient if with_gradient else out, n_points,
+            LEVELS=levels, FEATURES=features, FEATURES_P2=triton.next_power_of_2(features),
+            WITH_GRADIENT=with_gradient, BLOCK_POINTS=BLOCK, **LAUNCH_OPTIONS)
+    return out, gradient
+
+
+def table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_gradient: torch.Tensor | None,
+                   scales: torch.Tensor, layout: torch.Tensor, table_rows: int, features: int) -> torch.Tensor:
+    """d loss / d table [rows, F] (float32) from the outputs' gradients (None: zero)."""
+    table_grad = torch.zeros(table_rows, features, device=x01.device, dtype=torch.float32)
+    n_points, levels = x01.shape[0], scales.shape[0]
+    if n_points and (grad_features is not None or grad_gradient is not None):
+        _table_gradient_kernel[_grid(n_points, levels)](
+            x01, scales, layout, grad_features if grad_features is not None else table_grad,
+            grad_gradient if grad_gradient is not None else table_grad, table_grad, n_points,
+            LEVELS=levels, FEATURES=features, FEATURES_P2=triton.next_power_of_2(features),
+            HAS_GRAD_FEATURES=grad_features is not None, HAS_GRAD_GRADIENT=grad_gradient is not None,
+            BLOCK_POINTS=BLOCK, **LAUNCH_OPTIONS)
+    return table_grad

@@ -1,0 +1,200 @@
+"""Named regions of a generation step, timed only while a profile records them (bench/generate.py --profile-steps).
+
+The trainer, renderer and guidance mark their parts with ``with region("render.field"):``. With no recorder active
+(every real run) a region is one global read on entry and one on exit. While a ``RegionRecorder`` is active, each
+outermost region is
+
+- labelled for torch.profiler (``torch.profiler.record_function("iso3d:<name>")``), so a trace shows it, and
+- timed: on CUDA by events recorded on the current stream at its entry and exit (the GPU time between them, idle
+  gaps included: the step's real cost of that part), on the CPU by the host clock.
+
+A region inside another (the field's density queries inside ``mesh``, a render inside ``views``) is not counted on
+its own: the totals are of top-level regions, which do not overlap, so what is left of the window is ``other``.
+Times are milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+# The top-level regions, in the order a step runs them (names used by the trainer, renderer and guidance).
+REGIONS = (
+    "grid_update",  # occupancy grid refresh (every renderer.grid_update_every steps; all cells in its warm-up)
+    "render.sampling",  # ray marching through the occupancy grid (+ the alpha-threshold density queries)
+    "render.field",  # the field (hash grid + MLPs + analytic normals + shading) at every sample, forward
+    "render.compositing",  # weights from densities, accumulation along rays
+    "guidance.encode",  # renders resized to the latent input size + VAE encoder forward
+    "guidance.unet",  # noise, the guidance UNet on [uncond; cond], the x0 target
+    "backward",  # loss.backward(): VAE encoder, compositing and field backward
+    "optimizer",  # zero_grad + AdamW step
+    "mesh",  # mesh extraction (intermediate or final)
+    "views",  # preview renders of the field
+    "checkpoint",  # the optimisation state written to disk
+    "bench.target",  # bench/generate.py only: the known object's target images
+)
+
+_recorder: RegionRecorder | None = None
+
+
+class RegionRecorder:
+    """Times the top-level regions entered between ``start()`` and ``stop()``; ``totals_ms`` per region name."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.depth = 0
+        self.open: list[tuple[str, object, object]] = []  # (name, record_function context, start marker)
+        self.pending: list[tuple[str, object, object]] = []  # (name, start marker, end marker) of closed regions
+        self.window: tuple[object, object] | None = None
+        self.totals_ms: dict[str, float] = {}
+        self.window_ms = 0.0
+
+    def _marker(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _elapsed_ms(self, start, end) -> float:
+        return start.elapsed_time(end) if self.cuda else (end - start) * 1e3
+
+    def start(self) -> None:
+        global _recorder
+        if _recorder is not None:
+            raise RuntimeError("a region recorder is already active")
+        self.window = (self._marker(), None)
+        _recorder = self
+
+    def stop(self) -> dict[str, float]:
+        """Stop recording; returns the totals (ms per region over the window; the window's own in ``window_ms``)."""
+        global _recorder
+        if _recorder is self:
+            _recorder = None
+        end = self._marker()
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.window_ms = self._elapsed_ms(self.window[0], end)
+        for name, begin, finish in self.pending:
+            self.totals_ms[name] = self.totals_ms.get(name, 0.0) + self._elapsed_ms(begin, finish)
+        self.pending.clear()
+        return self.totals_ms
+
+    def enter(self, name: str) -> None:
+        self.depth += 1
+        if self.depth == 1:
+            label = torch.profiler.record_function(f"iso3d:{name}")
+            label.__enter__()
+            self.open.append((name, label, self._marker()))
+
+    def exit(self, name: str) -> None:
+        if self.depth == 0:  # entered before the recorder started: not counted
+            return
+        self.depth -= 1
+        if self.depth == 0 and self.open:
+            opened, label, begin = self.open.pop()
+            self.pending.append((opened, begin, self._marker()))
+            label.__exit__(None, None, None)
+
+
+class _Region:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self) -> None:
+        if _recorder is not None:
+            _recorder.enter(self.name)
+
+    def __exit__(self, *exc) -> None:
+        if _recorder is not None:
+            _recorder.exit(self.name)
+
+
+_REGION_OBJECTS = {name: _Region(name) for name in REGIONS}
+
+
+def region(name: str) -> _Region:
+    """The context manager of region ``name`` (one of ``REGIONS``)."""
+    return _REGION_OBJECTS[name]
+
+
+class StepProfile:
+    """``steps`` steps recorded with torch.profiler (CPU, and CUDA activities on a GPU) and a RegionRecorder:
+    ``start()`` before the first step, ``stop()`` once they (and whatever ran between them) are done."""
+
+    def __init__(self, device: torch.device, steps: int, top: int = 15):
+        self.device = torch.device(device)
+        self.steps = steps
+        self.top = top
+        self.recorder = RegionRecorder(self.device)
+        self.profiler = None
+        self.profiler_error: str | None = None
+
+    def start(self) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        try:
+            self.profiler = profile(activities=activities)
+            self.profiler.start()
+        except Exception as error:  # noqa: BLE001 - e.g. no CUPTI: the regions are still timed, the table says why
+            self.profiler, self.profiler_error = None, f"{type(error).__name__}: {error}"[:300]
+        self.recorder.start()
+
+    def stop(self) -> dict:
+        """The summary: milliseconds per step of each region and of the whole window, and the top kernels (CUDA)
+        or operators (CPU, by self time) over the window."""
+        totals = self.recorder.stop()
+        steps = max(self.steps, 1)
+        window = self.recorder.window_ms / steps
+        regions = {name: round(totals[name] / steps, 3) for name in REGIONS if name in totals}
+        regions["other"] = round(max(window - sum(regions.values()), 0.0), 3)
+        summary = {"steps": self.steps, "timing": "cuda events" if self.recorder.cuda else "host clock",
+                   "step_ms": round(window, 3), "regions_ms_per_step": regions, "top_kind": "", "top": []}
+        try:  # the table of kernels is a bonus: the region times stand without it
+            if self.profiler is not None:
+                self.profiler.stop()
+                summary["top_kind"], summary["top"] = self._top_rows()
+        except Exception as error:  # noqa: BLE001
+            self.profiler_error = f"{type(error).__name__}: {error}"[:300]
+        if self.profiler_error:
+            summary["top_error"] = self.profiler_error
+        return summary
+
+    def _top_rows(self) -> tuple[str, list[dict]]:
+        from torch.autograd import DeviceType
+
+        totals: dict[str, list[float]] = {}
+        if self.device.type == "cuda":
+            kind = "CUDA kernels"
+            for event in self.profiler.events():
+                if event.device_type == DeviceType.CUDA:
+                    entry = totals.setdefault(event.name, [0.0, 0])
+                    entry[0] += event.time_range.elapsed_us() / 1e3
+                    entry[1] += 1
+        else:
+            kind = "CPU operators (self time)"
+            for average in self.profiler.key_averages():
+                if not average.key.startswith("iso3d:"):
+                    totals[average.key] = [average.self_cpu_time_total / 1e3, average.count]
+        ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:self.top]
+        return kind, [{"name": name[:120], "ms_total": round(ms, 3), "calls": int(calls)}
+                      for name, (ms, calls) in ranked]
+
+
+def format_profile(summary: dict) -> str:
+    """The summary as a compact text table (printed by bench/generate.py)."""
+    step = summary["step_ms"] or float("nan")
+    lines = [f"profile: {summary['steps']} phase-2 step(s), {step:.1f} ms/step ({summary['timing']})",
+             f"  {'region':<20s} {'ms/step':>9s} {'share':>6s}"]
+    for name, ms in summary["regions_ms_per_step"].items():
+        lines.append(f"  {name:<20s} {ms:9.2f} {100 * ms / step:5.1f}%")
+    if summary.get("top_error"):
+        lines.append(f"  no kernel table: {summary['top_error']}")
+    lines.append(f"  top {len(summary['top'])} {summary['top_kind']} over the window (ms total, calls):")
+    for row in summary["top"]:
+        lines.append(f"  {row['ms_total']:9.2f} {row['calls']:6d}  {row['name'][:90]}")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""Hash-grid encoding benchmark: the torch HashGrid against the fused Triton kernels (issue 18).
+
+    python bench/hash_grid.py                       # CUDA: N = 1M and 4M points, ~30 s; JSON to bench/results/
+    python bench/hash_grid.py --compiled            # also the torch path under torch.compile (the trainer's)
+    python bench/hash_grid.py --compile-check       # no GPU needed: the kernels compile for sm_90, no fma
+    python bench/hash_grid.py --device cpu --points 1000 --levels 2 --repeats 1   # smoke run (Triton interpreter)
+
+The grid is FieldConfig's (16 levels x 2 features, 2^19 rows a level; ``--levels`` shrinks it). For each N, with
+and without the gradient rows (d features / d x01, what analytic normals use), each implementation is timed with
+CUDA events over ``--repeats`` runs after ``--warmup`` ones: the forward alone (no autograd, as mesh extraction and
+previews run it) and forward + backward (the table gradient from given output gradients, as a training step runs
+it), with the peak memory above what the table, points and output gradients already hold. It also prints the
+largest difference of the fused outputs from the torch ones (float32 summation order; see
+tests/nerf/test_hash_grid_triton.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from backend.nerf.field import HashGrid
+from backend.nerf.presets import FieldConfig
+
+GIB = 2**30
+
+
+def grid_settings(levels: int | None) -> dict:
+    config = FieldConfig()
+    return dict(levels=levels or config.levels, features_per_level=config.features_per_level,
+                log2_hashmap_size=config.log2_hashmap_size, base_resolution=config.base_resolution,
+                per_level_scale=config.per_level_scale)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_ms(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    """Milliseconds of one ``fn()``: CUDA events around ``repeats`` calls after ``warmup`` (wall clock on CPU)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeats):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / repeats
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - started) * 1000.0 / repeats
+
+
+def peak_extra_gib(fn, device: torch.device) -> float | None:
+    """GiB allocated at the peak of one ``fn()`` above what was allocated before it (CUDA only)."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / GIB
+
+
+def measure(name: str, grid: HashGrid, encode, x01, with_rows: bool, output_grads, device, args) -> dict:
+    def forward():
+        with torch.no_grad():
+            return encode(x01, with_rows)
+
+    def forward_backward():
+        grid.table.grad = None
+        outputs = encode(x01, with_rows)
+        outputs = outputs if with_rows else (outputs,)
+        torch.autograd.backward(outputs, output_grads)
+
+    result = {"implementation": name, "points": x01.shape[0], "gradient_rows": with_rows,
+              "forward_ms": timed_ms(forward, device, args.warmup, args.repeats),
+              "forward_backward_ms": timed_ms(forward_backward, device, args.warmup, args.repeats),
+              "forward_peak_extra_gib": peak_extra_gib(forward, device),
+              "forward_backward_peak_extra_gib": peak_extra_gib(forward_backward, device)}
+    grid.table.grad = None
+    return result
+
+
+def benchmark(args, device: torch.device) -> dict:
+    settings = grid_settings(args.levels)
+    reference = HashGrid(**settings, encoding="torch").to(device)
+    fused = HashGrid(**settings, encoding="triton").to(device)
+    with torch.no_grad():
+        reference.table.uniform_(-1.0, 1.0)
+        fused.table.copy_(reference.table)
+    implementations = [("torch", reference, reference.forward), ("triton", fused, fused.forward)]
+    if args.compiled:
+        compiled_grid = HashGrid(**settings, encoding="torch").to(device)
+        compiled_grid.load_state_dict(reference.state_dict())
+        implementations.insert(1, ("torch_compiled", compiled_grid, torch.compile(compiled_grid.forward, dynamic=True)))
+    rows = []
+    for points in args.points:
+        x01 = torch.rand(points, 3, device=device)
+        for with_rows in (False, True):
+            width = reference.output_dim
+            grads = (torch.randn(points, width, device=device),) + \
+                ((torch.randn(points, 3, width, device=device),) if with_rows else ())
+            with torch.no_grad():
+                expected, ours = reference(x01, with_rows), fused(x01, with_rows)
+            expected = expected if with_rows else (expected,)
+            ours = ours if with_rows else (ours,)
+            differences = [float((a - b).abs().max()) for a, b in zip(ours, expected)]
+            del expected, ours
+            for name, grid, encode in implementations:
+                started = time.perf_counter()
+                row = measure(name, grid, encode, x01, with_rows, grads, device, args)
+                row["max_abs_difference_from_torch"] = differences if name == "triton" else None
+                row["seconds"] = round(time.perf_counter() - started, 2)
+                rows.append(row)
+                print(f"{name:15s} N={points:>9,} rows={'yes' if with_rows else 'no ':3s} "
+                      f"forward {row['forward_ms']:8.2f} ms  forward+backward {row['forward_backward_ms']:8.2f} ms"
+                      + (f"  peak +{row['forward_backward_peak_extra_gib']:.2f} GiB"
+                         if row["forward_backward_peak_extra_gib"] is not None else ""), flush=True)
+            del grads
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return {"grid": settings, "warmup": args.warmup, "repeats": args.repeats, "results": rows}
+
+
+def compile_check() -> dict:
+    """Compile both kernels (every variant) for sm_90 without a GPU; the PTX must hold no fused multiply-add
+    (positions ``x * scale + 0.5`` must round as the torch path's do)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from backend.nerf import hash_grid_kernels as kernels
+
+    target = GPUTarget("cuda", 90, 32)
+    pointers = ("*fp32",) * 6
+    report = {}
+    variants = [(kernels._encode_kernel, ("x_ptr", "table_ptr", "scales_ptr", "layout_ptr", "features_ptr",
+                                          "gradient_ptr"), {"WITH_GRADIENT": flag}) for flag in (False, True)]
+    variants += [(kernels._table_gradient_kernel, ("x_ptr", "scales_ptr", "layout_ptr", "grad_features_ptr",
+                                                   "grad_gradient_ptr", "table_grad_ptr"),
+                  {"HAS_GRAD_FEATURES": features, "HAS_GRAD_GRADIENT": rows})
+                 for features, rows in ((True, False), (True, True), (False, True))]
+    for kernel, pointer_names, flags in variants:
+        signature = {name: ("*i64" if name == "layout_ptr" else kind) for name, kind in zip(pointer_names, pointers)}
+        signature["n_points"] = "i32"
+        constants = {"LEVELS": 16, "FEATURES": 2, "FEATURES_P2": 2, "BLOCK_POINTS": kernels.BLOCK, **flags}
+        signature.update({name: "constexpr" for name in constants})
+        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants), target=target,
+                                  options=dict(kernels.LAUNCH_OPTIONS))
+        ptx = compiled.asm["ptx"]
+        name = kernel.__name__ + "".join(f" {key}={value}" for key, value in flags.items())
+        report[name] = {"ptx_chars": len(ptx), "fma": ptx.count("fma.")}
+        print(f"{name}: {len(ptx):,} PTX characters, {ptx.count('fma.')} fma", flush=True)
+        if ptx.count("fma."):
+            raise SystemExit(f"hash_grid: {name} has fused multiply-adds: positions would round unlike torch's")
+    return report
+
+
+def device_slug(device: torch.device) -> str:
+    if device.type != "cuda":
+        return device.type
+    return torch.cuda.get_device_name(device).lower().replace("nvidia ", "").split()[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--points", type=lambda text: [int(n) for n in text.split(",")], default=[1 << 20, 1 << 22],
+                        help="comma-separated point counts (default 1048576,4194304)")
+    parser.add_argument("--levels", type=int, default=None, help="fewer levels than FieldConfig's 16 (smoke runs)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--compiled", action="store_true", help="also torch.compile the torch path (compiles ~1 min)")
+    parser.add_argument("--compile-check", action="store_true", help="only compile the kernels for sm_90 (no GPU)")
+    parser.add_argument("--json", help="write the figures here (default bench/results/hash_grid_DEVICE_DATE.json; "
+                        "'-' for none)")
+    args = parser.parse_args()
+    if args.compile_check:
+        compile_check()
+        return 0
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are first imported: Triton's CPU interpreter
+    elif device.type != "cuda" or not torch.cuda.is_available():
+        print(f"hash_grid: no CUDA device for --device {args.device}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (Triton interpreter)",
+               "date": datetime.date.today().isoformat(), "torch": torch.__version__}
+    try:
+        import triton
+
+        results["triton"] = triton.__version__
+    except ImportError:
+        print("hash_grid: triton is not installed (pip install triton)", file=sys.stderr)
+        return 2
+    results.update(benchmark(args, device))
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"hash_grid: {results['seconds']} s", flush=True)
+    if args.json != "-":
+        path = Path(args.json) if args.json else Path(__file__).resolve().parent / "results" / \
+            f"hash_grid_{device_slug(device)}_{results['date']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"hash_grid: wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""bench/preview_service.py runs on this machine with the tiny model (so it cannot rot) and bounds its waits."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration  # a real server on a loopback socket, in a thread
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "preview_service.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_preview_service", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_preview_service_benchmark_tiny_cpu_reports_every_figure(bench, tmp_path):
+    out = tmp_path / "preview_service.json"
+    # deadlines for a tiny-model service on a loaded 2-core machine (as the service tests): five minutes a wait
+    info = bench.main(["--tiny", "--device", "cpu", "--steps", "2", "--repeats", "1", "--answer-s", "300",
+                       "--json", str(out)])
+    assert out.is_file()
+    assert info["warmup"] == "ready" and set(info["warmup_parts_s"]) == {"preview", "generate"}
+    for key in ("submit_to_views_ms", "submit_to_done_ms", "bare_preview_ms"):
+        assert info[key] > 0, key
+    split = info["split_ms"]
+    # one repeat: the two parts of each path add up to it (each split measured on the same clock)
+    assert split["submit_to_first_step"] + split["first_step_to_views"] == pytest.approx(info["submit_to_views_ms"],
+                                                                                         abs=0.02)
+    # the bare total holds the two parts and the return from the call after the views (a function return; 50 ms
+    # allow for a loaded machine's scheduling)
+    left = info["bare_preview_ms"] - split["bare_to_first_step"] - split["bare_first_step_to_views"]
+    assert -0.02 <= left < 50
+    assert set(info["stages_ms"]) >= {"server_input_check_and_decode", "views_message_png_encoding"}
+
+
+def test_a_service_that_never_gets_ready_times_out_instead_of_hanging(bench):
+    class NeverReady:
+        endpoint = "tcp://127.0.0.1:9"  # nothing answers there
+
+    with pytest.raises(TimeoutError):
+        bench.service_latencies(NeverReady(), b"", {}, 1, lambda marks: None, answer_s=1.0)

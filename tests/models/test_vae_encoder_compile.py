@@ -1,0 +1,42 @@
+"""The SDS path's VAE encoder compiled (backend.models.acceleration.compile_vae_encoder): which runs compile it, and
+that the traced path gives the eager VAE's latents and input gradients. torch.compile's "aot_eager" backend here:
+the graph capture and AOTAutograd forward/backward split of a real compile, run without generating kernels (no C++
+toolchain needed); Inductor's kernels are measured on CUDA by bench/generate.py."""
+
+from __future__ import annotations
+
+import torch
+
+from backend.models.acceleration import compile_vae_encoder, vae_encoder_compile_mode
+from backend.models.multiview_model import build_tiny_model
+from backend.models.vae import encode_latents
+
+
+def test_the_encoder_is_compiled_on_cuda_whenever_the_unet_is():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert vae_encoder_compile_mode("cudagraphs", cuda) == "default"  # no CUDA graphs: outputs live into backward
+    assert vae_encoder_compile_mode("default", cuda) == "default"
+    assert vae_encoder_compile_mode("off", cuda) is None
+    assert vae_encoder_compile_mode("cudagraphs", cpu) is None
+    assert vae_encoder_compile_mode("default", cpu) is None
+
+
+def test_compiled_encoder_gives_the_eager_latents_and_gradients():
+    model = build_tiny_model(seed=0).eval()  # its own model: the session's tiny_model is not touched
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def latents_and_grad(moments):
+        source = images.clone().requires_grad_(True)
+        latents = encode_latents(model.vae, source, torch.Generator().manual_seed(5), moments)
+        (latents * torch.linspace(-1, 1, latents.numel()).reshape(latents.shape)).sum().backward()
+        return latents.detach(), source.grad
+
+    eager_latents, eager_grad = latents_and_grad(None)
+    compile_vae_encoder(model, "default", channels_last=True, backend="aot_eager")
+    assert model.vae_encoder_moments is not None
+    compiled_latents, compiled_grad = latents_and_grad(model.vae_encoder_moments)
+    # channels-last convolutions sum in another order: float32 rounding, relative 1e-5 of values of order 1
+    torch.testing.assert_close(compiled_latents, eager_latents, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-5)
+    compile_vae_encoder(model, None)
+    assert model.vae_encoder_moments is None

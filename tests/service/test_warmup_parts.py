@@ -1,0 +1,62 @@
+"""The warm-up runs real SDS steps of each generate phase (the guidance UNet at the generate batch, the VAE encoder
+forward and backward) and then the preview path, reporting each under its own phase; a generate part that cannot
+fit the service's memory cap, or fails, is skipped with the reason, the preview part still counts. Tiny model, CPU."""
+
+from __future__ import annotations
+
+import logging
+
+from backend.service.warmup import GENERATE_PHASE, PREVIEW_PHASE, WARMUP_STEPS, Warmup
+
+# The 'tiny' preset at 16^2 renders: both phases' shapes, cheap on a loaded 2-core CPU.
+TINY_GENERATE = {"preset": "tiny", "phases.resolution_before": 16, "phases.resolution_after": 16}
+
+
+def test_the_warmup_runs_the_preview_then_each_generate_phase_and_reports_both(tiny_model, monkeypatch):
+    from backend.diffusion import sds
+
+    batches = []  # the guidance calls the warm-up made: (renders' batch, latent input side, gradient kept)
+    call = sds.SDSGuidance.__call__
+
+    def counted(self, renders, *args, **kwargs):
+        output = call(self, renders, *args, **kwargs)
+        batches.append((renders.shape[0], self.config.latent_resolution_input, output.loss.requires_grad))
+        return output
+
+    monkeypatch.setattr(sds.SDSGuidance, "__call__", counted)
+    reports = []
+    warmup = Warmup(tiny_model, True, TINY_GENERATE)
+    warmup.run(lambda phase, step, total, elapsed: reports.append((phase, step, total)))
+    assert warmup.state == "ready", warmup.parts
+    assert reports == [(GENERATE_PHASE, step, 2 * WARMUP_STEPS) for step in range(1, 2 * WARMUP_STEPS + 1)] + \
+        [(PREVIEW_PHASE, step, WARMUP_STEPS) for step in range(1, WARMUP_STEPS + 1)]
+    # the 'tiny' preset renders 1 object x 4 views in both phases, encoded at 64^2 with gradient (the VAE backward)
+    assert batches == [(4, 64, True)] * (2 * WARMUP_STEPS)
+    assert isinstance(warmup.parts["preview"], float) and isinstance(warmup.parts["generate"], float)
+    assert warmup.seconds >= warmup.parts["generate"] + warmup.parts["preview"] - 0.02  # rounded to 10 ms each
+
+
+def test_a_generate_warmup_that_does_not_fit_the_cap_is_skipped_with_its_reason(tiny_model, caplog):
+    reports = []
+    warmup = Warmup(tiny_model, True, TINY_GENERATE, max_gpu_memory=0.001)  # GiB: nothing fits
+    with caplog.at_level(logging.WARNING, logger="iso3d.server"):
+        warmup.run(lambda phase, step, total, elapsed: reports.append(phase))
+    assert warmup.state == "ready"  # the preview path is warm
+    assert reports == [PREVIEW_PHASE] * WARMUP_STEPS
+    assert warmup.parts["generate"].startswith("skipped: ") and "GiB" in warmup.parts["generate"]
+    assert "generate warm-up skipped" in caplog.text
+
+
+def test_a_warmup_that_is_off_runs_nothing(tiny_model):
+    warmup = Warmup(tiny_model, False, TINY_GENERATE)
+    warmup.run(lambda *args: (_ for _ in ()).throw(AssertionError("reported")))
+    assert warmup.state == "off" and warmup.parts == {}
+
+
+def test_a_generate_warmup_that_fails_is_skipped_and_the_preview_is_still_warmed(tiny_model):
+    reports = []
+    warmup = Warmup(tiny_model, True, {"preset": "no such preset"})  # its settings refuse: the part fails
+    warmup.run(lambda phase, step, total, elapsed: reports.append(phase))
+    assert warmup.state == "ready"
+    assert reports == [PREVIEW_PHASE] * WARMUP_STEPS
+    assert warmup.parts["generate"].startswith("failed: ") and "no such preset" in warmup.parts["generate"]

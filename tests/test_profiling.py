@@ -1,0 +1,65 @@
+"""backend.profiling: regions are timed only while a recorder is active, only the outermost of nested regions
+counts, and the window's time is split into the regions and 'other'."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from backend.profiling import REGIONS, RegionRecorder, StepProfile, region
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_nothing_is_recorded_without_a_recorder_and_the_outermost_region_counts():
+    with region("render.field"):  # no recorder: a no-op
+        pass
+    recorder = RegionRecorder(torch.device("cpu"))
+    recorder.start()
+    with region("mesh"):
+        with region("render.field"):  # inside 'mesh': part of it, not counted on its own
+            busy(0.01)
+    with region("backward"):
+        busy(0.005)
+    busy(0.002)
+    totals = recorder.stop()
+    assert set(totals) == {"mesh", "backward"}
+    assert totals["mesh"] >= 10 and totals["backward"] >= 5  # host clock, ms: at least the busy time
+    assert recorder.window_ms >= totals["mesh"] + totals["backward"] + 2
+    with region("optimizer"):  # stopped: nothing more recorded
+        pass
+    assert set(recorder.totals_ms) == {"mesh", "backward"}
+
+
+def test_one_recorder_at_a_time():
+    first = RegionRecorder(torch.device("cpu"))
+    first.start()
+    try:
+        with pytest.raises(RuntimeError, match="already active"):
+            RegionRecorder(torch.device("cpu")).start()
+    finally:
+        first.stop()
+
+
+def test_step_profile_splits_the_window_and_lists_the_top_operators():
+    profile = StepProfile(torch.device("cpu"), steps=2)
+    profile.start()
+    for _ in range(2):
+        with region("render.field"):
+            torch.randn(64, 64) @ torch.randn(64, 64)
+        with region("optimizer"):
+            busy(0.002)
+    summary = profile.stop()
+    regions = summary["regions_ms_per_step"]
+    assert list(regions) == ["render.field", "optimizer", "other"]  # REGIONS' order, then 'other'
+    assert regions["optimizer"] >= 2
+    assert abs(sum(regions.values()) - summary["step_ms"]) < 0.01
+    assert any(row["name"] == "aten::mm" and row["calls"] == 2 for row in summary["top"])
+    assert all(not row["name"].startswith("iso3d:") for row in summary["top"])
+    assert "other" not in REGIONS
