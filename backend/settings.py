@@ -33,8 +33,8 @@ MAX_KEY_SHOWN = 60  # characters of an unknown key quoted back in an error (the 
 _BOOL_TEXT = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
-def setting(default: Any, *, min: float | None = None, max: float | None = None,  # noqa: A002 - the bounds' names
-            choices: tuple | list | None = None, help: str = "") -> Any:  # noqa: A002
+def setting(default: Any, *, min: float | None = None, max: float | None = None,  # min/max/help: the bounds' names
+            choices: tuple | list | None = None, help: str = "") -> Any:
     """A dataclass field that is a setting: its default, inclusive bounds (numbers, and each item of a sequence),
     the allowed choices of a text setting, and a short help text (shown in Blender and by ``--help``)."""
     metadata = {"min": min, "max": max, "choices": tuple(choices) if choices else None, "help": help}

@@ -75,11 +75,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     field = bench_field(args.device)
-    options = FinishOptions(faces=args.faces, texture=args.texture, formats=("glb",))
+    options = FinishOptions(faces=args.faces, texture=args.texture, formats=("glb",), resolution=args.resolution,
+                            threshold=args.threshold)
     if args.warmup:  # at the timed sizes: a smaller warm-up leaves the compiled field to recompile for these shapes
-        finish_field(field, options, default_resolution=args.resolution, default_threshold=args.threshold)
+        finish_field(field, options)
     start = time.perf_counter()
-    result = finish_field(field, options, default_resolution=args.resolution, default_threshold=args.threshold)
+    result = finish_field(field, options)
     if torch.device(args.device).type == "cuda":
         torch.cuda.synchronize()
     total = time.perf_counter() - start

@@ -54,15 +54,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from backend.diffusion.sds import SDSOutput  # noqa: E402
-from backend.events import Done, Failed, MeshUpdate  # noqa: E402
-from backend.nerf.presets import GenerateConfig, preset  # noqa: E402
-from backend.nerf.trainer import SDSTrainer  # noqa: E402
-from backend.profiling import StepProfile, format_profile, region  # noqa: E402
-from bench.known_object import TwoSpheres, chamfer_distance  # noqa: E402
+from backend.diffusion.sds import SDSOutput
+from backend.events import Done, Failed, MeshUpdate
+from backend.nerf.presets import GenerateConfig, preset
+from backend.nerf.trainer import SDSTrainer
+from backend.profiling import StepProfile, format_profile, region
+from bench.known_object import TwoSpheres, chamfer_distance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The known object's field converges to an opaque silhouette, not to the densities thousands of SDS steps reach:
@@ -142,7 +142,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def run_preset(name: str, model, device: torch.device, steps: int | None, sds_weight: float,
-               reference_points: np.ndarray, overrides: dict[str, str], profile_steps: int = 0) -> dict:
+               reference_points: np.ndarray, overrides: dict[str, str], profile_steps: int = 0,
+               chamfer_samples: int = 50000) -> dict:
     """One whole run of preset ``name`` (its step count scaled to ``steps``); the figures of that run."""
     from backend.nerf.presets import set_option
 
@@ -254,7 +255,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
                                                      and r["samples"] > budget)
     if final is not None:
         result["final_faces"] = int(len(final.faces))
-        result["chamfer"] = round(chamfer_distance(final.vertices, final.faces, reference_points), 5)
+        result["chamfer"] = round(chamfer_distance(final.vertices, final.faces, reference_points, chamfer_samples), 5)
     else:
         result["chamfer"] = None
     return result
@@ -364,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a setting on top of each preset (repeatable)")
     parser.add_argument("--caps", default=None, metavar="PRESET=GIB,...",
                         help="run these presets, each under its cap (run.max_gpu_memory), e.g. fast=12,reference=20")
-    parser.add_argument("--floor-repeats", type=int, default=20)
+    parser.add_argument("--floor-repeats", type=int, default=20, help="timed floor calls on CUDA (CPU: at most 2)")
+    parser.add_argument("--chamfer-samples", type=int, default=50000,
+                        help="points sampled on the final mesh for the chamfer distance")
     parser.add_argument("--warm-rerun", action="store_true",
                         help="run the first preset again in a new process (warm compile cache)")
     parser.add_argument("--profile-steps", type=int, default=0, metavar="N",
@@ -415,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[generate bench] {name} {own or ''}: running", flush=True)
         try:
             result = run_preset(name, model, device, steps, args.sds_weight, reference_points, {**overrides, **own},
-                                args.profile_steps)
+                                args.profile_steps, args.chamfer_samples)
         except Exception as error:  # noqa: BLE001 -- recorded with its message; the other runs go on
             print(f"[generate bench] {name}: failed: {error}", flush=True)
             presets_out.append({"preset": name, "overrides": {**overrides, **own}, "failed": str(error)[:500]})
@@ -434,8 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     if not measured:
         write_results(out, summary)
         return 1
-    floor = floor_ms(model, device, preset(names[-1]), args.floor_repeats if device.type == "cuda" else 2, 3
-                     if device.type == "cuda" else 1)
+    cuda = device.type == "cuda"
+    floor = floor_ms(model, device, preset(names[-1]), args.floor_repeats if cuda else min(2, args.floor_repeats),
+                     3 if cuda else 1)
     for result in measured:
         result.update(floor)
         result["phase2_step_over_floor"] = round(result["phase2_step_ms_p50"] / floor["floor_ms"], 2)

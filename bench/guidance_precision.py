@@ -29,13 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from backend.diffusion.cameras import encode_cameras, orbit_azimuths  # noqa: E402
-from backend.models.schedule import schedule_buffers  # noqa: E402
-from backend.diffusion.sds import guided_noise, x0_reconstruction_target  # noqa: E402
-from backend.models.configs import published_configs, tiny_configs  # noqa: E402
-from backend.models.mv_unet import MultiViewUNet  # noqa: E402
+from backend.diffusion.cameras import encode_cameras, orbit_azimuths
+from backend.models.schedule import schedule_buffers
+from backend.diffusion.sds import guided_noise, x0_reconstruction_target
+from backend.models.configs import published_configs, tiny_configs
+from backend.models.mv_unet import MultiViewUNet
 
 PRECISIONS = {
     "float16": (torch.float16, torch.float16),

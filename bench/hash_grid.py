@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from backend.nerf.field import HashGrid  # noqa: E402
-from backend.nerf.presets import FieldConfig  # noqa: E402
+from backend.nerf.field import HashGrid
+from backend.nerf.presets import FieldConfig
 
 GIB = 2**30
 

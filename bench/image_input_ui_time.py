@@ -9,10 +9,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import bpy  # noqa: E402,F401  (before the add-on, which imports it)
-import numpy as np  # noqa: E402
+import bpy  # noqa: F401  (before the add-on, which imports it)
+import numpy as np
 
-from blender_addon import image_input  # noqa: E402
+from blender_addon import image_input
 
 if len(sys.argv) > 1:
     photo = sys.argv[1]

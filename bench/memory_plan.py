@@ -18,13 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from backend.models.configs import published_configs  # noqa: E402
-from backend.models.multiview_model import MultiViewDiffusionModel, build_modules  # noqa: E402
-from backend.models.vae import build_vae  # noqa: E402
-from backend.nerf.memory import plan_memory  # noqa: E402
-from backend.nerf.presets import preset  # noqa: E402
+from backend.models.configs import published_configs
+from backend.models.multiview_model import MultiViewDiffusionModel, build_modules
+from backend.models.vae import build_vae
+from backend.nerf.memory import plan_memory
+from backend.nerf.presets import preset
 
 
 def published_model_for_planning() -> MultiViewDiffusionModel:

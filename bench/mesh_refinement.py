@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import mcubes  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import mcubes
+import numpy as np
+import torch
 
-from backend.nerf.mesh import density_grid, refined_surface  # noqa: E402
+from backend.nerf.mesh import density_grid, refined_surface
 
 CENTRE, RADIUS, HALF_WIDTH, THRESHOLD = (0.15, -0.1, 0.05), 0.4, 0.015, 30.0
 

@@ -21,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from backend.diffusion.cameras import random_multiview_cameras  # noqa: E402
-from backend.nerf.presets import preset, set_option  # noqa: E402
-from backend.nerf.rays import camera_rays  # noqa: E402
-from bench.generate import TINY_SETTINGS, TrajectoryTrainer, build_model  # noqa: E402
-from bench.known_object import TwoSpheres  # noqa: E402
+from backend.diffusion.cameras import random_multiview_cameras
+from backend.nerf.presets import preset, set_option
+from backend.nerf.rays import camera_rays
+from bench.generate import TINY_SETTINGS, TrajectoryTrainer, build_model
+from bench.known_object import TwoSpheres
 
 
 @torch.no_grad()

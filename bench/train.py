@@ -48,6 +48,7 @@ def measure(rank: int, world_size: int, args: argparse.Namespace, out_path: str)
     """Times training steps in one process (one rank of ``world_size``) and writes its figures to ``out_path``."""
     import torch.distributed as dist
 
+    from backend.models.configs import DEFAULT_CAMERA_ENCODING
     from backend.models.multiview_model import build_random_published_model, build_tiny_model
     from training.finetune import freeze_inert_cross_attention
     from training.objective import build_unet_inputs, epsilon_loss, reference_camera
@@ -91,7 +92,7 @@ def measure(rank: int, world_size: int, args: argparse.Namespace, out_path: str)
                     alphas_cumprod=alphas_cumprod,
                     reference_latents=torch.randn(batch, 4, size, size, generator=generator).to(device)
                     if stage == 2 else None,
-                    reference_camera_code=reference_camera("isotropic3d").to(device) if stage == 2 else None,
+                    reference_camera_code=reference_camera(DEFAULT_CAMERA_ENCODING).to(device) if stage == 2 else None,
                 )
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     prediction = network(inputs.x, inputs.timesteps, context=inputs.context, camera=inputs.camera,

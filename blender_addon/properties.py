@@ -34,12 +34,12 @@ class Isotropic3DGenerateProperties(bpy.types.PropertyGroup):
                                          default=50, min=1, max=1000)
     seed: bpy.props.IntProperty(name="Seed", description="Same seed, same result", default=0, min=0)
     guidance: bpy.props.FloatProperty(name="Guidance", description="Classifier-free guidance scale of the preview",
-                                      default=5.0, min=0.0, max=100.0)
+                                      default=10.0, min=0.0, max=100.0)
     sds_guidance: bpy.props.FloatProperty(name="SDS guidance",
                                           description="Guidance scale of the generation; 0 = the preset's",
                                           default=0.0, min=0.0, max=200.0)
     elevation: bpy.props.FloatProperty(name="Elevation", description="Elevation of the preview views (degrees)",
-                                       default=0.0, min=-89.0, max=89.0)
+                                       default=15.0, min=-89.0, max=89.0)
     mesh_every: bpy.props.IntProperty(name="Mesh every",
                                       description="Stream an intermediate mesh every N steps; 0 = the preset's",
                                       default=0, min=0, max=100_000)

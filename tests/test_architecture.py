@@ -185,3 +185,22 @@ def test_importing_the_whole_core_loads_no_bpy():
     result = run(python("-c", code), cwd=REPO, timeout=120)  # a Python start and numpy: seconds on a loaded machine
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+PROJECT_PACKAGES = ("backend", "training", "blender_addon", "tests")
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """A leading underscore means "this module's own": another module of the project imports only public names
+    (third-party private names, e.g. open_clip's ``_build_vision_tower``, are outside this rule)."""
+    imported = []
+    for folder in (*PROJECT_PACKAGES, "bench", "scripts", "examples"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.ImportFrom):
+                    continue
+                if node.level == 0 and (node.module or "").split(".")[0] not in PROJECT_PACKAGES:
+                    continue
+                imported += [f"{path.relative_to(REPO)}:{node.lineno} imports {alias.name} from {node.module}"
+                             for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not imported, imported

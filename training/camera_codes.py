@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from backend.diffusion.cameras import CAMERA_ENCODINGS, encode_c2w, encode_cameras
+from backend.diffusion.cameras import CAMERA_ENCODINGS, DEFAULT_CAMERA_ENCODING, encode_c2w, encode_cameras
 from training.render_records import load_record, view_angle_deg, view_set_name
 
 __all__ = ["MATRIX_ENCODING", "camera_codes", "load_record"]
@@ -18,7 +18,7 @@ __all__ = ["MATRIX_ENCODING", "camera_codes", "load_record"]
 MATRIX_ENCODING = "c2w"  # true-geometry matrices from the file, translation normalised (MVDream's training input)
 
 
-def camera_codes(record: dict, encoding: str = "isotropic3d", view_set: str | None = None) -> torch.Tensor:
+def camera_codes(record: dict, encoding: str = DEFAULT_CAMERA_ENCODING, view_set: str | None = None) -> torch.Tensor:
     """Camera codes [N, 16] (float32) of the record's views, in file order (only ``view_set`` when given).
 
     ``encoding``: ``"isotropic3d"`` or ``"mvdream"`` (from the views' angles, as the model core encodes

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from backend.models.configs import DEFAULT_CAMERA_ENCODING
 from backend.models.schedule import NUM_TRAIN_TIMESTEPS
 from blender_addon.core.atomic_files import atomic_path
 from training.render_records import RECORD_FILE, DatasetError, RenderedObject, ViewRecord, camera_codes
@@ -49,7 +50,7 @@ class SampleSettings:
     seed: int = 0
     multiview_probability: float = 0.7
     condition_drop_probability: float = 0.1
-    camera_encoding: str = "isotropic3d"
+    camera_encoding: str = DEFAULT_CAMERA_ENCODING
 
     def __post_init__(self):
         if not 0.0 <= self.multiview_probability <= 1.0:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from backend.errors import UserError
+from backend.models.configs import DEFAULT_CAMERA_ENCODING
 from blender_addon.core.atomic_files import write_json_atomically
 from training import distributed
 from training.batches import unet_inputs_from_batch
@@ -80,7 +81,7 @@ class FinetuneConfig:
     seed: int = 0
     multiview_probability: float = 0.7
     condition_drop_probability: float = 0.1
-    camera_encoding: str = "isotropic3d"
+    camera_encoding: str = DEFAULT_CAMERA_ENCODING
     cache: Path | None = None
     skip_incomplete: bool = False
     num_workers: int = 2

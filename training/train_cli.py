@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from backend.models.configs import DEFAULT_CAMERA_ENCODING
+
 # Stage defaults from the paper: stage 1 50k steps with a 10k-step warm-up then constant LR; stage 2 5k steps
 # with a linear schedule.
 STAGE_DEFAULTS = {
@@ -60,7 +62,7 @@ def _add_training(parser: argparse.ArgumentParser, stage: int) -> None:
                         help="share of steps in the 4-view branch (the rest: single view)")
     parser.add_argument("--condition-drop", type=float, default=0.1,
                         help="share of samples trained without conditioning (classifier-free guidance)")
-    parser.add_argument("--camera-encoding", choices=["isotropic3d", "mvdream"], default="isotropic3d",
+    parser.add_argument("--camera-encoding", choices=[DEFAULT_CAMERA_ENCODING, "mvdream"], default=DEFAULT_CAMERA_ENCODING,
                         help="camera code the model learns (isotropic3d: the one the inference path uses)")
     parser.add_argument("--num-workers", type=int, default=2, help="data-loading processes per GPU")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

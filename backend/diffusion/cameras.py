@@ -25,8 +25,10 @@ from typing import Literal
 
 import torch
 
+from backend.models.configs import DEFAULT_CAMERA_ENCODING
+
 CameraEncoding = Literal["isotropic3d", "mvdream"]
-CAMERA_ENCODINGS: tuple[str, ...] = ("isotropic3d", "mvdream")
+CAMERA_ENCODINGS: tuple[str, ...] = (DEFAULT_CAMERA_ENCODING, "mvdream")
 
 # Y-up (OpenGL world) -> Z-up (Blender world): (x, y, z) -> (x, -z, y).
 _Y_UP_TO_Z_UP = torch.tensor(
@@ -80,7 +82,7 @@ def effective_angles_rad(elevation_deg, azimuth_deg, encoding: CameraEncoding) -
     return elevation, azimuth
 
 
-def encode_cameras(elevation_deg, azimuth_deg, encoding: CameraEncoding = "isotropic3d") -> torch.Tensor:
+def encode_cameras(elevation_deg, azimuth_deg, encoding: CameraEncoding = DEFAULT_CAMERA_ENCODING) -> torch.Tensor:
     """Camera codes [N, 16] (float32) for views given by elevation and azimuth in degrees."""
     elevation, azimuth = effective_angles_rad(elevation_deg, azimuth_deg, encoding)
     return look_at_c2w(elevation, azimuth).reshape(-1, 16).float()
@@ -111,7 +113,7 @@ def reference_get_camera(
     elevation: float = 15.0,
     azimuth_start: float = 0.0,
     azimuth_span: float = 360.0,
-    encoding: CameraEncoding = "isotropic3d",
+    encoding: CameraEncoding = DEFAULT_CAMERA_ENCODING,
 ) -> torch.Tensor:
     """The reference repositories' ``get_camera`` [num_frames, 16], quirks included.
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from backend.diffusion.cameras import CAMERA_ENCODINGS
+from backend.diffusion.cameras import CAMERA_ENCODINGS, DEFAULT_CAMERA_ENCODING
 from backend.diffusion.classifier_free import guide, unconditional_and_conditional
 from backend.errors import SettingsError
 from backend.profiling import region
@@ -102,7 +102,7 @@ class SDSGuidance:
     """The SDS loss of renders given an image's context; ``update_step`` anneals the timestep range."""
 
     def __init__(self, unet, alphas_cumprod: torch.Tensor, encode: LatentEncoder, config: GuidanceConfig,
-                 total_steps: int, camera_encoding: str = "isotropic3d"):
+                 total_steps: int, camera_encoding: str = DEFAULT_CAMERA_ENCODING):
         self.unet = unet
         self.encode = encode
         self.config = config

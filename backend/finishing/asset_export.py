@@ -15,7 +15,7 @@ import trimesh
 from PIL import Image
 
 from backend.finishing.uv_unwrap import UnwrappedMesh
-from backend.nerf.mesh import _Z_UP_TO_Y_UP, Mesh
+from backend.nerf.mesh import Z_UP_TO_Y_UP, Mesh
 
 ASSET_FORMATS = ("glb", "obj", "ply")
 
@@ -25,7 +25,7 @@ def textured_trimesh(mesh: UnwrappedMesh, texture: np.ndarray, name: str) -> tri
     material = trimesh.visual.material.PBRMaterial(
         name=name, baseColorTexture=Image.fromarray(texture), baseColorFactor=[255, 255, 255, 255],
         metallicFactor=0.0, roughnessFactor=1.0, doubleSided=False)
-    vertices = np.asarray(mesh.vertices, np.float64) @ _Z_UP_TO_Y_UP.T
+    vertices = np.asarray(mesh.vertices, np.float64) @ Z_UP_TO_Y_UP.T
     return trimesh.Trimesh(vertices, mesh.faces, visual=trimesh.visual.TextureVisuals(uv=mesh.uvs, material=material),
                            process=False)
 

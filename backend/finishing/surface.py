@@ -9,11 +9,10 @@ from backend.nerf.mesh import Mesh, extract_mesh
 def extract_surface(field, resolution: int, threshold: float, chunk: int = 262144) -> Mesh:
     """The ``density == threshold`` surface on a ``resolution``^3-cell grid, floaters kept (``cleanup`` drops them).
 
+    ``resolution`` is already checked where it is set (FinishOptions.resolution, the job's mesh.resolution).
     Raises UserError when the field has no surface at that threshold.
     """
-    if resolution < 8 or resolution > 1024:
-        raise UserError(f"setting 'resolution' must be in [8, 1024] grid cells (got {resolution})")
     mesh = extract_mesh(field, resolution, threshold, min_component_fraction=0.0, chunk=chunk)
     if mesh.is_empty:
-        raise UserError(f"the field has no surface at density {threshold:g}: lower --threshold")
+        raise UserError(f"the field has no surface at density {threshold:g}: lower the setting 'threshold'")
     return mesh

@@ -94,6 +94,10 @@ TINY_IMAGE_ENCODER = {
     "text_cfg": {"context_length": 77, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
 }
 
+# The camera code Isotropic3D's own weights were trained with: the default of every model, job and training run
+# (MVDream's weights use "mvdream"; backend.diffusion.cameras encodes both).
+DEFAULT_CAMERA_ENCODING = "isotropic3d"
+
 
 def published_configs() -> dict:
     return copy.deepcopy({"unet": PUBLISHED_UNET, "vae": PUBLISHED_VAE, "image_encoder": PUBLISHED_IMAGE_ENCODER})

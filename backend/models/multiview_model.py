@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from backend.models import checkpoints as ckpt
-from backend.models.configs import published_configs, tiny_configs
+from backend.models.configs import DEFAULT_CAMERA_ENCODING, published_configs, tiny_configs
 from backend.models.image_encoder import CLIPImageEncoder
 from backend.models.mv_unet import MultiViewUNet
 from backend.models.schedule import SCHEDULE_BUFFER_NAMES, schedule_buffers
@@ -39,7 +39,7 @@ class MultiViewDiffusionModel:
     configs: dict
     name: str
     trained: bool
-    camera_encoding: str = "isotropic3d"
+    camera_encoding: str = DEFAULT_CAMERA_ENCODING
     schedule: dict[str, torch.Tensor] = field(default_factory=schedule_buffers)
     # Reference tensors this project does not run but keeps so that a save gives the same checkpoint back.
     conditioning_leftovers: dict[str, torch.Tensor] = field(default_factory=dict)

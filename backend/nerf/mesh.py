@@ -22,7 +22,7 @@ from blender_addon.core.atomic_files import write_bytes_atomically
 
 MESH_FORMATS = (".glb", ".obj", ".ply")
 # Blender Z-up -> glTF/OBJ Y-up: (x, y, z) -> (x, z, -y).
-_Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 
 @dataclass
@@ -285,7 +285,7 @@ def export_mesh(mesh: Mesh, path: str | Path) -> Path:
         raise ValueError(f"cannot write {path.name}: mesh formats are {', '.join(MESH_FORMATS)}")
     out = mesh.to_trimesh()
     if suffix in (".glb", ".obj"):
-        out.vertices = np.asarray(mesh.vertices, np.float64) @ _Z_UP_TO_Y_UP.T
+        out.vertices = np.asarray(mesh.vertices, np.float64) @ Z_UP_TO_Y_UP.T
     data = out.export(file_type=suffix[1:], **({"include_color": True} if suffix == ".obj" else {}))
     write_bytes_atomically(path, data if isinstance(data, bytes) else data.encode("utf-8"))
     return path

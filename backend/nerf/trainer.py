@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from backend.diffusion.cameras import ViewCameras, make_view_cameras, orbit_azimuths, random_multiview_cameras
+from backend.diffusion.cameras import (DEFAULT_CAMERA_ENCODING, ViewCameras, make_view_cameras, orbit_azimuths,
+                                     random_multiview_cameras)
 from backend.diffusion.precision import guidance_autocast_dtype, overflow_hint
 from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_latent_encoder
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
@@ -91,7 +92,7 @@ class SDSTrainer:
         self.vae_checkpoint_views: int | None = None  # set each step from the memory plan's phase
         encoder = latent_encoder or vae_latent_encoder(model.vae, self._vae_moments)
         self.guidance = SDSGuidance(model.unet, model.alphas_cumprod, encoder, config.guidance, self.total_steps,
-                                    getattr(model, "camera_encoding", "isotropic3d"))
+                                    getattr(model, "camera_encoding", DEFAULT_CAMERA_ENCODING))
         o = config.optimizer
         self.optimizer = torch.optim.AdamW(
             [{"params": self.field.grid_parameters(), "lr": o.lr_grid},

@@ -123,7 +123,7 @@ class ClientRequests:
                 result = prepare_input(png, side)
             except UserError as error:
                 result = error
-            except Exception as error:  # noqa: BLE001 - handed back to the loop, which answers it
+            except Exception as error:  # handed back to the loop, which answers it
                 log.exception("preparing an input image failed")
                 result = error
             self.events.put(("input", identity, kind, settings, name, request, client_key, result))

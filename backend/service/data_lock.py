@@ -17,8 +17,12 @@ LOCK_NAME = "server.lock"
 class DataFolderLock:
     def __init__(self, data_dir: str | Path):
         self.path = Path(data_dir) / LOCK_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a+")
+        except OSError as error:  # a file in the way, no permission, a read-only disk
+            raise UserError(f"cannot use the data folder {Path(data_dir)}: {error.strerror or error}; give another "
+                            "--data folder") from None
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -164,7 +164,7 @@ class JobQueue:
                     return
             if record.status == "running":
                 raise RuntimeError("the job ended without a result")
-        except Exception as error:  # noqa: BLE001 - a job's bug must not take the service down
+        except Exception as error:  # a job's bug must not take the service down
             incident = uuid.uuid4().hex[:8]
             log.exception("internal error %s in job %s", incident, job_id)
             event = Failed("internal", f"internal error {incident} (the backend's log has the details): "

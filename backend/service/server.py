@@ -158,7 +158,7 @@ class BackendServer(ClientRequests):
                     self._accept(*item[1:])
                 else:
                     self._forward(*item[1:])
-            except Exception:  # noqa: BLE001 - nothing may end the loop; the log has the traceback
+            except Exception:  # nothing may end the loop; the log has the traceback
                 log.exception("internal error forwarding %s", item[0])
 
     def _forward(self, job_id: str, event) -> None:
@@ -209,7 +209,7 @@ class BackendServer(ClientRequests):
         except UserError as error:
             job = message.get("job") if message_type in ("cancel", "attach", "fetch", "resume") else None
             self._error(identity, "bad_settings", str(error), job if isinstance(job, str) else None)
-        except Exception:  # noqa: BLE001 - nothing may end the loop; the log has the traceback
+        except Exception:  # nothing may end the loop; the log has the traceback
             incident = uuid.uuid4().hex[:8]
             log.exception("internal error %s handling a %r message", incident, message_type)
             self._error(identity, "internal", f"internal error {incident} (the backend's log has the details)")

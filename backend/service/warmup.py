@@ -51,7 +51,7 @@ class Warmup:
         started = time.perf_counter()
         try:
             self._generate(report, started)
-        except Exception as error:  # noqa: BLE001 - generate jobs work without it; the log has the traceback
+        except Exception as error:  # generate jobs work without it; the log has the traceback
             log.exception("the generate warm-up failed; the first generate job compiles instead")
             self.parts["generate"] = f"failed: {type(error).__name__}: {error}"[:300]
         finally:
@@ -60,7 +60,7 @@ class Warmup:
             part_started = time.perf_counter()
             self._preview(report, started)
             self.parts["preview"] = round(time.perf_counter() - part_started, 2)
-        except Exception:  # noqa: BLE001 - the service works without a warm-up; the log has the traceback
+        except Exception:  # the service works without a warm-up; the log has the traceback
             log.exception("the warm-up failed; the first job compiles instead")
             self.state = "failed"
             return

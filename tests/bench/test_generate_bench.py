@@ -37,7 +37,7 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
         set_option(config, key, value)
     cap = round(plan_memory(config, tiny_model, "cpu").need_gib(True) * 1.02, 5)
     assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
-                       "--caps", f"tiny={cap}", "--profile-steps", "1", *periods]) == 0
+                       "--caps", f"tiny={cap}", "--profile-steps", "1", "--chamfer-samples", "5000", *periods]) == 0
     results = json.loads(out.read_text())
     assert results["gpu"] == "cpu"
     (run,) = results["presets"]

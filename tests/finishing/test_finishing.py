@@ -173,6 +173,7 @@ def test_glb_imports_into_blender_upright_textured_at_the_expected_size(exported
     (["--lods", "2000,-5"], "face budget -5"),
     (["--texture", "1000"], "power of two"),
     (["--texture", "16384"], "power of two"),
+    (["--resolution", "4"], "setting 'resolution' must be between 8 and 1024 (got 4)"),  # checked once, up front
 ])
 def test_bad_input_is_one_line_exit_2_and_overwrites_nothing(exported, job, capsys, arguments, message):
     before = {p.name: p.stat().st_mtime_ns for p in exported.iterdir()}

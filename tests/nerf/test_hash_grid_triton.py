@@ -26,10 +26,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # the kernels module reads it when first imported (by the first call)
 
-from backend.errors import SettingsError  # noqa: E402
-from backend.nerf.field import HashGrid, RadianceField  # noqa: E402
-from backend.nerf.hash_grid_triton import TRITON_INSTALLED  # noqa: E402
-from backend.nerf.presets import FieldConfig, fast  # noqa: E402
+from backend.errors import SettingsError
+from backend.nerf.field import HashGrid, RadianceField
+from backend.nerf.hash_grid_triton import TRITON_INSTALLED
+from backend.nerf.presets import FieldConfig, fast
 
 pytestmark = pytest.mark.skipif(not TRITON_INSTALLED, reason="triton is not installed (the dev extra brings it)")
 

@@ -56,23 +56,23 @@ def test_a_run_yields_every_event_type_and_writes_outputs(model, image, tmp_path
 
 
 def test_resume_continues_to_the_same_result(model, image, tmp_path):
-    config = small_config(steps=6, run__mesh_every=0, run__views_every=0, run__checkpoint_every=3)
+    config = small_config(steps=4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
     context = model.encode_image(image).float()
     whole = SDSTrainer(config, model, context, tmp_path / "whole")
-    for _ in range(6):
+    for _ in range(4):
         whole.train_step()
 
-    cancel_after_three = threading.Event()
+    cancel_after_two = threading.Event()
     first = SDSTrainer(config, model, context, tmp_path / "split")
     events = []
-    for event in first.run(cancel=cancel_after_three):
+    for event in first.run(cancel=cancel_after_two):
         events.append(event)
-        if isinstance(event, Progress) and event.step == 3:
-            cancel_after_three.set()
+        if isinstance(event, Progress) and event.step == 2:
+            cancel_after_two.set()
     assert isinstance(events[-1], Failed) and events[-1].code == "cancelled"
     resumed = list(generate(model, config, tmp_path / "split", resume=True))
     assert isinstance(resumed[-1], Done)
-    assert [e.step for e in resumed if isinstance(e, Progress) and e.phase == "sds"] == [4, 5, 6]
+    assert [e.step for e in resumed if isinstance(e, Progress) and e.phase == "sds"] == [3, 4]
     state = torch.load(tmp_path / "split" / CHECKPOINT_NAME, weights_only=True)
     for name, value in whole.field.state_dict().items():
         assert torch.equal(state["field"][name], value), name

@@ -14,8 +14,6 @@ from PIL import Image
 
 from blender_addon.core import protocol
 from tests.helpers.backend import EXAMPLE_PNG, BackendProcess, free_port
-from tests.helpers.paths import REPO_ROOT
-from tests.helpers.processes import python, run
 
 pytestmark = pytest.mark.integration
 
@@ -190,7 +188,9 @@ def test_attach_from_another_client_replays_the_latest_state(backend, connect):
 def test_killed_backend_resumes_unfinished_jobs_after_restart(tmp_path, connect):
     with BackendProcess(tmp_path / "data").start() as backend:
         client = connect(backend.address)
-        client.submit("preview", EXAMPLE_PNG, {"steps": 20})
+        # 8 steps: killed at step 2, six UNet steps and a decode before the job could end by itself (and if it did,
+        # runs would be 1); the restarted backend runs all 8 again
+        client.submit("preview", EXAMPLE_PNG, {"steps": 8})
         job = client.wait_for(lambda m: m.type == "accepted", ANSWER_S).get("job")
         client.wait_for(lambda m: m.type == "progress" and m.get("step", 0) >= 2, JOB_S)
         backend.kill()
@@ -200,18 +200,6 @@ def test_killed_backend_resumes_unfinished_jobs_after_restart(tmp_path, connect)
         assert done.type == "done", done.fields
         record = json.loads((tmp_path / "data" / "jobs" / job / "job.json").read_text())
         assert record["runs"] == 2 and record["status"] == "done"
-
-
-def serve_command(*args):
-    return run(python("-m", "backend.cli", "serve", "--model", "tiny", *args), cwd=REPO_ROOT, timeout=JOB_S,
-               env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
-
-
-def test_non_loopback_bind_without_keys_is_refused(tmp_path):
-    result = serve_command("--bind", f"tcp://0.0.0.0:{free_port()}", "--data", str(tmp_path))
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith("iso3d: error: binding tcp://0.0.0.0")
-    assert "CURVE" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_curve_keys_admit_only_allowed_clients(tmp_path, connect):
