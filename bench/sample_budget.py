@@ -26,8 +26,9 @@ import torch  # noqa: E402
 from backend.diffusion.cameras import random_multiview_cameras  # noqa: E402
 from backend.nerf.presets import preset, set_option  # noqa: E402
 from backend.nerf.rays import camera_rays  # noqa: E402
-from bench.generate import TINY_SETTINGS, TrajectoryTrainer, build_model  # noqa: E402
+from bench.generate import TINY_SETTINGS, build_model  # noqa: E402
 from bench.known_object import TwoSpheres  # noqa: E402
+from bench.trajectory import TrajectoryTrainer  # noqa: E402
 
 
 @torch.no_grad()
