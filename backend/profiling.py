@@ -32,7 +32,7 @@ REGIONS = (
     "mesh",  # mesh extraction (intermediate or final)
     "views",  # preview renders of the field
     "checkpoint",  # the optimisation state written to disk
-    "bench.target",  # bench/generate.py only: the known object's target images
+    "bench.target",  # bench/trajectory.py only: the known object's target images
 )
 
 _recorder: RegionRecorder | None = None

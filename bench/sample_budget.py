@@ -26,8 +26,9 @@ import torch
 from backend.diffusion.cameras import random_multiview_cameras
 from backend.nerf.presets import preset, set_option
 from backend.nerf.rays import camera_rays
-from bench.generate import TINY_SETTINGS, TrajectoryTrainer, build_model
+from bench.generate import TINY_SETTINGS, build_model
 from bench.known_object import TwoSpheres
+from bench.trajectory import TrajectoryTrainer
 
 
 @torch.no_grad()

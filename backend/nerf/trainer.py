@@ -215,7 +215,7 @@ class SDSTrainer:
     def guide(self, renders: torch.Tensor, cameras: ViewCameras, lighting, codes: torch.Tensor,
               generator) -> SDSOutput:
         """The guidance loss of one step's renders [N, 3, H, W] in [0, 1] seen from ``cameras`` under
-        ``lighting`` (bench/generate.py's target guidance replaces this to make the field form a known object)."""
+        ``lighting`` (bench/trajectory.py's target guidance replaces this to make the field form a known object)."""
         return self.guidance(renders, self.context, codes, self.config.cameras.views_per_object, generator)
 
     def _kept_note(self) -> str:

@@ -14,6 +14,10 @@ from tests.helpers.waiting import wait_until
 # A tiny-model generate job streaming meshes takes ~20 s on a quiet 2-core machine and several minutes at a load
 # average of 15: the deadline only bounds how long a real hang takes to fail.
 JOB_S = 600.0
+# Generate options (the panel's JSON options) that make a tiny-model job small: 24x24 renders in both phases, a
+# 32^3 final mesh, a low density threshold so the untrained field still gives a surface.
+SMALL = {"phases.resolution_before": 24, "phases.resolution_after": 24, "mesh.resolution": 32,
+         "mesh.preview_resolution": 24, "mesh.density_threshold": 2.0}
 
 
 def describe_state() -> str:

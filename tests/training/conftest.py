@@ -1,5 +1,6 @@
 """Session fixtures of the fine-tuning tests: a small dataset in the renderer's format, tiny checkpoints of both
-kinds, and their latents/CLIP cache (built once per test process, shared by every test that asks)."""
+kinds, and their latents/CLIP cache (built once per test process, shared by every test that asks).
+The renderer tests (test_render_cli.py, test_render_workers.py) share ``objects``, the object files they render."""
 
 from __future__ import annotations
 
@@ -45,3 +46,21 @@ def dataset_cache(dataset_dir, stage1_checkpoint, tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("cache")
     assert precompute_cache(dataset_dir, stage1_checkpoint, cache, tiny=True, device="cpu") == 3
     return cache
+
+
+@pytest.fixture(scope="module")
+def objects(tmp_path_factory):
+    """Object files in one folder (tests.helpers.object_files' dataset, good and bad; its textured GLB is written
+    with bpy, so only blender-lane tests ask), plus a Z-up OBJ and an OBJ whose MTL is missing: {name: path}."""
+    import os
+
+    from tests.helpers import object_files
+
+    folder = str(tmp_path_factory.mktemp("objects"))
+    files = object_files.write_dataset(folder)
+    # The tetrahedron written Z-up into an OBJ (a Y-up format): it rests on the file's z = 0 plane.
+    files["zup"] = object_files.write_obj_as_is(os.path.join(folder, "zup.obj"), object_files.TETRA_VERTICES,
+                                                object_files.TETRA_FACES)
+    files["nomtl"] = object_files.write_obj(os.path.join(folder, "nomtl.obj"), *object_files.box_mesh(),
+                                           header="mtllib nomtl.mtl\nusemtl painted\n")
+    return files

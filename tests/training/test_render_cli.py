@@ -4,11 +4,6 @@ import gzip
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,51 +16,15 @@ pytest.importorskip("bpy")
 
 from backend.diffusion.cameras import encode_cameras  # noqa: E402
 from blender_addon.core.render_plan import (  # noqa: E402
-    RenderSettings,
     expected_files,
     is_flagged,
     normalization_transform,
 )
 from tests.helpers import object_files  # noqa: E402
-from tests.helpers.processes import run, spawn  # noqa: E402
-from tests.helpers.waiting import wait_until  # noqa: E402
+from tests.helpers.processes import run  # noqa: E402
+from tests.helpers.render_cli import SMALL, SMALL_SETTINGS, by_name, cli, run_cli  # noqa: E402
 from training.camera_codes import camera_codes, load_record  # noqa: E402
 from training.render_inputs import InputError, collect_sources, identify, shard  # noqa: E402
-
-SMALL = ["--resolution", "48", "--samples", "4", "--no-denoise", "--fixed-views", "4", "--random-views", "2"]
-SMALL_SETTINGS = RenderSettings(resolution=48, samples=4, denoise=False, fixed_views=4, random_views=2)
-
-
-def cli():
-    script = Path(sys.executable).parent / "iso3d-render"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "training.render_cli"]
-
-
-def run_cli(*args, timeout=600):
-    return run(cli() + [str(a) for a in args], timeout=timeout)
-
-
-def started_objects(out: Path) -> set[str]:
-    """Objects with at least one view rendered into their staging folder (``.partial/<shard>/<object>.<pid>.<id>``)."""
-    return {folder.name.split(".")[0] for folder in out.glob(".partial/*/*") if any(folder.glob("*.png"))}
-
-
-def by_name(entries: dict) -> dict:
-    """{file stem: object id} of manifest entries (ids are ``<stem>-<content hash>``)."""
-    return {object_id.rsplit("-", 1)[0]: object_id for object_id in entries}
-
-
-@pytest.fixture(scope="module")
-def objects(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("objects"))
-    files = object_files.write_dataset(folder)
-    # The tetrahedron written Z-up into an OBJ (a Y-up format): it rests on the file's z = 0 plane.
-    files["zup"] = object_files.write_obj_as_is(os.path.join(folder, "zup.obj"), object_files.TETRA_VERTICES,
-                                                object_files.TETRA_FACES)
-    files["nomtl"] = object_files.write_obj(os.path.join(folder, "nomtl.obj"), *object_files.box_mesh(),
-                                           header="mtllib nomtl.mtl\nusemtl painted\n")
-    return files
-
 
 @pytest.fixture(scope="module")
 def dataset(objects, tmp_path_factory):
@@ -161,99 +120,6 @@ def test_json_converts_to_the_model_camera_encoding(dataset):
         camera_codes(record, "opencv")
 
 
-def children_of(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def test_killing_the_driver_alone_stops_its_workers_and_a_rerun_completes_every_object(objects, tmp_path):
-    folder = tmp_path / "many"
-    folder.mkdir()
-    count = 12  # enough that a quiet, fast machine cannot finish them all before the kill
-    tetra = Path(objects["tetra"]).read_text()
-    for k in range(count):
-        (folder / f"object{k:02d}.obj").write_text(f"# copy {k}\n{tetra}")  # other content: other objects
-    out = tmp_path / "out"
-    args = cli() + [str(folder), "--out", str(out), "--workers", "1", "--no-progress", *SMALL]
-    process = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # killed mid-way through an object: one is finished and the next has views in its staging folder
-        wait_until(lambda: list(out.glob("object00-*/cameras.json"))
-                   and [name for name in started_objects(out) if not name.startswith("object00-")],
-                   600, "object00 finished and the next object started")
-        workers = children_of(process.pid)
-        assert workers, "the driver has no worker processes"
-        os.kill(process.pid, signal.SIGKILL)  # the driver only, as `kill -9 <pid>` or an OOM kill would
-        process.wait()
-        # the kernel's parent-death signal is immediate; 30 s for a loaded machine
-        wait_until(lambda: not any(alive(pid) for pid in workers), 30, "the render workers of the killed driver to die")
-    finally:
-        process.kill_group()
-    finished = sorted(p for p in out.iterdir() if p.name.startswith("object"))
-    assert 1 <= len(finished) < count
-    for path in finished:  # everything that looks finished is complete
-        assert sorted(os.listdir(path)) == sorted(expected_files(SMALL_SETTINGS))
-    # A done folder damaged afterwards (a lost file) is found on resume and rendered again.
-    damaged = finished[-1]
-    (damaged / "random_001.png").unlink()
-    kept_mtime = (finished[0] / "cameras.json").stat().st_mtime_ns
-    result = run_cli(folder, "--out", out, "--workers", 1, *SMALL)
-    assert result.returncode == 0, result.stderr
-    assert f"{len(finished) - 1} already done (1 broken folder(s) removed)" in result.stderr
-    assert f"{damaged.name} is incomplete (1 of {len(expected_files(SMALL_SETTINGS))} files missing" in result.stderr
-    ids = sorted(p.name for p in out.iterdir() if p.name.startswith("object"))
-    assert [i.rsplit("-", 1)[0] for i in ids] == [f"object{k:02d}" for k in range(count)]
-    for object_id in ids:
-        assert sorted(os.listdir(out / object_id)) == sorted(expected_files(SMALL_SETTINGS))
-        json.loads((out / object_id / "cameras.json").read_text())
-    if len(finished) > 1:
-        assert (finished[0] / "cameras.json").stat().st_mtime_ns == kept_mtime  # not rendered twice
-    assert sorted(json.loads((out / "manifest.json").read_text())["done"]) == ids
-    assert not list((out / ".partial").rglob("*.*"))
-    again = run_cli(folder, "--out", out, *SMALL)  # nothing left to do
-    assert again.returncode == 0 and f"{count} already done" in again.stderr
-    changed = run_cli(folder, "--out", out, "--resolution", 64)
-    assert changed.returncode == 2 and "other settings" in changed.stderr
-
-
-def test_sigterm_to_the_driver_stops_its_workers_and_saves_the_manifest(objects, tmp_path):
-    folder = tmp_path / "many"
-    folder.mkdir()
-    tetra = Path(objects["tetra"]).read_text()
-    for k in range(8):
-        (folder / f"object{k:02d}.obj").write_text(f"# copy {k}\n{tetra}")
-    out = tmp_path / "out"
-    with spawn(cli() + [folder, "--out", out, "--workers", 1, "--no-progress", *SMALL], stdout=subprocess.DEVNULL,
-               stderr=subprocess.PIPE, text=True) as process:
-        wait_until(lambda: list(out.glob("object00-*/cameras.json")) and children_of(process.pid), 600,
-                   "object00 finished")
-        workers = children_of(process.pid)
-        os.kill(process.pid, signal.SIGTERM)  # a scheduler's stop, to the driver only
-        _, stderr = process.communicate(timeout=120)
-        wait_until(lambda: not [pid for pid in workers if alive(pid)], 60, "the workers to exit")
-    assert process.returncode == 143 and "interrupted; run the same command again to resume" in stderr
-    finished = sorted(p.name for p in out.iterdir() if p.name.startswith("object"))
-    assert finished and sorted(json.loads((out / "manifest.json").read_text())["done"]) == finished
-    for name in finished:
-        assert sorted(os.listdir(out / name)) == sorted(expected_files(SMALL_SETTINGS))
-
-
 TINY = ["--resolution", "16", "--samples", "1", "--no-denoise", "--fixed-views", "1", "--random-views", "0"]
 
 
@@ -333,21 +199,6 @@ def test_up_axis_z_sphere_normalisation_and_an_exactly_white_background(objects,
     assert drawn_total > 300 and inside / drawn_total > 0.97 and inside_lying / drawn_total < 0.8
 
 
-def test_objects_over_the_time_limit_fail_and_the_worker_is_replaced(objects, tmp_path):
-    out = tmp_path / "out"
-    started = time.monotonic()
-    result = run_cli(objects["tetra"], objects["box"], "--out", out, "--workers", 1, "--time-limit", 2,
-                     "--samples", 100000, "--resolution", 128, "--fixed-views", 1, "--random-views", 0)
-    assert result.returncode == 1, result.stderr
-    failed = json.loads((out / "manifest.json").read_text())["failed"]
-    assert sorted(by_name(failed)) == ["box", "tetra"]
-    assert all("timed out" in entry["reason"] for entry in failed.values())
-    # two 2 s limits plus two worker starts (bpy imports: up to a minute each on a loaded 2-core machine); the
-    # 100000-sample renders themselves would take far longer
-    assert time.monotonic() - started < 300
-    assert not [p for p in out.iterdir() if not p.name.startswith(".") and p.name != "manifest.json"]
-
-
 def test_objaverse_uids_resolve_through_the_objaverse_cache(objects, tmp_path):
     uid, unknown = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
     cache = tmp_path / "objaverse"
@@ -418,43 +269,3 @@ def test_shards_split_the_sources_without_overlap_and_ids_follow_content(objects
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no object files"):
         identify(collect_sources([str(tmp_path / "empty")]), key="")
-
-
-@pytest.mark.integration
-@pytest.mark.slow  # a local Ray instance takes 10-20 s to start on a loaded 2-core machine
-def test_ray_renders_one_task_per_object_and_retries_an_object_whose_worker_was_killed(objects, tmp_path):
-    pytest.importorskip("ray")
-    folder = tmp_path / "objects"
-    folder.mkdir()
-    tetra = Path(objects["tetra"]).read_text()
-    for k in range(3):
-        (folder / f"object{k}.obj").write_text(f"# copy {k}\n{tetra}")
-    out = tmp_path / "out"
-    staging = out / ".partial" / "shard-00000-of-00001"
-    args = cli() + [str(folder), "--out", str(out), "--no-progress", *SMALL, "--samples", "16",
-                    "--ray", "--workers", "2", "--retries", "1"]
-    with spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
-
-        def kill_a_rendering_worker():
-            for lock in staging.glob("*.lock") if staging.is_dir() else []:
-                try:
-                    pid = int(lock.read_text().split()[0])  # "<pid> <host>"
-                except (OSError, ValueError, IndexError):
-                    continue
-                if pid and alive(pid):
-                    os.kill(pid, signal.SIGKILL)  # a Ray worker, mid-object
-                    return lock.name.split(".", 1)[0]
-            if process.poll() is not None:
-                raise AssertionError("the run ended before any object was seen rendering")
-            return None
-
-        # Ray's start and bpy's import in each worker on a loaded 2-core machine
-        killed = wait_until(kill_a_rendering_worker, 600, "an object rendering in a Ray worker", poll=0.02)
-        _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert not manifest["failed"] and killed in manifest["done"]
-    assert sorted(by_name(manifest["done"])) == ["object0", "object1", "object2"]
-    for object_id in manifest["done"]:
-        assert sorted(os.listdir(out / object_id)) == sorted(expected_files(SMALL_SETTINGS))
-    assert not list(staging.iterdir())  # the killed attempt's staging folder and lock are gone

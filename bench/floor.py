@@ -1,0 +1,62 @@
+"""The trajectory benchmark's floor (bench/generate.py): the guidance UNet and the VAE encoder of a phase-2 step,
+timed alone in the same process as the runs (milliseconds)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from backend.nerf.presets import GenerateConfig
+from bench.trajectory import synchronize
+
+
+def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, warmup: int) -> dict[str, float]:
+    """The phase-2 step's floor: one guidance UNet call ([uncond; cond] x views) at the latent size plus the VAE
+    encoder forward and backward of the views at ``latent_resolution_input`` (the model as the run uses it)."""
+    from backend.diffusion.precision import guidance_autocast_dtype
+    from backend.models.vae import encode_latents
+
+    views = config.cameras.views_per_object * config.phases.objects_after
+    size = config.guidance.latent_resolution_input
+    latent = size // 8
+    dtype = next(model.unet.parameters()).dtype if isinstance(model.unet, torch.nn.Module) else torch.float32
+    context = torch.randn(2 * views, 1, model.unet_context_dim, device=device, dtype=dtype)
+    x = torch.randn(2 * views, 4, latent, latent, device=device, dtype=dtype)
+    t = torch.full((2 * views,), 500, device=device)
+    camera = torch.randn(2 * views, 16, device=device, dtype=dtype)
+    images = torch.rand(views, 3, size, size, device=device) * 2 - 1
+    autocast = device.type == "cuda" and config.run.mixed_precision
+    compute_dtype = guidance_autocast_dtype(dtype)  # the trainer's choice (backend.diffusion.precision)
+
+    def unet():
+        with torch.no_grad(), torch.autocast(device.type, compute_dtype, enabled=autocast):
+            model.unet(x, t, context=context, camera=camera, num_frames=config.cameras.views_per_object)
+
+    compiled_moments = getattr(model, "vae_encoder_moments", None)
+
+    def vae(moments=compiled_moments):
+        source = images.clone().requires_grad_(True)
+        with torch.autocast(device.type, compute_dtype, enabled=autocast):
+            latents = encode_latents(model.vae, source, moments=moments)
+        latents.float().square().sum().backward()
+
+    def timed(fn) -> float:
+        for _ in range(warmup):
+            fn()
+        synchronize(device)
+        times = []
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append((time.perf_counter() - begin) * 1e3)
+        return statistics.median(times)
+
+    unet_ms, vae_ms = timed(unet), timed(vae)
+    floor = {"floor_unet_ms": round(unet_ms, 2), "floor_vae_ms": round(vae_ms, 2), "floor_ms": round(unet_ms + vae_ms, 2),
+             "vae_encoder_compiled": compiled_moments is not None}
+    if compiled_moments is not None:  # what the compile gains: the same forward and backward, eager
+        floor["floor_vae_eager_ms"] = round(timed(lambda: vae(None)), 2)
+    return floor
