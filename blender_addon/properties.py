@@ -32,7 +32,7 @@ class Isotropic3DGenerateProperties(bpy.types.PropertyGroup):
                                  default=0, min=0, max=100_000)
     preview_steps: bpy.props.IntProperty(name="Preview steps", description="Denoising steps of the preview",
                                          default=50, min=1, max=1000)
-    seed: bpy.props.IntProperty(name="Seed", description="Same seed, same result", default=0, min=0)
+    seed: bpy.props.IntProperty(name="Seed", description="Same seed, same result", default=22, min=0)
     guidance: bpy.props.FloatProperty(name="Guidance", description="Classifier-free guidance scale of the preview",
                                       default=10.0, min=0.0, max=100.0)
     sds_guidance: bpy.props.FloatProperty(name="SDS guidance",

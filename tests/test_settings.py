@@ -78,7 +78,7 @@ def test_the_service_reads_todays_and_earlier_keys_alike():
 def test_described_defaults_are_the_dataclass_defaults():
     described = describe(PreviewSettings())
     assert {key: entry["default"] for key, entry in described.items()} == {
-        "num_views": 4, "steps": 50, "guidance_scale": 10.0, "eta": 1.0, "seed": 0, "elevation": 15.0,
+        "num_views": 4, "steps": 50, "guidance_scale": 10.0, "eta": 1.0, "seed": 22, "elevation": 15.0,
         "azimuth_start": 0.0, "camera_encoding": None, "reference_frame": False}
     assert described["camera_encoding"]["type"] == "choice"
     assert describe(FinishOptions())["lods"]["type"] == "str"  # a sequence travels as comma-separated text
@@ -179,8 +179,6 @@ def test_the_addon_starts_with_the_backends_defaults():
     assert not differing, differing
 
 
-@pytest.mark.xfail(strict=True, reason="one Seed property is sent as the preview's seed (default 0) and a "
-                   "generation's run.seed (default 22): the backend has two defaults for what the panel shows as one")
 def test_a_property_sent_to_several_job_kinds_has_one_backend_default():
     differing = addon_defaults_differing_from_the_backends(shared=True)
     assert not differing, differing
