@@ -76,6 +76,8 @@ class BackendClient:
         self.link_up = False  # the transport is connected now (from the socket's monitor)
         self.links = 0  # how many times the transport came up; > 1 means it reconnected (a restarted backend)
         self.outbox: deque[list[bytes]] = deque()
+        # messages received by a wait_for after the one it waited for: the next poll returns them first
+        self.unread: deque[protocol.Message] = deque()
         self.welcome: protocol.Message | None = None
         self.last_reply: float | None = None
 
@@ -183,7 +185,8 @@ class BackendClient:
 
         self._watch_link()
         self._flush()
-        messages = []
+        messages = list(self.unread)
+        self.unread.clear()
         for _ in range(max_messages):
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
@@ -205,11 +208,15 @@ class BackendClient:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.socket.poll(50, zmq.POLLIN)
-            for message in self.poll():
+            if not self.unread:
+                self.socket.poll(50, zmq.POLLIN)
+            messages = self.poll()
+            for index, message in enumerate(messages):
                 if collected is not None:
                     collected.append(message)
                 if predicate(message):
+                    # what came in the same batch after it is kept for the next poll/wait_for, never dropped
+                    self.unread.extendleft(reversed(messages[index + 1:]))
                     return message
         raise TimeoutError(f"no matching message from {self.address} within {timeout:.0f} s")
 
