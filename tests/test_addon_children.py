@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers.backend import free_port
 from tests.helpers.paths import REPO_ROOT
-from tests.helpers.processes import python, spawn
+from tests.helpers.processes import alive, python, spawn
 from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -50,14 +50,6 @@ child = ("import os, time\\nfrom blender_addon.core.parent_watch import exit_wit
 sys.exit(subprocess.Popen([sys.executable, "-c", child], env=child_environment()).wait())  # its stdout closes
 """
 
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a running process (a zombie waiting for its reaper counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def kill_parent_and_wait_for(parent: subprocess.Popen, child: int) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from tests.helpers.paths import REPO_ROOT
-from tests.helpers.processes import python, run, spawn
+from tests.helpers.processes import alive, python, run, spawn
 from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -27,14 +27,6 @@ time.sleep(600)
 # Starting a Python interpreter takes well under a second on a quiet machine, seconds under heavy load.
 DEADLINE_S = 120
 
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a running process (a zombie waiting for its reaper counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_child_dies_when_its_test_process_is_killed():

@@ -77,3 +77,12 @@ def run(args, *, timeout: float, input: str | None = None, **kwargs) -> subproce
 def python(*args) -> list[str]:
     """The command line of this interpreter running ``args`` (``-m module ...``, ``-c code``, a script)."""
     return [sys.executable, *map(str, args)]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie waiting for its reaper counts as dead; Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # gone (a process vanishing while its stat is read raises ESRCH, not ENOENT)
+        return False

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.blender, pytest.mark.integration]
 pytest.importorskip("bpy")
 
 from blender_addon.core.render_plan import expected_files  # noqa: E402
-from tests.helpers.processes import spawn  # noqa: E402
+from tests.helpers.processes import alive, spawn  # noqa: E402
 from tests.helpers.render_cli import SMALL, SMALL_SETTINGS, by_name, cli, run_cli  # noqa: E402
 from tests.helpers.waiting import wait_until  # noqa: E402
 
@@ -39,12 +39,6 @@ def children_of(pid: int) -> list[int]:
                 found.append(int(entry))
     return found
 
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_killing_the_driver_alone_stops_its_workers_and_a_rerun_completes_every_object(objects, tmp_path):
