@@ -183,6 +183,9 @@ class RadianceField(nn.Module):
         self.albedo_mlp = mlp(self.encoding.output_dim, 3, config.mlp_width, config.mlp_hidden_layers)
         self._compiled = None
         self._compiled_with_normals = None
+        # The MLPs' autocast dtype (None: none). The trainer sets float16 on CUDA under ``run.mixed_precision``,
+        # the reference's ``16-mixed`` (its VanillaMLP ran under float16 autocast); outputs keep the points' dtype.
+        self.mlp_autocast_dtype: torch.dtype | None = None
 
     def grid_parameters(self) -> list[nn.Parameter]:
         return list(self.encoding.parameters())
@@ -220,14 +223,25 @@ class RadianceField(nn.Module):
         """The density bias at ``distance`` = |x| from the centre."""
         return self.config.blob_density * (1.0 - distance / self.config.blob_radius)
 
+    def _mlp_precision(self, points: torch.Tensor):
+        """The MLPs' autocast (a no-op context without ``mlp_autocast_dtype``)."""
+        dtype = self.mlp_autocast_dtype
+        return torch.autocast(points.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
     def _density_from_features(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        raw = self.density_mlp(features)[..., 0]
-        return F.softplus(raw + self._blob(points.norm(dim=-1)))
+        with self._mlp_precision(points):
+            raw = self.density_mlp(features)[..., 0]
+        return F.softplus(raw.to(points.dtype) + self._blob(points.norm(dim=-1)))
+
+    def _albedo_from_features(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        with self._mlp_precision(points):
+            raw = self.albedo_mlp(features)
+        return torch.sigmoid(raw.to(points.dtype))
 
     def _evaluate(self, points: torch.Tensor, with_albedo: bool = True):
         features = self._encode(points)
         density = self._density_from_features(points, features)
-        albedo = torch.sigmoid(self.albedo_mlp(features)) if with_albedo else None
+        albedo = self._albedo_from_features(points, features) if with_albedo else None
         return density, albedo
 
     def _evaluate_with_normals(self, points: torch.Tensor):
@@ -236,15 +250,16 @@ class RadianceField(nn.Module):
         inside = ((scaled >= 0.0) & (scaled <= 1.0)).to(points.dtype)  # the clamp's derivative
         features, feature_gradient = self.encoding(scaled.clamp(0.0, 1.0), with_gradient=True)
         feature_gradient = feature_gradient * (inside * (0.5 / self.radius))[:, :, None]  # d/d points
-        raw, raw_gradient = mlp_with_tangents(self.density_mlp, features, feature_gradient)
+        with self._mlp_precision(points):
+            raw, raw_gradient = mlp_with_tangents(self.density_mlp, features, feature_gradient)
+        raw, raw_gradient = raw.to(points.dtype), raw_gradient.to(points.dtype)
         distance = points.norm(dim=-1)
         blob = self._blob(distance)
         blob_gradient = -self.config.blob_density / self.config.blob_radius * points / distance.clamp(min=1e-12)[:, None]
         density = F.softplus(raw[..., 0] + blob)
         # grad density = sigmoid(raw + blob) * (grad raw + grad blob); the positive factor drops out of the normal
         normals = F.normalize(-(raw_gradient[..., 0] + blob_gradient), dim=-1)
-        albedo = torch.sigmoid(self.albedo_mlp(features))
-        return density, albedo, normals
+        return density, self._albedo_from_features(points, features), normals
 
     def _run(self, points: torch.Tensor, with_albedo: bool = True):
         if self._compiled is not None and points.shape[0] > 0:

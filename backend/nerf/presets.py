@@ -144,8 +144,8 @@ class RunConfig:
                                     help="optimisation state saved every N steps (and on cancel/failure)")
     views_resolution: int = setting(128, min=8, max=1024, help="preview render size (pixels)")
     turntable_views: int = setting(8, min=1, max=64, help="views of the final turntable")
-    mixed_precision: bool = setting(True, help="autocast of the VAE and UNet on CUDA "
-                                   "(backend.diffusion.precision)")
+    mixed_precision: bool = setting(True, help="float16 autocast of the VAE, the UNet and the field's MLPs on "
+                                   "CUDA, the reference's 16-mixed (backend.diffusion.precision)")
     max_gpu_memory: float = setting(0.0, min=0.0, max=100_000.0,
                                     help="GiB of GPU memory the run may use (0: the device's); a run that cannot fit "
                                     "is refused at the start naming a preset that fits, one that fits only so "

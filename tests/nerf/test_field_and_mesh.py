@@ -59,6 +59,32 @@ def test_analytic_normals_equal_the_autograd_reference_in_value_and_gradient(pub
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
 
 
+def test_float16_mlps_give_float32_outputs_near_the_float32_field_and_float32_gradients():
+    """``mlp_autocast_dtype`` (the trainer's float16 MLPs on CUDA under ``run.mixed_precision``): outputs stay
+    float32 and within float16 rounding of the float32 field, and the parameters' gradients stay float32 (the
+    optimiser's master weights). CPU autocast runs the same float16 matmuls as CUDA's."""
+    torch.manual_seed(1)
+    field = RadianceField(small_config().field)
+    with torch.no_grad():  # features large enough that the MLPs' outputs and the normals vary
+        field.encoding.table.uniform_(-1.0, 1.0)
+    points = (torch.rand(3000, 3, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8)
+    plain = field(points, with_normals=True)
+    field.mlp_autocast_dtype = torch.float16
+    half = field(points, with_normals=True)
+    assert all(value.dtype == torch.float32 for value in half)
+    density, albedo, normals = half
+    # float16 keeps 11 significant bits (relative rounding 2^-11 ~ 5e-4 a value); through two 64-wide layers the
+    # sums' rounding stays a few times that
+    torch.testing.assert_close(density, plain[0], rtol=5e-3, atol=1e-3)
+    torch.testing.assert_close(albedo, plain[1], rtol=0, atol=2e-3)
+    angle = torch.rad2deg(torch.acos((normals * plain[2]).sum(dim=-1).clamp(-1.0, 1.0)))
+    # the direction of a near-zero gradient is ill-conditioned, so a few points turn more than the rest
+    assert angle.median() < 0.1 and torch.quantile(angle, 0.99) < 1.0 and angle.max() < 10.0
+    assert not torch.equal(density, plain[0])  # the float16 path really ran
+    (density.sum() + albedo.sum() + normals[:, 0].sum()).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in field.parameters())
+
+
 @pytest.mark.slow
 def test_compiled_field_equals_the_plain_torch_field():
     torch.manual_seed(0)
