@@ -8,7 +8,6 @@ object's mesh and material in place when the result streams back. Running it aga
 
 import bpy
 
-from .core.connection import ConnectionRefused
 from .core.job_settings import finish_settings
 from .preferences import session_settings
 from .scene_sync import FINISH_JOB_PROPERTY, JOB_PROPERTY, LOD_OF_PROPERTY
@@ -49,7 +48,7 @@ class ISO3D_OT_finish(bpy.types.Operator):
                                  "before finishing")
             settings = finish_settings(scene.iso3d_finish, obj[JOB_PROPERTY])
             SESSION.submit(context, session_settings(context), "finish", None, settings, obj.name)
-        except (ValueError, ConnectionRefused, ConnectionError) as error:
+        except (ValueError, ConnectionError) as error:
             scene.iso3d_job.last_error = str(error)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}

@@ -12,7 +12,6 @@ from .core.addresses import AddressError, is_loopback
 from .image_input import ImageInputError, prepare_input
 from .core.job_settings import changed_settings
 from .core.local_backend import LocalBackendError, serve_command
-from .core.connection import ConnectionRefused
 from .preferences import addon_preferences, backend_address, local_data_folder, session_settings
 from .session import SESSION
 
@@ -83,7 +82,7 @@ class _Submit:
                 object_name = target.name if target is not None else _unique_object_name(f"Isotropic3D {prepared.name}")
             SESSION.submit_when_ready(context, session_settings(context), self.kind, prepared, job_settings,
                                       object_name)
-        except (ImageInputError, ConnectionRefused, ValueError, ConnectionError) as error:
+        except (ImageInputError, ValueError, ConnectionError) as error:  # ConnectionRefused (preferences) is one
             context.scene.iso3d_job.last_error = str(error)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -142,7 +141,7 @@ class ISO3D_OT_cancel(bpy.types.Operator):
     def execute(self, context):
         try:
             SESSION.cancel(context, session_settings(context), self.job.strip())
-        except (ValueError, ConnectionRefused, ConnectionError) as error:
+        except (ValueError, ConnectionError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Isotropic3D: cancelling {self.job.strip() or context.scene.iso3d_job.job_kind or 'the job'}")
@@ -167,7 +166,7 @@ class ISO3D_OT_resume(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             SESSION.resume(context, session_settings(context), job)
-        except (ValueError, ConnectionRefused, ConnectionError) as error:
+        except (ValueError, ConnectionError) as error:
             state.last_error = str(error)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -188,7 +187,7 @@ class ISO3D_OT_connect(bpy.types.Operator):
     def execute(self, context):
         state = context.scene.iso3d_job
         job = self.job.strip() or state.job_id
-        if job != state.job_id and (state.active or state.request):
+        if job != state.job_id and busy_reason(context.scene):
             self.report({"ERROR"}, busy_reason(context.scene))  # it would leave the running job unseen
             return {"CANCELLED"}
         try:
@@ -196,7 +195,7 @@ class ISO3D_OT_connect(bpy.types.Operator):
             SESSION.connect(context, settings, force=True)
             if job:
                 SESSION.attach(context, settings, job)
-        except (ConnectionRefused, ConnectionError) as error:
+        except ConnectionError as error:
             context.scene.iso3d_job.last_error = str(error)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -214,7 +213,7 @@ class ISO3D_OT_refresh_jobs(bpy.types.Operator):
     def execute(self, context):
         try:
             SESSION.refresh_jobs(context, session_settings(context))
-        except (ConnectionRefused, ConnectionError) as error:
+        except ConnectionError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         return {"FINISHED"}
@@ -239,7 +238,7 @@ class ISO3D_OT_start_local_backend(bpy.types.Operator):
             )
             SESSION.local_backend.start(command, local_data_folder(context))
             SESSION.connect(context, session_settings(context), force=True)
-        except (LocalBackendError, ConnectionRefused, AddressError, OSError) as error:
+        except (LocalBackendError, AddressError, OSError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Isotropic3D: starting a local backend at {address}")
