@@ -99,18 +99,28 @@ def _weight_gradients(wx, wy, wz, scale, cx: tl.constexpr, cy: tl.constexpr, cz:
 
 
 @triton.jit
-def _encode_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features_ptr, gradient_ptr, n_points,
-                   LEVELS: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
-                   WITH_GRADIENT: tl.constexpr, BLOCK_POINTS: tl.constexpr):
+def _level_block(x_ptr, scales_ptr, layout_ptr, n_points, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
+                 BLOCK_POINTS: tl.constexpr):
+    """What both kernels start with: this program's points and level, the live-point mask, the feature columns
+    and their mask, the points' cells at the level, and the level's layout (table offset, dense side, hash mask)."""
     level = tl.program_id(1)
     points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
     live = points < n_points
     feature = tl.arange(0, FEATURES_P2)
-    store_mask = live[:, None] & (feature < FEATURES)[None, :]
+    live_mask = live[:, None] & (feature < FEATURES)[None, :]
     bx, by, bz, fx, fy, fz, scale = _cell(x_ptr, scales_ptr, points, live, level)
     offset = tl.load(layout_ptr + level * 3)
     side = tl.load(layout_ptr + level * 3 + 1)
     mask = tl.load(layout_ptr + level * 3 + 2)
+    return level, points, feature, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask
+
+
+@triton.jit
+def _encode_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features_ptr, gradient_ptr, n_points,
+                   LEVELS: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
+                   WITH_GRADIENT: tl.constexpr, BLOCK_POINTS: tl.constexpr):
+    level, points, feature, store_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _level_block(
+        x_ptr, scales_ptr, layout_ptr, n_points, FEATURES, FEATURES_P2, BLOCK_POINTS)
     acc = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
     grad_x = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
     grad_y = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
@@ -141,15 +151,8 @@ def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, gra
                            n_points, LEVELS: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
                            HAS_GRAD_FEATURES: tl.constexpr, HAS_GRAD_GRADIENT: tl.constexpr,
                            BLOCK_POINTS: tl.constexpr):
-    level = tl.program_id(1)
-    points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
-    live = points < n_points
-    feature = tl.arange(0, FEATURES_P2)
-    live_mask = live[:, None] & (feature < FEATURES)[None, :]
-    bx, by, bz, fx, fy, fz, scale = _cell(x_ptr, scales_ptr, points, live, level)
-    offset = tl.load(layout_ptr + level * 3)
-    side = tl.load(layout_ptr + level * 3 + 1)
-    mask = tl.load(layout_ptr + level * 3 + 2)
+    level, points, feature, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _level_block(
+        x_ptr, scales_ptr, layout_ptr, n_points, FEATURES, FEATURES_P2, BLOCK_POINTS)
     width = LEVELS * FEATURES
     column = level * FEATURES + feature[None, :]
     in_rows = points.to(tl.int64)[:, None]
