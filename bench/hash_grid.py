@@ -97,6 +97,20 @@ def measure(name: str, grid: HashGrid, encode, x01, with_rows: bool, output_grad
     return result
 
 
+def points_for(args, count: int, device: torch.device) -> torch.Tensor:
+    """[count, 3] in the unit cube: uniform, or with ``--ray-ordered`` in runs of 8 consecutive samples along random
+    rays one render step apart (the default renderer's 1.732 * 2 / 512 world units, 1/2 of it in the unit cube), in
+    the order the renderer packs a step's samples."""
+    generator = torch.Generator(device).manual_seed(0)
+    if not args.ray_ordered:
+        return torch.rand(count, 3, device=device, generator=generator)
+    rays = (count + 7) // 8
+    origins = torch.rand(rays, 1, 3, device=device, generator=generator)
+    directions = torch.nn.functional.normalize(torch.randn(rays, 1, 3, device=device, generator=generator), dim=-1)
+    steps = torch.arange(8, device=device, dtype=torch.float32)[None, :, None] * (1.732 / 512)
+    return (origins + directions * steps).reshape(-1, 3)[:count].clamp(0.0, 1.0).contiguous()
+
+
 def benchmark(args, device: torch.device) -> dict:
     settings = grid_settings(args.levels)
     reference = HashGrid(**settings, encoding="torch").to(device)
@@ -105,13 +119,20 @@ def benchmark(args, device: torch.device) -> dict:
         reference.table.uniform_(-1.0, 1.0)
         fused.table.copy_(reference.table)
     implementations = [("torch", reference, reference.forward), ("triton", fused, fused.forward)]
+    if device.type == "cuda":  # the table gradient with one atomic add per point and corner (before run merging)
+        from backend.nerf import hash_grid_kernels
+
+        def unmerged(x01, with_rows):
+            hash_grid_kernels.MERGE_RUNS = False
+            return fused.forward(x01, with_rows)
+        implementations.append(("triton_unmerged", fused, unmerged))
     if args.compiled:
         compiled_grid = HashGrid(**settings, encoding="torch").to(device)
         compiled_grid.load_state_dict(reference.state_dict())
         implementations.insert(1, ("torch_compiled", compiled_grid, torch.compile(compiled_grid.forward, dynamic=True)))
     rows = []
     for points in args.points:
-        x01 = torch.rand(points, 3, device=device)
+        x01 = points_for(args, points, device)
         for with_rows in (False, True):
             width = reference.output_dim
             grads = (torch.randn(points, width, device=device),) + \
@@ -125,6 +146,8 @@ def benchmark(args, device: torch.device) -> dict:
             for name, grid, encode in implementations:
                 started = time.perf_counter()
                 row = measure(name, grid, encode, x01, with_rows, grads, device, args)
+                if name == "triton_unmerged":
+                    hash_grid_kernels.MERGE_RUNS = True
                 row["max_abs_difference_from_torch"] = differences if name == "triton" else None
                 row["seconds"] = round(time.perf_counter() - started, 2)
                 rows.append(row)
@@ -135,7 +158,8 @@ def benchmark(args, device: torch.device) -> dict:
             del grads
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return {"grid": settings, "warmup": args.warmup, "repeats": args.repeats, "results": rows}
+    return {"grid": settings, "warmup": args.warmup, "repeats": args.repeats, "ray_ordered": args.ray_ordered,
+            "results": rows}
 
 
 def compile_check() -> dict:
@@ -154,8 +178,8 @@ def compile_check() -> dict:
                                           "gradient_ptr"), {"WITH_GRADIENT": flag}) for flag in (False, True)]
     variants += [(kernels._table_gradient_kernel, ("x_ptr", "scales_ptr", "layout_ptr", "grad_features_ptr",
                                                    "grad_gradient_ptr", "table_grad_ptr"),
-                  {"HAS_GRAD_FEATURES": features, "HAS_GRAD_GRADIENT": rows})
-                 for features, rows in ((True, False), (True, True), (False, True))]
+                  {"HAS_GRAD_FEATURES": features, "HAS_GRAD_GRADIENT": rows, "MERGE_RUNS": merge})
+                 for features, rows in ((True, False), (True, True), (False, True)) for merge in (True, False)]
     for kernel, pointer_names, flags in variants:
         signature = {name: ("*i64" if name == "layout_ptr" else kind) for name, kind in zip(pointer_names, pointers)}
         signature["n_points"] = "i32"
@@ -184,6 +208,8 @@ def main() -> int:
     parser.add_argument("--points", type=lambda text: [int(n) for n in text.split(",")], default=[1 << 20, 1 << 22],
                         help="comma-separated point counts (default 1048576,4194304)")
     parser.add_argument("--levels", type=int, default=None, help="fewer levels than FieldConfig's 16 (smoke runs)")
+    parser.add_argument("--ray-ordered", action="store_true",
+                        help="points in runs along rays, as a step's samples come (default: uniform)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--compiled", action="store_true", help="also torch.compile the torch path (compiles ~1 min)")
