@@ -46,6 +46,7 @@ from backend.diffusion.preview import PreviewSettings
 from backend.events import MeshUpdate
 from backend.imaging import decode_image, prepare_preview_image
 from backend.service.inputs import prepare_input
+from backend.service.job_kinds import generate_config
 from backend.service.messages import event_frames
 from backend.service.server import BackendServer
 from bench.preview_service import (TINY_WARMUP_GENERATE, bare_preview, service_latencies, synthetic_input_png,
@@ -166,6 +167,10 @@ def main(argv: list[str] | None = None) -> dict:
                         help="first-mesh: cancel the job after its first mesh (keeps GPU time short)")
     parser.add_argument("--empty-mesh-points", type=int, default=2,
                         help="with --until first-mesh: give up after this many empty mesh points")
+    parser.add_argument("--warmup-phases", default="all", choices=["all", "first"],
+                        help="all: the warm-up of `iso3d serve` (SDS steps at each phase's shapes); first: phase 1's "
+                        "only (the first mesh comes long before phase 2; saves phase 2's cold compile, ~90 s on an "
+                        "H200)")
     parser.add_argument("--preview-steps", type=int, default=50)
     parser.add_argument("--preview-repeats", type=int, default=5, help="0: no preview measurement")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -180,18 +185,19 @@ def main(argv: list[str] | None = None) -> dict:
     compiled = args.compile not in ("off", "auto") or (args.compile == "auto" and device.type == "cuda")
     settings = {"preset": "tiny" if args.tiny else args.preset, **(TINY_SETTINGS if args.tiny else GPU_SETTINGS)}
     settings.update(item.split("=", 1) for item in args.set)
-    from backend.service.job_kinds import generate_config
-
     mesh_every = generate_config(settings).run.mesh_every
     info = {"date": time.strftime("%Y-%m-%d"), "commit": commit(), "machine": platform.node(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "model": model.name + (" tiny" if args.tiny else " (random weights)"),
-            "compile": args.compile, "settings": settings, "mesh_every": mesh_every, "until": args.until,
+            "torch": torch.__version__, "model": model.name, "compile": args.compile,
+            "warmup_phases": args.warmup_phases, "settings": settings, "mesh_every": mesh_every, "until": args.until,
             "model_setup_s": elapsed(started)}
     png = synthetic_input_png()
     with tempfile.TemporaryDirectory(prefix="iso3d-service-bench-") as data:
+        warmup_settings = dict(TINY_WARMUP_GENERATE) if args.tiny else {}
+        if args.warmup_phases == "first":
+            warmup_settings["phases.switch_at"] = 1.0  # the switch at the last step: phase 1 only is warmed
         server = BackendServer(model, data, "tcp://127.0.0.1:*", warmup=compiled,
-                               warmup_generate_settings=TINY_WARMUP_GENERATE if args.tiny else None)
+                               warmup_generate_settings=warmup_settings or None)
         thread = threading.Thread(target=server.serve_forever, name="iso3d-bench-server", daemon=True)
         thread.start()
         client = BackendClient(server.endpoint.replace("0.0.0.0", "127.0.0.1"))
