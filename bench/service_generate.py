@@ -74,7 +74,10 @@ def generate_timeline(client: BackendClient, png: bytes, settings: dict, mesh_ev
     deadline = time.monotonic() + answer_s
 
     def next_message(predicate):
-        return client.wait_for(predicate, max(0.1, deadline - time.monotonic()))
+        left = deadline - time.monotonic()
+        if left <= 0:  # messages that keep coming must not carry the job past its deadline
+            raise TimeoutError(f"the generate job was still running after {answer_s:.0f} s")
+        return client.wait_for(predicate, left)
 
     client.submit("generate", png, settings)
     accepted = next_message(lambda m: m.type in ("accepted", "error"))
