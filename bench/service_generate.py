@@ -17,10 +17,13 @@ progress showed that none would (``faces`` 0). ``--until first-mesh`` cancels th
 preview as bench/preview_service.py measures it (``--preview-repeats 0``: not). ``mesh_stages_ms``: the service's
 work between the trainer's mesh and its message (storing ``mesh_latest.npz`` + ``job.json``, off that path since
 2026-12-02, and encoding the message), on the first mesh. Every wait has a deadline (TimeoutError, never a hang).
-Times from submit are seconds.
+Times from submit are seconds. The bare preview runs in this process's main thread, the service's jobs in its job
+thread: CUDA graph trees are per thread, so the first bare calls record their own graphs (the median of
+``--preview-repeats`` 5 leaves them out).
 
-    python bench/service_generate.py --tiny --device cpu          # this machine's check (seconds)
-    python bench/service_generate.py --json $OUT/service_generate_h200_$(date +%F).json     # CUDA, random weights
+    python bench/service_generate.py --tiny --device cpu          # this machine's check (about a minute)
+    python bench/service_generate.py --warmup-phases first --answer-s 420 \
+        --json $OUT/service_generate_h200_$(date +%F).json        # CUDA, random weights (~4-5 min, cold caches)
 """
 
 from __future__ import annotations
