@@ -84,6 +84,20 @@ def bare_preview(model, image, settings, device, marks: dict | None = None) -> V
     raise RuntimeError("the preview ended without views")
 
 
+def wait_until_warm(client: BackendClient, answer_s: float = ANSWER_S):
+    """The ``welcome`` that says the service's warm-up has ended (``ready``, ``off`` or ``failed``), asked for every
+    half second; TimeoutError after ``answer_s`` seconds."""
+    deadline = time.monotonic() + answer_s
+    while True:
+        client.hello()
+        welcome = client.wait_for(lambda m: m.type == "welcome", max(0.1, deadline - time.monotonic()))
+        if welcome.get("warmup") in ("ready", "off", "failed"):
+            return welcome
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the warm-up was still {welcome.get('warmup')!r} after {answer_s:.0f} s")
+        time.sleep(0.5)  # asking again; the deadline above bounds the loop
+
+
 def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats: int, bare,
                       answer_s: float = ANSWER_S) -> dict:
     """Medians of submit -> views and submit -> done, each repeat followed by one timed ``bare(marks)`` call (so
@@ -93,15 +107,7 @@ def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats
     Every wait has a deadline of ``answer_s`` seconds (TimeoutError, never a hang)."""
     client = BackendClient(server.endpoint.replace("0.0.0.0", "127.0.0.1"))
     try:
-        deadline = time.monotonic() + answer_s
-        while True:  # the warm-up first
-            client.hello()
-            welcome = client.wait_for(lambda m: m.type == "welcome", answer_s)
-            if welcome.get("warmup") in ("ready", "off", "failed"):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the warm-up was still {welcome.get('warmup')!r} after {answer_s:.0f} s")
-            time.sleep(0.5)
+        welcome = wait_until_warm(client, answer_s)
         rows: dict[str, list[float]] = {key: [] for key in ("to_views", "to_done", "to_first_step", "first_step_to_views",
                                                             "bare", "bare_to_first_step", "bare_first_step_to_views")}
         for index in range(repeats + 1):  # the first one is not counted (first job of the process)

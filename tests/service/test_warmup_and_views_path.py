@@ -1,15 +1,17 @@
 """The service's warm-up (welcome says running, then ready; a job submitted meanwhile waits behind it and completes)
-and the path of the views message (sent before the views are stored; a service that dies in between loses nothing:
-the job runs again on restart). In-process servers with the tiny model on real loopback sockets and real files."""
+and the path of the views and mesh messages (sent before they are stored; a service that dies in between loses
+nothing: the job runs again on restart). In-process servers with the tiny model on real loopback sockets and real files."""
 
 from __future__ import annotations
 
 import shutil
 import threading
 
+import numpy as np
 import pytest
 
-from backend.events import Views
+from backend.events import MeshUpdate, Views
+from blender_addon.core.client import decode_array
 from tests.helpers.backend import EXAMPLE_PNG
 from tests.service.test_warmup_parts import TINY_GENERATE
 
@@ -103,3 +105,44 @@ def test_views_are_sent_before_they_are_stored_and_a_death_in_between_loses_noth
     assert replayed[-1].type == "done", replayed[-1].fields
     again = [m for m in replayed if m.type == "views"]
     assert again and again[-1].payloads == views.payloads  # same seed, same model: the same images
+
+
+# a tiny generate job with an intermediate mesh at step 1 (the untrained field holds density 2 from the start) and a
+# final one at step 2, every render at 16^2 so that it takes seconds on a CPU
+MESH_JOB = {"preset": "tiny", "run.steps": 2, "run.mesh_every": 1, "run.views_every": 0, "run.checkpoint_every": 1000,
+            "run.turntable_views": 2, "run.views_resolution": 16, "phases.resolution_before": 16,
+            "phases.resolution_after": 16, "mesh.preview_resolution": 16, "mesh.resolution": 16,
+            "mesh.density_threshold": 2.0}
+
+
+def test_meshes_are_sent_before_they_are_stored(serve_in_process, connect, monkeypatch):
+    backend = serve_in_process()
+    store = backend.server.store
+    release = threading.Event()
+    stored_faces = []  # the faces of mesh_latest.npz right after each mesh was stored (the job's thread holds)
+    record_event = store.record_event
+
+    def held_record_event(record, event):
+        if isinstance(event, MeshUpdate):
+            assert release.wait(JOB_S), "the test never released the mesh's storing"
+        record_event(record, event)
+        if isinstance(event, MeshUpdate):
+            with np.load(store.root / record.id / "mesh_latest.npz") as data:
+                stored_faces.append(data["faces"].copy())
+
+    monkeypatch.setattr(store, "record_event", held_record_event)
+    client = connect(backend.address)
+    client.submit("generate", EXAMPLE_PNG, MESH_JOB)
+    messages = []
+    job = client.wait_for(lambda m: m.type == "accepted", ANSWER_S, messages).get("job")
+    # the intermediate mesh arrives while storing it is still held: it did not wait for the disk
+    mesh = client.wait_for(lambda m: m.type == "mesh", JOB_S, messages)
+    assert mesh.get("step") == 1 and not mesh.get("final")
+    assert not stored_faces and not (store.root / job / "mesh_latest.npz").exists()
+    release.set()
+    client.wait_for(lambda m: m.type in ("done", "error") and m.get("job") == job, JOB_S, messages)
+    assert messages[-1].type == "done", messages[-1].fields
+    # then stored, the mesh that was sent; the final one after it, before the job's done
+    assert len(stored_faces) == 2 and np.array_equal(stored_faces[0], decode_array(mesh, 1))
+    final = [m for m in messages if m.type == "mesh" and m.get("final")]
+    assert len(final) == 1 and np.array_equal(stored_faces[1], decode_array(final[0], 1))
