@@ -255,25 +255,35 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
 
 def _fit_under_cap(plan: MemoryPlan) -> None:
     """Each phase's cheapest setting under the cap: the VAE plain if the expected samples fit plain with it, else
-    checkpointed in the largest chunk that lets them (one view at least); and the sample budget of what is left."""
-    cap, rooms = plan.cap_gib, []
+    checkpointed in the largest chunk that lets them; where none does, in the largest chunk that gives the samples
+    the most room (the field's own peak can bind, which checkpointing the VAE does not lower); and the sample
+    budget of what is left."""
+    rooms = []
     for phase in plan.phases:
-        for chunk in [None] + _vae_chunks(phase.views):
-            phase.vae_checkpoint_views = chunk
-            if plan.phase_need_gib(phase, chunk, False) <= cap:
-                break
-        # What the plain samples may take: what is left beside the guidance and, on their own, beside the base,
-        # after the checkpointed samples' kept bytes (at least a quarter of it: a step over the expected samples).
-        available = cap / SLACK - plan.base_gib - plan.sample_fixed_bytes / GIB
-        beside = max(available - phase.vae_gib(phase.vae_checkpoint_views) - plan.unet_reserve_gib, 0.0) * GIB
-        alone = max(available, 0.0) * GIB
-        kept = phase.expected_samples * plan.bytes_per_sample_checkpointed
-        budget = min(max(beside - kept, beside * 0.25) / plan.bytes_per_sample,
-                     max(alone - kept, alone * 0.25) / plan.bytes_per_sample_peak)
-        phase.sample_budget = max(int(budget), MIN_SAMPLE_CHUNK)
-        rooms.append(beside)
+        chunks = [None] + _vae_chunks(phase.views)
+        fitting = [c for c in chunks if plan.phase_need_gib(phase, c, False) <= plan.cap_gib]
+        if fitting:
+            phase.vae_checkpoint_views = fitting[0]
+        else:
+            budgets = [_sample_budget(plan, phase, c)[0] for c in chunks]
+            phase.vae_checkpoint_views = chunks[budgets.index(max(budgets))]
+        phase.sample_budget, room = _sample_budget(plan, phase, phase.vae_checkpoint_views)
+        rooms.append(room)
     if rooms:
         plan.density_chunk = max(int(min(rooms) * 0.5 / plan.bytes_per_sample), 4096)
+
+
+def _sample_budget(plan: MemoryPlan, phase: PhasePlan, vae_chunk: int | None) -> tuple[int, float]:
+    """(samples a step of ``phase`` may evaluate plain, bytes left beside the guidance): what is left beside the
+    guidance (VAE, UNet) at the kept bytes a sample, and on their own at the peak bytes, after the checkpointed
+    samples' kept bytes (at least a quarter of it: a step over the expected samples)."""
+    available = plan.cap_gib / SLACK - plan.base_gib - plan.sample_fixed_bytes / GIB
+    beside = max(available - phase.vae_gib(vae_chunk) - plan.unet_reserve_gib, 0.0) * GIB
+    alone = max(available, 0.0) * GIB
+    kept = phase.expected_samples * plan.bytes_per_sample_checkpointed
+    budget = min(max(beside - kept, beside * 0.25) / plan.bytes_per_sample,
+                 max(alone - kept, alone * 0.25) / plan.bytes_per_sample_peak)
+    return max(int(budget), MIN_SAMPLE_CHUNK), beside
 
 
 def preset_that_fits(cap_gib: float, model, device: torch.device, exclude: str | None = None) -> tuple[str, float] | None:
