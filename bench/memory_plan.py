@@ -1,13 +1,21 @@
-"""The memory plan's estimates (backend.nerf.memory) of the presets at the published model sizes, on a CPU.
+"""The memory plan's estimates (backend.nerf.memory) of the presets at the published model sizes: its parts and,
+per preset and cap, each phase's setting and estimate.
 
-    python bench/memory_plan.py                      # fast and reference, uncapped and at 12, 16 and 24 GiB
+    python bench/memory_plan.py                                # a CPU: fast and reference, uncapped, 12, 16, 24 GiB
     python bench/memory_plan.py --caps 10,20 --presets draft,fast
+    python bench/memory_plan.py --device cuda --caps 12,20     # a GPU: measured on the run's path
 
-The UNet and image encoder are built on the meta device (their float16 bytes counted, nothing allocated); the VAE
-and the field are real (random weights) so that their saved bytes are measured as a CUDA run measures them, except
-that here the VAE runs in float32 without autocast: its figure is an upper bound of the float16-autocast one a CUDA
-run measures (about 1.2x: float32 convolution inputs instead of float16). Per preset and cap: each phase's setting
-(VAE encoder plain or checkpointed in chunks, sample budget) and estimate, and the run's estimate, or the refusal.
+On a CPU the UNet and image encoder are built on the meta device (their float16 bytes counted, nothing allocated);
+the VAE and the field are real (random weights) and measured by saved tensors on the plain-torch code in float32
+without autocast: above what a CUDA run's compiled field and float16-autocast encoder hold (an upper bound).
+
+``--device cuda`` builds the model as ``iso3d generate --model random`` does on that device (float16, the UNet
+compiled with CUDA graphs, the VAE encoder compiled) and plans as a run there plans: the field compiled with the
+fused hash grid and the compiled VAE encoder at each phase's batch measured through the allocator
+(backend.nerf.memory_measure). It prints the measured bytes: a field sample kept beside the guidance and at its own
+peak, the fixed part, each phase's VAE encoder a view. Compiling the field and the encoder for three batch shapes
+takes a few minutes; nothing is trained. Per preset and cap: each phase's setting (VAE encoder plain or
+checkpointed in chunks, sample budget) and estimate, and the run's estimate, or the refusal.
 """
 
 from __future__ import annotations
@@ -38,27 +46,46 @@ def published_model_for_planning() -> MultiViewDiffusionModel:
     return model.eval()
 
 
+def model_on(device: torch.device) -> MultiViewDiffusionModel:
+    if device.type != "cuda":
+        return published_model_for_planning()
+    from backend.commands.model_options import load_model_from_args
+
+    return load_model_from_args(argparse.Namespace(checkpoint=None, model="random", device=str(device), dtype="auto",
+                                                   offline=True, compile="auto"))
+
+
+def describe_parts(plan) -> str:
+    vae = ", ".join(f"phase {p.number} {p.vae_gib_per_view:.3f}" for p in plan.phases)
+    return (f"base {plan.base_gib:.2f} GiB + UNet reserve {plan.unet_reserve_gib:.1f} GiB; a field sample "
+            f"{plan.bytes_per_sample:.0f} B kept / {plan.bytes_per_sample_peak:.0f} B at its peak "
+            f"(+ {plan.sample_fixed_bytes / 2**20:.0f} MiB fixed; {plan.measured_by}), "
+            f"{plan.bytes_per_sample_checkpointed:.0f} B checkpointed; VAE encoder GiB a view: {vae}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="fast,reference")
     parser.add_argument("--caps", default="12,16,24", help="GiB, comma-separated (the uncapped plan is printed too)")
+    parser.add_argument("--device", default="cpu", help="cpu (planned for CUDA) or cuda (measured there)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    model = published_model_for_planning()
-    cpu = torch.device("cpu")
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    model = model_on(device)
+    planned_for = "cuda" if device.type == "cpu" else None
     for name in args.presets.split(","):
         for cap in [0.0] + [float(c) for c in args.caps.split(",")]:
             config = preset(name)
             config.run.max_gpu_memory = cap
-            plan = plan_memory(config, model, cpu, planned_for="cuda")
+            plan = plan_memory(config, model, device, planned_for=planned_for)
             label = f"{name} at {cap:g} GiB" if cap else f"{name} uncapped"
+            if cap == 0.0:
+                print(f"{name} parts: {describe_parts(plan)}")
             if not plan.fits:
                 print(f"{label}: refused (needs {plan.need_gib(True):.1f} GiB with everything checkpointed)")
                 continue
-            print(f"{label}: estimate {plan.estimate_gib:.1f} GiB (base {plan.base_gib:.2f} GiB, "
-                  f"{plan.bytes_per_sample:.0f} / {plan.bytes_per_sample_checkpointed:.0f} bytes a sample plain / "
-                  f"checkpointed, VAE {plan.phases[0].vae_gib_per_view:.3f} / "
-                  f"{plan.phases[0].vae_checkpointed_gib_per_view:.4f} GiB a view)")
+            print(f"{label}: estimate {plan.estimate_gib:.1f} GiB")
             print("    " + plan.describe().replace("\n", "\n    "))
     return 0
 
