@@ -31,7 +31,7 @@ import torch
 from backend.models.configs import published_configs
 from backend.models.multiview_model import MultiViewDiffusionModel, build_modules
 from backend.models.vae import build_vae
-from backend.nerf.memory import plan_memory
+from backend.nerf.memory import UNET_RESERVE_GIB, plan_memory
 from backend.nerf.presets import preset
 
 
@@ -63,6 +63,40 @@ def describe_parts(plan) -> str:
             f"{plan.bytes_per_sample_checkpointed:.0f} B checkpointed; VAE encoder GiB a view: {vae}")
 
 
+def unet_call_gib(model, config, views: int, device: torch.device) -> tuple[float, float]:
+    """(GiB still held after, GiB at the peak) above what was allocated before, of the guidance UNet's [uncond; cond]
+    call for ``views`` views as the SDS step makes it (no gradients, the run's autocast), its second call (the first
+    compiles and records the CUDA graph): what the plan's UNet reserve stands for, which the plan does not measure
+    (its own call would record the run's graphs out of the run)."""
+    from backend.diffusion.cameras import DEFAULT_CAMERA_ENCODING, random_multiview_cameras
+    from backend.diffusion.precision import guidance_autocast_dtype
+    from backend.diffusion.sds import guided_noise
+
+    eager = getattr(model, "eager_unet", None) or model.unet
+    dtype = next(eager.parameters()).dtype
+    c = config.cameras
+    cameras = random_multiview_cameras(views // c.views_per_object, c.views_per_object, torch.Generator().manual_seed(0),
+                                       c.elevation_range, c.azimuth_range, c.fovy_range, c.relative_radius_range)
+    codes = cameras.codes(getattr(model, "camera_encoding", DEFAULT_CAMERA_ENCODING)).to(device)
+    latent = config.guidance.latent_resolution_input // 8
+    noisy = torch.randn(views, model.vae.config.latent_channels, latent, latent, device=device).to(dtype)
+    t = torch.randint(20, 980, (1,), device=device).expand(views)
+    context = torch.zeros(1, 1, eager.config.cross_attention_dim, device=device).expand(views, -1, -1).to(dtype)
+    autocast = guidance_autocast_dtype(dtype) if config.run.mixed_precision else None
+
+    def call() -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=autocast or dtype, enabled=autocast is not None):
+            guided_noise(model.unet, noisy, t, context, codes, c.views_per_object, config.guidance.guidance_scale)
+        torch.cuda.synchronize(device)
+
+    before = torch.cuda.memory_allocated(device)
+    call()
+    held = torch.cuda.memory_allocated(device) - before
+    torch.cuda.reset_peak_memory_stats(device)
+    call()
+    return held / 2**30, (torch.cuda.max_memory_allocated(device) - before) / 2**30
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="fast,reference")
@@ -87,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{label}: estimate {plan.estimate_gib:.1f} GiB")
             print("    " + plan.describe().replace("\n", "\n    "))
+    if device.type == "cuda":
+        config = preset(args.presets.split(",")[0])
+        for views in sorted({config.phases.objects_before * config.cameras.views_per_object,
+                             config.phases.objects_after * config.cameras.views_per_object}):
+            held, peak = unet_call_gib(model, config, views, device)
+            print(f"guidance UNet call for {views} views: {held:.2f} GiB held after, {peak:.2f} GiB at its peak "
+                  f"(the plan's reserve: {UNET_RESERVE_GIB} GiB)")
     return 0
 
 

@@ -12,7 +12,8 @@ Two ways, each where it is right:
   transient buffers, the gradients). Measured on the evaluation the run really uses: the compiled field with the
   fused Triton hash grid and nerfacc's packed compositing; the model's compiled VAE encoder at the phase's batch
   and size, under the run's autocast, fed as the guidance feeds it. The measured code runs twice and the second
-  run counts (the first compiles and autotunes, whose scratch buffers the run's steps do not hold).
+  run counts (the first compiles and autotunes, whose scratch buffers the run's steps do not hold). A measurement
+  that does not fit the device (or a cap an earlier run of the process set) falls back to the saved-tensor count.
 
 Two or more counts (samples, views) separate a fixed part from a per-unit part (``separate``): the line through the
 extreme counts, raised until no measurement lies above it, so it bounds every measured count from above.
@@ -112,6 +113,12 @@ def measured_twice(forward, device: torch.device) -> tuple[int, int]:
     return allocator_bytes(forward, device)
 
 
+def _out_of_memory(device: torch.device) -> None:
+    """After a measurement that did not fit: its buffers freed and given back (the caller's fallback stands)."""
+    _settle(device)
+    torch.cuda.empty_cache()
+
+
 _MEASURED: dict[tuple, object] = {}  # measurements depend on shapes, dtypes and code paths: one per process and key
 
 
@@ -121,9 +128,12 @@ def field_footprint(field, renderer_evaluate, device: torch.device, checkpointed
     compiled = getattr(field, "_compiled_with_normals", None) is not None
     key = ("samples", dataclasses.astuple(field.config), str(device), checkpointed, renderer_evaluate, compiled)
     if key not in _MEASURED:
+        measured = None
         if device.type == "cuda" and not checkpointed:
-            _MEASURED[key] = _allocator_field_footprint(field, renderer_evaluate, device)
-        else:
+            measured = _allocator_field_footprint(field, renderer_evaluate, device)
+        if measured is not None:
+            _MEASURED[key] = measured
+        else:  # a CPU, checkpointed samples, or a measurement that did not fit the device (or an earlier run's cap)
             per_sample = _saved_sample_bytes(field, renderer_evaluate, device, checkpointed)
             _MEASURED[key] = Footprint(per_sample, per_sample)
     return _MEASURED[key]
@@ -158,7 +168,7 @@ def _saved_sample_bytes(field, renderer_evaluate, device: torch.device, checkpoi
     return max(per_sample, 0.0) + COMPOSITING_BYTES
 
 
-def _allocator_field_footprint(field, renderer_evaluate, device: torch.device) -> Footprint:
+def _allocator_field_footprint(field, renderer_evaluate, device: torch.device) -> Footprint | None:
     """The renderer's packed path on synthetic samples: the sampler's outputs (ray indices, intervals, points,
     directions, lights), the field with normals and shading, nerfacc's compositing; outputs held, then backward."""
     import nerfacc
@@ -184,9 +194,13 @@ def _allocator_field_footprint(field, renderer_evaluate, device: torch.device) -
         loss = rgb.square().sum() + opacity.sum() + normal.sum() + orient.sum()
         return loss.backward
 
-    with torch.enable_grad():
-        figures = [(count, measured_twice(partial(forward, count), device)) for count in SAMPLE_COUNTS]
-    field.zero_grad(set_to_none=True)
+    try:
+        with torch.enable_grad():
+            figures = [(count, measured_twice(partial(forward, count), device)) for count in SAMPLE_COUNTS]
+    except torch.OutOfMemoryError:
+        return _out_of_memory(device)
+    finally:
+        field.zero_grad(set_to_none=True)
     kept_fixed, kept = separate([(count, k) for count, (k, _) in figures])
     peak_fixed, peak = separate([(count, p) for count, (_, p) in figures])
     return Footprint(kept, max(peak, kept), kept_fixed, max(peak_fixed, kept_fixed), "allocator")
@@ -243,9 +257,7 @@ def vae_allocator_footprint(model, views: int, resolution: int, size: int, devic
         with torch.enable_grad():
             kept, peak = measured_twice(forward, device)
     except torch.OutOfMemoryError:  # the eager encoder's saved-tensor count (above the compiled one's) stands
-        _settle(device)
-        torch.cuda.empty_cache()
-        _MEASURED[key] = None
+        _MEASURED[key] = _out_of_memory(device)
         return None
     _MEASURED[key] = Footprint(kept / views, max(peak, kept) / views, method="allocator")
     return _MEASURED[key]
