@@ -122,9 +122,13 @@ class MemoryPlan:
         return self.step_gib(phase, vae_chunk, phase.expected_samples, 0)
 
     def need_gib(self, checkpointed: bool) -> float:
-        """The run's need: plain (False) or with everything checkpointed (True, the least it can take)."""
-        return max((self.phase_need_gib(p, 1 if checkpointed else None, checkpointed) for p in self.phases),
-                   default=SLACK * (self.base_gib + self.unet_reserve_gib))
+        """The run's need: plain (False) or with the samples checkpointed and the VAE encoder in its least setting
+        (True: the least it can take; on CUDA the plain compiled encoder can hold less than an eager chunk)."""
+        def least(phase: PhasePlan) -> float:
+            settings = [None] + _vae_chunks(phase.views) if checkpointed else [None]
+            return min(self.phase_need_gib(phase, chunk, checkpointed) for chunk in settings)
+
+        return max((least(p) for p in self.phases), default=SLACK * (self.base_gib + self.unet_reserve_gib))
 
     def phase_estimate_gib(self, phase: PhasePlan) -> float:
         """The phase's expected peak under its settings (the samples plain up to the budget)."""
@@ -275,14 +279,13 @@ def _fit_under_cap(plan: MemoryPlan) -> None:
 
 def _sample_budget(plan: MemoryPlan, phase: PhasePlan, vae_chunk: int | None) -> tuple[int, float]:
     """(samples a step of ``phase`` may evaluate plain, bytes left beside the guidance): what is left beside the
-    guidance (VAE, UNet) at the kept bytes a sample, and on their own at the peak bytes, after the checkpointed
-    samples' kept bytes (at least a quarter of it: a step over the expected samples)."""
+    guidance (VAE, UNet) at the kept bytes a sample, and on their own at the peak bytes, after the expected samples'
+    kept bytes under checkpointing; the smallest chunk at least (the plan fits only if that does)."""
     available = plan.cap_gib / SLACK - plan.base_gib - plan.sample_fixed_bytes / GIB
     beside = max(available - phase.vae_gib(vae_chunk) - plan.unet_reserve_gib, 0.0) * GIB
     alone = max(available, 0.0) * GIB
     kept = phase.expected_samples * plan.bytes_per_sample_checkpointed
-    budget = min(max(beside - kept, beside * 0.25) / plan.bytes_per_sample,
-                 max(alone - kept, alone * 0.25) / plan.bytes_per_sample_peak)
+    budget = min((beside - kept) / plan.bytes_per_sample, (alone - kept) / plan.bytes_per_sample_peak)
     return max(int(budget), MIN_SAMPLE_CHUNK), beside
 
 

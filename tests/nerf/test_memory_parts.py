@@ -104,3 +104,14 @@ def test_a_cap_the_vae_binds_checkpoints_it_only_as_far_as_the_samples_fit():
     _fit_under_cap(plan)
     assert phase.vae_checkpoint_views == 4 and phase.sample_budget >= phase.expected_samples
     assert plan.estimate_gib <= 8.0
+
+
+def test_the_least_need_takes_the_plain_encoder_where_it_holds_less_than_an_eager_chunk():
+    # the compiled encoder 0.05 GiB a view (8 views: 0.4 GiB); one eager view recomputed holds 0.5 GiB alone
+    phase = PhasePlan(1, 10, 8, 25_000, 1_000_000, 0.05, 0.005, vae_eager_gib_per_view=0.5)
+    plan = MemoryPlan(None, 2.0, 400.0, 100.0, [phase], unet_reserve_gib=1.5)
+    assert phase.vae_gib(None) < phase.vae_gib(1)
+    assert plan.need_gib(True) == pytest.approx(plan.phase_need_gib(phase, None, True))
+    plan.cap_gib = plan.need_gib(True) * 1.001
+    _fit_under_cap(plan)
+    assert phase.vae_checkpoint_views is None and plan.estimate_gib <= plan.cap_gib
