@@ -15,8 +15,9 @@ holds, measured on this device with this model and field (backend.nerf.memory_me
   chunk's saved activations of the eager encoder that chunks run, recomputed in the backward;
 - samples: the phase's rays x ``SAMPLES_PER_RAY`` (measured maxima, below) x the bytes a field sample holds (field
   with normals, shading, compositing): on CUDA the allocator's kept and peak bytes of the compiled field with the
-  fused hash grid (a fixed part and a per-sample part from two sample counts), on a CPU autograd's saved tensors
-  of the plain-torch field; under checkpointing the saved bytes kept for one sample (points, outputs, compositing).
+  fused hash grid and float16-autocast MLPs (a fixed part and a per-sample part from two sample counts), on a CPU
+  autograd's saved tensors of the plain-torch field; under checkpointing the saved bytes kept for one sample
+  (points, outputs, compositing).
 
 Why the sum bounds the step's peak from above: a step holds the field's kept bytes while the VAE encoder runs
 forward, the UNet runs, and the encoder runs backward; the VAE part is its own peak over forward and backward
@@ -214,7 +215,7 @@ def _vae_chunks(views: int) -> list[int]:
 def plan_memory(config, model, device: torch.device, field=None, renderer_evaluate=None,
                 planned_for: str | None = None) -> MemoryPlan:
     """The memory plan of ``config`` with ``model`` on ``device`` (the field is built here when not given, and on
-    CUDA compiled as the trainer compiles it).
+    CUDA set up as the trainer sets it up: MLPs under float16 autocast, compiled).
 
     ``planned_for``: the device type the plan is for when measured on another (bench/memory_plan.py: "cuda"
     measured on a CPU adds the UNet reserve; the VAE and the samples are then measured by saved tensors in the CPU's
@@ -227,6 +228,8 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
     if field is None:
         with torch.random.fork_rng(devices=[]):
             field = RadianceField(config.field).to(device)
+        if device.type == "cuda" and config.run.mixed_precision:  # as SDSTrainer sets up the run's field
+            field.mlp_autocast_dtype = torch.float16
         if device.type == "cuda" and config.field.compile:
             field.use_compiled()
     evaluate = renderer_evaluate or evaluate_samples

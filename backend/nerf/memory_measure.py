@@ -10,10 +10,11 @@ Two ways, each where it is right:
   outputs are held as the step holds them until its backward, then the backward: ``kept`` is what is still
   allocated after the forward, ``peak`` the most allocated at once over forward and backward (kept, the forward's
   transient buffers, the gradients). Measured on the evaluation the run really uses: the compiled field with the
-  fused Triton hash grid and nerfacc's packed compositing; the model's compiled VAE encoder at the phase's batch
-  and size, under the run's autocast, fed as the guidance feeds it. The measured code runs twice and the second
-  run counts (the first compiles and autotunes, whose scratch buffers the run's steps do not hold). A measurement
-  that does not fit the device (or a cap an earlier run of the process set) falls back to the saved-tensor count.
+  fused Triton hash grid and its MLPs under the run's float16 autocast, and nerfacc's packed compositing; the
+  model's compiled VAE encoder at the phase's batch and size, under the run's autocast, fed as the guidance feeds
+  it. The measured code runs twice and the second run counts (the first compiles and autotunes, whose scratch
+  buffers the run's steps do not hold). A measurement that does not fit the device (or a cap an earlier run of
+  the process set) falls back to the saved-tensor count.
 
 Two or more counts (samples, views) separate a fixed part from a per-unit part (``separate``): the line through the
 extreme counts, raised until no measurement lies above it, so it bounds every measured count from above.
@@ -124,9 +125,11 @@ _MEASURED: dict[tuple, object] = {}  # measurements depend on shapes, dtypes and
 
 def field_footprint(field, renderer_evaluate, device: torch.device, checkpointed: bool) -> Footprint:
     """Bytes per field sample (with normals and diffuse shading, compositing included) that a step holds; on CUDA
-    plain samples through the allocator on the field as the run evaluates it (compiled where it is compiled)."""
+    plain samples through the allocator on the field as the run evaluates it (compiled where it is compiled, its
+    MLPs under the autocast the trainer set)."""
     compiled = getattr(field, "_compiled_with_normals", None) is not None
-    key = ("samples", dataclasses.astuple(field.config), str(device), checkpointed, renderer_evaluate, compiled)
+    key = ("samples", dataclasses.astuple(field.config), str(device), checkpointed, renderer_evaluate, compiled,
+           field.mlp_autocast_dtype)
     if key not in _MEASURED:
         measured = None
         if device.type == "cuda" and not checkpointed:
