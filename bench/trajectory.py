@@ -185,9 +185,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         result["memory_cap_gib"] = None if plan.cap_gib is None else round(plan.cap_gib, 2)
         result["memory_estimate_gib"] = round(plan.estimate_gib, 2)
         # the plan's parts, so a run's peak can be set against what the plan counted
-        result["memory_plan_parts"] = {"base_gib": round(plan.base_gib, 3),
-                                       "bytes_per_sample": round(plan.bytes_per_sample, 1),
-                                       "bytes_per_sample_checkpointed": round(plan.bytes_per_sample_checkpointed, 1)}
+        result["memory_plan_parts"] = plan.parts()
         if device.type == "cuda":
             result["peak_within_cap"] = plan.cap_gib is None or result["peak_gib"] <= plan.cap_gib
         for phase in plan.phases:  # what the plan set under the cap, and how many steps went over the budget

@@ -3,40 +3,47 @@ fits, and what adapts under a cap (the VAE encoder and the field under activatio
 
 The cap is ``run.max_gpu_memory`` (GiB; ``iso3d generate/serve --max-gpu-memory``), or on CUDA with no cap set the
 device's total memory. A phase's step (phase 1: ``objects_before`` x views at ``resolution_before``^2, then phase 2)
-holds, measured on this device with this model and field (autograd's saved tensors, counted through
-``saved_tensors_hooks``), not guessed:
+holds, measured on this device with this model and field (backend.nerf.memory_measure says how), not guessed:
 
-- base: the model's weights and buffers, the field's parameters with their gradients and two Adam moments, and on
-  CUDA ``UNET_RESERVE_GIB`` for the guidance UNet's inference workspace and CUDA-graph pools (not measured here);
-- VAE: the encoder's saved activations for the phase's views at ``guidance.latent_resolution_input`` (measured for
-  one small image under the run's autocast, scaled by pixels); under checkpointing (backend.models.vae
-  .checkpointed_moments) only the chunks' inputs and outputs are kept, plus one chunk's activations recomputed in
-  the backward;
-- samples: the phase's rays x ``SAMPLES_PER_RAY`` (measured maxima, below) x the bytes autograd keeps for one field
-  sample (field with normals, shading, compositing; measured on the plain-torch field, an upper bound of the
-  compiled one) or, under checkpointing, the bytes kept for one sample (points, outputs, compositing).
+- base: the model's weights and buffers, the field's parameters with their gradients and two Adam moments;
+- UNet reserve: on CUDA ``UNET_RESERVE_GIB`` for the guidance UNet's inference workspace and CUDA-graph pools
+  (not measured here: measuring it would record the run's CUDA graphs out of the run);
+- VAE: on CUDA what the run's encoder (compiled where the model has it) holds at its peak over forward and backward
+  for the phase's views, resized and encoded as the guidance does under the run's autocast (the allocator's
+  figures); on a CPU the eager encoder's saved activations (measured for one small image, scaled by pixels).
+  Under checkpointing (backend.models.vae.checkpointed_moments) the chunks' inputs and outputs are kept, plus one
+  chunk's saved activations of the eager encoder that chunks run, recomputed in the backward;
+- samples: the phase's rays x ``SAMPLES_PER_RAY`` (measured maxima, below) x the bytes a field sample holds (field
+  with normals, shading, compositing): on CUDA the allocator's kept and peak bytes of the compiled field with the
+  fused hash grid and float16-autocast MLPs (a fixed part and a per-sample part from two sample counts), on a CPU
+  autograd's saved tensors of the plain-torch field; under checkpointing the saved bytes kept for one sample
+  (points, outputs, compositing).
 
-The phase's need is ``SLACK`` x (base + VAE + samples); the run's estimate is the larger phase's. Under a cap each
-phase takes the cheapest setting that fits: plain; else the VAE encoder checkpointed in chunks of half the views,
-a quarter, ..., one view (one more encoder forward a step); and always a sample budget: a step whose samples exceed
-what is left evaluates the field in checkpointed chunks of that many samples (exact gradients, one more field
-forward), which guards a step with more samples than expected. A run that cannot fit even with everything
-checkpointed is refused at the start with a sentence naming the largest preset that fits. Estimates are in GiB
-(2^30 bytes).
+Why the sum bounds the step's peak from above: a step holds the field's kept bytes while the VAE encoder runs
+forward, the UNet runs, and the encoder runs backward; the VAE part is its own peak over forward and backward
+(its kept bytes included), so base + samples kept + VAE + UNet reserve bounds those moments. The encoder's
+activations are freed in the backward before the field's, so the field's own peak (forward and backward) counts
+alone beside base. The phase's need is ``SLACK`` x (base + the larger of the two); the run's estimate is the
+larger phase's. Each part is measured at its largest (the most samples a ray, the eager encoder where chunks run
+eager), and the allocator's figures include the allocator's rounding of each block.
 
-Measured against the estimate (bench/generate.py, 600-step trajectories, one H200, 2026-12-02, commit 2d01841,
-bench/results/generate_h200_2026-12-02_baseline.json): peaks fast 14.73 GiB (phase 1), reference 17.78 GiB
-(phase 2); this plan's estimates are about 10-25% above them (docs/performance.md, "GPU memory").
+Under a cap each phase takes the cheapest setting that fits: plain; else the VAE encoder checkpointed in chunks of
+half the views, a quarter, ..., one view (one more encoder forward a step); and always a sample budget: a step whose
+samples exceed what is left evaluates the field in checkpointed chunks of that many samples (exact gradients, one
+more field forward), which guards a step with more samples than expected. A run that cannot fit even with
+everything checkpointed is refused at the start with a sentence naming the largest preset that fits. Estimates are
+in GiB (2^30 bytes). Measured against the estimate: docs/performance.md, "GPU memory cap".
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field as dataclass_field
-from functools import partial
 
 import torch
+
+from backend.nerf.memory_measure import Footprint, field_footprint, module_bytes, vae_allocator_footprint, \
+    vae_bytes_per_view
 
 GIB = 2**30
 # Field samples per ray the plan expects, the maxima measured (bench/generate.py, 600-step trajectories of fast and
@@ -48,7 +55,7 @@ GIB = 2**30
 SAMPLES_PER_RAY_FIRST_PHASE = 40
 SAMPLES_PER_RAY_LATER_PHASE = 10
 # Kept for the guidance UNet's inference (activations of one [uncond; cond] batch, the CUDA-graph pools): not
-# measured by the plan; with it the estimates above sit 10-25% over the measured peaks.
+# measured by the plan.
 UNET_RESERVE_GIB = 1.5
 SLACK = 1.10  # the allocator's fragmentation and rounding: 10% over the measured sum
 MIN_SAMPLE_CHUNK = 1 << 12  # the smallest checkpointed chunk of field samples a step evaluates
@@ -63,16 +70,18 @@ class PhasePlan:
     views: int  # images a step renders and encodes
     rays: int
     expected_samples: int  # rays x the measured samples per ray
-    vae_gib_per_view: float  # kept for the backward, plain encoder
+    vae_gib_per_view: float  # the plain encoder (the run's, compiled where it is): its peak over forward and backward
     vae_checkpointed_gib_per_view: float  # kept under checkpointing (chunk inputs and outputs)
     vae_checkpoint_views: int | None = None  # the VAE encoder checkpointed in chunks of this many views (None: plain)
     sample_budget: int | None = None  # samples a step evaluates without checkpointing (None: unlimited)
+    vae_eager_gib_per_view: float | None = None  # the eager encoder a checkpointed chunk recomputes (None: as plain)
 
     def vae_gib(self, chunk: int | None) -> float:
         if chunk is None:
             return self.views * self.vae_gib_per_view
+        recomputed = self.vae_gib_per_view if self.vae_eager_gib_per_view is None else self.vae_eager_gib_per_view
         # kept for every view, and one chunk's activations while it is recomputed in the backward
-        return self.views * self.vae_checkpointed_gib_per_view + min(chunk, self.views) * self.vae_gib_per_view
+        return self.views * self.vae_checkpointed_gib_per_view + min(chunk, self.views) * recomputed
 
 
 @dataclass
@@ -80,42 +89,59 @@ class MemoryPlan:
     """What a run needs (GiB) phase by phase and how each phase keeps under ``cap_gib``."""
 
     cap_gib: float | None
-    base_gib: float  # weights, field state, UNet reserve
+    base_gib: float  # weights, field state
     bytes_per_sample: float  # kept for the backward, plain evaluation
     bytes_per_sample_checkpointed: float  # kept for the backward under checkpointing
     phases: list[PhasePlan] = dataclass_field(default_factory=list)  # the phases that run
     density_chunk: int = 1 << 22  # samples per no-gradient density query of the sampler
+    unet_reserve_gib: float = 0.0  # the guidance UNet's inference (CUDA)
+    sample_peak_bytes: float | None = None  # a plain sample's peak over forward and backward (None: as kept)
+    sample_fixed_bytes: float = 0.0  # the field evaluation's fixed part (measured beside the per-sample part)
+    measured_by: str = "saved tensors"  # how the plain samples were measured (memory_measure.Footprint.method)
 
     def phase(self, number: int) -> PhasePlan | None:
         return next((p for p in self.phases if p.number == number), None)
+
+    @property
+    def bytes_per_sample_peak(self) -> float:
+        return self.bytes_per_sample if self.sample_peak_bytes is None else self.sample_peak_bytes
+
+    def step_gib(self, phase: PhasePlan, vae_chunk: int | None, plain_samples: int, checkpointed_samples: int) -> float:
+        """The need of a step of ``phase`` (SLACK included) with the VAE encoder checkpointed in chunks of
+        ``vae_chunk`` views (None: plain), ``plain_samples`` evaluated plain and ``checkpointed_samples`` kept
+        checkpointed: the larger of the field's samples held beside the guidance (VAE, UNet) and their own peak."""
+        kept_checkpointed = checkpointed_samples * self.bytes_per_sample_checkpointed
+        beside = (plain_samples * self.bytes_per_sample + kept_checkpointed + self.sample_fixed_bytes) / GIB
+        alone = (plain_samples * self.bytes_per_sample_peak + kept_checkpointed + self.sample_fixed_bytes) / GIB
+        return SLACK * (self.base_gib + max(beside + phase.vae_gib(vae_chunk) + self.unet_reserve_gib, alone))
 
     def phase_need_gib(self, phase: PhasePlan, vae_chunk: int | None, checkpointed_samples: bool) -> float:
         """The phase's need with the VAE encoder checkpointed in chunks of ``vae_chunk`` views (None: plain) and
         the field samples plain or checkpointed (then one smallest chunk of plain samples being recomputed)."""
         if checkpointed_samples:
-            samples = phase.expected_samples * self.bytes_per_sample_checkpointed + \
-                MIN_SAMPLE_CHUNK * self.bytes_per_sample
-        else:
-            samples = phase.expected_samples * self.bytes_per_sample
-        return SLACK * (self.base_gib + phase.vae_gib(vae_chunk) + samples / GIB)
+            return self.step_gib(phase, vae_chunk, MIN_SAMPLE_CHUNK, phase.expected_samples)
+        return self.step_gib(phase, vae_chunk, phase.expected_samples, 0)
 
     def need_gib(self, checkpointed: bool) -> float:
-        """The run's need: plain (False) or with everything checkpointed (True, the least it can take)."""
-        return max((self.phase_need_gib(p, 1 if checkpointed else None, checkpointed) for p in self.phases),
-                   default=SLACK * self.base_gib)
+        """The run's need: plain (False) or with the samples checkpointed and the VAE encoder in its least setting
+        (True: the least it can take; on CUDA the plain compiled encoder can hold less than an eager chunk)."""
+        def least(phase: PhasePlan) -> float:
+            settings = [None] + _vae_chunks(phase.views) if checkpointed else [None]
+            return min(self.phase_need_gib(phase, chunk, checkpointed) for chunk in settings)
+
+        return max((least(p) for p in self.phases), default=SLACK * (self.base_gib + self.unet_reserve_gib))
 
     def phase_estimate_gib(self, phase: PhasePlan) -> float:
         """The phase's expected peak under its settings (the samples plain up to the budget)."""
-        plain = self.phase_need_gib(phase, phase.vae_checkpoint_views, False)
         if phase.sample_budget is None or phase.sample_budget >= phase.expected_samples:
-            return plain
-        kept = self.phase_need_gib(phase, phase.vae_checkpoint_views, True)
-        return kept + SLACK * (phase.sample_budget - MIN_SAMPLE_CHUNK) * self.bytes_per_sample / GIB
+            return self.phase_need_gib(phase, phase.vae_checkpoint_views, False)
+        return self.step_gib(phase, phase.vae_checkpoint_views, phase.sample_budget, phase.expected_samples)
 
     @property
     def estimate_gib(self) -> float:
         """The expected peak of the run: the largest phase's."""
-        return max((self.phase_estimate_gib(p) for p in self.phases), default=SLACK * self.base_gib)
+        return max((self.phase_estimate_gib(p) for p in self.phases),
+                   default=SLACK * (self.base_gib + self.unet_reserve_gib))
 
     @property
     def fits(self) -> bool:
@@ -128,108 +154,19 @@ class MemoryPlan:
             vae = "plain" if p.vae_checkpoint_views is None else f"checkpointed in chunks of {p.vae_checkpoint_views}"
             budget = "all plain" if p.sample_budget is None else f"budget {p.sample_budget:,}"
             lines.append(f"phase {p.number}: {p.views} views, {p.expected_samples:,} samples expected ({budget}), "
-                         f"VAE {vae}: {self.phase_estimate_gib(p):.1f} GiB")
+                         f"VAE {vae} ({p.vae_gib(p.vae_checkpoint_views):.2f} GiB): "
+                         f"{self.phase_estimate_gib(p):.1f} GiB")
         return "\n".join(lines)
 
-
-def _saved_bytes(fn, exclude: set[int]) -> int:
-    """Bytes of the distinct storages autograd saves while ``fn()`` runs (storages in ``exclude`` not counted)."""
-    seen: set[int] = set()
-    total = 0
-
-    def pack(tensor: torch.Tensor):
-        nonlocal total
-        storage = tensor.untyped_storage()
-        key = storage.data_ptr()
-        if key not in seen and key not in exclude:
-            seen.add(key)
-            total += storage.nbytes()
-        return tensor
-
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        fn()
-    return total
-
-
-def _parameter_storages(module: torch.nn.Module) -> set[int]:
-    return {p.untyped_storage().data_ptr() for p in module.parameters()} | {
-        b.untyped_storage().data_ptr() for b in module.buffers()}
-
-
-_MEASURED: dict[tuple, float] = {}  # measurements depend on shapes and dtypes only: one per process and key
-
-
-def sample_bytes(field, renderer_evaluate, device: torch.device, checkpointed: bool) -> float:
-    """Bytes kept for the backward per field sample (with normals and diffuse shading), measured on ``device``."""
-    key = ("samples", dataclasses.astuple(field.config), str(device), checkpointed, renderer_evaluate)
-    if key not in _MEASURED:
-        _MEASURED[key] = _sample_bytes(field, renderer_evaluate, device, checkpointed)
-    return _MEASURED[key]
-
-
-def _sample_bytes(field, renderer_evaluate, device: torch.device, checkpointed: bool) -> float:
-    from backend.nerf.shading import Lighting
-
-    exclude = _parameter_storages(field)
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    lighting = Lighting("diffuse", 0.5, None)
-
-    def run(count: int) -> int:
-        points = (torch.rand(count, 3, generator=generator) * 0.8 - 0.4).to(device)
-        directions = torch.nn.functional.normalize(torch.randn(count, 3, generator=generator), dim=-1).to(device)
-        light = torch.ones(count, 3, device=device)
-
-        def evaluate():
-            density, colour, normals, orientation = renderer_evaluate(field, points, directions, light, lighting,
-                                                                      True, checkpointed)
-            return density.sum() + colour.sum() + orientation.sum()
-
-        return _saved_bytes(evaluate, exclude)
-
-    small, large = 512, 1536
-    with field.eager():  # the plain-torch field keeps at least what the compiled one does: an upper bound
-        per_sample = (run(large) - run(small)) / (large - small)
-    # compositing (nerfacc's weights, transmittance, cumulative sums, accumulation indices): about 16 values a sample
-    return max(per_sample, 0.0) + 16 * 4
-
-
-def vae_bytes_per_view(vae, size: int, device: torch.device, autocast_dtype: torch.dtype | None,
-                       checkpointed: bool) -> float:
-    """Bytes the VAE encoder keeps for the backward of one image at size^2 (measured at 64^2 and scaled by pixels),
-    plain or checkpointed (backend.models.vae.checkpointed_moments), under autocast to ``autocast_dtype``."""
-    from backend.models.vae import checkpointed_moments, encode_latents, encoder_moments
-
-    probe = 64
-    key = ("vae", id(vae), next(vae.parameters()).dtype, str(device), autocast_dtype, checkpointed)
-    if key not in _MEASURED:
-        images = torch.zeros(2, 3, probe, probe, device=device, requires_grad=True)
-        moments = partial(encoder_moments, vae)
-        if checkpointed:
-            moments = checkpointed_moments(moments, 1)
-
-        def encode():
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                enabled=autocast_dtype is not None):
-                encode_latents(vae, images, None, moments)
-
-        _MEASURED[key] = _saved_bytes(encode, _parameter_storages(vae)) / 2
-    return _MEASURED[key] * (size / probe) ** 2
-
-
-def module_bytes(module: torch.nn.Module | None) -> int:
-    if module is None:
-        return 0
-    seen: set[int] = set()
-    total = 0
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        if tensor.is_meta:  # a model built without memory (the estimate printed on a CPU): its would-be bytes
-            total += tensor.numel() * tensor.element_size()
-            continue
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            total += storage.nbytes()
-    return total
+    def parts(self) -> dict:
+        """The plan's measured parts (bytes and GiB), for benchmarks to set against measured peaks."""
+        return {"base_gib": round(self.base_gib, 3), "unet_reserve_gib": self.unet_reserve_gib,
+                "measured_by": self.measured_by,
+                "bytes_per_sample": round(self.bytes_per_sample, 1),
+                "bytes_per_sample_peak": round(self.bytes_per_sample_peak, 1),
+                "sample_fixed_bytes": round(self.sample_fixed_bytes),
+                "bytes_per_sample_checkpointed": round(self.bytes_per_sample_checkpointed, 1),
+                "vae_gib_per_view": {p.number: round(p.vae_gib_per_view, 4) for p in self.phases}}
 
 
 def model_bytes(model) -> int:
@@ -247,8 +184,9 @@ def device_cap_gib(config, device: torch.device) -> float | None:
     return min(caps) if caps else None
 
 
-def _phases(config, vae_plain: float, vae_kept: float) -> list[PhasePlan]:
-    """The phases that run (a phase of no steps is left out); the first one starts from the initial blob."""
+def _phases(config, vae_figures) -> list[PhasePlan]:
+    """The phases that run (a phase of no steps is left out); the first one starts from the initial blob.
+    ``vae_figures(views, resolution)``: (plain, checkpointed, eager) GiB a view."""
     ph, steps = config.phases, config.run.steps
     switch = min(math.ceil(ph.switch_at * steps), steps)
     phases = []
@@ -259,7 +197,9 @@ def _phases(config, vae_plain: float, vae_kept: float) -> list[PhasePlan]:
         views = objects * config.cameras.views_per_object
         rays = views * resolution**2
         per_ray = SAMPLES_PER_RAY_LATER_PHASE if phases else SAMPLES_PER_RAY_FIRST_PHASE
-        phases.append(PhasePlan(number, count, views, rays, rays * per_ray, vae_plain / GIB, vae_kept / GIB))
+        plain, kept, eager = vae_figures(views, resolution)
+        phases.append(PhasePlan(number, count, views, rays, rays * per_ray, plain, kept,
+                                vae_eager_gib_per_view=eager))
     return phases
 
 
@@ -274,11 +214,12 @@ def _vae_chunks(views: int) -> list[int]:
 
 def plan_memory(config, model, device: torch.device, field=None, renderer_evaluate=None,
                 planned_for: str | None = None) -> MemoryPlan:
-    """The memory plan of ``config`` with ``model`` on ``device`` (the field is built here when not given).
+    """The memory plan of ``config`` with ``model`` on ``device`` (the field is built here when not given, and on
+    CUDA set up as the trainer sets it up: MLPs under float16 autocast, compiled).
 
     ``planned_for``: the device type the plan is for when measured on another (bench/memory_plan.py: "cuda"
-    measured on a CPU adds the UNet reserve; the VAE is then measured in the CPU's float32, above CUDA's float16
-    autocast)."""
+    measured on a CPU adds the UNet reserve; the VAE and the samples are then measured by saved tensors in the CPU's
+    float32, above what CUDA's float16 autocast and compiled code hold)."""
     from backend.diffusion.precision import guidance_autocast_dtype
     from backend.nerf.field import RadianceField
     from backend.nerf.renderer import evaluate_samples
@@ -287,20 +228,33 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
     if field is None:
         with torch.random.fork_rng(devices=[]):
             field = RadianceField(config.field).to(device)
+        if device.type == "cuda" and config.run.mixed_precision:  # as SDSTrainer sets up the run's field
+            field.mlp_autocast_dtype = torch.float16
+        if device.type == "cuda" and config.field.compile:
+            field.use_compiled()
     evaluate = renderer_evaluate or evaluate_samples
     field_state = 4 * module_bytes(field)  # parameters, gradients, Adam's two moments
     autocast = None
     if device.type == "cuda" and config.run.mixed_precision:
         autocast = guidance_autocast_dtype(next(model.vae.parameters()).dtype)
     size = config.guidance.latent_resolution_input
-    vae_plain = vae_bytes_per_view(model.vae, size, device, autocast, checkpointed=False)
-    vae_kept = vae_bytes_per_view(model.vae, size, device, autocast, checkpointed=True)
+    eager = vae_bytes_per_view(model.vae, size, device, autocast, checkpointed=False) / GIB
+    kept = vae_bytes_per_view(model.vae, size, device, autocast, checkpointed=True) / GIB
+
+    def vae_figures(views: int, resolution: int) -> tuple[float, float, float]:
+        measured = None
+        if device.type == "cuda":
+            measured = vae_allocator_footprint(model, views, resolution, size, device, autocast)
+        return (eager if measured is None else measured.peak_per_unit / GIB), kept, eager
+
     on_cuda = (planned_for or device.type) == "cuda"
-    base = (model_bytes(model) + field_state) / GIB + (UNET_RESERVE_GIB if on_cuda else 0.0)
-    plain = sample_bytes(field, evaluate, device, checkpointed=False)
-    kept = sample_bytes(field, evaluate, device, checkpointed=True)
-    plan = MemoryPlan(device_cap_gib(config, device), base, plain, kept, _phases(config, vae_plain, vae_kept),
-                      density_chunk=config.renderer.chunk_rays * 64)
+    plain: Footprint = field_footprint(field, evaluate, device, checkpointed=False)
+    checkpointed = field_footprint(field, evaluate, device, checkpointed=True)
+    plan = MemoryPlan(device_cap_gib(config, device), (model_bytes(model) + field_state) / GIB, plain.kept_per_unit,
+                      checkpointed.kept_per_unit, _phases(config, vae_figures),
+                      density_chunk=config.renderer.chunk_rays * 64,
+                      unet_reserve_gib=UNET_RESERVE_GIB if on_cuda else 0.0, sample_peak_bytes=plain.peak_per_unit,
+                      sample_fixed_bytes=max(plain.kept_fixed, plain.peak_fixed), measured_by=plain.method)
     if plan.cap_gib is not None:
         _fit_under_cap(plan)
     return plan
@@ -308,20 +262,34 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
 
 def _fit_under_cap(plan: MemoryPlan) -> None:
     """Each phase's cheapest setting under the cap: the VAE plain if the expected samples fit plain with it, else
-    checkpointed in the largest chunk that lets them (one view at least); and the sample budget of what is left."""
-    cap, rooms = plan.cap_gib, []
+    checkpointed in the largest chunk that lets them; where none does, in the largest chunk that gives the samples
+    the most room (the field's own peak can bind, which checkpointing the VAE does not lower); and the sample
+    budget of what is left."""
+    rooms = []
     for phase in plan.phases:
-        for chunk in [None] + _vae_chunks(phase.views):
-            phase.vae_checkpoint_views = chunk
-            if plan.phase_need_gib(phase, chunk, False) <= cap:
-                break
-        # What the samples may take: the checkpointed samples' kept bytes plus one plain chunk being recomputed.
-        room = max(cap / SLACK - plan.base_gib - phase.vae_gib(phase.vae_checkpoint_views), 0.0) * GIB
-        room_for_chunk = max(room - phase.expected_samples * plan.bytes_per_sample_checkpointed, room * 0.25)
-        phase.sample_budget = max(int(room_for_chunk / plan.bytes_per_sample), MIN_SAMPLE_CHUNK)
+        chunks = [None] + _vae_chunks(phase.views)
+        fitting = [c for c in chunks if plan.phase_need_gib(phase, c, False) <= plan.cap_gib]
+        if fitting:
+            phase.vae_checkpoint_views = fitting[0]
+        else:
+            budgets = [_sample_budget(plan, phase, c)[0] for c in chunks]
+            phase.vae_checkpoint_views = chunks[budgets.index(max(budgets))]
+        phase.sample_budget, room = _sample_budget(plan, phase, phase.vae_checkpoint_views)
         rooms.append(room)
     if rooms:
         plan.density_chunk = max(int(min(rooms) * 0.5 / plan.bytes_per_sample), 4096)
+
+
+def _sample_budget(plan: MemoryPlan, phase: PhasePlan, vae_chunk: int | None) -> tuple[int, float]:
+    """(samples a step of ``phase`` may evaluate plain, bytes left beside the guidance): what is left beside the
+    guidance (VAE, UNet) at the kept bytes a sample, and on their own at the peak bytes, after the expected samples'
+    kept bytes under checkpointing; the smallest chunk at least (the plan fits only if that does)."""
+    available = plan.cap_gib / SLACK - plan.base_gib - plan.sample_fixed_bytes / GIB
+    beside = max(available - phase.vae_gib(vae_chunk) - plan.unet_reserve_gib, 0.0) * GIB
+    alone = max(available, 0.0) * GIB
+    kept = phase.expected_samples * plan.bytes_per_sample_checkpointed
+    budget = min((beside - kept) / plan.bytes_per_sample, (alone - kept) / plan.bytes_per_sample_peak)
+    return max(int(budget), MIN_SAMPLE_CHUNK), beside
 
 
 def preset_that_fits(cap_gib: float, model, device: torch.device, exclude: str | None = None) -> tuple[str, float] | None:
