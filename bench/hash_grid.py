@@ -119,13 +119,6 @@ def benchmark(args, device: torch.device) -> dict:
         reference.table.uniform_(-1.0, 1.0)
         fused.table.copy_(reference.table)
     implementations = [("torch", reference, reference.forward), ("triton", fused, fused.forward)]
-    if device.type == "cuda":  # the table gradient with one atomic add per point and corner (before run merging)
-        from backend.nerf import hash_grid_kernels
-
-        def unmerged(x01, with_rows):
-            hash_grid_kernels.MERGE_RUNS = False
-            return fused.forward(x01, with_rows)
-        implementations.append(("triton_unmerged", fused, unmerged))
     if args.compiled:
         compiled_grid = HashGrid(**settings, encoding="torch").to(device)
         compiled_grid.load_state_dict(reference.state_dict())
@@ -146,8 +139,6 @@ def benchmark(args, device: torch.device) -> dict:
             for name, grid, encode in implementations:
                 started = time.perf_counter()
                 row = measure(name, grid, encode, x01, with_rows, grads, device, args)
-                if name == "triton_unmerged":
-                    hash_grid_kernels.MERGE_RUNS = True
                 row["max_abs_difference_from_torch"] = differences if name == "triton" else None
                 row["seconds"] = round(time.perf_counter() - started, 2)
                 rows.append(row)
@@ -178,8 +169,8 @@ def compile_check() -> dict:
                                           "gradient_ptr"), {"WITH_GRADIENT": flag}) for flag in (False, True)]
     variants += [(kernels._table_gradient_kernel, ("x_ptr", "scales_ptr", "layout_ptr", "grad_features_ptr",
                                                    "grad_gradient_ptr", "table_grad_ptr"),
-                  {"HAS_GRAD_FEATURES": features, "HAS_GRAD_GRADIENT": rows, "MERGE_RUNS": merge})
-                 for features, rows in ((True, False), (True, True), (False, True)) for merge in (True, False)]
+                  {"HAS_GRAD_FEATURES": features, "HAS_GRAD_GRADIENT": rows})
+                 for features, rows in ((True, False), (True, True), (False, True))]
     for kernel, pointer_names, flags in variants:
         signature = {name: ("*i64" if name == "layout_ptr" else kind) for name, kind in zip(pointer_names, pointers)}
         signature["n_points"] = "i32"

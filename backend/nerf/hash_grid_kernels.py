@@ -26,9 +26,6 @@ NUM_WARPS = 4
 # enable_fp_fusion False: x * scale + 0.5 rounded twice, as torch does (bench/hash_grid.py --compile-check checks
 # the PTX); the interpreter accepts and ignores both.
 LAUNCH_OPTIONS = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
-# The table gradient adds each run of consecutive points that share a corner's row once (``table_gradient``);
-# bench/hash_grid.py sets it False to time the one-add-per-point kernel against it.
-MERGE_RUNS = True
 
 
 @triton.jit
@@ -150,19 +147,10 @@ def _encode_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features_ptr, gradi
 
 
 @triton.jit
-def _runs_combine(sum_a, first_a, last_a, whole_a, sum_b, first_b, last_b, whole_b):
-    """Scan operator of sums over runs of equal table rows: a segment is (sum of its trailing run, its first row,
-    its last row, whether it is one run); b's trailing run continues a's when b is one run that starts with a's
-    last row. Associative, so ``tl.associative_scan`` may group it as it likes."""
-    continues = whole_b & (last_a == first_b)
-    return sum_b + tl.where(continues, sum_a, 0.0), first_a, last_b, whole_a & continues
-
-
-@triton.jit
 def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, grad_gradient_ptr, table_grad_ptr,
                            n_points, LEVELS: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
                            HAS_GRAD_FEATURES: tl.constexpr, HAS_GRAD_GRADIENT: tl.constexpr,
-                           MERGE_RUNS: tl.constexpr, BLOCK_POINTS: tl.constexpr):
+                           BLOCK_POINTS: tl.constexpr):
     level, points, feature, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _level_block(
         x_ptr, scales_ptr, layout_ptr, n_points, FEATURES, FEATURES_P2, BLOCK_POINTS)
     width = LEVELS * FEATURES
@@ -186,18 +174,7 @@ def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, gra
         if HAS_GRAD_GRADIENT:
             gx, gy, gz = _weight_gradients(wx, wy, wz, scale, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
             contribution += gx[:, None] * grad_x + gy[:, None] * grad_y + gz[:, None] * grad_z
-        add_mask = live_mask
-        if MERGE_RUNS:
-            # Consecutive points (samples along a ray) often share a corner's row at the coarse levels: their sum
-            # is added once, by the run's last point, instead of one atomic add each (fewer, uncontended adds).
-            key = tl.where(live_mask, row[:, None], -1).to(tl.int64)  # dead points end every run
-            runs = tl.associative_scan((contribution, key, key, live_mask | True), 0, _runs_combine)
-            contribution = runs[0]
-            following = tl.minimum(tl.arange(0, BLOCK_POINTS) + 1, BLOCK_POINTS - 1)
-            next_key = tl.gather(key, tl.broadcast_to(following[:, None], key.shape), 0)
-            last_point = (tl.arange(0, BLOCK_POINTS) == BLOCK_POINTS - 1)[:, None]
-            add_mask = live_mask & ((next_key != key) | last_point)
-        tl.atomic_add(table_grad_ptr + row[:, None] * FEATURES + feature[None, :], contribution, mask=add_mask,
+        tl.atomic_add(table_grad_ptr + row[:, None] * FEATURES + feature[None, :], contribution, mask=live_mask,
                       sem="relaxed")
 
 
@@ -221,11 +198,8 @@ def encode(x01: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, layout:
 
 
 def table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_gradient: torch.Tensor | None,
-                   scales: torch.Tensor, layout: torch.Tensor, table_rows: int, features: int,
-                   merge_runs: bool | None = None) -> torch.Tensor:
-    """d loss / d table [rows, F] (float32) from the outputs' gradients (None: zero). ``merge_runs``: consecutive
-    points that share a corner's row add their sum once (the same value, in another summation order); None:
-    ``MERGE_RUNS``."""
+                   scales: torch.Tensor, layout: torch.Tensor, table_rows: int, features: int) -> torch.Tensor:
+    """d loss / d table [rows, F] (float32) from the outputs' gradients (None: zero)."""
     table_grad = torch.zeros(table_rows, features, device=x01.device, dtype=torch.float32)
     n_points, levels = x01.shape[0], scales.shape[0]
     if n_points and (grad_features is not None or grad_gradient is not None):
@@ -234,5 +208,5 @@ def table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_g
             grad_gradient if grad_gradient is not None else table_grad, table_grad, n_points,
             LEVELS=levels, FEATURES=features, FEATURES_P2=triton.next_power_of_2(features),
             HAS_GRAD_FEATURES=grad_features is not None, HAS_GRAD_GRADIENT=grad_gradient is not None,
-            MERGE_RUNS=MERGE_RUNS if merge_runs is None else merge_runs, BLOCK_POINTS=BLOCK, **LAUNCH_OPTIONS)
+            BLOCK_POINTS=BLOCK, **LAUNCH_OPTIONS)
     return table_grad

@@ -111,32 +111,6 @@ def test_features_alone_and_their_table_gradient_with_three_features_a_level():
 
 
 @runs_kernels
-def test_table_gradient_of_ray_ordered_points_adds_each_run_once_to_the_same_sums():
-    """Samples along rays come in runs that share a coarse cell's corners: merging each run's terms before its one
-    atomic add (the default) gives the torch gradient, as the unmerged kernel does. Runs end at the last live point
-    (a point count that no block divides) and at block edges (on CUDA, where blocks are 128 points)."""
-    from backend.nerf import hash_grid_kernels
-
-    reference, fused = grids()
-    generator = torch.Generator().manual_seed(7)
-    origins = torch.rand(37, 1, 3, generator=generator)
-    directions = torch.nn.functional.normalize(torch.randn(37, 1, 3, generator=generator), dim=-1)
-    steps = torch.linspace(0.0, 0.3, 41)[None, :, None]
-    x01 = (origins + directions * steps).reshape(-1, 3).clamp(0.0, 1.0).to(DEVICE)  # 1517 points, ray by ray
-    features, rows = reference(x01, with_gradient=True)
-    feature_weights = torch.randn(features.shape, generator=generator).to(DEVICE)
-    row_weights = torch.randn(rows.shape, generator=generator).to(DEVICE)
-    ((features * feature_weights).sum() + (rows * row_weights).sum()).backward()
-    layout = (fused.level_scales, fused.level_layout, fused.table.shape[0], fused.table.shape[1])
-    merged, unmerged = (hash_grid_kernels.table_gradient(x01, feature_weights, row_weights, *layout, merge_runs=merge)
-                        for merge in (True, False))
-    cell = (x01[:, None, :] * fused.level_scales[None, :, None] + 0.5).floor()
-    assert (cell[1:, 0] == cell[:-1, 0]).all(dim=-1).float().mean() > 0.8  # level 0: mostly long runs
-    assert_close_scaled(merged, reference.table.grad, 1e-5)
-    assert_close_scaled(unmerged, reference.table.grad, 1e-5)
-
-
-@runs_kernels
 def test_field_with_the_fused_encoding_equals_the_torch_field():
     """The whole field with analytic normals (the trainer's path): density, albedo, normals and every parameter's
     gradient of a loss on all three, fused encoding against the torch one with the same weights."""
