@@ -360,7 +360,7 @@ class SDSTrainer:
                 if run.checkpoint_every and step % run.checkpoint_every == 0:
                     self.save_checkpoint(elapsed, wait=False)
             yield from self._collect_mesh(wait=True)
-            self.save_checkpoint(time.perf_counter() - start_time, wait=False)  # written while the mesh is made
+            self._final_checkpoint(time.perf_counter() - start_time)
             yield from self._finish(start_time)
         except GenerationError as error:
             yield Failed(error.code, error.message)
@@ -385,6 +385,9 @@ class SDSTrainer:
         event = self.meshes.collect(wait)
         if event is not None:
             yield event
+
+    def _final_checkpoint(self, elapsed: float) -> None:
+        self.save_checkpoint(elapsed, wait=False)  # written while the final mesh is made; Done waits for it
 
     def _finish(self, start_time: float) -> Iterator[Event]:
         total = self.total_steps
