@@ -1,5 +1,6 @@
 """What the work between SDS steps costs, part by part, on this machine (CPU or CUDA): an intermediate mesh
-(backend.nerf.mesh.extract_mesh split into its parts) and a checkpoint (snapshot of the state, torch.save to disk).
+(backend.nerf.mesh.extract_mesh split into its parts) and a checkpoint (the trainer's StateSnapshot, checked
+equal to the state; torch.save through the atomic helper).
 
     python bench/between_steps.py --preset fast --device cpu            # a fast-sized field on the CPU
     python bench/between_steps.py --preset tiny --device cpu --repeats 3
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 import trimesh
 
+from backend.nerf.between_steps import StateSnapshot
 from backend.nerf.field import RadianceField
 from backend.nerf.mesh import Mesh, density_grid, drop_small_components, export_mesh
 from backend.nerf.presets import preset
@@ -89,11 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         state = {"field": field.state_dict(), "optimizer": optimizer.state_dict()}
         parts["finiteness_check_per_parameter"], _ = best_ms(
             lambda: all(torch.isfinite(p).all() for p in field.parameters()), args.repeats, device)
-        parts["checkpoint_snapshot_copy"], copy = best_ms(
-            lambda: {"field": {k: v.detach().to("cpu", copy=True) for k, v in state["field"].items()},
-                     "optimizer": {"state": {k: {n: t.to("cpu", copy=True) for n, t in s.items()}
-                                             for k, s in state["optimizer"]["state"].items()},
-                                   "param_groups": state["optimizer"]["param_groups"]}}, args.repeats, device)
+        parts["finiteness_check_one_sync"], _ = best_ms(
+            lambda: bool(torch.stack([torch.isfinite(p).all() for p in field.parameters()]).all()), args.repeats,
+            device)
+        snapshots = StateSnapshot()  # the trainer's: pinned host buffers on CUDA, reused from the second take on
+        parts["checkpoint_snapshot_first"], copy = best_ms(lambda: snapshots.take(state, device), 1, device)
+        parts["checkpoint_snapshot_reused"], copy = best_ms(lambda: snapshots.take(state, device), args.repeats,
+                                                            device)
+        for name, tensor in state["field"].items():  # the copy is the state, bit for bit
+            assert torch.equal(copy["field"][name], tensor.cpu()), name
         buffer = io.BytesIO()
         torch.save(copy, buffer)
 
