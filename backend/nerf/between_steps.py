@@ -143,6 +143,9 @@ class BackgroundMesh:
     def pending(self) -> bool:
         return self._work.pending
 
+    def ready(self) -> bool:
+        return self._work.ready()
+
     def start(self, field, field_config, mesh_config, step: int) -> None:
         from backend.events import MeshUpdate
         from backend.nerf.field import RadianceField
