@@ -132,7 +132,9 @@ class CheckpointWriter:
 class BackgroundMesh:
     """Intermediate meshes: ``start`` takes the density grid and a copy of the field at the step boundary and
     runs the rest (``mesh_from_grid``, the PLY) in a thread; ``collect`` returns its MeshUpdate (None while it is
-    not ready, unless ``wait``; None for an empty surface)."""
+    not ready, unless ``wait``; None for an empty surface). The copy runs eager: where the run's field is compiled
+    (CUDA) its colours may differ from the compiled field's by float rounding; the geometry comes from the run's
+    field itself."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -158,6 +160,7 @@ class BackgroundMesh:
         if self._field_copy is None:
             with torch.random.fork_rng(devices=[]):  # its initial weights must not draw from the run's RNG
                 self._field_copy = RadianceField(field_config).to(next(field.parameters()).device)
+            self._field_copy.mlp_autocast_dtype = field.mlp_autocast_dtype  # the run's MLP precision (CUDA)
         self._field_copy.load_state_dict(field.state_dict())  # ordered before the next step's updates
         field_copy, path = self._field_copy, self.path
 
