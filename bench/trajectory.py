@@ -1,9 +1,23 @@
 """The trajectory benchmark's run of one preset (bench/generate.py): the real trainer with the known object's
 target-forming loss and per-step records (GPU time, field samples, phase), and the figures of that run (per-phase
-step times, samples, peak memory, the memory plan's parts, the final mesh's chamfer distance)."""
+step times, samples, peak memory, the memory plan's parts, the final mesh's chamfer distance, the work between the
+steps by kind).
+
+The work outside ``train_step`` is timed by kind, the device synchronised around each (``between_steps_s``, seconds,
+with ``between_steps_counts``): periodic work, whose count in a shortened run is the full run's since its periods are
+scaled with the steps (``views``: preview renders; ``mesh``: an intermediate mesh's step-boundary part and any wait
+for its background part; ``checkpoint``: the snapshot and any wait for the background write), one-off work
+(``setup``: the trainer and its memory plan; ``final_checkpoint``, ``final_mesh``, ``final_exports`` (GLB, OBJ,
+PLY), ``turntable`` (render + PNG)), and ``other``: the rest of the wall time (the loop, the events), which grows with
+the steps. ``wall_s_full_estimate`` = per-phase step means x the preset's steps per phase + each periodic kind's
+mean per event x its count at the preset's own length + the one-off work + ``other`` x full steps / steps; its parts
+are ``wall_s_full_estimate_parts``. The first (compiling) steps of each phase stay out of it
+(``phase<N>_first_steps_ms``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 
@@ -34,6 +48,70 @@ class TrajectoryTrainer(SDSTrainer):
         self.profile_from = profile_from
         self.profile: StepProfile | None = None
         self.profile_summary: dict | None = None
+        self.between_steps_s: dict[str, float] = {}
+        self.between_steps_counts: dict[str, int] = {}
+        self.finishing = False  # the steps are done: checkpoint writes and waits are the final one's
+        self._between_depth = 0
+
+    @contextlib.contextmanager
+    def between(self, kind: str, counted: bool = True):
+        """Time work outside the steps as ``kind`` (device synchronised around it); work inside other timed work
+        is that work's."""
+        if self._between_depth:
+            yield
+            return
+        self._between_depth += 1
+        synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            self.between_steps_s[kind] = self.between_steps_s.get(kind, 0.0) + time.perf_counter() - start
+            if counted:
+                self.between_steps_counts[kind] = self.between_steps_counts.get(kind, 0) + 1
+            self._between_depth -= 1
+
+    def render_views(self, *args, **kwargs):
+        with self.between("views"):
+            return super().render_views(*args, **kwargs)
+
+    def _start_intermediate_mesh(self, step: int) -> None:
+        with self.between("mesh"):
+            super()._start_intermediate_mesh(step)
+
+    def _collect_mesh(self, wait: bool):
+        if not (self.meshes.pending and (wait or self.meshes.ready())):
+            return  # nothing to collect: no synchronisation at this boundary (the steps run as in a real run)
+        with self.between("mesh", counted=False):
+            event = self.meshes.collect(wait)
+        if event is not None:
+            yield event
+
+    def save_checkpoint(self, *args, **kwargs):
+        with self.between("checkpoint"):
+            return super().save_checkpoint(*args, **kwargs)
+
+    def wait_for_checkpoint(self) -> None:
+        with self.between("final_checkpoint" if self.finishing else "checkpoint", counted=False):
+            super().wait_for_checkpoint()
+
+    def _final_checkpoint(self, elapsed: float) -> None:
+        self.finishing = True
+        with self.between("final_checkpoint"):
+            super()._final_checkpoint(elapsed)
+
+    def extract_mesh(self, resolution: int | None = None):
+        with self.between("final_mesh" if resolution is None else "mesh"):
+            return super().extract_mesh(resolution)
+
+    def _export_final(self, mesh):
+        with self.between("final_exports"):
+            return super()._export_final(mesh)
+
+    def _turntable(self):
+        with self.between("turntable"):
+            return super()._turntable()
 
     def stop_profile(self) -> None:
         if self.profile is not None:
@@ -80,6 +158,49 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
 
 
+PERIODIC = {"views": "views_every", "mesh": "mesh_every", "checkpoint": "checkpoint_every"}
+ONE_OFF = ("setup", "final_checkpoint", "final_mesh", "final_exports", "turntable")
+
+
+def full_counts(config: GenerateConfig) -> dict[str, int]:
+    """How many of each periodic kind a run of ``config`` does (the trainer's conditions: a mesh at steps before
+    the last, views and checkpoints at every multiple of their period)."""
+    run = config.run
+    return {"views": run.steps // run.views_every if run.views_every else 0,
+            "mesh": (run.steps - 1) // run.mesh_every if run.mesh_every else 0,
+            "checkpoint": run.steps // run.checkpoint_every if run.checkpoint_every else 0}
+
+
+def full_length_estimate(trainer: TrajectoryTrainer, name: str, overrides: dict[str, str], setup_s: float,
+                         outside_s: float, result: dict) -> dict:
+    """``wall_s_full_estimate`` of the preset at its own length and its parts (see the module's docstring)."""
+    from backend.nerf.presets import set_option
+
+    full = preset(name)
+    for key, value in overrides.items():
+        set_option(full, key, value)
+    full_steps, steps = full.run.steps, trainer.config.run.steps
+    by_kind = dict(trainer.between_steps_s, setup=setup_s)
+    counts = dict(trainer.between_steps_counts, setup=1)
+    by_kind["other"] = max(0.0, outside_s - sum(by_kind.values()))  # the loop and the events (host, per step)
+    at_full = full_counts(full)
+    means = {kind: by_kind[kind] / counts[kind] for kind in PERIODIC if counts.get(kind)}
+    full_switch = int(np.ceil(full.phases.switch_at * full_steps))
+    parts = {"steps": (full_switch * result["phase1_step_ms_mean"] + (full_steps - full_switch)
+                       * result["phase2_step_ms_mean"]) / 1e3,
+             "periodic": sum(means.get(kind, 0.0) * at_full[kind] for kind in PERIODIC),
+             "one_off": sum(by_kind.get(kind, 0.0) for kind in ONE_OFF),
+             "other": by_kind["other"] * full_steps / steps}
+    return {"between_steps_s": {kind: round(value, 3) for kind, value in by_kind.items()},
+            "between_steps_counts": {kind: counts.get(kind, 0) for kind in (*PERIODIC, *ONE_OFF)},
+            "between_steps_full_counts": at_full,
+            "between_steps_mean_s": {kind: round(value, 4) for kind, value in means.items()},
+            # periodic kinds the full run does but this one did not (no mean to count them with)
+            "estimate_unmeasured": [kind for kind in PERIODIC if at_full[kind] and kind not in means],
+            "wall_s_full_estimate_parts": {key: round(value, 2) for key, value in parts.items()},
+            "wall_s_full_estimate": round(sum(parts.values()), 1)}
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -119,6 +240,8 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         trainer = TrajectoryTrainer(config, model, context, workdir, device, target=TwoSpheres(),
                                     sds_weight=sds_weight, profile_steps=min(profile_steps, phase_2_steps),
                                     profile_from=max(0, min(skip, phase_2_steps - profile_steps)))
+        synchronize(device)
+        setup_s = time.perf_counter() - start
         for event in trainer.run():
             if trainer.profile is not None and trainer.step == trainer.total_steps:
                 trainer.stop_profile()  # the window ends with the last step, before the run's final mesh
@@ -166,14 +289,8 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     result["peak_gib"] = round(max(peak_run, trainer.phase_1_peak_gib), 2)
     steps_total = sum(r["ms"] for r in records) / 1e3
     result["steps_s"] = round(steps_total, 2)
-    result["outside_steps_s"] = round(wall - steps_total, 2)  # model set-up, previews, meshes, checkpoints
-    # The preset's own step count at this run's per-phase means, plus what the run spent outside its steps
-    # (scaled by the steps' share for the periodic previews/meshes/checkpoints) and its first-step compile.
-    full_switch = int(np.ceil(config.phases.switch_at * full_steps))
-    estimate = (full_switch * result["phase1_step_ms_mean"] + (full_steps - full_switch)
-                * result["phase2_step_ms_mean"]) / 1e3
-    estimate += result["outside_steps_s"] * full_steps / config.run.steps
-    result["wall_s_full_estimate"] = round(estimate, 1)
+    result["outside_steps_s"] = round(wall - steps_total, 2)  # trainer set-up, previews, meshes, checkpoints
+    result.update(full_length_estimate(trainer, name, overrides, setup_s, wall - steps_total, result))
     result["switch_step"] = switch
     trainer.stop_profile()  # a run that failed inside the window
     if trainer.profile_summary is not None:

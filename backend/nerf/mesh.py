@@ -234,12 +234,27 @@ def extract_mesh(field: RadianceField, resolution: int, threshold: float, min_co
     stays below the dense pass at ``resolution``."""
     if refinement > 1:
         vertices, faces = refined_surface(field, resolution, refinement, threshold, chunk)
-        resolution = resolution * refinement
-    else:
-        grid = density_grid(field, resolution, chunk)
-        if not (grid.max() > threshold > grid.min()):
-            return empty_mesh()
-        vertices, faces = mcubes.marching_cubes(grid, threshold)
+        return surface_mesh(vertices, faces, resolution * refinement, field, min_component_fraction, chunk)
+    return mesh_from_grid(density_grid(field, resolution, chunk), field, threshold, min_component_fraction, chunk)
+
+
+@torch.no_grad()
+def mesh_from_grid(grid: np.ndarray, field: RadianceField, threshold: float, min_component_fraction: float = 0.01,
+                   chunk: int = 262144) -> Mesh:
+    """``extract_mesh``'s single pass from a ``density_grid`` already taken: the CPU part (marching cubes, clean-up)
+    and the vertex colours from ``field`` (the trainer runs this off the step path with a copy of the field taken
+    with the grid)."""
+    if not (grid.max() > threshold > grid.min()):
+        return empty_mesh()
+    vertices, faces = mcubes.marching_cubes(grid, threshold)
+    return surface_mesh(vertices, faces, grid.shape[0] - 1, field, min_component_fraction, chunk)
+
+
+@torch.no_grad()
+def surface_mesh(vertices: np.ndarray, faces: np.ndarray, resolution: int, field: RadianceField,
+                 min_component_fraction: float, chunk: int) -> Mesh:
+    """Marching-cubes output (vertices in grid index units of a ``resolution`` grid) -> the Mesh: world units,
+    small components dropped, wound outward, vertex colours the field's albedo."""
     if len(faces) == 0:
         return empty_mesh()
     vertices = vertices * (2.0 * field.radius / resolution) - field.radius

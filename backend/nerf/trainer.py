@@ -8,6 +8,13 @@ checkpoint continues exactly as an uninterrupted one.
 Work folder (``workdir``): ``config.json``, ``checkpoint.pt`` (the latest good optimisation state, replaced
 atomically), ``mesh_latest.ply`` (the latest intermediate mesh), and at the end ``mesh.glb``, ``mesh.obj``,
 ``mesh.ply`` and ``turntable.png``. Nothing there is overwritten by a failing run's state.
+
+Periodic work off the step path (backend.nerf.between_steps): a checkpoint's state is copied off the device at the
+step boundary and written by a background thread (one write in flight; whatever needs the file on disk waits for
+it, and a failed write becomes a ``checkpoint_failed`` Failed event); an intermediate mesh's density grid and a copy
+of the field are taken at the boundary, its marching cubes, clean-up, colours and ``mesh_latest.ply`` run in a
+thread, and its MeshUpdate (carrying the step it was taken at) is yielded at the first step boundary after it is
+ready, in step order.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from backend.diffusion.precision import guidance_autocast_dtype, overflow_hint
 from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_latent_encoder
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from backend.imaging import save_views_grid
+from backend.nerf.between_steps import BackgroundMesh, CheckpointWriter
 from backend.nerf.field import RadianceField
 from backend.nerf.memory import GIB, MemoryPlan, plan_memory, refusal
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
@@ -35,7 +43,7 @@ from backend.nerf.presets import GenerateConfig, validate
 from backend.nerf.renderer import VolumeRenderer
 from backend.nerf.shading import ALBEDO, PointLightShading
 from backend.profiling import region
-from blender_addon.core.atomic_files import open_atomically, write_json_atomically
+from blender_addon.core.atomic_files import write_json_atomically
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
@@ -102,7 +110,8 @@ class SDSTrainer:
             betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         self.step = 0  # the next step to run
         self.elapsed_before = 0.0  # seconds spent in earlier sessions of this run
-        self.last_checkpoint_step: int | None = None
+        self.checkpoints = CheckpointWriter(self.workdir / CHECKPOINT_NAME, self.device)
+        self.meshes = BackgroundMesh(self.workdir / LATEST_MESH_NAME)
         self.plan = StepPlan(config.phases.objects_before, config.phases.resolution_before, 0.0)
 
     def _plan_memory(self) -> MemoryPlan | None:
@@ -221,6 +230,10 @@ class SDSTrainer:
         return self.guidance(renders, self.context, codes, self.config.cameras.views_per_object, generator)
 
     def _kept_note(self) -> str:
+        try:
+            self.wait_for_checkpoint()
+        except GenerationError:
+            pass  # the write's own failure is reported where it is collected; this names what is on disk
         if self.last_checkpoint_step is None:
             return " (no checkpoint had been written yet)"
         return f"; the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.workdir}"
@@ -264,19 +277,35 @@ class SDSTrainer:
             "model": getattr(self.model, "name", type(self.model).__name__),
         }
 
-    def save_checkpoint(self, elapsed: float = 0.0) -> Path | None:
-        """Write the state atomically; a state with non-finite weights is not written (the last good one stays)."""
-        if not all(torch.isfinite(p).all() for p in self.field.parameters()):
-            return None
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    @property
+    def last_checkpoint_step(self) -> int | None:
+        """The step of the checkpoint on disk (a write still in flight is not counted)."""
+        return self.checkpoints.on_disk_step
+
+    def save_checkpoint(self, elapsed: float = 0.0, wait: bool = True) -> Path | None:
+        """Save the state atomically; a state with non-finite weights is not saved (the last good one stays).
+
+        The state is copied off the device now (the step boundary) and written by a background thread; ``wait``
+        returns once it is on disk. A failed write raises GenerationError here or where it is next waited for."""
+        self.wait_for_checkpoint()  # one write in flight: its failure is reported before a new one starts
         with region("checkpoint"):
+            # one device synchronisation for every parameter (not one each)
+            if not bool(torch.stack([torch.isfinite(p).all() for p in self.field.parameters()]).all()):
+                return None
             state = self.state_dict()
             state["elapsed"] = self.elapsed_before + elapsed
-            path = self.workdir / CHECKPOINT_NAME
-            with open_atomically(path) as handle:
-                torch.save(state, handle)
-        self.last_checkpoint_step = self.step
-        return path
+            self.checkpoints.submit(state)
+        if wait:
+            self.wait_for_checkpoint()
+        return self.checkpoints.path
+
+    def wait_for_checkpoint(self) -> None:
+        """Return once the checkpoint write in flight (if any) is on disk; its failure raises GenerationError."""
+        try:
+            self.checkpoints.wait()
+        except Exception as error:  # noqa: BLE001 - any failure of the write is said as checkpoint_failed
+            raise GenerationError("checkpoint_failed", f"could not write the checkpoint {self.checkpoints.path}: "
+                                  f"{error}" + self._kept_note()) from None
 
     def load_checkpoint(self, path: str | Path) -> None:
         path = Path(path)
@@ -292,7 +321,7 @@ class SDSTrainer:
         self.context = state["context"].to(self.device)
         self.step = int(state["step"])
         self.elapsed_before = float(state.get("elapsed", 0.0))
-        self.last_checkpoint_step = self.step
+        self.checkpoints.on_disk_step = self.step
 
     # -- the run -------------------------------------------------------------------------------------------------
     def run(self, cancel: threading.Event | Callable[[], bool] | None = None,
@@ -308,6 +337,7 @@ class SDSTrainer:
         try:
             while self.step < self.total_steps:
                 if cancelled():
+                    yield from self._collect_mesh(wait=True)
                     self.save_checkpoint(time.perf_counter() - start_time)
                     yield Failed("cancelled", f"cancelled at step {self.step}; state saved in {self.workdir}")
                     return
@@ -316,18 +346,21 @@ class SDSTrainer:
                 elapsed = time.perf_counter() - start_time
                 eta = elapsed / (step - start_step) * (self.total_steps - step)
                 yield Progress(phase, step, self.total_steps, self.elapsed_before + elapsed, eta, losses)
+                yield from self._collect_mesh(wait=False)
+                if self.checkpoints.ready():
+                    self.wait_for_checkpoint()  # a finished write: its failure is reported now, not later
                 if run.views_every and step % run.views_every == 0:
                     yield self.render_views()
                 wants_mesh = mesh_requested is not None and mesh_requested.is_set()
                 if (run.mesh_every and step % run.mesh_every == 0 and step < self.total_steps) or wants_mesh:
                     if mesh_requested is not None:
                         mesh_requested.clear()
-                    event = self._intermediate_mesh(step)
-                    if event is not None:
-                        yield event
+                    yield from self._collect_mesh(wait=True)  # one in flight; events in step order
+                    self._start_intermediate_mesh(step)
                 if run.checkpoint_every and step % run.checkpoint_every == 0:
-                    self.save_checkpoint(elapsed)
-            self.save_checkpoint(time.perf_counter() - start_time)
+                    self.save_checkpoint(elapsed, wait=False)
+            yield from self._collect_mesh(wait=True)
+            self._final_checkpoint(time.perf_counter() - start_time)
             yield from self._finish(start_time)
         except GenerationError as error:
             yield Failed(error.code, error.message)
@@ -335,13 +368,26 @@ class SDSTrainer:
             yield Failed("out_of_memory",
                          f"the GPU ran out of memory at step {self.step}: try the 'draft' preset or lower "
                          f"phases.resolution_after / phases.objects_before" + self._kept_note())
+        finally:  # a closed or failed run leaves no write half-done behind it
+            self.meshes.drain()
+            try:
+                self.checkpoints.wait()
+            except Exception:  # noqa: BLE001 - the run already ended with its own event or error
+                pass
 
-    def _intermediate_mesh(self, step: int) -> MeshUpdate | None:
-        mesh = self.extract_mesh(self.config.mesh.preview_resolution)
-        if mesh.is_empty:
-            return None
-        export_mesh(mesh, self.workdir / LATEST_MESH_NAME)
-        return MeshUpdate(mesh.vertices, mesh.faces, mesh.vertex_colors, step)
+    def _start_intermediate_mesh(self, step: int) -> None:
+        """The device part now (the density grid, a copy of the field for the colours); the rest in a thread."""
+        with region("mesh"):
+            self.meshes.start(self.field, self.config.field, self.config.mesh, step)
+
+    def _collect_mesh(self, wait: bool) -> Iterator[MeshUpdate]:
+        """The background mesh's event, when it is ready (``wait``: once it is)."""
+        event = self.meshes.collect(wait)
+        if event is not None:
+            yield event
+
+    def _final_checkpoint(self, elapsed: float) -> None:
+        self.save_checkpoint(elapsed, wait=False)  # written while the final mesh is made; Done waits for it
 
     def _finish(self, start_time: float) -> Iterator[Event]:
         total = self.total_steps
@@ -351,15 +397,22 @@ class SDSTrainer:
             raise GenerationError(
                 "empty_mesh", f"no surface at density {self.config.mesh.density_threshold}: the field is empty "
                 "(lower mesh.density_threshold or run more steps)" + self._kept_note())
-        artifacts = {}
-        for name in FINAL_MESH_NAMES:
-            artifacts[name] = str(export_mesh(mesh, self.workdir / name))
+        artifacts = self._export_final(mesh)
         yield MeshUpdate(mesh.vertices, mesh.faces, mesh.vertex_colors, total, final=True)
-        views = self.render_views(self.config.run.turntable_views)
-        artifacts[TURNTABLE_NAME] = str(save_views_grid(views.images, self.workdir / TURNTABLE_NAME))
+        views = self._turntable()
+        artifacts[TURNTABLE_NAME] = str(self.workdir / TURNTABLE_NAME)
         yield views
+        self.wait_for_checkpoint()
         artifacts[CHECKPOINT_NAME] = str(self.workdir / CHECKPOINT_NAME)
         yield Done(artifacts)
+
+    def _export_final(self, mesh: Mesh) -> dict[str, str]:
+        return {name: str(export_mesh(mesh, self.workdir / name)) for name in FINAL_MESH_NAMES}
+
+    def _turntable(self) -> Views:
+        views = self.render_views(self.config.run.turntable_views)
+        save_views_grid(views.images, self.workdir / TURNTABLE_NAME)
+        return views
 
 
 def condition_context(model, image: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,27 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
                 "samples_per_step_p50", "chamfer", "wall_s_full_estimate"):
         assert run[key] is not None and run[key] > 0, key
     assert run["phase2_step_ms_p90"] >= run["phase2_step_ms_p50"]
+    # the work outside the steps by kind: each kind of the run timed, as often as it ran (the periods above)
+    between, counts = run["between_steps_s"], run["between_steps_counts"]
+    periodic, one_off = ("views", "mesh", "checkpoint"), ("setup", "final_checkpoint", "final_mesh",
+                                                          "final_exports", "turntable")
+    assert set(between) == {*periodic, *one_off, "other"} and all(between[k] >= 0 for k in between), between
+    assert counts == dict.fromkeys((*periodic, *one_off), 1), counts
+    # the kinds make up the time outside the steps (each rounded to 1 ms; outside_steps_s to 10 ms)
+    assert sum(between.values()) == pytest.approx(run["outside_steps_s"], abs=0.005 + 0.0005 * len(between))
+    # the tiny preset's own 30 steps at these periods: 30 // 4 previews, 29 // 2 meshes (none at the last step)
+    assert run["between_steps_full_counts"] == {"views": 7, "mesh": 14, "checkpoint": 7}
+    parts, full, switch = run["wall_s_full_estimate_parts"], run["preset_steps"], 15  # tiny: switch_at 0.5
+    assert run["estimate_unmeasured"] == []
+    # the estimate adds up: steps at the phase means, the periodic kinds' means x the full counts, the one-off
+    # work once, the rest per step (tolerances: the stored roundings, 1e-4 s a mean, 1 ms a kind, 10 ms a part)
+    assert parts["steps"] == pytest.approx((switch * run["phase1_step_ms_mean"]
+                                            + (full - switch) * run["phase2_step_ms_mean"]) / 1e3, abs=0.01)
+    assert parts["periodic"] == pytest.approx(sum(run["between_steps_mean_s"][k] * run["between_steps_full_counts"][k]
+                                                  for k in periodic), abs=0.01)
+    assert parts["one_off"] == pytest.approx(sum(between[k] for k in one_off), abs=0.01)
+    assert parts["other"] == pytest.approx(between["other"] * full / run["steps"], abs=0.01 + 0.0005 * full)
+    assert run["wall_s_full_estimate"] == pytest.approx(sum(parts.values()), abs=0.05 + 0.005 * len(parts))
     # the known object's surface spans about 0.9 world units: a mesh anywhere near it is well under 0.5 away
     assert run["chamfer"] < 0.5
     # --profile-steps 1: one phase-2 step's regions (each part of a step that ran, timed) and the top operators
