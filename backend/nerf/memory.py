@@ -256,11 +256,11 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
                       unet_reserve_gib=UNET_RESERVE_GIB if on_cuda else 0.0, sample_peak_bytes=plain.peak_per_unit,
                       sample_fixed_bytes=max(plain.kept_fixed, plain.peak_fixed), measured_by=plain.method)
     if plan.cap_gib is not None:
-        _fit_under_cap(plan)
+        fit_under_cap(plan)
     return plan
 
 
-def _fit_under_cap(plan: MemoryPlan) -> None:
+def fit_under_cap(plan: MemoryPlan) -> None:
     """Each phase's cheapest setting under the cap: the VAE plain if the expected samples fit plain with it, else
     checkpointed in the largest chunk that lets them; where none does, in the largest chunk that gives the samples
     the most room (the field's own peak can bind, which checkpointing the VAE does not lower); and the sample

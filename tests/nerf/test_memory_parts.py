@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from backend.nerf.field import RadianceField
-from backend.nerf.memory import GIB, MIN_SAMPLE_CHUNK, SLACK, MemoryPlan, PhasePlan, _fit_under_cap
+from backend.nerf.memory import GIB, MIN_SAMPLE_CHUNK, SLACK, MemoryPlan, PhasePlan, fit_under_cap
 from backend.nerf.memory_measure import parameter_storages, saved_bytes, separate
 from backend.nerf.renderer import evaluate_samples
 from backend.nerf.shading import Lighting
@@ -85,7 +85,7 @@ def test_a_cap_the_field_peak_binds_keeps_the_vae_plain_and_a_budget_under_the_c
     # 10 M samples: kept beside the guidance 2 + 0.8 + 1.5 + 3.7 GiB, alone 2 + 8.4 GiB: the field's peak binds
     plan = MemoryPlan(9.0, 2.0, 400.0, 100.0, [_phase(10_000_000)], unet_reserve_gib=1.5, sample_peak_bytes=900.0)
     assert plan.need_gib(False) > 9.0 and plan.fits
-    _fit_under_cap(plan)
+    fit_under_cap(plan)
     (phase,) = plan.phases
     # checkpointing the VAE would lower only the guidance side: the encoder stays plain (compiled, faster)
     assert phase.vae_checkpoint_views is None
@@ -101,7 +101,7 @@ def test_a_cap_the_vae_binds_checkpoints_it_only_as_far_as_the_samples_fit():
     # 8 x 0.005 + 4 x 0.3 GiB (the eager encoder recomputed): 5.6 GiB, under it
     phase = PhasePlan(1, 10, 8, 25_000, 1_000_000, 0.5, 0.005, vae_eager_gib_per_view=0.3)
     plan = MemoryPlan(8.0, 2.0, 400.0, 100.0, [phase], unet_reserve_gib=1.5, sample_peak_bytes=900.0)
-    _fit_under_cap(plan)
+    fit_under_cap(plan)
     assert phase.vae_checkpoint_views == 4 and phase.sample_budget >= phase.expected_samples
     assert plan.estimate_gib <= 8.0
 
@@ -113,5 +113,5 @@ def test_the_least_need_takes_the_plain_encoder_where_it_holds_less_than_an_eage
     assert phase.vae_gib(None) < phase.vae_gib(1)
     assert plan.need_gib(True) == pytest.approx(plan.phase_need_gib(phase, None, True))
     plan.cap_gib = plan.need_gib(True) * 1.001
-    _fit_under_cap(plan)
+    fit_under_cap(plan)
     assert phase.vae_checkpoint_views is None and plan.estimate_gib <= plan.cap_gib
