@@ -211,9 +211,11 @@ def main(argv: list[str] | None = None) -> dict:
             welcome = wait_until_warm(client, args.answer_s)
             info.update(warmup=welcome.get("warmup"), warmup_s=server.warmup.seconds,
                         warmup_parts_s=dict(server.warmup.parts), ready_after_start_s=elapsed(started))
+            print(f"[service bench] warm after {info['ready_after_start_s']} s: {welcome.get('warmup')}", flush=True)
             timeline, first_mesh = generate_timeline(client, png, settings, mesh_every, args.until,
                                                      args.empty_mesh_points, args.answer_s)
             info["generate"] = timeline
+            print(f"[service bench] generate: {json.dumps(timeline, default=str)}", flush=True)
             info["mesh_stages_ms"] = mesh_stages(server, first_mesh) if first_mesh is not None else None
             if args.preview_repeats > 0:
                 preview = PreviewSettings(steps=args.preview_steps, seed=0)
