@@ -167,22 +167,58 @@ class StepProfile:
     def _top_rows(self) -> tuple[str, list[dict]]:
         from torch.autograd import DeviceType
 
+        # The profiler's raw events, not its events()/key_averages(): those build a Python object tree of every
+        # event first, 8 of the 17 CPU s of a one-step tiny CPU profile (bench/generate.py --profile-steps 1).
+        events = self.profiler.profiler.kineto_results.events()
         totals: dict[str, list[float]] = {}
         if self.device.type == "cuda":
             kind = "CUDA kernels"
-            for event in self.profiler.events():
-                if event.device_type == DeviceType.CUDA:
-                    entry = totals.setdefault(event.name, [0.0, 0])
-                    entry[0] += event.time_range.elapsed_us() / 1e3
+            for event in events:
+                if event.device_type() == DeviceType.CUDA:
+                    entry = totals.setdefault(event.name(), [0.0, 0])
+                    entry[0] += event.duration_ns() / 1e6
                     entry[1] += 1
         else:
             kind = "CPU operators (self time)"
-            for average in self.profiler.key_averages():
-                if not average.key.startswith("iso3d:"):
-                    totals[average.key] = [average.self_cpu_time_total / 1e3, average.count]
+            totals = {name: entry for name, entry in cpu_self_times(events).items() if not name.startswith("iso3d:")}
         ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:self.top]
         return kind, [{"name": name[:120], "ms_total": round(ms, 3), "calls": int(calls)}
                       for name, (ms, calls) in ranked]
+
+
+def cpu_self_times(events) -> dict[str, list[float]]:
+    """{name: [self milliseconds, calls]} of the CPU events among raw profiler events: each event's duration less
+    the durations of the events nested directly in it on its thread, as key_averages' self CPU time (and, as there,
+    an event whose one child has its name, a dispatcher's re-dispatch, counts as one call)."""
+    from torch.autograd import DeviceType
+
+    threads: dict[int, list] = {}
+    for event in events:
+        if event.device_type() == DeviceType.CPU:
+            threads.setdefault(event.start_thread_id(), []).append(event)
+    totals: dict[str, list[float]] = {}
+
+    def close(name: str, end: int, self_ns: int, children: int, same_name_children: int) -> None:
+        entry = totals.setdefault(name, [0.0, 0])
+        entry[0] += self_ns / 1e6
+        entry[1] += 0 if children == 1 and same_name_children == 1 else 1
+
+    for thread in threads.values():
+        thread.sort(key=lambda event: (event.start_ns(), -event.end_ns()))  # a parent before its first child
+        open_events: list[list] = []  # [name, end ns, self ns, children, children of the same name], outermost first
+        for event in thread:
+            name, start, end = event.name(), event.start_ns(), event.end_ns()
+            while open_events and open_events[-1][1] <= start:
+                close(*open_events.pop())
+            if open_events:
+                parent = open_events[-1]
+                parent[2] -= end - start
+                parent[3] += 1
+                parent[4] += name == parent[0]
+            open_events.append([name, end, end - start, 0, 0])
+        while open_events:
+            close(*open_events.pop())
+    return totals
 
 
 def format_profile(summary: dict) -> str:

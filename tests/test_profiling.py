@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from backend.profiling import REGIONS, RegionRecorder, StepProfile, region
+from backend.profiling import REGIONS, RegionRecorder, StepProfile, cpu_self_times, region
 
 
 def busy(seconds: float) -> None:
@@ -63,3 +63,21 @@ def test_step_profile_splits_the_window_and_lists_the_top_operators():
     assert any(row["name"] == "aten::mm" and row["calls"] == 2 for row in summary["top"])
     assert all(not row["name"].startswith("iso3d:") for row in summary["top"])
     assert "other" not in REGIONS
+
+
+def test_self_times_from_the_raw_events_are_the_profilers_own():
+    """cpu_self_times (what the step profile's CPU table uses: the raw events, without the profiler's slow event
+    tree) gives key_averages' self CPU time and call count of every operator, nested and re-dispatched ones
+    (aten::sum in aten::sum) and the backward's included."""
+    from torch.profiler import ProfilerActivity, profile
+
+    weights = torch.randn(64, 64, requires_grad=True)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(5):
+            (weights @ weights).relu().sum().backward()
+    ours = cpu_self_times(profiler.profiler.kineto_results.events())
+    theirs = {average.key: (average.self_cpu_time_total / 1e3, average.count) for average in profiler.key_averages()}
+    assert set(ours) == set(theirs) and "aten::mm" in ours
+    for name, (milliseconds, calls) in theirs.items():
+        assert ours[name][1] == calls, name
+        assert ours[name][0] == pytest.approx(milliseconds, abs=1e-9), name  # the same sums of whole nanoseconds

@@ -34,13 +34,17 @@ class Warmup:
     """``run(report)`` in the job worker; ``state`` read by the socket loop (a str assignment is atomic).
 
     ``generate_settings``: the wire settings of the generate job whose SDS steps are warmed (default: the default
-    preset's, what a generate job without settings runs); ``max_gpu_memory``: the service's cap (GiB, 0: none)."""
+    preset's, what a generate job without settings runs); ``max_gpu_memory``: the service's cap (GiB, 0: none);
+    ``preview_views``: views of the warm-up preview (default: a default preview's, the shapes the first preview
+    runs; tests that check the warm-up's bookkeeping ask for one view, a quarter of the CPU decode)."""
 
-    def __init__(self, model, enabled: bool, generate_settings: dict | None = None, max_gpu_memory: float = 0.0):
+    def __init__(self, model, enabled: bool, generate_settings: dict | None = None, max_gpu_memory: float = 0.0,
+                 preview_views: int | None = None):
         self.model = model
         self.state = "running" if enabled else "off"
         self.generate_settings = dict(generate_settings or {})
         self.max_gpu_memory = max_gpu_memory
+        self.preview_views = preview_views
         self.seconds: float | None = None
         self.parts: dict[str, float | str] = {}  # seconds of each part warmed, or why it was skipped
 
@@ -79,6 +83,8 @@ class Warmup:
         size = 256  # the side run_preview expects (backend.imaging.prepare_preview_image)
         blank = torch.ones(1, 3, size, size)  # white, in [-1, 1]
         settings = PreviewSettings(steps=WARMUP_STEPS)  # default views: the shapes of a default preview
+        if self.preview_views is not None:
+            settings.num_views = self.preview_views
         for event in run_preview(self.model, blank, settings):
             if isinstance(event, Progress):
                 report(PREVIEW_PHASE, event.step, event.total, time.perf_counter() - started)

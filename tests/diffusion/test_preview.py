@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from backend.diffusion import preview as preview_module
 from backend.diffusion.cameras import encode_cameras
 from backend.diffusion.preview import PreviewSettings, generate_preview, run_preview
 from backend.errors import SettingsError
@@ -56,12 +57,23 @@ def test_same_seed_same_views_other_seed_other_views(model, image, plain_run):
     assert not np.array_equal(first.images, other.images)
 
 
-def test_sampler_matches_plain_reference_ddim(model, image, golden_dir):
+def test_sampler_matches_plain_reference_ddim(model, image, golden_dir, monkeypatch):
     """Initial noise, [uncond; cond] CFG with zero uncond context, DDIM eta=1 with the LDM sampler's alphas and
-    sigmas: recomputed here by hand from golden/schedule.json and compared with the preview's images."""
+    sigmas: recomputed here by hand from golden/schedule.json and compared with the latents the preview decodes
+    (its images are the VAE decode of those: a second decode of the hand-made latents would cost ~2 CPU s)."""
+    decoded = []  # (latents, images) of each decode_latents call of the preview: the real decode, recorded
+
+    def recorded_decode(vae, latents):
+        images = decode_latents(vae, latents)
+        decoded.append((latents.clone(), images))
+        return images
+
+    monkeypatch.setattr(preview_module, "decode_latents", recorded_decode)
     steps, guidance = 3, 10.0
     settings = PreviewSettings(steps=steps, seed=11, guidance_scale=guidance, eta=1.0, elevation=20.0)
     result = generate_preview(model, image, settings)
+    ((final_latents, final_images),) = decoded
+    assert np.array_equal(result.images, tensor_to_uint8(final_images))
 
     schedule = json.loads((golden_dir / "schedule.json").read_text())
     alphas_cumprod = torch.tensor(schedule["alphas_cumprod_float64_before_cast"], dtype=torch.float64)
@@ -83,9 +95,9 @@ def test_sampler_matches_plain_reference_ddim(model, image, golden_dir):
             direction = (1 - a_prev - sigma**2).sqrt() * eps
             noise = torch.randn(latents.shape, generator=generator)
             latents = a_prev.sqrt() * x0 + direction + sigma * noise
-        expected = tensor_to_uint8(decode_latents(model.vae, latents))
-    difference = np.abs(result.images.astype(int) - expected.astype(int))
-    assert difference.max() <= 1, difference.max()
+    # float32 arithmetic in another order than diffusers' scheduler: measured max 1.6e-5 on latents up to 19 (mean
+    # 3.3, CFG 10); 1e-4 keeps 6x. (It is stricter than the images' one uint8 level it replaces.)
+    torch.testing.assert_close(final_latents, latents, rtol=0, atol=1e-4)
 
 
 def test_reference_frame_adds_a_frame_and_drops_its_prediction(model, image, plain_run):

@@ -7,6 +7,7 @@ prints the job id: the Blender tests get the job without training torch next to 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -47,8 +48,10 @@ class SnowmanTarget(SphereTarget):
         return torch.cat(out)
 
 
+@functools.cache
 def fit_snowman_field(steps: int = 80, seed: int = 0) -> tuple[RadianceField, object]:
-    """(field, config): a tiny-preset RadianceField regressed onto SnowmanTarget's log-density and albedo."""
+    """(field, config): a tiny-preset RadianceField regressed onto SnowmanTarget's log-density and albedo. Fitted
+    once per test process (~2.5 CPU s) and shared by every caller, which must change neither."""
     config = small_config()
     config.field.compile = False
     config.mesh.resolution, config.mesh.density_threshold = 64, SURFACE_THRESHOLD

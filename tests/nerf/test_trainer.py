@@ -144,8 +144,10 @@ def test_cli_bad_inputs_give_clear_errors(tmp_path, capsys):
 
 def test_cli_generates_and_resumes(tmp_path, capsys):
     out = tmp_path / "asset.obj"
+    # small renders, mesh and turntable: this test checks the command's files, refusal and resume, not their sizes
     common = ("--model", "tiny", "--device", "cpu", "--preset", "tiny", "--quiet", "--out", out,
-              "--phases.resolution_before", "24", "--mesh.resolution", "32", "--mesh.density_threshold", "2")
+              "--phases.resolution_before", "24", "--phases.resolution_after", "24", "--mesh.resolution", "32",
+              "--mesh.density_threshold", "2", "--run.turntable_views", "2", "--run.views_resolution", "24")
     assert _cli("examples/example.png", "--steps", "2", *common) == command.EXIT_OK
     assert out.is_file() and (tmp_path / "asset_turntable.png").is_file()
     job = tmp_path / "asset.job"

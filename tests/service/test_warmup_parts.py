@@ -10,6 +10,10 @@ from backend.service.warmup import GENERATE_PHASE, PREVIEW_PHASE, WARMUP_STEPS, 
 
 # The 'tiny' preset at 16^2 renders: both phases' shapes, cheap on a loaded 2-core CPU.
 TINY_GENERATE = {"preset": "tiny", "phases.resolution_before": 16, "phases.resolution_after": 16}
+# A one-view warm-up preview: these tests check the warm-up's parts, order and reports, which do not depend on the
+# views; four 256^2 views cost ~2 CPU s of VAE decode a warm-up. The server's default-view warm-up preview runs in
+# tests/service/test_warmup_and_views_path.py.
+VIEWS = 1
 
 
 def test_the_warmup_runs_the_preview_then_each_generate_phase_and_reports_both(tiny_model, monkeypatch):
@@ -25,7 +29,7 @@ def test_the_warmup_runs_the_preview_then_each_generate_phase_and_reports_both(t
 
     monkeypatch.setattr(sds.SDSGuidance, "__call__", counted)
     reports = []
-    warmup = Warmup(tiny_model, True, TINY_GENERATE)
+    warmup = Warmup(tiny_model, True, TINY_GENERATE, preview_views=VIEWS)
     warmup.run(lambda phase, step, total, elapsed: reports.append((phase, step, total)))
     assert warmup.state == "ready", warmup.parts
     assert reports == [(GENERATE_PHASE, step, 2 * WARMUP_STEPS) for step in range(1, 2 * WARMUP_STEPS + 1)] + \
@@ -38,7 +42,7 @@ def test_the_warmup_runs_the_preview_then_each_generate_phase_and_reports_both(t
 
 def test_a_generate_warmup_that_does_not_fit_the_cap_is_skipped_with_its_reason(tiny_model, caplog):
     reports = []
-    warmup = Warmup(tiny_model, True, TINY_GENERATE, max_gpu_memory=0.001)  # GiB: nothing fits
+    warmup = Warmup(tiny_model, True, TINY_GENERATE, max_gpu_memory=0.001, preview_views=VIEWS)  # GiB: nothing fits
     with caplog.at_level(logging.WARNING, logger="iso3d.server"):
         warmup.run(lambda phase, step, total, elapsed: reports.append(phase))
     assert warmup.state == "ready"  # the preview path is warm
@@ -55,7 +59,8 @@ def test_a_warmup_that_is_off_runs_nothing(tiny_model):
 
 def test_a_generate_warmup_that_fails_is_skipped_and_the_preview_is_still_warmed(tiny_model):
     reports = []
-    warmup = Warmup(tiny_model, True, {"preset": "no such preset"})  # its settings refuse: the part fails
+    # its settings refuse: the part fails
+    warmup = Warmup(tiny_model, True, {"preset": "no such preset"}, preview_views=VIEWS)
     warmup.run(lambda phase, step, total, elapsed: reports.append(phase))
     assert warmup.state == "ready"
     assert reports == [PREVIEW_PHASE] * WARMUP_STEPS
