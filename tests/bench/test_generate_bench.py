@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from backend.nerf.memory import plan_memory
 from backend.nerf.presets import preset, set_option
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "generate.py"
+from tests.helpers.bench_scripts import bench_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    """bench/generate.py as a module (bench/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_generate", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with bench_script("generate") as module:
+        yield module
 
 
 def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny_model):

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-pytestmark = pytest.mark.integration  # a real server on a loopback socket, in a thread
+from tests.helpers.bench_scripts import bench_script
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "preview_service.py"
+pytestmark = pytest.mark.integration  # a real server on a loopback socket, in a thread
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_preview_service", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with bench_script("preview_service") as module:
+        yield module
 
 
 def test_preview_service_benchmark_tiny_cpu_reports_every_figure(bench, tmp_path):

@@ -3,18 +3,15 @@ order, and bounds its waits."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from blender_addon.core.client import BackendClient
+from tests.helpers.bench_scripts import bench_script
 
 pytestmark = pytest.mark.integration  # a real server on a loopback socket, in a thread
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "service_generate.py"
 TOP = {"date", "commit", "machine", "device", "torch", "model", "compile", "settings", "mesh_every", "until",
        "model_setup_s", "warmup", "warmup_s", "warmup_parts_s", "ready_after_start_s", "generate", "mesh_stages_ms",
        "preview", "wall_s"}
@@ -27,12 +24,8 @@ PREVIEW = {"steps", "repeats", "submit_to_views_ms", "submit_to_done_ms", "bare_
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_service_generate", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with bench_script("service_generate") as module:
+        yield module
 
 
 def test_service_generate_benchmark_tiny_cpu_reports_the_first_mesh_and_the_preview(bench, tmp_path):

@@ -202,14 +202,10 @@ def test_cli_refuses_a_negative_cap_in_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_published_size_estimates_sit_above_the_measured_h200_peaks_by_at_most_a_third():
-    import importlib.util
-    from pathlib import Path
+    from tests.helpers.bench_scripts import bench_script
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "memory_plan.py"
-    spec = importlib.util.spec_from_file_location("bench_memory_plan", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    published = script.published_model_for_planning()
+    with bench_script("memory_plan") as script:
+        published = script.published_model_for_planning()
     # bench/results/generate_h200_2026-12-02_baseline.json: peaks of the 600-step trajectories on one H200
     for name, measured in (("fast", 14.73), ("reference", 17.78)):
         estimate = plan_memory(preset(name), published, CPU, planned_for="cuda").estimate_gib
