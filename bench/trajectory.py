@@ -81,7 +81,7 @@ class TrajectoryTrainer(SDSTrainer):
             super()._start_intermediate_mesh(step)
 
     def _collect_mesh(self, wait: bool):
-        if not (self.meshes.pending and (wait or self.meshes.ready())):
+        if not self.meshes.collectable(wait):
             return  # nothing to collect: no synchronisation at this boundary (the steps run as in a real run)
         with self.between("mesh", counted=False):
             event = self.meshes.collect(wait)

@@ -141,12 +141,9 @@ class BackgroundMesh:
         self._work = OneInFlight("mesh")
         self._field_copy = None  # a second RadianceField, loaded with the field's state at each start
 
-    @property
-    def pending(self) -> bool:
-        return self._work.pending
-
-    def ready(self) -> bool:
-        return self._work.ready()
+    def collectable(self, wait: bool) -> bool:
+        """Whether ``collect(wait)`` would return the work in flight (joining it when ``wait``)."""
+        return self._work.pending and (wait or self._work.ready())
 
     def start(self, field, field_config, mesh_config, step: int) -> None:
         from backend.events import MeshUpdate
@@ -174,7 +171,7 @@ class BackgroundMesh:
         self._work.submit(finish)
 
     def collect(self, wait: bool):
-        if self._work.pending and (wait or self._work.ready()):
+        if self.collectable(wait):
             return self._work.wait()
         return None
 
