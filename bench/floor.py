@@ -12,6 +12,21 @@ from backend.nerf.presets import GenerateConfig
 from bench.trajectory import synchronize
 
 
+def median_ms(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    """Median milliseconds of ``fn()`` over ``repeats`` calls after ``warmup`` ones, the device synchronised after
+    each (wall clock: host work and launches count)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - begin) * 1e3)
+    return statistics.median(times)
+
+
 def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, warmup: int) -> dict[str, float]:
     """The phase-2 step's floor: one guidance UNet call ([uncond; cond] x views) at the latent size plus the VAE
     encoder forward and backward of the views at ``latent_resolution_input`` (the model as the run uses it)."""
@@ -43,16 +58,7 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
         latents.float().square().sum().backward()
 
     def timed(fn) -> float:
-        for _ in range(warmup):
-            fn()
-        synchronize(device)
-        times = []
-        for _ in range(repeats):
-            begin = time.perf_counter()
-            fn()
-            synchronize(device)
-            times.append((time.perf_counter() - begin) * 1e3)
-        return statistics.median(times)
+        return median_ms(fn, device, warmup, repeats)
 
     unet_ms, vae_ms = timed(unet), timed(vae)
     floor = {"floor_unet_ms": round(unet_ms, 2), "floor_vae_ms": round(vae_ms, 2), "floor_ms": round(unet_ms + vae_ms, 2),

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from backend.nerf.presets import GenerateConfig
+from bench.floor import median_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,20 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     autocast = device.type == "cuda"
     compute_dtype = guidance_autocast_dtype(dtype)
 
-    def timed(fn) -> float:
-        for _ in range(args.warmup):
-            fn()
-        times = []
-        for _ in range(args.repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            begin = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append((time.perf_counter() - begin) * 1e3)
-        return round(statistics.median(times), 3)
-
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "date": datetime.date.today().isoformat(), "torch": torch.__version__, "size": size,
                "weights_dtype": str(dtype), "rows": []}
@@ -85,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                         latents = encode_latents(model.vae, source, moments=moments)
                     latents.float().square().sum().backward()
 
-                row = {"views": views, "encoder": name, "cudnn_benchmark": benchmark, "fwd_bwd_ms": timed(step)}
+                milliseconds = median_ms(step, device, args.warmup, args.repeats)
+                row = {"views": views, "encoder": name, "cudnn_benchmark": benchmark,
+                       "fwd_bwd_ms": round(milliseconds, 3)}
                 results["rows"].append(row)
                 print(f"[vae encoder] {row}", flush=True)
     torch.backends.cudnn.benchmark = False
