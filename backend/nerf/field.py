@@ -305,3 +305,16 @@ class RadianceField(nn.Module):
         if not training:
             density, albedo, normals = density.detach(), albedo.detach(), normals.detach()
         return density, albedo, normals
+
+
+def run_field(config: FieldConfig, device: torch.device | str, mixed_precision: bool) -> RadianceField:
+    """A new field set up as a generation runs it: on CUDA its MLPs under float16 autocast with ``mixed_precision``
+    (``run.mixed_precision``; bench/field_step.py: 28% off the field's step) and compiled with ``config.compile``;
+    plain float32 torch elsewhere. Its initial weights draw from the global RNG."""
+    device = torch.device(device)
+    field = RadianceField(config).to(device)
+    if device.type == "cuda" and mixed_precision:
+        field.mlp_autocast_dtype = torch.float16
+    if device.type == "cuda" and config.compile:
+        field.use_compiled()
+    return field

@@ -221,17 +221,13 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
     measured on a CPU adds the UNet reserve; the VAE and the samples are then measured by saved tensors in the CPU's
     float32, above what CUDA's float16 autocast and compiled code hold)."""
     from backend.diffusion.precision import guidance_autocast_dtype
-    from backend.nerf.field import RadianceField
+    from backend.nerf.field import run_field
     from backend.nerf.renderer import evaluate_samples
 
     device = torch.device(device)
     if field is None:
         with torch.random.fork_rng(devices=[]):
-            field = RadianceField(config.field).to(device)
-        if device.type == "cuda" and config.run.mixed_precision:  # as SDSTrainer sets up the run's field
-            field.mlp_autocast_dtype = torch.float16
-        if device.type == "cuda" and config.field.compile:
-            field.use_compiled()
+            field = run_field(config.field, device, config.run.mixed_precision)  # as SDSTrainer sets it up
     evaluate = renderer_evaluate or evaluate_samples
     field_state = 4 * module_bytes(field)  # parameters, gradients, Adam's two moments
     autocast = None

@@ -36,7 +36,7 @@ from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_lat
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from backend.imaging import save_views_grid
 from backend.nerf.between_steps import BackgroundMesh, CheckpointWriter
-from backend.nerf.field import RadianceField
+from backend.nerf.field import run_field
 from backend.nerf.memory import GIB, MemoryPlan, plan_memory, refusal
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import GenerateConfig, validate
@@ -90,12 +90,8 @@ class SDSTrainer:
         self.context = context.detach().to(self.device)
         self.total_steps = config.run.steps
         torch.manual_seed(config.run.seed)  # initial weights come from the seed
-        self.field = RadianceField(config.field).to(self.device)
+        self.field = run_field(config.field, self.device, config.run.mixed_precision)
         self.field.encoding.check_device(self.device)
-        if self.device.type == "cuda" and config.run.mixed_precision:
-            self.field.mlp_autocast_dtype = torch.float16  # bench/field_step.py: 28% off the field's step
-        if self.device.type == "cuda" and config.field.compile:
-            self.field.use_compiled()
         self.renderer = VolumeRenderer(config.renderer, config.field.radius, self.device)
         self.memory = self._plan_memory()
         self.shading = PointLightShading(config.shading, self.total_steps)
