@@ -183,7 +183,7 @@ class RadianceField(nn.Module):
         self.albedo_mlp = mlp(self.encoding.output_dim, 3, config.mlp_width, config.mlp_hidden_layers)
         self._compiled = None
         self._compiled_with_normals = None
-        # The MLPs' autocast dtype (None: none). The trainer sets float16 on CUDA under ``run.mixed_precision``,
+        # The MLPs' autocast dtype (None: none). ``run_field`` sets float16 on CUDA under ``run.mixed_precision``,
         # the reference's ``16-mixed`` (its VanillaMLP ran under float16 autocast); outputs keep the points' dtype.
         self.mlp_autocast_dtype: torch.dtype | None = None
 
