@@ -24,7 +24,7 @@ import pytest
 import torch
 
 if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # the kernels module reads it when first imported (by the first call)
+    os.environ["TRITON_INTERPRET"] = "1"  # tests/conftest.py sets it before triton is imported; here as well
 
 from backend.errors import SettingsError
 from backend.nerf.field import HashGrid, RadianceField
