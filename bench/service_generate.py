@@ -18,8 +18,8 @@ preview as bench/preview_service.py measures it (``--preview-repeats 0``: not). 
 work between the trainer's mesh and its message (storing ``mesh_latest.npz`` + ``job.json``, off that path since
 2026-12-02, and encoding the message), on the first mesh. Every wait has a deadline (TimeoutError, never a hang).
 Times from submit are seconds. The bare preview runs in this process's main thread, the service's jobs in its job
-thread: CUDA graph trees are per thread, so the first bare calls record their own graphs (the median of
-``--preview-repeats`` 5 leaves them out).
+thread: CUDA graph trees are per thread, so the service's previews all run first, then the bare calls, each side's
+first call not counted (bench/preview_service.service_latencies).
 
     python bench/service_generate.py --tiny --device cpu          # this machine's check (about a minute)
     python bench/service_generate.py --warmup-phases first --answer-s 420 \
