@@ -14,7 +14,9 @@ first progress, every ``mesh`` (time, step, faces, vertices), every ``views``, a
 ``run.mesh_every``): the time its mesh arrived, or, for an empty field (no mesh is sent), the time the next step's
 progress showed that none would (``faces`` 0). ``--until first-mesh`` cancels the job after its first mesh (or after
 ``--empty-mesh-points`` empty ones), ``--until done`` lets it finish. Then, on the same idle service, the warm
-preview as bench/preview_service.py measures it (``--preview-repeats 0``: not). ``mesh_stages_ms``: the service's
+preview as bench/preview_service.py measures it (``--preview-repeats 0``: not). ``setup_ms``: the job's set-up parts
+before its first step, in ms, from the service's log line (``first_step``: the first step itself; their sum
+from the job's start, ``setup_outside_job_ms`` the rest of submit -> first progress). ``mesh_stages_ms``: the service's
 work between the trainer's mesh and its message (storing ``mesh_latest.npz`` + ``job.json``, off that path since
 2026-12-02, and encoding the message), on the first mesh. Every wait has a deadline (TimeoutError, never a hang).
 Times from submit are seconds. The bare preview runs in this process's main thread, the service's jobs in its job
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import statistics
 import subprocess
@@ -132,6 +135,32 @@ def generate_timeline(client: BackendClient, png: bytes, settings: dict, mesh_ev
     return timeline, first_mesh
 
 
+class SetupLog(logging.Handler):
+    """The ``setup_ms`` ({part: ms}) of each generate job, from the service's log line that carries it
+    (backend.service.job_kinds.JobRunner._generate), while attached to the ``iso3d.server`` logger."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.setups: list[dict[str, float]] = []
+        self.logger = logging.getLogger("iso3d.server")
+        self.level_before = self.logger.level
+
+    def __enter__(self) -> SetupLog:
+        if not self.logger.isEnabledFor(logging.INFO):
+            self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.level_before)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        setup = getattr(record, "setup_ms", None)
+        if isinstance(setup, dict):
+            self.setups.append(dict(setup))
+
+
 def median_ms(fn, repeats: int = 5) -> float:
     samples = []
     for _ in range(repeats):
@@ -212,9 +241,15 @@ def main(argv: list[str] | None = None) -> dict:
             info.update(warmup=welcome.get("warmup"), warmup_s=server.warmup.seconds,
                         warmup_parts_s=dict(server.warmup.parts), ready_after_start_s=elapsed(started))
             print(f"[service bench] warm after {info['ready_after_start_s']} s: {welcome.get('warmup')}", flush=True)
-            timeline, first_mesh = generate_timeline(client, png, settings, mesh_every, args.until,
-                                                     args.empty_mesh_points, args.answer_s)
+            with SetupLog() as setup_log:
+                timeline, first_mesh = generate_timeline(client, png, settings, mesh_every, args.until,
+                                                         args.empty_mesh_points, args.answer_s)
             info["generate"] = timeline
+            info["setup_ms"] = setup_log.setups[0] if setup_log.setups else None
+            if info["setup_ms"] and timeline["first_progress_s"] is not None:  # the queue, the socket, the messages
+                info["setup_outside_job_ms"] = round(timeline["first_progress_s"] * 1000 - sum(info["setup_ms"].values()),
+                                                     2)
+            print(f"[service bench] setup_ms: {info['setup_ms']}", flush=True)
             print(f"[service bench] generate: {json.dumps(timeline, default=str)}", flush=True)
             info["mesh_stages_ms"] = mesh_stages(server, first_mesh) if first_mesh is not None else None
             if args.preview_repeats > 0:
