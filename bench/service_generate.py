@@ -11,8 +11,9 @@ Once the warm-up has ended (``welcome``'s ``warmup`` is ready, off or failed) on
 (``--preset``, default ``fast``, with ``--set`` overrides; by default ``mesh.density_threshold=10``, as the
 trajectory bench: random weights hold little density) and its messages are timed from submit: ``accepted``, the
 first progress, every ``mesh`` (time, step, faces, vertices), every ``views``, and each mesh point (each multiple of
-``run.mesh_every``): the time its mesh arrived, or, for an empty field (no mesh is sent), the time the next step's
-progress showed that none would (``faces`` 0). ``--until first-mesh`` cancels the job after its first mesh (or after
+``run.mesh_every``): the time its mesh arrived, or, for an empty field (no mesh is sent), the time the progress
+showed that none would (``faces`` 0: the progress of the step after the next mesh point, by which the trainer has
+collected the background mesh). ``--until first-mesh`` cancels the job after its first mesh (or after
 ``--empty-mesh-points`` empty ones), ``--until done`` lets it finish. Then, on the same idle service, the warm
 preview as bench/preview_service.py measures it (``--preview-repeats 0``: not). ``setup_ms``: the job's set-up parts
 before its first step, in ms, from the service's log line (``first_step``: the first step itself; their sum
@@ -102,7 +103,10 @@ def generate_timeline(client: BackendClient, png: bytes, settings: dict, mesh_ev
             step = message.get("step")
             if timeline["first_progress_s"] is None and message.get("phase") == "sds":
                 timeline["first_progress_s"], timeline["first_progress_step"] = now, step
-            point = step - 1  # the mesh of step k comes before step k + 1's progress: none came, the field is empty
+            # Meshes are made in the background: the mesh of point k comes at a later step boundary, at the latest
+            # that of point k + mesh_every (the trainer waits for it before starting the next), so before step
+            # k + mesh_every + 1's progress; none by then: the field was empty at k
+            point = step - 1 - mesh_every
             if mesh_every and point > 0 and point % mesh_every == 0 and \
                     not any(p["step"] == point for p in timeline["mesh_points"]):
                 timeline["mesh_points"].append({"step": point, "s": now, "faces": 0, "vertices": 0})
@@ -127,6 +131,7 @@ def generate_timeline(client: BackendClient, png: bytes, settings: dict, mesh_ev
         if until == "first-mesh" and not cancel_sent and (timeline["meshes"] or empty >= empty_mesh_points):
             client.cancel(job)
             cancel_sent, timeline["cancel_sent_s"] = True, elapsed(started)
+    timeline["mesh_points"].sort(key=lambda p: p["step"])
     meshes = [p for p in timeline["mesh_points"] if p["faces"]]
     timeline["first_mesh_s"] = meshes[0]["s"] if meshes else None
     timeline["first_mesh_step"] = meshes[0]["step"] if meshes else None
