@@ -109,12 +109,15 @@ def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats
     finds) its own thread's graphs and the counted calls replay them. Split at the first denoising step: submit ->
     the first step's progress message (queue, image decode, CLIP and the first UNet call) and the first step ->
     views (the other steps, the VAE decode, the views' PNG encoding and sending), each against the same split of
-    the bare call. Every wait has a deadline of ``answer_s`` seconds (TimeoutError, never a hang)."""
+    the bare call. ``uncounted_first_ms``: each side's first call, left out of the medians (what a preview right after
+a generate job, or a thread's first call, pays). Every wait has a deadline of ``answer_s`` seconds (TimeoutError,
+never a hang)."""
     client = BackendClient(server.endpoint.replace("0.0.0.0", "127.0.0.1"))
     try:
         welcome = wait_until_warm(client, answer_s)
         rows: dict[str, list[float]] = {key: [] for key in ("to_views", "to_done", "to_first_step", "first_step_to_views",
                                                             "bare", "bare_to_first_step", "bare_first_step_to_views")}
+        first_calls: dict[str, float] = {}  # the calls not counted (after a generate job; this thread's first)
         for index in range(repeats + 1):  # the first one is not counted (the service's first preview here)
             marks: dict[str, float] = {}
 
@@ -129,6 +132,8 @@ def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats
             got_views = time.perf_counter()
             assert views.type == "views", views.fields
             client.wait_for(lambda m: m.type in ("done", "error"), answer_s)
+            if not index:
+                first_calls["submit_to_views"] = got_views - started
             if index:
                 first = marks.get("first_step", started)
                 rows["to_views"].append(got_views - started)
@@ -139,6 +144,8 @@ def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats
             bare_marks: dict[str, float] = {}
             started = time.perf_counter()
             bare(bare_marks)
+            if not index:
+                first_calls["bare"] = time.perf_counter() - started
             if index:
                 rows["bare"].append(time.perf_counter() - started)
                 rows["bare_to_first_step"].append(bare_marks["first_step"] - started)
@@ -149,7 +156,8 @@ def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats
                 "submit_to_views_ms": ms["to_views"], "submit_to_done_ms": ms["to_done"], "bare_preview_ms": ms["bare"],
                 "split_ms": {"submit_to_first_step": ms["to_first_step"], "bare_to_first_step": ms["bare_to_first_step"],
                              "first_step_to_views": ms["first_step_to_views"],
-                             "bare_first_step_to_views": ms["bare_first_step_to_views"]}}
+                             "bare_first_step_to_views": ms["bare_first_step_to_views"]},
+                "uncounted_first_ms": {key: round(value * 1000, 2) for key, value in first_calls.items()}}
     finally:
         client.close()
 
