@@ -25,8 +25,8 @@ thread: CUDA graph trees are per thread, so the service's previews all run first
 first call not counted (bench/preview_service.service_latencies).
 
     python bench/service_generate.py --tiny --device cpu          # this machine's check (about a minute)
-    python bench/service_generate.py --warmup-phases first --answer-s 420 \
-        --json $OUT/service_generate_h200_$(date +%F).json        # CUDA, random weights (~4-5 min, cold caches)
+    python bench/service_generate.py --answer-s 420 --set mesh.density_threshold=2 \
+        --json $OUT/service_generate_h200_$(date +%F).json        # CUDA, random weights (~5-6 min, cold caches)
 """
 
 from __future__ import annotations
