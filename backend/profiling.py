@@ -121,6 +121,25 @@ def region(name: str) -> _Region:
     return _REGION_OBJECTS[name]
 
 
+class Laps:
+    """Host wall-clock milliseconds of consecutive one-off parts (a job's set-up, not steps: no device
+    synchronisation): ``laps("name")`` ends the part begun at the previous call (or at construction) and begins the
+    next; ``laps.ms`` (``into`` when given) holds {name: ms}."""
+
+    def __init__(self, into: dict[str, float] | None = None):
+        self.ms = {} if into is None else into
+        self._first = self._last = time.perf_counter()
+
+    def total_ms(self) -> float:
+        """Milliseconds since construction."""
+        return (time.perf_counter() - self._first) * 1000
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.ms[name] = round((now - self._last) * 1000, 2)
+        self._last = now
+
+
 class StepProfile:
     """``steps`` steps recorded with torch.profiler (CPU, and CUDA activities on a GPU) and a RegionRecorder:
     ``start()`` before the first step, ``stop()`` once they (and whatever ran between them) are done."""

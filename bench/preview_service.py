@@ -1,16 +1,16 @@
 """Service overhead of a warm preview: submit -> ``views`` message latency in `iso3d serve` against the bare preview call.
 
-A BackendServer runs in a thread of this process on a real loopback ZeroMQ socket (warm-up on, as `iso3d serve`
-with a compiled model), a BackendClient submits the same preview ``--repeats`` times once the warm-up is ready and
-one preview has run, and the bare call (``run_preview`` to its ``Views`` event, same model, image and settings) is
-timed after each (the service idle by then; interleaved so that both see the same load). The stages around the
-bare call are timed on their own: input checks and decode in the server
-(``prepare_input``), decode and resize in the job (``decode_image`` + ``prepare_preview_image``), the PNG
-encoding of the views message (``event_frames``), storing the views (``record_event``: ``views/latest.npz``) and
-the job's ``views.png`` grid. Since 2026-12-02 storing happens after the views message is sent, so only the first
-three lie on the path to it. ``split_ms`` splits both at the first denoising step (before it: queue, decode,
-CLIP, the first UNet call; after it: the other steps, VAE decode, PNG encoding, sending). Every wait on the service
-has a deadline (``--answer-s``). Times are medians in milliseconds.
+A BackendServer runs in a thread of this process on a real loopback ZeroMQ socket (warm-up on, as `iso3d serve` with
+a compiled model), a BackendClient submits the same preview ``--repeats`` times once the warm-up is ready and one
+preview has run, then the bare call (``run_preview`` to its ``Views`` event, same model, image and settings) as many
+times after one more (the service idle by then; the two sides run apart, not interleaved: CUDA-graph trees are per
+thread, ``service_latencies`` says why). The stages around the bare call are timed on their own: input checks and
+decode in the server (``prepare_input``), decode and resize in the job (``decode_image`` +
+``prepare_preview_image``), the PNG encoding of the views message (``event_frames``), storing the views
+(``record_event``: ``views/latest.npz``) and the job's ``views.png`` grid. Since 2026-12-02 storing happens after
+the views message is sent, so only the first three lie on the path to it. ``split_ms`` splits both at the first
+denoising step (before it: queue, decode, CLIP, the first UNet call; after it: the other steps, VAE decode, PNG
+encoding, sending). Every wait on the service has a deadline (``--answer-s``). Times are medians in milliseconds.
 
     python bench/preview_service.py --tiny --device cpu       # this machine's check (tiny model)
     python bench/preview_service.py --compile cudagraphs      # CUDA, published sizes, random weights
@@ -100,17 +100,25 @@ def wait_until_warm(client: BackendClient, answer_s: float = ANSWER_S):
 
 def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats: int, bare,
                       answer_s: float = ANSWER_S) -> dict:
-    """Medians of submit -> views and submit -> done, each repeat followed by one timed ``bare(marks)`` call (so
-    that both see the same load on a shared machine). Split at the first denoising step: submit -> the first step's
-    progress message (queue, image decode, CLIP and the first UNet call) and the first step -> views (the other
-    steps, the VAE decode, the views' PNG encoding and sending), each against the same split of the bare call.
-    Every wait has a deadline of ``answer_s`` seconds (TimeoutError, never a hang)."""
+    """Medians of submit -> views and submit -> done over ``repeats`` service previews, then of ``repeats`` timed
+    ``bare(marks)`` calls; each side runs one more call first, not counted. The two sides do not alternate:
+    torch.compile's CUDA-graph trees are per thread (torch/_inductor/cudagraph_trees.py keeps its tree managers in a
+    threading.local), the service's previews run in its job thread (``iso3d-jobs``, as in `iso3d serve`, where
+    every GPU call runs in that thread) and the bare calls in the caller's, so alternating them could re-record or
+    invalidate each other's graphs and charge that to either side. Run apart, each side's first call records (or
+    finds) its own thread's graphs and the counted calls replay them. Split at the first denoising step: submit ->
+    the first step's progress message (queue, image decode, CLIP and the first UNet call) and the first step ->
+    views (the other steps, the VAE decode, the views' PNG encoding and sending), each against the same split of
+    the bare call. ``uncounted_first_ms``: each side's first call, left out of the medians (what a preview right after
+a generate job, or a thread's first call, pays). Every wait has a deadline of ``answer_s`` seconds (TimeoutError,
+never a hang)."""
     client = BackendClient(server.endpoint.replace("0.0.0.0", "127.0.0.1"))
     try:
         welcome = wait_until_warm(client, answer_s)
         rows: dict[str, list[float]] = {key: [] for key in ("to_views", "to_done", "to_first_step", "first_step_to_views",
                                                             "bare", "bare_to_first_step", "bare_first_step_to_views")}
-        for index in range(repeats + 1):  # the first one is not counted (first job of the process)
+        first_calls: dict[str, float] = {}  # the calls not counted (after a generate job; this thread's first)
+        for index in range(repeats + 1):  # the first one is not counted (the service's first preview here)
             marks: dict[str, float] = {}
 
             def arrived(message, wanted):
@@ -124,15 +132,21 @@ def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats
             got_views = time.perf_counter()
             assert views.type == "views", views.fields
             client.wait_for(lambda m: m.type in ("done", "error"), answer_s)
+            if not index:
+                first_calls["submit_to_views"] = got_views - started
             if index:
                 first = marks.get("first_step", started)
                 rows["to_views"].append(got_views - started)
                 rows["to_done"].append(time.perf_counter() - started)
                 rows["to_first_step"].append(first - started)
                 rows["first_step_to_views"].append(got_views - first)
-                bare_marks: dict[str, float] = {}
-                started = time.perf_counter()
-                bare(bare_marks)
+        for index in range(repeats + 1):  # the first one is not counted (this thread's first call of the model)
+            bare_marks: dict[str, float] = {}
+            started = time.perf_counter()
+            bare(bare_marks)
+            if not index:
+                first_calls["bare"] = time.perf_counter() - started
+            if index:
                 rows["bare"].append(time.perf_counter() - started)
                 rows["bare_to_first_step"].append(bare_marks["first_step"] - started)
                 rows["bare_first_step_to_views"].append(bare_marks["views"] - bare_marks["first_step"])
@@ -142,7 +156,8 @@ def service_latencies(server: BackendServer, png: bytes, settings: dict, repeats
                 "submit_to_views_ms": ms["to_views"], "submit_to_done_ms": ms["to_done"], "bare_preview_ms": ms["bare"],
                 "split_ms": {"submit_to_first_step": ms["to_first_step"], "bare_to_first_step": ms["bare_to_first_step"],
                              "first_step_to_views": ms["first_step_to_views"],
-                             "bare_first_step_to_views": ms["bare_first_step_to_views"]}}
+                             "bare_first_step_to_views": ms["bare_first_step_to_views"]},
+                "uncounted_first_ms": {key: round(value * 1000, 2) for key, value in first_calls.items()}}
     finally:
         client.close()
 

@@ -11,25 +11,29 @@ Once the warm-up has ended (``welcome``'s ``warmup`` is ready, off or failed) on
 (``--preset``, default ``fast``, with ``--set`` overrides; by default ``mesh.density_threshold=10``, as the
 trajectory bench: random weights hold little density) and its messages are timed from submit: ``accepted``, the
 first progress, every ``mesh`` (time, step, faces, vertices), every ``views``, and each mesh point (each multiple of
-``run.mesh_every``): the time its mesh arrived, or, for an empty field (no mesh is sent), the time the next step's
-progress showed that none would (``faces`` 0). ``--until first-mesh`` cancels the job after its first mesh (or after
+``run.mesh_every``): the time its mesh arrived, or, for an empty field (no mesh is sent), the time the progress
+showed that none would (``faces`` 0: the progress of the step after the next mesh point, by which the trainer has
+collected the background mesh). ``--until first-mesh`` cancels the job after its first mesh (or after
 ``--empty-mesh-points`` empty ones), ``--until done`` lets it finish. Then, on the same idle service, the warm
-preview as bench/preview_service.py measures it (``--preview-repeats 0``: not). ``mesh_stages_ms``: the service's
+preview as bench/preview_service.py measures it (``--preview-repeats 0``: not). ``setup_ms``: the job's set-up parts
+before its first step, in ms, from the service's log line (``first_step``: the first step itself; their sum
+from the job's start, ``setup_outside_job_ms`` the rest of submit -> first progress). ``mesh_stages_ms``: the service's
 work between the trainer's mesh and its message (storing ``mesh_latest.npz`` + ``job.json``, off that path since
 2026-12-02, and encoding the message), on the first mesh. Every wait has a deadline (TimeoutError, never a hang).
 Times from submit are seconds. The bare preview runs in this process's main thread, the service's jobs in its job
-thread: CUDA graph trees are per thread, so the first bare calls record their own graphs (the median of
-``--preview-repeats`` 5 leaves them out).
+thread: CUDA graph trees are per thread, so the service's previews all run first, then the bare calls, each side's
+first call not counted (bench/preview_service.service_latencies).
 
     python bench/service_generate.py --tiny --device cpu          # this machine's check (about a minute)
-    python bench/service_generate.py --warmup-phases first --answer-s 420 \
-        --json $OUT/service_generate_h200_$(date +%F).json        # CUDA, random weights (~4-5 min, cold caches)
+    python bench/service_generate.py --answer-s 420 --set mesh.density_threshold=2 \
+        --json $OUT/service_generate_h200_$(date +%F).json        # CUDA, random weights (~5-6 min, cold caches)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import statistics
 import subprocess
@@ -99,7 +103,10 @@ def generate_timeline(client: BackendClient, png: bytes, settings: dict, mesh_ev
             step = message.get("step")
             if timeline["first_progress_s"] is None and message.get("phase") == "sds":
                 timeline["first_progress_s"], timeline["first_progress_step"] = now, step
-            point = step - 1  # the mesh of step k comes before step k + 1's progress: none came, the field is empty
+            # Meshes are made in the background: the mesh of point k comes at a later step boundary, at the latest
+            # that of point k + mesh_every (the trainer waits for it before starting the next), so before step
+            # k + mesh_every + 1's progress; none by then: the field was empty at k
+            point = step - 1 - mesh_every
             if mesh_every and point > 0 and point % mesh_every == 0 and \
                     not any(p["step"] == point for p in timeline["mesh_points"]):
                 timeline["mesh_points"].append({"step": point, "s": now, "faces": 0, "vertices": 0})
@@ -124,12 +131,39 @@ def generate_timeline(client: BackendClient, png: bytes, settings: dict, mesh_ev
         if until == "first-mesh" and not cancel_sent and (timeline["meshes"] or empty >= empty_mesh_points):
             client.cancel(job)
             cancel_sent, timeline["cancel_sent_s"] = True, elapsed(started)
+    timeline["mesh_points"].sort(key=lambda p: p["step"])
     meshes = [p for p in timeline["mesh_points"] if p["faces"]]
     timeline["first_mesh_s"] = meshes[0]["s"] if meshes else None
     timeline["first_mesh_step"] = meshes[0]["step"] if meshes else None
     timeline["first_mesh_faces"] = meshes[0]["faces"] if meshes else 0
     timeline["first_mesh_point_s"] = timeline["mesh_points"][0]["s"] if timeline["mesh_points"] else None
     return timeline, first_mesh
+
+
+class SetupLog(logging.Handler):
+    """The ``setup_ms`` ({part: ms}) of each generate job, from the service's log line that carries it
+    (backend.service.job_kinds.JobRunner._generate), while attached to the ``iso3d.server`` logger."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.setups: list[dict[str, float]] = []
+        self.logger = logging.getLogger("iso3d.server")
+        self.level_before = self.logger.level
+
+    def __enter__(self) -> SetupLog:
+        if not self.logger.isEnabledFor(logging.INFO):
+            self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.level_before)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        setup = getattr(record, "setup_ms", None)
+        if isinstance(setup, dict):
+            self.setups.append(dict(setup))
 
 
 def median_ms(fn, repeats: int = 5) -> float:
@@ -212,9 +246,15 @@ def main(argv: list[str] | None = None) -> dict:
             info.update(warmup=welcome.get("warmup"), warmup_s=server.warmup.seconds,
                         warmup_parts_s=dict(server.warmup.parts), ready_after_start_s=elapsed(started))
             print(f"[service bench] warm after {info['ready_after_start_s']} s: {welcome.get('warmup')}", flush=True)
-            timeline, first_mesh = generate_timeline(client, png, settings, mesh_every, args.until,
-                                                     args.empty_mesh_points, args.answer_s)
+            with SetupLog() as setup_log:
+                timeline, first_mesh = generate_timeline(client, png, settings, mesh_every, args.until,
+                                                         args.empty_mesh_points, args.answer_s)
             info["generate"] = timeline
+            info["setup_ms"] = setup_log.setups[0] if setup_log.setups else None
+            if info["setup_ms"] and timeline["first_progress_s"] is not None:  # the queue, the socket, the messages
+                info["setup_outside_job_ms"] = round(timeline["first_progress_s"] * 1000 - sum(info["setup_ms"].values()),
+                                                     2)
+            print(f"[service bench] setup_ms: {info['setup_ms']}", flush=True)
             print(f"[service bench] generate: {json.dumps(timeline, default=str)}", flush=True)
             info["mesh_stages_ms"] = mesh_stages(server, first_mesh) if first_mesh is not None else None
             if args.preview_repeats > 0:

@@ -120,7 +120,10 @@ def _out_of_memory(device: torch.device) -> None:
     torch.cuda.empty_cache()
 
 
-_MEASURED: dict[tuple, object] = {}  # measurements depend on shapes, dtypes and code paths: one per process and key
+# Measurements depend on shapes, dtypes and code paths (the key of each), not on the cap: one per process and key, so
+# a warm service's jobs (and the warm-up before them, at the default preset's shapes) plan without measuring again;
+# the plan's arithmetic over them (backend.nerf.memory: phases, cap, budgets) is redone for every run.
+_MEASURED: dict[tuple, object] = {}
 
 
 def field_footprint(field, renderer_evaluate, device: torch.device, checkpointed: bool) -> Footprint:
@@ -241,8 +244,12 @@ def vae_allocator_footprint(model, views: int, resolution: int, size: int, devic
     from backend.models.vae import encode_latents, encoder_moments
 
     vae = model.vae
-    moments = getattr(model, "vae_encoder_moments", None) or partial(encoder_moments, vae)
-    key = ("vae-allocator", id(vae), id(moments), views, resolution, size, str(device), autocast_dtype)
+    compiled = getattr(model, "vae_encoder_moments", None)
+    moments = compiled or partial(encoder_moments, vae)
+    # the compiled encoder by identity, the eager one by name (a new partial each call: its id would miss the cache
+    # every job, or hit another partial's figure once its address was reused)
+    key = ("vae-allocator", id(vae), id(compiled) if compiled is not None else "eager", views, resolution, size,
+           str(device), autocast_dtype)
     if key in _MEASURED:
         return _MEASURED[key]
 

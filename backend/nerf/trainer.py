@@ -42,7 +42,7 @@ from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import GenerateConfig, validate
 from backend.nerf.renderer import VolumeRenderer
 from backend.nerf.shading import ALBEDO, PointLightShading
-from backend.profiling import region
+from backend.profiling import Laps, region
 from blender_addon.core.atomic_files import write_json_atomically
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -89,11 +89,14 @@ class SDSTrainer:
         self.workdir = Path(workdir)
         self.context = context.detach().to(self.device)
         self.total_steps = config.run.steps
+        laps = Laps()  # the construction's parts (ms): a warm service's job set-up (backend.service.job_kinds)
         torch.manual_seed(config.run.seed)  # initial weights come from the seed
         self.field = run_field(config.field, self.device, config.run.mixed_precision)
         self.field.encoding.check_device(self.device)
         self.renderer = VolumeRenderer(config.renderer, config.field.radius, self.device)
+        laps("field")
         self.memory = self._plan_memory()
+        laps("memory_plan")
         self.shading = PointLightShading(config.shading, self.total_steps)
         self.vae_checkpoint_views: int | None = None  # set each step from the memory plan's phase
         encoder = latent_encoder or vae_latent_encoder(model.vae, self._vae_moments)
@@ -109,6 +112,8 @@ class SDSTrainer:
         self.checkpoints = CheckpointWriter(self.workdir / CHECKPOINT_NAME, self.device)
         self.meshes = BackgroundMesh(self.workdir / LATEST_MESH_NAME)
         self.plan = StepPlan(config.phases.objects_before, config.phases.resolution_before, 0.0)
+        laps("guidance_and_optimizer")
+        self.setup_ms = laps.ms
 
     def _plan_memory(self) -> MemoryPlan | None:
         """Measure what the run needs; refuse it if it cannot fit its cap, else set the renderer's budgets and cap
@@ -261,17 +266,10 @@ class SDSTrainer:
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "step": self.step,
-            "field": self.field.state_dict(),
-            "grid": self.renderer.grid_state(),
-            "optimizer": self.optimizer.state_dict(),
-            "context": self.context.cpu(),
-            "config": self.config.to_dict(),
-            "elapsed": self.elapsed_before,
-            "model": getattr(self.model, "name", type(self.model).__name__),
-        }
+        return {"format": CHECKPOINT_FORMAT, "step": self.step, "field": self.field.state_dict(),
+                "grid": self.renderer.grid_state(), "optimizer": self.optimizer.state_dict(),
+                "context": self.context.cpu(), "config": self.config.to_dict(), "elapsed": self.elapsed_before,
+                "model": getattr(self.model, "name", type(self.model).__name__)}
 
     @property
     def last_checkpoint_step(self) -> int | None:
@@ -419,11 +417,13 @@ def condition_context(model, image: torch.Tensor) -> torch.Tensor:
 def generate(model, config: GenerateConfig, workdir: str | Path, image: torch.Tensor | None = None,
              device: str | torch.device = "cpu", resume: bool = False,
              cancel: threading.Event | Callable[[], bool] | None = None,
-             mesh_requested: threading.Event | None = None,
-             latent_encoder: LatentEncoder | None = None) -> Iterator[Event]:
+             mesh_requested: threading.Event | None = None, latent_encoder: LatentEncoder | None = None,
+             setup_ms: dict[str, float] | None = None) -> Iterator[Event]:
     """Image -> events (progress, renders, meshes) -> Done with mesh.glb/.obj/.ply and turntable.png in
     ``workdir``. ``resume``: continue from ``workdir``'s checkpoint (the image is then optional). Errors become
-    one Failed event; earlier outputs stay on disk."""
+    one Failed event; earlier outputs stay on disk. ``setup_ms`` gets the set-up's parts in ms (condition, then
+    SDSTrainer.setup_ms's) before the first step runs."""
+    laps = Laps(setup_ms)
     try:
         workdir = Path(workdir)
         checkpoint = workdir / CHECKPOINT_NAME
@@ -434,7 +434,9 @@ def generate(model, config: GenerateConfig, workdir: str | Path, image: torch.Te
         context = condition_context(model, image.to(device)) if image is not None and not resume else None
         if context is None:  # the real context comes from the checkpoint
             context = torch.zeros(1, 1, 1)
+        laps("condition")
         trainer = SDSTrainer(config, model, context, workdir, device, latent_encoder)
+        laps.ms.update(trainer.setup_ms)
         if resume:
             trainer.load_checkpoint(checkpoint)
     except GenerationError as error:

@@ -5,6 +5,7 @@ Settings arrive from the network, so every key and value is checked here; anythi
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from backend.errors import SettingsError, UserError
 from backend.events import Done, Event, Failed, Progress, Views
 from backend.imaging import decode_image, prepare_condition_image, prepare_preview_image
+from backend.profiling import Laps
 from backend.service.job_store import WORK_FOLDER
 from backend.settings import describe, settings_from_dict, shown_key
 
@@ -23,6 +25,7 @@ LEGACY_KEYS = {
     "finish": {},
 }
 MAX_STREAMED_TEXTURE = 4096  # a 4096^2 PNG stays under the protocol's frame limit
+log = logging.getLogger("iso3d.server")
 
 
 def _wire_settings(kind: str, settings: dict) -> dict:
@@ -125,12 +128,14 @@ class JobRunner:
             if record.kind == "finish":
                 yield from self._finish(record, directory, cancel)
                 return
+            laps = Laps()
             source = decode_image(self.store.input_png(record.id), "the job's input image")
             image = (prepare_preview_image if record.kind == "preview" else prepare_condition_image)(source)
+            laps("decode")
             if record.kind == "preview":
                 yield from self._preview(record, directory, image, cancel)
             elif record.kind == "generate":
-                yield from self._generate(record, directory, image, cancel, resume)
+                yield from self._generate(record, directory, image, cancel, resume, laps)
             else:
                 yield Failed("bad_settings", f"unknown job kind {record.kind!r}")
         except UserError as error:
@@ -148,21 +153,29 @@ class JobRunner:
             if isinstance(event, Views):
                 yield Done({"views.png": str(save_views_grid(event.images, directory / "views.png"))})
 
-    def _generate(self, record, directory: Path, image, cancel: threading.Event, resume: bool) -> Iterator[Event]:
+    def _generate(self, record, directory: Path, image, cancel: threading.Event, resume: bool,
+                  laps: Laps) -> Iterator[Event]:
+        """The generate run's events; once its first step's progress is out, one log line with the job's set-up
+        in ms (``laps`` holds the decode; then config, generate()'s parts, and ``first_step``: the rest up to the
+        first step's progress, the first step itself with any guard check or recompile it pays), also on the log
+        record as ``setup_ms`` (bench/service_generate.py reads it)."""
         from backend.nerf.trainer import CHECKPOINT_NAME, generate
 
         work = directory / WORK_FOLDER
         resume = resume and (work / CHECKPOINT_NAME).is_file()
         config = capped_generate_config(record.settings, self.max_gpu_memory)  # the service's cap bounds every job
-        yield from generate(
-            self.model,
-            config,
-            work,
-            image=image,
-            device=self.model.device,
-            resume=resume,
-            cancel=cancel,
-        )
+        laps("config")
+        logged = False
+        for event in generate(self.model, config, work, image=image, device=self.model.device, resume=resume,
+                              cancel=cancel, setup_ms=laps.ms):
+            if not logged and isinstance(event, Progress):
+                logged = True
+                setup = dict(laps.ms)
+                setup["first_step"] = round(max(laps.total_ms() - sum(setup.values()), 0.0), 2)
+                log.info("generate job %s: first step %.0f ms after the job began (%s)", record.id,
+                         sum(setup.values()), ", ".join(f"{part} {ms:.0f}" for part, ms in setup.items()),
+                         extra={"setup_ms": setup})
+            yield event
 
     def _finish(self, record, directory: Path, cancel: threading.Event | None = None) -> Iterator[Event]:
         """Finish a generate job's saved field (``settings.source``) into ``directory/finished``: Progress after

@@ -1,12 +1,14 @@
 """The service's warm-up: right after start, before the first job, the job worker runs a few SDS steps of a generate
 job (the guidance UNet at the generate batch, the VAE encoder forward and backward, the field and the renderer, at
-each phase's shapes) and then the preview path once on a blank image, so that compilation (torch.compile, CUDA
-graphs, cuDNN autotuning) is paid before an artist waits for it. The preview comes last: its CUDA graphs are the
-latest recorded when the first (latency-bound) preview arrives. ``welcome`` says where it stands (``warmup``:
-``off``, ``running``, ``ready`` or ``failed``); jobs submitted meanwhile wait behind it in the queue and their
-clients see ``progress`` with phase ``warmup: generate`` (the SDS steps) then ``warmup`` (the preview). A failed
-generate part is logged and skipped (``parts`` says why); a failed preview part makes the warm-up ``failed``. Either
-way nothing else changes: the first job then compiles as it would have without one.
+each phase's shapes; the trainer's memory plan measured at those shapes, kept for the process by
+backend.nerf.memory_measure; the run's views and an intermediate mesh) and then the preview path once on a blank
+image, so that compilation (torch.compile, CUDA graphs, cuDNN autotuning) is paid before an artist waits for it. The
+preview comes last: its CUDA graphs are the latest recorded when the first (latency-bound) preview arrives.
+``welcome`` says where it stands (``warmup``: ``off``, ``running``, ``ready`` or ``failed``); jobs submitted
+meanwhile wait behind it in the queue and their clients see ``progress`` with phase ``warmup: generate`` (the SDS
+steps) then ``warmup`` (the preview). A failed generate part is logged and skipped (``parts`` says why); a failed
+preview part makes the warm-up ``failed``. Either way nothing else changes: the first job then compiles as it would
+have without one.
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ class Warmup:
                 report(PREVIEW_PHASE, event.step, event.total, time.perf_counter() - started)
 
     def _generate(self, report: Report, started: float) -> None:
-        """WARMUP_STEPS real SDS steps at the start of each phase of the generate settings (nothing is written but
-        a temporary folder, removed after)."""
+        """WARMUP_STEPS real SDS steps at the start of each phase of the generate settings, then the run's views and
+        one intermediate mesh (nothing is written but a temporary folder, removed after)."""
         import torch
 
         from backend.nerf.trainer import GenerationError, SDSTrainer, condition_context
@@ -124,6 +126,13 @@ class Warmup:
                         trainer.step += 1
                     done += 1
                     report(GENERATE_PHASE, done, total, time.perf_counter() - started)
+            # what a job's early steps run besides the steps, compiling on first use otherwise (the field without
+            # gradient at the views' and the mesh's shapes): the views at views_every, an intermediate mesh
+            if config.run.views_every:
+                trainer.render_views()
+            if config.run.mesh_every:
+                trainer.meshes.start(trainer.field, config.field, config.mesh, trainer.step)
+                trainer.meshes.collect(wait=True)
             del trainer
         self.parts["generate"] = round(time.perf_counter() - part_started, 2)
 

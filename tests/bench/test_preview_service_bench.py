@@ -32,6 +32,7 @@ def test_preview_service_benchmark_tiny_cpu_reports_every_figure(bench, tmp_path
     # allow for a loaded machine's scheduling)
     left = info["bare_preview_ms"] - split["bare_to_first_step"] - split["bare_first_step_to_views"]
     assert -0.02 <= left < 50
+    assert set(info["uncounted_first_ms"]) == {"submit_to_views", "bare"} and min(info["uncounted_first_ms"].values()) > 0
     assert set(info["stages_ms"]) >= {"server_input_check_and_decode", "views_message_png_encoding"}
 
 

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration  # a real server on a loopback socket, in a
 
 TOP = {"date", "commit", "machine", "device", "torch", "model", "compile", "settings", "mesh_every", "until",
        "model_setup_s", "warmup", "warmup_s", "warmup_parts_s", "ready_after_start_s", "generate", "mesh_stages_ms",
-       "preview", "wall_s"}
+       "preview", "wall_s", "setup_ms", "setup_outside_job_ms"}
+# the generate job's set-up parts before its first step, in the order they run (backend.service.job_kinds)
+SETUP_PARTS = ["decode", "config", "condition", "field", "memory_plan", "guidance_and_optimizer", "first_step"]
 GENERATE = {"job", "accepted_s", "first_progress_s", "first_progress_step", "meshes", "mesh_points", "views",
             "cancel_sent_s", "end", "end_s", "last_step", "first_mesh_s", "first_mesh_step", "first_mesh_faces",
             "first_mesh_point_s"}
@@ -46,6 +48,13 @@ def test_service_generate_benchmark_tiny_cpu_reports_the_first_mesh_and_the_prev
     assert timeline["first_progress_step"] == 1
     # --until first-mesh: cancelled right after it
     assert timeline["end"] == "cancelled" and timeline["first_mesh_s"] <= timeline["cancel_sent_s"] <= timeline["end_s"]
+    # the job's set-up, from the service's own log line: every part, none negative, and together no longer than
+    # submit -> the first progress (which also holds the queue and the socket), each on the same host clock
+    setup = info["setup_ms"]
+    assert list(setup) == SETUP_PARTS and all(ms >= 0 for ms in setup.values())
+    assert setup["first_step"] > 0 and sum(setup.values()) <= timeline["first_progress_s"] * 1000
+    assert info["setup_outside_job_ms"] == pytest.approx(timeline["first_progress_s"] * 1000 - sum(setup.values()),
+                                                         abs=0.01)  # rounding of the stored figures
     assert set(info["mesh_stages_ms"]) == {"store_mesh_npz_and_record (after sending)", "mesh_message_encoding"}
     assert set(info["preview"]) >= PREVIEW and info["preview"]["submit_to_views_ms"] > 0
 

@@ -64,6 +64,31 @@ def test_plan_grows_with_the_render_size_and_a_small_cap_sets_a_sample_budget(mo
     assert plan.fits and all(phase.sample_budget is not None for phase in plan.phases)
 
 
+def test_a_plans_measurements_are_kept_for_the_process_and_taken_again_when_what_they_measure_changes(model):
+    """A warm service's jobs plan without measuring again (memory_measure keeps each measurement per process, keyed
+    by what it depends on); new render shapes or a cap redo only the plan's arithmetic; another field is measured."""
+    from backend.nerf import memory_measure
+
+    before = set(memory_measure._MEASURED)
+    first = plan_memory(small_config(field__mlp_width=24), model, CPU)  # a field no other test measures
+    measured = set(memory_measure._MEASURED) - before
+    assert sorted(key[3] for key in measured if key[0] == "samples") == [False, True]  # plain and checkpointed
+    # the same field and encoder, larger phase-2 renders and a cap: nothing measured again, the plan redone
+    capped = small_config(field__mlp_width=24, phases__resolution_after=48,
+                          run__max_gpu_memory=round(first.need_gib(True) * 4, 4))
+    again = plan_memory(capped, model, CPU)
+    assert set(memory_measure._MEASURED) - before == measured
+    assert (again.bytes_per_sample, again.bytes_per_sample_checkpointed) == (first.bytes_per_sample,
+                                                                              first.bytes_per_sample_checkpointed)
+    assert again.phase(2).rays == 4 * 48**2 > first.phase(2).rays and again.cap_gib is not None
+    assert all(phase.sample_budget is not None for phase in again.phases)  # the cap's budgets, worked out anew
+    # a wider MLP: a field of other shapes, measured anew (and holding more a sample)
+    wider = plan_memory(small_config(field__mlp_width=48), model, CPU)
+    new = set(memory_measure._MEASURED) - before - measured
+    assert sorted(key[3] for key in new if key[0] == "samples") == [False, True]
+    assert wider.bytes_per_sample > first.bytes_per_sample
+
+
 def test_the_estimate_is_per_phase_each_with_its_own_views_rays_and_samples_per_ray(model):
     # phase 1: 2 objects x 4 views at 16^2 (8 VAE images, few rays); phase 2: 1 x 4 at 48^2 (4 images, many rays)
     config = small_config(phases__objects_before=2, phases__resolution_before=16, phases__resolution_after=48)

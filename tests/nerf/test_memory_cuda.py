@@ -81,3 +81,16 @@ def test_fast_under_12_gib_and_reference_under_20_gib_checkpoint_nothing(publish
     for phase in plan.phases:
         assert phase.vae_checkpoint_views is None, described
         assert phase.sample_budget >= phase.expected_samples, described
+
+
+def test_a_second_plan_of_the_same_shapes_measures_nothing_again(published_model):
+    """A warm service's job plans on the warm-up's measurements (backend.nerf.memory_measure keeps them for the
+    process): the second plan of the default preset adds no measurement and gives the same figures."""
+    from backend.nerf import memory_measure
+
+    first = plan_memory(preset("fast"), published_model, DEVICE)
+    measured = set(memory_measure._MEASURED)
+    assert any(key[0] == "vae-allocator" for key in measured)  # the compiled encoder at the phases' batches
+    second = plan_memory(preset("fast"), published_model, DEVICE)
+    assert set(memory_measure._MEASURED) == measured
+    assert second.parts() == first.parts() and second.estimate_gib == first.estimate_gib

@@ -28,6 +28,15 @@ def test_the_warmup_runs_the_preview_then_each_generate_phase_and_reports_both(t
         return output
 
     monkeypatch.setattr(sds.SDSGuidance, "__call__", counted)
+    from backend.nerf.between_steps import BackgroundMesh
+    from backend.nerf.trainer import SDSTrainer
+
+    extras = []  # the run's views and intermediate mesh (what a job's first mesh point runs), each real
+    render_views, start_mesh = SDSTrainer.render_views, BackgroundMesh.start
+    monkeypatch.setattr(SDSTrainer, "render_views", lambda self, *a, **k: extras.append("views") or render_views(
+        self, *a, **k))
+    monkeypatch.setattr(BackgroundMesh, "start", lambda self, *a, **k: extras.append("mesh") or start_mesh(
+        self, *a, **k))
     reports = []
     warmup = Warmup(tiny_model, True, TINY_GENERATE, preview_views=VIEWS)
     warmup.run(lambda phase, step, total, elapsed: reports.append((phase, step, total)))
@@ -36,6 +45,7 @@ def test_the_warmup_runs_the_preview_then_each_generate_phase_and_reports_both(t
         [(PREVIEW_PHASE, step, WARMUP_STEPS) for step in range(1, WARMUP_STEPS + 1)]
     # the 'tiny' preset renders 1 object x 4 views in both phases, encoded at 64^2 with gradient (the VAE backward)
     assert batches == [(4, 64, True)] * (2 * WARMUP_STEPS)
+    assert extras == ["views", "mesh"]  # after the steps, once each
     assert isinstance(warmup.parts["preview"], float) and isinstance(warmup.parts["generate"], float)
     assert warmup.seconds >= warmup.parts["generate"] + warmup.parts["preview"] - 0.02  # rounded to 10 ms each
 
