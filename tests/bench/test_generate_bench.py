@@ -17,6 +17,8 @@ def bench():
         yield module
 
 
+# slow: a whole tiny trajectory with its floor (~7 s); .ci/run runs it with the slow tests
+@pytest.mark.slow
 def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny_model):
     out = tmp_path / "generate_cpu.json"
     # one intermediate mesh, one preview, one checkpoint: every part of the run, each once (cheap on a busy CPU)

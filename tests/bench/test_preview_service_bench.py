@@ -15,6 +15,9 @@ def bench():
         yield module
 
 
+# slow: a service with a warm-up and previews (~22 s); the default run's service_generate bench test runs the same
+# service_latencies
+@pytest.mark.slow
 def test_preview_service_benchmark_tiny_cpu_reports_every_figure(bench, tmp_path):
     out = tmp_path / "preview_service.json"
     # deadlines for a tiny-model service on a loaded 2-core machine (as the service tests): five minutes a wait

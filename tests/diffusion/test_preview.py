@@ -49,6 +49,8 @@ def test_events_are_progress_per_step_then_views(plain_run):
     assert views.c2w.shape == (4, 4, 4)
 
 
+# slow: two more previews (~6 s); the default run's oracle test compares exact values, which a seed change would break
+@pytest.mark.slow
 def test_same_seed_same_views_other_seed_other_views(model, image, plain_run):
     first = plain_run[-1]  # seed 3, through run_preview
     again = generate_preview(model, image, PreviewSettings(steps=2, seed=3))
@@ -100,6 +102,8 @@ def test_sampler_matches_plain_reference_ddim(model, image, golden_dir, monkeypa
     torch.testing.assert_close(final_latents, latents, rtol=0, atol=1e-4)
 
 
+# slow: a second preview (~7 s); the default run keeps the preview's events and its oracle
+@pytest.mark.slow
 def test_reference_frame_adds_a_frame_and_drops_its_prediction(model, image, plain_run):
     plain = plain_run[-1]  # the same settings without the reference frame
     with_reference = generate_preview(model, image, PreviewSettings(steps=2, seed=3, reference_frame=True))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import types
 
 import numpy as np
+import pytest
 import torch
 
 from backend.diffusion.cameras import make_view_cameras, random_multiview_cameras
@@ -103,6 +104,9 @@ class OracleDenoiser(torch.nn.Module):
         return (x - alpha.sqrt() * (target * 2 - 1)) / (1 - alpha).sqrt()
 
 
+# slow: a convergence check over SDS steps (~11 s); the default run keeps the SDS formulas' tests above and the
+# trainer's runs
+@pytest.mark.slow
 def test_sds_with_an_oracle_denoiser_converges_to_the_target(tmp_path):
     fovy, relative = 40.0, 0.9
     distance = relative / np.tan(np.radians(fovy) / 2)

@@ -5,6 +5,7 @@ toolchain needed); Inductor's kernels are measured on CUDA by bench/generate.py.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from backend.models.acceleration import compile_vae_encoder, vae_encoder_compile_mode
@@ -21,6 +22,9 @@ def test_the_encoder_is_compiled_on_cuda_whenever_the_unet_is():
     assert vae_encoder_compile_mode("default", cpu) is None
 
 
+# slow: compiles the encoder on the CPU (~9 s); the compiled encoder runs on CUDA only, where the GPU benchmarks use
+# it
+@pytest.mark.slow
 def test_compiled_encoder_gives_the_eager_latents_and_gradients():
     model = build_tiny_model(seed=0).eval()  # its own model: the session's tiny_model is not touched
     images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1

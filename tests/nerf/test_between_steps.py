@@ -44,6 +44,8 @@ def no_partial_files(folder) -> bool:
     return not [p for p in folder.rglob("*") if p.name.endswith(PARTIAL_SUFFIX)]
 
 
+# slow: two runs (~5 s); the default run keeps the cancel, close and failed-write tests of the same writer
+@pytest.mark.slow
 def test_a_background_checkpoint_is_the_synchronous_state_of_its_step(tiny_model, context, tmp_path):
     config = small_config(steps=4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=0)
     background = SDSTrainer(config, tiny_model, context, tmp_path / "background")
@@ -110,6 +112,8 @@ def test_a_failed_background_write_is_a_clear_failure_and_leaves_nothing_half_wr
     assert not any(isinstance(e, MeshUpdate) for e in events)
 
 
+# slow: two runs (~7 s); the default run keeps the trainer's mesh events and the background-checkpoint tests
+@pytest.mark.slow
 def test_intermediate_meshes_come_in_step_order_and_equal_the_synchronous_extraction(tiny_model, context,
                                                                                      tmp_path):
     config = small_config(steps=5, run__mesh_every=1, run__views_every=0, run__checkpoint_every=0,

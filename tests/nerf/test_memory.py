@@ -132,6 +132,8 @@ def test_the_vae_encoder_checkpointed_gives_the_plain_gradients_and_keeps_far_le
     assert kept < plain / 20
 
 
+# slow: two whole runs (~7 s); the default run keeps the capped step's equality test
+@pytest.mark.slow
 def test_a_capped_run_checkpoints_the_vae_and_the_field_to_the_end_and_matches_the_uncapped_run(model, tmp_path):
     context = torch.zeros(1, 1, model.unet.config.cross_attention_dim)
     need = plan_memory(small_config(steps=4), model, CPU).need_gib(True)

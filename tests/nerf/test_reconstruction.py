@@ -50,6 +50,8 @@ def load_views(folder: Path):
     return torch.from_numpy(np.stack(images)), cameras
 
 
+# slow: Blender renders and a fit (~40 s); a quality check of the field and renderer, whose parts have their own tests
+@pytest.mark.slow
 def test_fitting_blender_renders_recovers_the_object(renders):
     images, cameras = load_views(renders)
     n, height, width, _ = images.shape

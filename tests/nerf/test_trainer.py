@@ -142,6 +142,8 @@ def test_cli_bad_inputs_give_clear_errors(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+# slow: two CLI runs (~4 s); the default run keeps the resume test above and one real `iso3d generate` subprocess
+@pytest.mark.slow
 def test_cli_generates_and_resumes(tmp_path, capsys):
     out = tmp_path / "asset.obj"
     # small renders, mesh and turntable: this test checks the command's files, refusal and resume, not their sizes

@@ -4,6 +4,8 @@ fit the service's memory cap, or fails, is skipped with the reason, the preview 
 
 from __future__ import annotations
 
+import pytest
+
 import logging
 
 from backend.service.warmup import GENERATE_PHASE, PREVIEW_PHASE, WARMUP_STEPS, Warmup
@@ -16,6 +18,8 @@ TINY_GENERATE = {"preset": "tiny", "phases.resolution_before": 16, "phases.resol
 VIEWS = 1
 
 
+# slow: a whole warm-up (~5 s); the default run keeps the other warm-up tests and the service's warm-up test
+@pytest.mark.slow
 def test_the_warmup_runs_the_preview_then_each_generate_phase_and_reports_both(tiny_model, monkeypatch):
     from backend.diffusion import sds
 

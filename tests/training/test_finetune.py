@@ -37,6 +37,9 @@ def test_stage1_overfits_a_fixed_batch_from_mvdream_layout(dataset_dir, mvdream_
     assert np.mean(sequence[-3:]) < 0.5 * np.mean(sequence[:3]), sequence
 
 
+# slow: two previews (~5 s); the default run keeps the strict checkpoint-loading tests and the CLI preview of a
+# checkpoint
+@pytest.mark.slow
 def test_checkpoint_loads_strictly_into_the_inference_path_with_the_same_outputs(dataset_dir, stage1_checkpoint,
                                                                                  dataset_cache, tmp_path):
     from backend.diffusion.preview import PreviewSettings, generate_preview
@@ -90,6 +93,8 @@ def test_kill_and_resume_gives_the_same_losses(dataset_dir, mvdream_checkpoint, 
     assert losses(run) == reference  # exactly
 
 
+# slow: two torch.distributed processes (~28 s); the default run keeps the kill-and-resume process test
+@pytest.mark.slow
 @pytest.mark.integration
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(dataset_dir, stage1_checkpoint,
                                                                         dataset_cache, tmp_path):
