@@ -33,6 +33,8 @@ def one_line_error(code: int, capsys, *fragments) -> None:
         assert fragment in lines[0]
 
 
+# slow: a CLI preview (~3 s); the default run keeps the CLI preview of a checkpoint file below
+@pytest.mark.slow
 def test_preview_with_tiny_model_writes_a_grid_and_says_untrained(tmp_path, capsys):
     out = tmp_path / "grid.png"
     code = iso3d(["preview", str(EXAMPLE), "--model", "tiny", "--steps", "1", "--out", str(out), "--quiet"])

@@ -36,6 +36,9 @@ def plain_run(model, image):
     return list(run_preview(model, image, PreviewSettings(steps=2, seed=3)))
 
 
+# slow: a 4-view preview of its own (~5 s); the default run keeps the sampler oracle here and the service's preview
+# jobs, whose progress and views messages come from these events
+@pytest.mark.slow
 def test_events_are_progress_per_step_then_views(plain_run):
     events = plain_run
     assert [type(e) for e in events] == [Progress, Progress, Views]

@@ -96,6 +96,9 @@ def test_decimation_meets_the_face_budget_and_keeps_the_shape(analytic_surface, 
     assert distance < limit
 
 
+# slow: a texture bake's values point by point (~2 s); the default run keeps the export test, which bakes and writes
+# it
+@pytest.mark.slow
 def test_baked_texture_matches_the_field_albedo_at_surface_points(fitted):
     field, _ = fitted
     unwrapped = unwrap(decimate(clean_surface(extract_surface(field, 64, SURFACE_THRESHOLD).to_trimesh()), 2000),
@@ -247,6 +250,9 @@ def test_generate_with_a_face_budget_writes_the_finished_asset(tmp_path):
     assert (tmp_path / "thing_lod1.glb").is_file()
 
 
+# slow: the finish job in-process (~2 s); the default run keeps the service's finish job over a real socket
+# (tests/service/test_server.py)
+@pytest.mark.slow
 def test_the_service_finish_job_streams_the_finished_mesh(tmp_path, fitted):
     from types import SimpleNamespace
 

@@ -113,6 +113,8 @@ def test_sigterm_to_the_driver_stops_its_workers_and_saves_the_manifest(objects,
         assert sorted(os.listdir(out / name)) == sorted(expected_files(SMALL_SETTINGS))
 
 
+# slow: Blender workers waiting out a time limit (~10 s); the default run keeps the driver's kill and SIGTERM tests
+@pytest.mark.slow
 def test_objects_over_the_time_limit_fail_and_the_worker_is_replaced(objects, tmp_path):
     out = tmp_path / "out"
     started = time.monotonic()
