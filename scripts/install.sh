@@ -18,6 +18,16 @@ fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 venv_python=.venv/bin/python
 
+# Already installed with these extras from these pyproject.toml and constraints.txt: nothing to do (pip's check of
+# an installed environment alone takes ~20 s of CPU on a 2-core machine, before every test run). The stamp is
+# written after a successful install; remove .venv/iso3d-installed to install again.
+stamp=.venv/iso3d-installed
+wanted="extras=${extras} $(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+  exit 0
+fi
+rm -f "$stamp"
+
 if ! "$venv_python" -c "import torch" >/dev/null 2>&1; then
   "$venv_python" -m pip install -q "torch==${ISO3D_TORCH_VERSION:-2.13.0}"
 fi
@@ -27,3 +37,4 @@ constraints=.venv/iso3d-constraints.txt
 cp constraints.txt "$constraints"
 echo "torch==${torch_version}" >> "$constraints"
 "$venv_python" -m pip install -q -c "$constraints" -e ".[${extras}]"
+echo "$wanted" > "$stamp"
