@@ -72,6 +72,7 @@ def test_build_without_reachable_wheels_fails_in_one_line(tmp_path):
     assert not (tmp_path / "dist").exists()
 
 
+# slow: needs the network (pip downloads six wheels); the default run keeps the build without wheels
 @pytest.mark.slow
 def test_zips_with_downloaded_wheels_per_python_and_platform(tmp_path):
     """Needs network: pip downloads the six pyzmq wheels. Each zip carries only the wheel its Blender's Python

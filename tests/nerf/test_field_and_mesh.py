@@ -85,6 +85,8 @@ def test_float16_mlps_give_float32_outputs_near_the_float32_field_and_float32_gr
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in field.parameters())
 
 
+# slow: torch.compile of the field on the CPU (~30-90 s); the compiled field runs on CUDA, where the GPU benchmarks
+# and tests/nerf/test_memory_cuda.py use it
 @pytest.mark.slow
 def test_compiled_field_equals_the_plain_torch_field():
     torch.manual_seed(0)

@@ -227,6 +227,7 @@ def test_cli_refuses_a_negative_cap_in_one_line(tmp_path, capsys):
     assert code == 2 and "max_gpu_memory" in error and len(error.splitlines()) == 1
 
 
+# slow: plans the published-size model on the CPU (~8 s); the default run keeps the plan's tests at tiny sizes
 @pytest.mark.slow
 def test_the_published_size_estimates_sit_above_the_measured_h200_peaks_by_at_most_a_third():
     from tests.helpers.bench_scripts import bench_script
