@@ -134,7 +134,7 @@ never a hang)."""
             client.wait_for(lambda m: m.type in ("done", "error"), answer_s)
             if not index:
                 first_calls["submit_to_views"] = got_views - started
-            if index:
+            else:
                 first = marks.get("first_step", started)
                 rows["to_views"].append(got_views - started)
                 rows["to_done"].append(time.perf_counter() - started)
@@ -146,7 +146,7 @@ never a hang)."""
             bare(bare_marks)
             if not index:
                 first_calls["bare"] = time.perf_counter() - started
-            if index:
+            else:
                 rows["bare"].append(time.perf_counter() - started)
                 rows["bare_to_first_step"].append(bare_marks["first_step"] - started)
                 rows["bare_first_step_to_views"].append(bare_marks["views"] - bare_marks["first_step"])

@@ -36,25 +36,8 @@ import torch
 from backend.models.vae import encode_latents
 from backend.nerf.presets import preset, set_option
 from backend.nerf.trainer import SDSTrainer, generate
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, repeats: int, warmup: int) -> float:
-    """Median milliseconds of ``fn()``."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return sorted(times)[len(times) // 2]
+from bench.floor import median_ms
+from bench.trajectory import synchronize
 
 
 def floor_ms(model, device, resolution: int, repeats: int, warmup: int, autocast: bool) -> dict[str, float]:
@@ -76,7 +59,7 @@ def floor_ms(model, device, resolution: int, repeats: int, warmup: int, autocast
             latents = encode_latents(model.vae, source)
         latents.float().square().sum().backward()
 
-    return {"unet": timed(unet, device, repeats, warmup), "vae": timed(vae, device, repeats, warmup)}
+    return {"unet": median_ms(unet, device, warmup, repeats), "vae": median_ms(vae, device, warmup, repeats)}
 
 
 def fit_to_sphere(trainer, device, steps: int = 300) -> None:
@@ -157,7 +140,7 @@ def main() -> int:
                     trainer.step = at  # the same step (and phase) every time
                     trainer.train_step()
 
-                ms = timed(one_step, device, args.steps, args.warmup)
+                ms = median_ms(one_step, device, args.warmup, args.steps)
                 if args.profile and phase == "phase 2" and (normals, unet, state) == variants[0]:
                     from torch.profiler import ProfilerActivity, profile
 

@@ -35,7 +35,6 @@ import argparse
 import json
 import logging
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,8 +55,8 @@ from backend.service.inputs import prepare_input
 from backend.service.job_kinds import generate_config
 from backend.service.messages import event_frames
 from backend.service.server import BackendServer
-from bench.preview_service import (TINY_WARMUP_GENERATE, bare_preview, service_latencies, synthetic_input_png,
-                                   wait_until_warm)
+from bench.preview_service import (TINY_WARMUP_GENERATE, bare_preview, median_ms, service_latencies,
+                                   synthetic_input_png, wait_until_warm)
 from blender_addon.core.client import BackendClient, decode_array
 
 ANSWER_S = 600  # the warm-up's cold compile of the published UNet, field and VAE encoder takes minutes
@@ -166,21 +165,12 @@ class SetupLog(logging.Handler):
             self.setups.append(dict(setup))
 
 
-def median_ms(fn, repeats: int = 5) -> float:
-    samples = []
-    for _ in range(repeats):
-        begun = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - begun)
-    return round(statistics.median(samples) * 1000, 2)
-
-
 def mesh_stages(server: BackendServer, mesh: MeshUpdate) -> dict:
     """The service's work on a mesh event between the trainer and the message, in milliseconds (medians)."""
     record = server.store.create("generate", {}, None)
     try:
-        return {"store_mesh_npz_and_record (after sending)": median_ms(lambda: server.store.record_event(record, mesh)),
-                "mesh_message_encoding": median_ms(lambda: event_frames(record.id, mesh))}
+        return {"store_mesh_npz_and_record (after sending)": median_ms(lambda: server.store.record_event(record, mesh), 5),
+                "mesh_message_encoding": median_ms(lambda: event_frames(record.id, mesh), 5)}
     finally:
         server.store.delete(record.id)
 
