@@ -4,9 +4,9 @@ fit the service's memory cap, or fails, is skipped with the reason, the preview 
 
 from __future__ import annotations
 
-import pytest
-
 import logging
+
+import pytest
 
 from backend.service.warmup import GENERATE_PHASE, PREVIEW_PHASE, WARMUP_STEPS, Warmup
 
