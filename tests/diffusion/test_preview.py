@@ -105,7 +105,7 @@ def test_sampler_matches_plain_reference_ddim(model, image, golden_dir, monkeypa
     torch.testing.assert_close(final_latents, latents, rtol=0, atol=1e-4)
 
 
-# slow: a second preview (~7 s); the default run keeps the preview's events and its oracle
+# slow: a second preview (~7 s); the default run keeps the preview's sampler oracle and its settings' tests
 @pytest.mark.slow
 def test_reference_frame_adds_a_frame_and_drops_its_prediction(model, image, plain_run):
     plain = plain_run[-1]  # the same settings without the reference frame
