@@ -176,14 +176,26 @@ class StepProfile:
         try:  # the table of kernels is a bonus: the region times stand without it
             if self.profiler is not None:
                 self.profiler.stop()
-                summary["top_kind"], summary["top"] = self._top_rows()
+                summary["top_kind"], summary["top"], busy_ms, kernels = self._top_rows()
+                if self.device.type == "cuda":  # the GPU's busy time (kernels, copies; one stream assumed)
+                    summary["gpu_busy_ms_per_step"] = round(busy_ms / steps, 3)
+                    summary["gpu_kernels_per_step"] = round(kernels / steps, 1)
+                    # and the host's side: its operators and CUDA runtime calls by self time (a synchronisation
+                    # shows as the time the host waited in cudaStreamSynchronize / cudaMemcpyAsync)
+                    host = cpu_self_times(self.profiler.profiler.kineto_results.events())
+                    ranked = sorted(((name, entry) for name, entry in host.items() if not name.startswith("iso3d:")),
+                                    key=lambda item: -item[1][0])[:self.top]
+                    summary["top_host"] = [{"name": name[:120], "ms_total": round(ms, 3), "calls": int(calls)}
+                                           for name, (ms, calls) in ranked]
         except Exception as error:  # noqa: BLE001
             self.profiler_error = f"{type(error).__name__}: {error}"[:300]
         if self.profiler_error:
             summary["top_error"] = self.profiler_error
         return summary
 
-    def _top_rows(self) -> tuple[str, list[dict]]:
+    def _top_rows(self) -> tuple[str, list[dict], float, int]:
+        """The top rows, and on CUDA the summed time and count of the device's kernels and copies (the ``iso3d:``
+        region labels, which span them, left out)."""
         from torch.autograd import DeviceType
 
         # The profiler's raw events, not its events()/key_averages(): those build a Python object tree of every
@@ -201,8 +213,10 @@ class StepProfile:
             kind = "CPU operators (self time)"
             totals = {name: entry for name, entry in cpu_self_times(events).items() if not name.startswith("iso3d:")}
         ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:self.top]
+        device_work = [entry for name, entry in totals.items() if not name.startswith("iso3d:")]
         return kind, [{"name": name[:120], "ms_total": round(ms, 3), "calls": int(calls)}
-                      for name, (ms, calls) in ranked]
+                      for name, (ms, calls) in ranked], \
+            sum(ms for ms, _ in device_work), int(sum(calls for _, calls in device_work))
 
 
 def cpu_self_times(events) -> dict[str, list[float]]:
@@ -249,7 +263,14 @@ def format_profile(summary: dict) -> str:
         lines.append(f"  {name:<20s} {ms:9.2f} {100 * ms / step:5.1f}%")
     if summary.get("top_error"):
         lines.append(f"  no kernel table: {summary['top_error']}")
+    if "gpu_busy_ms_per_step" in summary:
+        lines.append(f"  GPU busy {summary['gpu_busy_ms_per_step']:.2f} ms/step in "
+                     f"{summary['gpu_kernels_per_step']:.0f} kernels and copies a step")
     lines.append(f"  top {len(summary['top'])} {summary['top_kind']} over the window (ms total, calls):")
     for row in summary["top"]:
         lines.append(f"  {row['ms_total']:9.2f} {row['calls']:6d}  {row['name'][:90]}")
+    if summary.get("top_host"):
+        lines.append(f"  top {len(summary['top_host'])} host operators and runtime calls (self ms total, calls):")
+        for row in summary["top_host"]:
+            lines.append(f"  {row['ms_total']:9.2f} {row['calls']:6d}  {row['name'][:90]}")
     return "\n".join(lines)

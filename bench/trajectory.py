@@ -281,6 +281,9 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         result[f"phase{phase}_step_ms_p50"] = round(percentile(ms, 50), 2)
         result[f"phase{phase}_step_ms_p90"] = round(percentile(ms, 90), 2)
         result[f"phase{phase}_step_ms_mean"] = round(float(np.mean(ms)) if ms else float("nan"), 2)
+        # the host's own time in the step (Python, launches, waits on the GPU): near the step's GPU time when the step
+        # waits on the device (a synchronisation) or when the host cannot launch fast enough
+        result[f"phase{phase}_host_ms_p50"] = round(percentile([r["host_ms"] for r in timed], 50), 2)
         result[f"phase{phase}_first_steps_ms"] = round(sum(r["ms"] for r in rows[:skip]), 1)
         result[f"phase{phase}_samples_per_step_p50"] = int(percentile(samples, 50)) if samples else 0
         result[f"phase{phase}_samples_per_step_max"] = int(max(samples)) if samples else 0
