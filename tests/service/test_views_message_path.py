@@ -1,26 +1,31 @@
 """What lies on a job's path from submit to its views message, made cheaper without changing a pixel: the input
 image decoded once (the job's model input, made by the input worker, is the one its stored file gives), the views'
-PNGs encoded in parallel and lossless, in order, and the socket loop woken by the threads that hand it work (not
-left to its idle timeout). Real files, real PNGs; an in-process server on a real loopback socket."""
+PNGs encoded in parallel and lossless, in order, the socket loop woken by the threads that hand it work (not left
+to its idle timeout), and the collection after a job kept to that job's garbage (what survives is frozen). Real
+files, real PNGs, a real job queue; an in-process server on a real loopback socket."""
 
 from __future__ import annotations
 
+import gc
 import io
+import weakref
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from backend.events import Views
+from backend.events import Done, Views
 from backend.imaging import decode_image
 from backend.service.inputs import prepare_input
 from backend.service.job_kinds import model_input
+from backend.service.job_queue import JobQueue
 from backend.service.job_store import JobStore
 from backend.service.messages import event_frames
 from backend.service.server import IDLE_POLL_MS
 from blender_addon.core import protocol
 from tests.helpers.backend import EXAMPLE_PNG
+from tests.helpers.waiting import wait_until
 
 ANSWER_S, JOB_S = 60, 300  # a tiny-model backend on a loaded 2-core machine (tests/service/test_server.py)
 
@@ -96,3 +101,35 @@ def test_a_preview_needs_no_idle_timeout_of_the_loop_and_no_second_decode(serve_
         server.idle_poll_ms = IDLE_POLL_MS  # and a message wakes the loop, so that it sees the coming stop request
         client.ping("stop")
         client.wait_for(lambda m: m.type == "pong", ANSWER_S)
+
+
+class Node:
+    """A collector-tracked object."""
+
+
+def test_a_jobs_cyclic_garbage_is_collected_after_it_and_what_survives_is_frozen(tmp_path):
+    store = JobStore(tmp_path / "data")
+    garbage = []  # a weak reference to the cycle each job made
+
+    def job(record, directory, cancel, resume):
+        node = Node()
+        node.itself = node  # a cycle: only the collector frees it
+        garbage.append(weakref.ref(node))
+        yield Done()
+
+    survivor = Node()  # alive before and after the job, like the model
+    queue = JobQueue(store, job, lambda job_id, event: None)
+    gc.disable()  # no automatic collection: only the queue's own collect after the job can free the cycle
+    try:
+        queue.start()
+        record = store.create("preview", {}, None)
+        queue.submit(record)
+        wait_until(lambda: garbage and garbage[0]() is None, JOB_S, "the job's cycle to be collected")
+        # frozen: gc.get_objects() lists the generations a collection scans, not the permanent one
+        wait_until(lambda: not any(tracked is survivor for tracked in gc.get_objects()), JOB_S,
+                   "the objects that survived the job to be frozen")
+        assert record.status == "done"
+    finally:
+        queue.stop()
+        gc.enable()
+        gc.unfreeze()  # the rest of the test session as it was
