@@ -5,10 +5,10 @@ The socket lives in one thread (the loop below), which only moves bytes and smal
 decoded and downscaled by a worker thread, jobs run one at a time in the JobQueue's worker thread, and both hand
 their results back through a thread-safe queue, waking the loop as they do (a byte on a local socket pair that the
 loop polls beside the ZeroMQ socket), so that what they hand back goes out at once, not at the loop's next idle
-timeout. No message can end the loop: each one is handled inside a
-catch-all that answers ``error`` (``internal`` with a short id; the traceback goes to the log). Messages are
-defined in blender_addon/core/protocol.py; what each one is answered is ``client_requests``'s (a mixin of
-``BackendServer``), the jobs' records are ``job_store``'s and their queue ``job_queue``'s.
+timeout. No message can end the loop: each one is handled inside a catch-all that answers ``error`` (``internal``
+with a short id; the traceback goes to the log). Messages are defined in blender_addon/core/protocol.py; what each
+one is answered is ``client_requests``'s (a mixin of ``BackendServer``), the jobs' records are ``job_store``'s and
+their queue ``job_queue``'s.
 """
 
 from __future__ import annotations
