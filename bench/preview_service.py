@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--photo-side", type=int, default=512,
                         help="side in pixels of the square RGBA photo submitted (default 512, the add-on's most; "
                         "the service stores up to 1024)")
+    parser.add_argument("--light-warmup", action="store_true",
+                        help="warm the service's generate part at the tiny preset's shapes, as --tiny does (the "
+                        "preview is warmed as always): a cold published-size generate warm-up takes minutes and "
+                        "does not touch the preview's path")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--answer-s", type=float, default=ANSWER_S,
                         help=f"deadline of every wait on the service, seconds (default {ANSWER_S})")
@@ -203,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     wire = {"steps": args.steps, "seed": 0}
     image = prepare_preview_image(prepare_input(png, 1024).image)
     info = {"model": model.name + (" tiny" if args.tiny else ""), "compile": args.compile, "steps": args.steps,
-            "photo_side": args.photo_side,
+            "photo_side": args.photo_side, "light_warmup": args.light_warmup,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats}
 
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
         import threading
 
         server = BackendServer(model, data, "tcp://127.0.0.1:*", warmup=True,
-                               warmup_generate_settings=TINY_WARMUP_GENERATE if args.tiny else None)
+                               warmup_generate_settings=TINY_WARMUP_GENERATE if args.tiny or args.light_warmup else None)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
