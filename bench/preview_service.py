@@ -1,16 +1,22 @@
 """Service overhead of a warm preview: submit -> ``views`` message latency in `iso3d serve` against the bare preview call.
 
-A BackendServer runs in a thread of this process on a real loopback ZeroMQ socket (warm-up on, as `iso3d serve` with
-a compiled model), a BackendClient submits the same preview ``--repeats`` times once the warm-up is ready and one
+A BackendServer runs in a thread of this process on a real loopback ZeroMQ socket (warm-up on, as `iso3d serve` with a
+compiled model), a BackendClient submits the same preview ``--repeats`` times once the warm-up is ready and one
 preview has run, then the bare call (``run_preview`` to its ``Views`` event, same model, image and settings) as many
 times after one more (the service idle by then; the two sides run apart, not interleaved: CUDA-graph trees are per
-thread, ``service_latencies`` says why). The stages around the bare call are timed on their own: input checks and
-decode in the server (``prepare_input``), decode and resize in the job (``decode_image`` +
-``prepare_preview_image``), the PNG encoding of the views message (``event_frames``), storing the views
-(``record_event``: ``views/latest.npz``) and the job's ``views.png`` grid. Since 2026-12-02 storing happens after
-the views message is sent, so only the first three lie on the path to it. ``split_ms`` splits both at the first
-denoising step (before it: queue, decode, CLIP, the first UNet call; after it: the other steps, VAE decode, PNG
-encoding, sending). Every wait on the service has a deadline (``--answer-s``). Times are medians in milliseconds.
+thread, ``service_latencies`` says why). The stages around the bare call are timed on their own (``stages_ms``), those
+on the path to the ``views`` message first: the input worker's check, decode and model input (``prepare_input`` +
+``model_input``; since 2026-12-03 the job takes that input instead of decoding the stored file), the job's record at
+accept (``JobStore.create``: ``input.png`` and ``job.json``, atomic) and at its start (``job.json``), each progress
+message's encoding and the views message's PNGs (``event_frames``; encoded in parallel since 2026-12-03); then what is
+off that path: the stored file's decode (a job run after a restart), storing the views (``record_event``:
+``views/latest.npz``) and the job's ``views.png`` grid (both after the views message is sent since 2026-12-02), and
+the job queue's garbage collection after each job (on the path of a job submitted right after another, as here; since
+2026-12-03 what survives a collection is frozen, so it scans only the newer objects). ``--photo-side``: the side of
+the square RGBA photo submitted (512, as the add-on sends; 1024, the largest the service stores). ``split_ms`` splits
+both at the first denoising step (before it: queue, decode, CLIP, the first UNet call; after it: the other steps, VAE
+decode, PNG encoding, sending). Every wait on the service has a deadline (``--answer-s``). Times are medians in
+milliseconds.
 
     python bench/preview_service.py --tiny --device cpu       # this machine's check (tiny model)
     python bench/preview_service.py --compile cudagraphs      # CUDA, published sizes, random weights
@@ -19,6 +25,7 @@ encoding, sending). Every wait on the service has a deadline (``--answer-s``). T
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import platform
@@ -40,6 +47,8 @@ from backend.imaging import decode_image, prepare_preview_image, save_views_grid
 from backend.models.acceleration import accelerate_for_inference, compile_vae_encoder, vae_encoder_compile_mode
 from backend.models.multiview_model import build_random_published_model, build_tiny_model
 from backend.service.inputs import prepare_input
+from backend.service.job_kinds import model_input
+from backend.service.job_queue import JobQueue
 from backend.service.job_store import JobStore
 from backend.service.messages import event_frames
 from backend.service.server import BackendServer
@@ -176,6 +185,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", default="off", choices=["off", "default", "cudagraphs"],
                         help="torch.compile the UNet as `iso3d serve --compile` does (cudagraphs: the service's "
                         "default on a GPU)")
+    parser.add_argument("--photo-side", type=int, default=512,
+                        help="side in pixels of the square RGBA photo submitted (default 512, the add-on's most; "
+                        "the service stores up to 1024)")
+    parser.add_argument("--light-warmup", action="store_true",
+                        help="warm the service's generate part at the tiny preset's shapes, as --tiny does (the "
+                        "preview is warmed as always): a cold published-size generate warm-up takes minutes and "
+                        "does not touch the preview's path")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--answer-s", type=float, default=ANSWER_S,
                         help=f"deadline of every wait on the service, seconds (default {ANSWER_S})")
@@ -186,11 +202,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.compile != "off":  # as load_model_from_args does for `iso3d serve --compile ...`
         accelerate_for_inference(model, "reduce-overhead" if args.compile == "cudagraphs" else "default")
         compile_vae_encoder(model, vae_encoder_compile_mode(args.compile, device))
-    png = synthetic_input_png()
+    png = synthetic_input_png(args.photo_side)
     settings = PreviewSettings(steps=args.steps, seed=0)
     wire = {"steps": args.steps, "seed": 0}
-    image = prepare_preview_image(decode_image(prepare_input(png, 1024)))
+    image = prepare_preview_image(prepare_input(png, 1024).image)
     info = {"model": model.name + (" tiny" if args.tiny else ""), "compile": args.compile, "steps": args.steps,
+            "photo_side": args.photo_side, "light_warmup": args.light_warmup,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats}
 
@@ -198,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
         import threading
 
         server = BackendServer(model, data, "tcp://127.0.0.1:*", warmup=True,
-                               warmup_generate_settings=TINY_WARMUP_GENERATE if args.tiny else None)
+                               warmup_generate_settings=TINY_WARMUP_GENERATE if args.tiny or args.light_warmup else None)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
@@ -209,17 +226,28 @@ def main(argv: list[str] | None = None) -> dict:
             server.stop_requested.set()
             thread.join(args.answer_s)
         views = bare_preview(model, image, settings, device)
+        progress = Progress("denoise", 1, args.steps, 0.1, 5.0)
         store = JobStore(Path(data) / "stages")
         record = store.create("preview", wire, png)
         directory = store.directory(record.id)
         info["stages_ms"] = {
-            "server_input_check_and_decode": median_ms(lambda: prepare_input(png, 1024), args.repeats),
-            "job_decode_and_resize": median_ms(lambda: prepare_preview_image(decode_image(png)), args.repeats),
+            "input_worker_check_decode_and_model_input": median_ms(
+                lambda: model_input("preview", prepare_input(png, 1024).image), args.repeats),
+            "job_record_at_accept (input.png, job.json)": median_ms(
+                lambda: store.create("preview", wire, png), args.repeats),
+            "job_record_at_start (job.json)": median_ms(lambda: store.save(record), args.repeats),
+            "progress_message_encoding (each step)": median_ms(lambda: event_frames(record.id, progress), args.repeats),
             "views_message_png_encoding": median_ms(lambda: event_frames(record.id, views), args.repeats),
+            "stored_input_decode_and_model_input (a run after a restart)": median_ms(
+                lambda: prepare_preview_image(decode_image(store.input_png(record.id))), args.repeats),
             "store_views_npz (after sending)": median_ms(lambda: store.record_event(record, views), args.repeats),
             "views_grid_png (after sending)": median_ms(
                 lambda: save_views_grid(views.images, directory / "views.png"), args.repeats),
+            # as the queue after each job (JobQueue._free_memory: collect, then freeze); the service has stopped, which
+            # unfroze everything, so its first call here scans the whole process again and the median the rest
+            "collect_after_a_job (gc; before the next job)": median_ms(JobQueue._free_memory, max(3, args.repeats)),
         }
+        gc.unfreeze()
     info["service_overhead_ms"] = round(info["submit_to_views_ms"] - info["bare_preview_ms"], 2)
     print(json.dumps(info, indent=2))
     if args.json:

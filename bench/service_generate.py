@@ -50,7 +50,7 @@ import torch
 from backend.commands.model_options import load_model_from_args
 from backend.diffusion.preview import PreviewSettings
 from backend.events import MeshUpdate
-from backend.imaging import decode_image, prepare_preview_image
+from backend.imaging import prepare_preview_image
 from backend.service.inputs import prepare_input
 from backend.service.job_kinds import generate_config
 from backend.service.messages import event_frames
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
             info["mesh_stages_ms"] = mesh_stages(server, first_mesh) if first_mesh is not None else None
             if args.preview_repeats > 0:
                 preview = PreviewSettings(steps=args.preview_steps, seed=0)
-                image = prepare_preview_image(decode_image(prepare_input(png, 1024)))
+                image = prepare_preview_image(prepare_input(png, 1024).image)
                 figures = service_latencies(server, png, {"steps": args.preview_steps, "seed": 0},
                                             args.preview_repeats,
                                             lambda marks: bare_preview(model, image, preview, device, marks),

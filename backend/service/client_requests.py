@@ -16,7 +16,7 @@ from backend.errors import UserError
 from backend.events import Done, Failed, MeshUpdate, Progress, Views
 from backend.service import retention
 from backend.service.inputs import check_input_header, prepare_input
-from backend.service.job_kinds import validate_settings
+from backend.service.job_kinds import model_input, validate_settings
 from backend.service.job_store import FINISHED
 from backend.service.messages import event_frames
 from backend.service.options import sanitize_name
@@ -118,20 +118,22 @@ class ClientRequests:
             return
         side = self.options.stored_input_side
 
-        def prepare() -> None:  # in the input worker: decode, check, downscale
+        def prepare() -> None:  # in the input worker: decode, check, downscale, and the job's model input
             try:
-                result = prepare_input(png, side)
+                stored = prepare_input(png, side)
+                result = (stored.png, model_input(kind, stored.image))
             except UserError as error:
                 result = error
             except Exception as error:  # handed back to the loop, which answers it
                 log.exception("preparing an input image failed")
                 result = error
-            self.events.put(("input", identity, kind, settings, name, request, client_key, result))
+            self._hand_to_loop(("input", identity, kind, settings, name, request, client_key, result))
 
         self.inputs.submit(prepare)
 
     def _accept(self, identity: bytes, kind: str, settings: dict, name: str, request, client_key: str, image) -> None:
-        """Create and queue the job once its input is ready (in the loop); refused jobs leave nothing behind."""
+        """Create and queue the job once its input is ready (in the loop); refused jobs leave nothing behind.
+        ``image``: (the PNG to store, the job's model input), None for a finish job, or the error preparing it."""
         if isinstance(image, UserError):
             self._error(identity, "bad_input", str(image))
             return
@@ -144,10 +146,14 @@ class ClientRequests:
         if refusal:
             self._refusal(identity, refusal)
             return
-        record = self.store.create(kind, settings, image, name, owner=client_key)
+        png, prepared = image if image is not None else (None, None)
+        record = self.store.create(kind, settings, png, name, owner=client_key)
+        if prepared is not None:
+            self.runner.model_inputs[record.id] = prepared  # before it is queued: the job thread takes it
         try:
             position = self.queue.submit(record)
         except OverflowError:
+            self.runner.model_inputs.pop(record.id, None)
             self.store.delete(record.id)
             self._refusal(identity, "queue_full")
             return

@@ -1,9 +1,11 @@
 """Input images of submitted jobs, prepared off the socket loop: the pixel cap is read from the PNG header before
-anything is decoded; decoding and downscaling run in a worker thread; what is stored is the downscaled PNG."""
+anything is decoded; decoding and downscaling run in a worker thread; what is stored is the downscaled PNG, and its
+decoded image goes on with it (the job's model input is made from it, so the job need not decode the file again)."""
 
 from __future__ import annotations
 
 import io
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -20,18 +22,22 @@ def check_input_header(png: bytes, max_pixels: int) -> None:
                         "(downscale it first)")
 
 
-def prepare_input(png: bytes, max_side: int) -> bytes:
-    """The PNG to store for a job: decoded with the imaging checks (damaged, truncated and bomb images are refused)
-    and, if larger, downscaled to ``max_side`` pixels a side with premultiplied alpha (so the colour of
+class StoredInput(NamedTuple):
+    png: bytes  # what is stored as the job's input.png
+    image: Image.Image  # RGBA: the pixels that decoding ``png`` gives (PNG is lossless)
+
+
+def prepare_input(png: bytes, max_side: int) -> StoredInput:
+    """The PNG to store for a job and its image: decoded with the imaging checks (damaged, truncated and bomb images
+    are refused) and, if larger, downscaled to ``max_side`` pixels a side with premultiplied alpha (so the colour of
     transparent pixels does not bleed into the edges)."""
     image = decode_image(png, "the submitted image")
-    if max(image.size) > max_side:
-        scale = max_side / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.convert("RGBa").resize(size, Image.Resampling.BOX).convert("RGBA")
-    else:
-        return png  # it decodes and is small enough: stored as sent
+    if max(image.size) <= max_side:
+        return StoredInput(png, image)  # it decodes and is small enough: stored as sent
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    image = image.convert("RGBa").resize(size, Image.Resampling.BOX).convert("RGBA")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    return StoredInput(buffer.getvalue(), image)
 

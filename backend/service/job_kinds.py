@@ -94,6 +94,15 @@ def finish_settings(settings: dict):
 PARSERS = {"preview": preview_settings, "generate": generate_config, "finish": finish_settings}
 
 
+def model_input(kind: str, image):
+    """The model's input image of a ``kind`` job from its decoded input (PIL RGBA): a preview's sampler input
+    (``prepare_preview_image``), a generate job's conditioning image (``prepare_condition_image``); None for a
+    kind that uses no image (finish)."""
+    if kind not in ("preview", "generate"):
+        return None
+    return (prepare_preview_image if kind == "preview" else prepare_condition_image)(image)
+
+
 def validate_settings(kind: str, settings: dict):
     """Refuse bad settings at submit time (before the job is queued); the parsed settings."""
     if kind not in PARSERS:
@@ -116,12 +125,17 @@ def describe_job_settings() -> dict[str, dict]:
 
 
 class JobRunner:
-    """``runner(record, directory, cancel, resume)`` -> events, for the service's JobQueue."""
+    """``runner(record, directory, cancel, resume)`` -> events, for the service's JobQueue.
+
+    ``model_inputs`` holds the model input of a submitted job (``model_input``, made by the service's input worker
+    from the image it decoded): the job's run takes it instead of decoding its stored ``input.png`` again. A job
+    run without one (after a restart, a resume) decodes the stored file; both give the same tensor."""
 
     def __init__(self, model, store, max_gpu_memory: float = 0.0):
         self.model = model
         self.store = store
         self.max_gpu_memory = max_gpu_memory  # GiB a generate job may use at most (0: no service-wide cap)
+        self.model_inputs: dict[str, object] = {}  # job id -> its model input, until the job runs or ends
 
     def __call__(self, record, directory: Path, cancel: threading.Event, resume: bool) -> Iterator[Event]:
         try:
@@ -129,8 +143,10 @@ class JobRunner:
                 yield from self._finish(record, directory, cancel)
                 return
             laps = Laps()
-            source = decode_image(self.store.input_png(record.id), "the job's input image")
-            image = (prepare_preview_image if record.kind == "preview" else prepare_condition_image)(source)
+            image = self.model_inputs.pop(record.id, None)
+            if image is None:
+                stored = decode_image(self.store.input_png(record.id), "the job's input image")
+                image = model_input(record.kind, stored)
             laps("decode")
             if record.kind == "preview":
                 yield from self._preview(record, directory, image, cancel)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -11,10 +13,21 @@ from backend.events import Event, MeshUpdate, Progress, Views
 from blender_addon.core import protocol
 
 
+# the views' PNGs are encoded side by side: PIL's PNG encoder (filtering and zlib) runs without the GIL
+_PNG_ENCODERS = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="iso3d-png")
+
+
 def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
+
+
+def encode_pngs(images) -> list[bytes]:
+    """``png_bytes`` of each image, in order, encoded in parallel."""
+    if len(images) < 2:
+        return [png_bytes(image) for image in images]
+    return list(_PNG_ENCODERS.map(png_bytes, images))
 
 
 def event_frames(job: str, event: Event, position: int | None = None) -> list[bytes]:
@@ -34,7 +47,7 @@ def event_frames(job: str, event: Event, position: int | None = None) -> list[by
             fields["position"] = position
         return protocol.encode("progress", **fields)
     if isinstance(event, Views):
-        payloads = [protocol.png_payload(png_bytes(image)) for image in event.images]
+        payloads = [protocol.png_payload(png) for png in encode_pngs(event.images)]
         fields = dict(
             job=job,
             kind=event.kind,

@@ -3,16 +3,19 @@ events back.
 
 The socket lives in one thread (the loop below), which only moves bytes and small headers: input images are
 decoded and downscaled by a worker thread, jobs run one at a time in the JobQueue's worker thread, and both hand
-their results back through a thread-safe queue. No message can end the loop: each one is handled inside a
-catch-all that answers ``error`` (``internal`` with a short id; the traceback goes to the log). Messages are
-defined in blender_addon/core/protocol.py; what each one is answered is ``client_requests``'s (a mixin of
-``BackendServer``), the jobs' records are ``job_store``'s and their queue ``job_queue``'s.
+their results back through a thread-safe queue, waking the loop as they do (a byte on a local socket pair that the
+loop polls beside the ZeroMQ socket), so that what they hand back goes out at once, not at the loop's next idle
+timeout. No message can end the loop: each one is handled inside a catch-all that answers ``error`` (``internal``
+with a short id; the traceback goes to the log). Messages are defined in blender_addon/core/protocol.py; what each
+one is answered is ``client_requests``'s (a mixin of ``BackendServer``), the jobs' records are ``job_store``'s and
+their queue ``job_queue``'s.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +39,7 @@ from blender_addon.core import protocol
 from blender_addon.core.addresses import DEFAULT_ADDRESS
 
 log = logging.getLogger("iso3d.server")
+IDLE_POLL_MS = 20  # how long the loop waits for a message or a wake-up before it checks for a stop request again
 
 
 class BackendServer(ClientRequests):
@@ -60,7 +64,12 @@ class BackendServer(ClientRequests):
             raise
         self.curve = keys is not None
         self.admin_key = admin_key
-        self.events: queue.Queue = queue.Queue()
+        self.events: queue.Queue = queue.Queue()  # from the worker threads to the loop: put with _hand_to_loop
+        # a byte on wake_sender wakes the loop (it polls wake_receiver); both ends never block
+        self.wake_receiver, self.wake_sender = socket.socketpair()
+        self.wake_receiver.setblocking(False)
+        self.wake_sender.setblocking(False)
+        self.idle_poll_ms = IDLE_POLL_MS
         self.subscribers: dict[str, set[bytes]] = {}
         self.inputs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iso3d-inputs")
         self.context = zmq.Context()
@@ -80,9 +89,9 @@ class BackendServer(ClientRequests):
             self.close()
             raise
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        runner = JobRunner(model, self.store, self.options.max_gpu_memory)
+        self.runner = JobRunner(model, self.store, self.options.max_gpu_memory)
         self.warmup = Warmup(model, warmup, warmup_generate_settings, self.options.max_gpu_memory)
-        self.queue = JobQueue(self.store, runner, self._publish, self.options.max_crashes, self.options.max_queued,
+        self.queue = JobQueue(self.store, self.runner, self._publish, self.options.max_crashes, self.options.max_queued,
                               prelude=lambda: self.warmup.run(self._publish_warmup))
         self.stop_requested = threading.Event()
         self.job_settings = describe_job_settings()
@@ -95,8 +104,16 @@ class BackendServer(ClientRequests):
         )
 
     # -- from the worker threads --------------------------------------------------------------------------------
+    def _hand_to_loop(self, item: tuple) -> None:
+        """Queue ``item`` for the loop and wake it (from any thread)."""
+        self.events.put(item)
+        try:
+            self.wake_sender.send(b"\0")
+        except OSError:  # full (the loop has wake-ups waiting, so it wakes anyway) or closed (stopping)
+            pass
+
     def _publish(self, job_id: str, event) -> None:
-        self.events.put(("event", job_id, event))
+        self._hand_to_loop(("event", job_id, event))
 
     def _publish_warmup(self, phase: str, step: int, total: int, elapsed: float) -> None:
         """Warm-up progress to the clients of the jobs waiting behind it."""
@@ -108,9 +125,13 @@ class BackendServer(ClientRequests):
         self.queue.start()
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
+        poller.register(self.wake_receiver, zmq.POLLIN)
         try:
             while not self.stop_requested.is_set():
-                if poller.poll(20):
+                ready = dict(poller.poll(self.idle_poll_ms))
+                if self.wake_receiver.fileno() in ready:
+                    self._drain_wake_ups()
+                if self.socket in ready:
                     for _ in range(256):  # drain what is waiting, bounded so events still flow
                         try:
                             frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -123,6 +144,13 @@ class BackendServer(ClientRequests):
             self._forward_events()
             self.close()
 
+    def _drain_wake_ups(self) -> None:
+        try:
+            while self.wake_receiver.recv(4096):
+                pass
+        except OSError:  # nothing more waiting (BlockingIOError)
+            pass
+
     def close(self) -> None:
         self.inputs.shutdown(wait=False, cancel_futures=True)
         if self.authenticator is not None:
@@ -130,6 +158,8 @@ class BackendServer(ClientRequests):
             self.authenticator = None
         self.socket.close(0)
         self.context.term()
+        self.wake_sender.close()
+        self.wake_receiver.close()
         self.lock.release()
 
     def _send(self, identity: bytes, frames: list[bytes]) -> None:
@@ -176,6 +206,7 @@ class BackendServer(ClientRequests):
         for identity in subscribers:
             self._send(identity, frames)
         if isinstance(event, (Done, Failed)):
+            self.runner.model_inputs.pop(job_id, None)  # a job cancelled while it waited never took its input
             retention.prune(self.store, self.options.keep_days, self.options.max_data_gb)
 
     def _done_frames(self, job_id: str) -> list[bytes]:
