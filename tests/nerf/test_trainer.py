@@ -26,10 +26,26 @@ def image():
     return command.load_condition_image("examples/example.png")
 
 
-def test_a_run_yields_every_event_type_and_writes_outputs(model, image, tmp_path):
-    config = small_config(steps=4, run__mesh_every=2, run__views_every=2, run__checkpoint_every=2,
-                          mesh__density_threshold=2.0)
-    events = list(generate(model, config, tmp_path, image=image))
+def run_config(steps: int = 4, **overrides):
+    """small_config with half its samples per ray (render_step 0.08, not 0.04): these tests check events, resume
+    and failures, not what the renders look like, and the samples are most of a CPU step (0.48 -> 0.31 s)."""
+    return small_config(steps, renderer__render_step=0.08, **overrides)
+
+
+def full_run_config():
+    return run_config(run__mesh_every=2, run__views_every=2, run__checkpoint_every=2, mesh__density_threshold=2.0)
+
+
+@pytest.fixture(scope="module")
+def full_run(model, image, tmp_path_factory):
+    """(events, work folder) of one uninterrupted 4-step run with meshes, views and checkpoints every 2 steps: the
+    events test reads it, and the resume test compares its split run with this run's final checkpoint."""
+    workdir = tmp_path_factory.mktemp("full_run")
+    return list(generate(model, full_run_config(), workdir, image=image)), workdir
+
+
+def test_a_run_yields_every_event_type_and_writes_outputs(full_run):
+    events, tmp_path = full_run
     kinds = {type(e) for e in events}
     assert kinds == set(EVENT_TYPES) - {Failed, Queued}  # Queued comes from the service's queue, not a job
     progress = [e for e in events if isinstance(e, Progress) and e.phase == "sds"]
@@ -55,13 +71,9 @@ def test_a_run_yields_every_event_type_and_writes_outputs(model, image, tmp_path
     assert Image.open(tmp_path / "turntable.png").size == (2 * 24, 24)
 
 
-def test_resume_continues_to_the_same_result(model, image, tmp_path):
-    config = small_config(steps=4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
+def test_resume_continues_to_the_same_result(model, image, full_run, tmp_path):
+    config = full_run_config()  # the uninterrupted run's settings: meshes and views at step 2 on both sides
     context = model.encode_image(image).float()
-    whole = SDSTrainer(config, model, context, tmp_path / "whole")
-    for _ in range(4):
-        whole.train_step()
-
     cancel_after_two = threading.Event()
     first = SDSTrainer(config, model, context, tmp_path / "split")
     events = []
@@ -74,13 +86,15 @@ def test_resume_continues_to_the_same_result(model, image, tmp_path):
     assert isinstance(resumed[-1], Done)
     assert [e.step for e in resumed if isinstance(e, Progress) and e.phase == "sds"] == [3, 4]
     state = torch.load(tmp_path / "split" / CHECKPOINT_NAME, weights_only=True)
-    for name, value in whole.field.state_dict().items():
+    whole = torch.load(full_run[1] / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] == whole["step"] == 4 and state["field"].keys() == whole["field"].keys()
+    for name, value in whole["field"].items():
         assert torch.equal(state["field"][name], value), name
-    assert torch.equal(state["grid"]["binaries"], whole.renderer.grid.binaries)
+    assert torch.equal(state["grid"]["binaries"], whole["grid"]["binaries"])
 
 
 def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(model, image, tmp_path):
-    config = small_config(steps=4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
+    config = run_config(run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
     trainer = SDSTrainer(config, model, model.encode_image(image).float(), tmp_path)
     events = []
     for event in trainer.run():
@@ -97,7 +111,7 @@ def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(model, image,
 
 def test_out_of_memory_becomes_a_clear_failure(model, image, tmp_path, monkeypatch):
     # A CPU cannot run out of GPU memory; the renderer raises the error CUDA would raise.
-    config = small_config(steps=2, run__mesh_every=0, run__views_every=0)
+    config = run_config(steps=2, run__mesh_every=0, run__views_every=0)
     trainer = SDSTrainer(config, model, model.encode_image(image).float(), tmp_path)
 
     def out_of_memory(*args, **kwargs):
