@@ -13,7 +13,7 @@ from PIL import Image
 from backend.commands import generate as command
 from backend.events import EVENT_TYPES, Done, Failed, MeshUpdate, Progress, Queued, Views
 from backend.nerf.trainer import CHECKPOINT_NAME, LATEST_MESH_NAME, SDSTrainer, generate
-from tests.helpers.targets import small_config
+from tests.helpers.targets import coarse_render_config, small_config
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,9 @@ def image():
     return command.load_condition_image("examples/example.png")
 
 
-def run_config(steps: int = 4, **overrides):
-    """small_config with half its samples per ray (render_step 0.08, not 0.04): these tests check events, resume
-    and failures, not what the renders look like, and the samples are most of a CPU step (0.48 -> 0.31 s)."""
-    return small_config(steps, renderer__render_step=0.08, **overrides)
-
-
 def full_run_config():
-    return run_config(run__mesh_every=2, run__views_every=2, run__checkpoint_every=2, mesh__density_threshold=2.0)
+    return coarse_render_config(4, run__mesh_every=2, run__views_every=2, run__checkpoint_every=2,
+                                mesh__density_threshold=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +89,7 @@ def test_resume_continues_to_the_same_result(model, image, full_run, tmp_path):
 
 
 def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(model, image, tmp_path):
-    config = run_config(run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
+    config = coarse_render_config(4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
     trainer = SDSTrainer(config, model, model.encode_image(image).float(), tmp_path)
     events = []
     for event in trainer.run():
@@ -111,7 +106,7 @@ def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(model, image,
 
 def test_out_of_memory_becomes_a_clear_failure(model, image, tmp_path, monkeypatch):
     # A CPU cannot run out of GPU memory; the renderer raises the error CUDA would raise.
-    config = run_config(steps=2, run__mesh_every=0, run__views_every=0)
+    config = coarse_render_config(2, run__mesh_every=0, run__views_every=0)
     trainer = SDSTrainer(config, model, model.encode_image(image).float(), tmp_path)
 
     def out_of_memory(*args, **kwargs):
