@@ -242,10 +242,11 @@ def test_a_folder_without_a_field_is_refused(tmp_path, capsys):
 
 def test_generate_with_a_face_budget_writes_the_finished_asset(tmp_path):
     out = tmp_path / "thing.glb"
+    # a 2-view 24^2 turntable (the preset's: 4 views at 48^2, ~0.5 CPU s): this test checks the finished asset
     code = iso3d(["generate", "examples/example.png", "--model", "tiny", "--device", "cpu", "--preset", "tiny",
                   "--quiet", "--out", str(out), "--steps", "1", "--phases.resolution_before", "24",
-                  "--mesh.resolution", "32", "--mesh.density_threshold", "2", "--faces", "300", "--texture", "64",
-                  "--lods", "100"])
+                  "--mesh.resolution", "32", "--mesh.density_threshold", "2", "--run.turntable_views", "2",
+                  "--run.views_resolution", "24", "--faces", "300", "--texture", "64", "--lods", "100"])
     assert code == 0
     manifest = json.loads((tmp_path / "thing_finish.json").read_text())
     assert [level["name"] for level in manifest["levels"]] == ["thing", "thing_lod1"]
