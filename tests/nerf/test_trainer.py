@@ -40,7 +40,7 @@ def full_run(model, image, tmp_path_factory):
 
 
 def test_a_run_yields_every_event_type_and_writes_outputs(full_run):
-    events, tmp_path = full_run
+    events, workdir = full_run
     kinds = {type(e) for e in events}
     assert kinds == set(EVENT_TYPES) - {Failed, Queued}  # Queued comes from the service's queue, not a job
     progress = [e for e in events if isinstance(e, Progress) and e.phase == "sds"]
@@ -57,13 +57,13 @@ def test_a_run_yields_every_event_type_and_writes_outputs(full_run):
     done = events[-1]
     assert isinstance(done, Done)
     for name in ("mesh.glb", "mesh.obj", "mesh.ply", "turntable.png", CHECKPOINT_NAME):
-        assert (tmp_path / name).is_file(), name
-    assert (tmp_path / LATEST_MESH_NAME).is_file()
-    ply = trimesh.load(tmp_path / "mesh.ply")
+        assert (workdir / name).is_file(), name
+    assert (workdir / LATEST_MESH_NAME).is_file()
+    ply = trimesh.load(workdir / "mesh.ply")
     assert np.allclose(np.sort(ply.vertices[:, 2]), np.sort(final.vertices[:, 2]), atol=1e-5)  # PLY keeps Z up
-    glb = trimesh.load(tmp_path / "mesh.glb", force="mesh")
+    glb = trimesh.load(workdir / "mesh.glb", force="mesh")
     assert np.allclose(np.sort(glb.vertices[:, 1]), np.sort(final.vertices[:, 2]), atol=1e-5)  # GLB is Y up
-    assert Image.open(tmp_path / "turntable.png").size == (2 * 24, 24)
+    assert Image.open(workdir / "turntable.png").size == (2 * 24, 24)
 
 
 def test_resume_continues_to_the_same_result(model, image, full_run, tmp_path):
