@@ -16,6 +16,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh "backend,training,dev" || { echo "test.sh: installing failed" >&2; exit 1; }
 python=.venv/bin/python
+# Bytecode caches on for the lanes, also where the caller's environment turns them off: without them every lane
+# compiles the project's modules again and pytest rewrites every test module's asserts again (~2.2 CPU s of the
+# unit lane's collection on a 2-core VM, bench/RESULTS.md 2026-12-03). __pycache__ is ignored by git and build_addon.
+unset PYTHONDONTWRITEBYTECODE
 
 failed=()
 lane_dir=$(mktemp -d)

@@ -3,6 +3,7 @@
 only the standard library."""
 
 import ast
+import functools
 import json
 import sys
 from pathlib import Path
@@ -26,11 +27,20 @@ def module_path(module: str) -> str:
     return module.replace(".", "/")
 
 
-def imported_modules(path: Path) -> set[str]:
+@functools.cache
+def import_statements(path: Path) -> tuple[ast.Import | ast.ImportFrom, ...]:
+    """A file's import statements, those inside functions included: each file parsed and walked once for every test
+    here (the tests read ~30 parts' files, most of them several times)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return tuple(node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
+@functools.cache
+def imported_modules(path: Path) -> frozenset[str]:
     """Modules a file imports (absolute names; relative imports resolved against its package)."""
     package = path.relative_to(REPO).parent.as_posix().replace("/", ".")
     modules = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in import_statements(path):
         if isinstance(node, ast.Import):
             modules |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -41,7 +51,7 @@ def imported_modules(path: Path) -> set[str]:
             modules |= {f"{base}.{alias.name}" for alias in node.names}
             if not (REPO / module_path(base)).is_dir():  # "from package import module" uses the module only
                 modules.add(base)
-    return modules
+    return frozenset(modules)
 
 
 def in_part(module: str, part: str) -> bool:
@@ -196,7 +206,7 @@ def test_no_private_name_is_imported_from_another_module():
     imported = []
     for folder in (*PROJECT_PACKAGES, "bench", "scripts", "examples"):
         for path in sorted((REPO / folder).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            for node in import_statements(path):
                 if not isinstance(node, ast.ImportFrom):
                     continue
                 if node.level == 0 and (node.module or "").split(".")[0] not in PROJECT_PACKAGES:

@@ -101,7 +101,8 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
         if settings.reference_frame:
             noisy = torch.cat([noisy, reference_rows.view(2, 1, *latents.shape[1:])], dim=1)
             timesteps[:, views] = 0
-        torch.compiler.cudagraph_mark_step_begin()  # outputs of the last call are consumed: buffers may be reused
+        if device.type == "cuda":  # CUDA graphs only; the call imports Inductor's compiler (~1.5 CPU s) first time
+            torch.compiler.cudagraph_mark_step_begin()  # outputs of the last call are consumed: buffers may be reused
         eps = model.unet(
             noisy.reshape(2 * frames, *latents.shape[1:]).to(dtype),
             timesteps.reshape(-1),

@@ -51,7 +51,11 @@ class SnowmanTarget(SphereTarget):
 @functools.cache
 def fit_snowman_field(steps: int = 80, seed: int = 0) -> tuple[RadianceField, object]:
     """(field, config): a tiny-preset RadianceField regressed onto SnowmanTarget's log-density and albedo. Fitted
-    once per test process (~2.5 CPU s) and shared by every caller, which must change neither."""
+    once per test process (~1.3 CPU s) and shared by every caller, which must change neither.
+
+    768 + 768 points a step: as close to the target as 2048 + 2048 at 40% of the cost (measured against the
+    target's own 64-cell surface: Chamfer 0.0134 vs 0.0129, 5,672 vs 5,676 faces, mean albedo on the +X side off
+    red by 0.047 as before), while fewer steps are not (60 of 1024 + 1024: Chamfer 0.035; 40 of 2048 + 2048: 0.080)."""
     config = small_config()
     config.field.compile = False
     config.mesh.resolution, config.mesh.density_threshold = 64, SURFACE_THRESHOLD
@@ -61,8 +65,8 @@ def fit_snowman_field(steps: int = 80, seed: int = 0) -> tuple[RadianceField, ob
     optimizer = torch.optim.Adam(field.parameters(), lr=0.01)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        points = torch.rand(2048, 3, generator=generator) * 2 - 1
-        points = torch.cat([points, target.surface_samples(2048, generator)])
+        points = torch.rand(768, 3, generator=generator) * 2 - 1
+        points = torch.cat([points, target.surface_samples(768, generator)])
         density, albedo, _ = field(points)
         true_density, true_albedo, _ = target(points)
         inside = (true_density > 1.0).float()

@@ -15,7 +15,7 @@ from backend.commands import generate as command
 from backend.events import Failed, MeshUpdate, Progress
 from backend.nerf.trainer import CHECKPOINT_NAME, LATEST_MESH_NAME, SDSTrainer
 from blender_addon.core.atomic_files import PARTIAL_SUFFIX
-from tests.helpers.targets import small_config
+from tests.helpers.targets import coarse_render_config, small_config
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_a_background_checkpoint_is_the_synchronous_state_of_its_step(tiny_model
 
 
 def test_a_cancel_right_after_a_checkpoint_step_finds_the_file_complete(tiny_model, context, tmp_path):
-    config = small_config(steps=6, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
+    config = coarse_render_config(steps=6, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
     trainer = SDSTrainer(config, tiny_model, context, tmp_path)
     cancel = threading.Event()
     for event in trainer.run(cancel=cancel):
@@ -85,7 +85,7 @@ def test_a_cancel_right_after_a_checkpoint_step_finds_the_file_complete(tiny_mod
 
 def test_a_run_closed_after_a_checkpoint_step_leaves_the_file_written(tiny_model, context, tmp_path):
     # The service closes a job's generator when it stops reading it: the write in flight still ends on disk.
-    config = small_config(steps=6, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
+    config = coarse_render_config(steps=6, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
     trainer = SDSTrainer(config, tiny_model, context, tmp_path)
     events = trainer.run()
     for event in events:
@@ -98,7 +98,7 @@ def test_a_run_closed_after_a_checkpoint_step_leaves_the_file_written(tiny_model
 
 def test_a_failed_background_write_is_a_clear_failure_and_leaves_nothing_half_written(tiny_model, context,
                                                                                        tmp_path):
-    config = small_config(steps=4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
+    config = coarse_render_config(steps=4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
     blocker = tmp_path / CHECKPOINT_NAME  # a folder where the checkpoint goes: the rename over it fails
     blocker.mkdir()
     (blocker / "kept.txt").write_text("not a checkpoint")

@@ -13,7 +13,7 @@ from PIL import Image
 from backend.commands import generate as command
 from backend.events import EVENT_TYPES, Done, Failed, MeshUpdate, Progress, Queued, Views
 from backend.nerf.trainer import CHECKPOINT_NAME, LATEST_MESH_NAME, SDSTrainer, generate
-from tests.helpers.targets import small_config
+from tests.helpers.targets import coarse_render_config, small_config
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,21 @@ def image():
     return command.load_condition_image("examples/example.png")
 
 
-def test_a_run_yields_every_event_type_and_writes_outputs(model, image, tmp_path):
-    config = small_config(steps=4, run__mesh_every=2, run__views_every=2, run__checkpoint_every=2,
-                          mesh__density_threshold=2.0)
-    events = list(generate(model, config, tmp_path, image=image))
+def full_run_config():
+    return coarse_render_config(4, run__mesh_every=2, run__views_every=2, run__checkpoint_every=2,
+                                mesh__density_threshold=2.0)
+
+
+@pytest.fixture(scope="module")
+def full_run(model, image, tmp_path_factory):
+    """(events, work folder) of one uninterrupted 4-step run with meshes, views and checkpoints every 2 steps: the
+    events test reads it, and the resume test compares its split run with this run's final checkpoint."""
+    workdir = tmp_path_factory.mktemp("full_run")
+    return list(generate(model, full_run_config(), workdir, image=image)), workdir
+
+
+def test_a_run_yields_every_event_type_and_writes_outputs(full_run):
+    events, workdir = full_run
     kinds = {type(e) for e in events}
     assert kinds == set(EVENT_TYPES) - {Failed, Queued}  # Queued comes from the service's queue, not a job
     progress = [e for e in events if isinstance(e, Progress) and e.phase == "sds"]
@@ -46,22 +57,18 @@ def test_a_run_yields_every_event_type_and_writes_outputs(model, image, tmp_path
     done = events[-1]
     assert isinstance(done, Done)
     for name in ("mesh.glb", "mesh.obj", "mesh.ply", "turntable.png", CHECKPOINT_NAME):
-        assert (tmp_path / name).is_file(), name
-    assert (tmp_path / LATEST_MESH_NAME).is_file()
-    ply = trimesh.load(tmp_path / "mesh.ply")
+        assert (workdir / name).is_file(), name
+    assert (workdir / LATEST_MESH_NAME).is_file()
+    ply = trimesh.load(workdir / "mesh.ply")
     assert np.allclose(np.sort(ply.vertices[:, 2]), np.sort(final.vertices[:, 2]), atol=1e-5)  # PLY keeps Z up
-    glb = trimesh.load(tmp_path / "mesh.glb", force="mesh")
+    glb = trimesh.load(workdir / "mesh.glb", force="mesh")
     assert np.allclose(np.sort(glb.vertices[:, 1]), np.sort(final.vertices[:, 2]), atol=1e-5)  # GLB is Y up
-    assert Image.open(tmp_path / "turntable.png").size == (2 * 24, 24)
+    assert Image.open(workdir / "turntable.png").size == (2 * 24, 24)
 
 
-def test_resume_continues_to_the_same_result(model, image, tmp_path):
-    config = small_config(steps=4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
+def test_resume_continues_to_the_same_result(model, image, full_run, tmp_path):
+    config = full_run_config()  # the uninterrupted run's settings: meshes and views at step 2 on both sides
     context = model.encode_image(image).float()
-    whole = SDSTrainer(config, model, context, tmp_path / "whole")
-    for _ in range(4):
-        whole.train_step()
-
     cancel_after_two = threading.Event()
     first = SDSTrainer(config, model, context, tmp_path / "split")
     events = []
@@ -74,13 +81,15 @@ def test_resume_continues_to_the_same_result(model, image, tmp_path):
     assert isinstance(resumed[-1], Done)
     assert [e.step for e in resumed if isinstance(e, Progress) and e.phase == "sds"] == [3, 4]
     state = torch.load(tmp_path / "split" / CHECKPOINT_NAME, weights_only=True)
-    for name, value in whole.field.state_dict().items():
+    whole = torch.load(full_run[1] / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] == whole["step"] == 4 and state["field"].keys() == whole["field"].keys()
+    for name, value in whole["field"].items():
         assert torch.equal(state["field"][name], value), name
-    assert torch.equal(state["grid"]["binaries"], whole.renderer.grid.binaries)
+    assert torch.equal(state["grid"]["binaries"], whole["grid"]["binaries"])
 
 
 def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(model, image, tmp_path):
-    config = small_config(steps=4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
+    config = coarse_render_config(4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
     trainer = SDSTrainer(config, model, model.encode_image(image).float(), tmp_path)
     events = []
     for event in trainer.run():
@@ -97,7 +106,7 @@ def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(model, image,
 
 def test_out_of_memory_becomes_a_clear_failure(model, image, tmp_path, monkeypatch):
     # A CPU cannot run out of GPU memory; the renderer raises the error CUDA would raise.
-    config = small_config(steps=2, run__mesh_every=0, run__views_every=0)
+    config = coarse_render_config(2, run__mesh_every=0, run__views_every=0)
     trainer = SDSTrainer(config, model, model.encode_image(image).float(), tmp_path)
 
     def out_of_memory(*args, **kwargs):
