@@ -176,47 +176,43 @@ class StepProfile:
         try:  # the table of kernels is a bonus: the region times stand without it
             if self.profiler is not None:
                 self.profiler.stop()
-                summary["top_kind"], summary["top"], busy_ms, kernels = self._top_rows()
-                if self.device.type == "cuda":  # the GPU's busy time (kernels, copies; one stream assumed)
-                    summary["gpu_busy_ms_per_step"] = round(busy_ms / steps, 3)
-                    summary["gpu_kernels_per_step"] = round(kernels / steps, 1)
-                    # and the host's side: its operators and CUDA runtime calls by self time (a synchronisation
-                    # shows as the time the host waited in cudaStreamSynchronize / cudaMemcpyAsync)
-                    host = cpu_self_times(self.profiler.profiler.kineto_results.events())
-                    ranked = sorted(((name, entry) for name, entry in host.items() if not name.startswith("iso3d:")),
-                                    key=lambda item: -item[1][0])[:self.top]
-                    summary["top_host"] = [{"name": name[:120], "ms_total": round(ms, 3), "calls": int(calls)}
-                                           for name, (ms, calls) in ranked]
+                summary.update(self._tables(steps))
         except Exception as error:  # noqa: BLE001
             self.profiler_error = f"{type(error).__name__}: {error}"[:300]
         if self.profiler_error:
             summary["top_error"] = self.profiler_error
         return summary
 
-    def _top_rows(self) -> tuple[str, list[dict], float, int]:
-        """The top rows, and on CUDA the summed time and count of the device's kernels and copies (the ``iso3d:``
-        region labels, which span them, left out)."""
+    def _tables(self, steps: int) -> dict:
+        """``top_kind`` and ``top``: the top CUDA kernels (on CUDA) or CPU operators by self time (elsewhere); on CUDA
+        also the device's busy time and kernel count a step (kernels and copies summed, one stream assumed) and
+        ``top_host``: the host's operators and CUDA runtime calls by self time (a synchronisation shows as the time
+        the host waited in cudaStreamSynchronize / cudaMemcpyAsync)."""
         from torch.autograd import DeviceType
 
         # The profiler's raw events, not its events()/key_averages(): those build a Python object tree of every
         # event first, 8 of the 17 CPU s of a one-step tiny CPU profile (bench/generate.py --profile-steps 1).
         events = self.profiler.profiler.kineto_results.events()
-        totals: dict[str, list[float]] = {}
-        if self.device.type == "cuda":
-            kind = "CUDA kernels"
-            for event in events:
-                if event.device_type() == DeviceType.CUDA:
-                    entry = totals.setdefault(event.name(), [0.0, 0])
-                    entry[0] += event.duration_ns() / 1e6
-                    entry[1] += 1
-        else:
-            kind = "CPU operators (self time)"
-            totals = {name: entry for name, entry in cpu_self_times(events).items() if not name.startswith("iso3d:")}
+        # the iso3d: region labels span the work in them: left out of the host table and of the device's sums (the
+        # kernel table shows each region's device span beside the kernels)
+        host = {name: entry for name, entry in cpu_self_times(events).items() if not name.startswith("iso3d:")}
+        if self.device.type != "cuda":
+            return {"top_kind": "CPU operators (self time)", "top": self._ranked(host)}
+        device: dict[str, list[float]] = {}
+        for event in events:
+            if event.device_type() == DeviceType.CUDA:
+                entry = device.setdefault(event.name(), [0.0, 0])
+                entry[0] += event.duration_ns() / 1e6
+                entry[1] += 1
+        work = [entry for name, entry in device.items() if not name.startswith("iso3d:")]
+        return {"top_kind": "CUDA kernels", "top": self._ranked(device),
+                "gpu_busy_ms_per_step": round(sum(ms for ms, _ in work) / steps, 3),
+                "gpu_kernels_per_step": round(sum(calls for _, calls in work) / steps, 1),
+                "top_host": self._ranked(host)}
+
+    def _ranked(self, totals: dict[str, list[float]]) -> list[dict]:
         ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:self.top]
-        device_work = [entry for name, entry in totals.items() if not name.startswith("iso3d:")]
-        return kind, [{"name": name[:120], "ms_total": round(ms, 3), "calls": int(calls)}
-                      for name, (ms, calls) in ranked], \
-            sum(ms for ms, _ in device_work), int(sum(calls for _, calls in device_work))
+        return [{"name": name[:120], "ms_total": round(ms, 3), "calls": int(calls)} for name, (ms, calls) in ranked]
 
 
 def cpu_self_times(events) -> dict[str, list[float]]:

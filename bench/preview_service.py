@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
             "progress_message_encoding (each step)": median_ms(lambda: event_frames(record.id, progress), args.repeats),
             "views_message_png_encoding": median_ms(lambda: event_frames(record.id, views), args.repeats),
             "stored_input_decode_and_model_input (a run after a restart)": median_ms(
-                lambda: prepare_preview_image(decode_image(store.input_png(record.id))), args.repeats),
+                lambda: model_input("preview", decode_image(store.input_png(record.id))), args.repeats),
             "store_views_npz (after sending)": median_ms(lambda: store.record_event(record, views), args.repeats),
             "views_grid_png (after sending)": median_ms(
                 lambda: save_views_grid(views.images, directory / "views.png"), args.repeats),
