@@ -6,8 +6,10 @@
   the ~1,000 kernels of one UNet call. The eager module stays available as ``model.eager_unet``.
 
 And for the SDS path, where the VAE encoder runs forward and backward every step: the encoder (+ quant_conv)
-compiled (``model.vae_encoder_moments``; forward and backward through AOTAutograd, no CUDA graphs: its outputs
-live on into the step's backward) in channels-last layout. The eager VAE stays as it was for everything else.
+compiled (``model.vae_encoder_moments``; forward and backward through AOTAutograd) in channels-last layout, its
+forward and backward replayed from CUDA graphs under ``--compile cudagraphs`` (backend.models.graphed_encoder;
+torch.compile's own CUDA graphs do not fit: its outputs live on into the step's backward, past the UNet's graphed
+call). The eager VAE stays as it was for everything else.
 """
 
 from __future__ import annotations
@@ -37,15 +39,23 @@ def accelerate_for_inference(model, compile_mode: str | None = "reduce-overhead"
 
 def vae_encoder_compile_mode(unet_compile: str, device: torch.device) -> str | None:
     """The torch.compile mode of the SDS VAE encoder for ``--compile unet_compile`` on ``device``: compiled
-    ("default": Inductor, no CUDA graphs) on CUDA whenever the UNet is compiled at all, else None (eager: on the CPU
-    a compile costs more than the few steps of a CPU run gain)."""
+    ("default": Inductor's code; CUDA graphs come from ``vae_encoder_graphs``) on CUDA whenever the UNet is compiled
+    at all, else None (eager: on the CPU a compile costs more than the few steps of a CPU run gain)."""
     if torch.device(device).type != "cuda" or unet_compile in ("off", None):
         return None
     return "default"
 
 
-def compile_vae_encoder(model, mode: str | None = "default", channels_last: bool = True, backend: str = "inductor"):
-    """Set ``model.vae_encoder_moments`` to the compiled ``encoder_moments`` of ``model.vae`` (None: unset it).
+def vae_encoder_graphs(unet_compile: str, device: torch.device) -> bool:
+    """Whether the compiled SDS VAE encoder replays from CUDA graphs: on CUDA under ``--compile cudagraphs`` (what
+    ``auto`` means there), as the UNet does."""
+    return torch.device(device).type == "cuda" and unet_compile == "cudagraphs"
+
+
+def compile_vae_encoder(model, mode: str | None = "default", channels_last: bool = True, backend: str = "inductor",
+                        cuda_graphs: bool = False):
+    """Set ``model.vae_encoder_moments`` to the compiled ``encoder_moments`` of ``model.vae`` (None: unset it);
+    ``cuda_graphs``: wrapped to replay its forward and backward from CUDA graphs (a GraphedEncoder).
 
     ``channels_last``: the encoder's weights and its input in channels-last layout (cuDNN's fast path for half
     precision convolutions; the values stay those of the same convolutions). ``backend``: torch.compile's backend
@@ -65,5 +75,10 @@ def compile_vae_encoder(model, mode: str | None = "default", channels_last: bool
         return encoder_moments(vae, images.contiguous(memory_format=layout))
 
     options = {"mode": mode} if backend == "inductor" else {}
-    model.vae_encoder_moments = torch.compile(moments, backend=backend, dynamic=False, **options)
+    compiled = torch.compile(moments, backend=backend, dynamic=False, **options)
+    if cuda_graphs:
+        from backend.models.graphed_encoder import GraphedEncoder
+
+        compiled = GraphedEncoder(compiled)
+    model.vae_encoder_moments = compiled
     return model

@@ -51,6 +51,11 @@ class OneInFlight:
         self._thread = threading.Thread(target=run, name=f"iso3d-{self.name}", daemon=True)
         self._thread.start()
 
+    def join(self) -> None:
+        """Wait until the task in flight (if any) has ended; its result stays for ``wait``."""
+        if self._thread is not None:
+            self._thread.join()
+
     def wait(self) -> Any:
         """The finished task's result (None when none was pending); its error is raised here."""
         if self._thread is None:
@@ -169,6 +174,10 @@ class BackgroundMesh:
             return MeshUpdate(mesh.vertices, mesh.faces, mesh.vertex_colors, step)
 
         self._work.submit(finish)
+
+    def join(self) -> None:
+        """Wait until the mesh in flight has left the GPU (and ended); its event stays to be collected."""
+        self._work.join()
 
     def collect(self, wait: bool):
         if self.collectable(wait):

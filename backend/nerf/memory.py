@@ -23,9 +23,11 @@ Why the sum bounds the step's peak from above: a step holds the field's kept byt
 forward, the UNet runs, and the encoder runs backward; the VAE part is its own peak over forward and backward
 (its kept bytes included), so base + samples kept + VAE + UNet reserve bounds those moments. The encoder's
 activations are freed in the backward before the field's, so the field's own peak (forward and backward) counts
-alone beside base. The phase's need is ``SLACK`` x (base + the larger of the two); the run's estimate is the
-larger phase's. Each part is measured at its largest (the most samples a ray, the eager encoder where chunks run
-eager), and the allocator's figures include the allocator's rounding of each block.
+alone beside base; except where the plain encoder replays from CUDA graphs (backend.models.graphed_encoder): their
+memory pool stays reserved for the whole phase, so the VAE part counts beside the field's own peak too. The
+phase's need is ``SLACK`` x (base + the larger of the two); the run's estimate is the larger phase's. Each part is
+measured at its largest (the most samples a ray, the eager encoder where chunks run eager), and the allocator's
+figures include the allocator's rounding of each block.
 
 Under a cap each phase takes the cheapest setting that fits: plain; else the VAE encoder checkpointed in chunks of
 half the views, a quarter, ..., one view (one more encoder forward a step); and always a sample budget: a step whose
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field as dataclass_field
 
 import torch
 
+from backend.models.graphed_encoder import GraphedEncoder
 from backend.nerf.memory_measure import Footprint, field_footprint, module_bytes, vae_allocator_footprint, \
     vae_bytes_per_view
 
@@ -99,6 +102,12 @@ class MemoryPlan:
     sample_peak_bytes: float | None = None  # a plain sample's peak over forward and backward (None: as kept)
     sample_fixed_bytes: float = 0.0  # the field evaluation's fixed part (measured beside the per-sample part)
     measured_by: str = "saved tensors"  # how the plain samples were measured (memory_measure.Footprint.method)
+    vae_graphs: bool = False  # the plain VAE encoder replays from CUDA graphs: its pool is held all the phase
+
+    def vae_held_gib(self, phase: "PhasePlan", vae_chunk: int | None) -> float:
+        """What the VAE encoder holds while the field is at its own peak: its CUDA graphs' pool (a plain
+        encoder that replays from graphs), else nothing (its activations are freed by then)."""
+        return phase.vae_gib(None) if self.vae_graphs and vae_chunk is None else 0.0
 
     def phase(self, number: int) -> PhasePlan | None:
         return next((p for p in self.phases if p.number == number), None)
@@ -114,6 +123,7 @@ class MemoryPlan:
         kept_checkpointed = checkpointed_samples * self.bytes_per_sample_checkpointed
         beside = (plain_samples * self.bytes_per_sample + kept_checkpointed + self.sample_fixed_bytes) / GIB
         alone = (plain_samples * self.bytes_per_sample_peak + kept_checkpointed + self.sample_fixed_bytes) / GIB
+        alone += self.vae_held_gib(phase, vae_chunk)
         return SLACK * (self.base_gib + max(beside + phase.vae_gib(vae_chunk) + self.unet_reserve_gib, alone))
 
     def phase_need_gib(self, phase: PhasePlan, vae_chunk: int | None, checkpointed_samples: bool) -> float:
@@ -167,6 +177,7 @@ class MemoryPlan:
                 "bytes_per_sample_peak": round(self.bytes_per_sample_peak, 1),
                 "sample_fixed_bytes": round(self.sample_fixed_bytes),
                 "bytes_per_sample_checkpointed": round(self.bytes_per_sample_checkpointed, 1),
+                "vae_graphs": self.vae_graphs,
                 "vae_gib_per_view": {p.number: round(p.vae_gib_per_view, 4) for p in self.phases}}
 
 
@@ -251,7 +262,9 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
                       checkpointed.kept_per_unit, _phases(config, vae_figures),
                       density_chunk=config.renderer.chunk_rays * 64,
                       unet_reserve_gib=UNET_RESERVE_GIB if on_cuda else 0.0, sample_peak_bytes=plain.peak_per_unit,
-                      sample_fixed_bytes=max(plain.kept_fixed, plain.peak_fixed), measured_by=plain.method)
+                      sample_fixed_bytes=max(plain.kept_fixed, plain.peak_fixed), measured_by=plain.method,
+                      vae_graphs=device.type == "cuda" and isinstance(getattr(model, "vae_encoder_moments", None),
+                                                                      GraphedEncoder))
     if plan.cap_gib is not None:
         fit_under_cap(plan)
     return plan
@@ -283,7 +296,7 @@ def _sample_budget(plan: MemoryPlan, phase: PhasePlan, vae_chunk: int | None) ->
     kept bytes under checkpointing; the smallest chunk at least (the plan fits only if that does)."""
     available = plan.cap_gib / SLACK - plan.base_gib - plan.sample_fixed_bytes / GIB
     beside = max(available - phase.vae_gib(vae_chunk) - plan.unet_reserve_gib, 0.0) * GIB
-    alone = max(available, 0.0) * GIB
+    alone = max(available - plan.vae_held_gib(phase, vae_chunk), 0.0) * GIB
     kept = phase.expected_samples * plan.bytes_per_sample_checkpointed
     budget = min((beside - kept) / plan.bytes_per_sample, (alone - kept) / plan.bytes_per_sample_peak)
     return max(int(budget), MIN_SAMPLE_CHUNK), beside

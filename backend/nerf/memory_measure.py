@@ -241,10 +241,11 @@ def vae_allocator_footprint(model, views: int, resolution: int, size: int, devic
     """The run's VAE encoder (the model's compiled one where it has one) on ``views`` renders at resolution^2,
     resized to size^2 and encoded as the guidance does (backend.diffusion.sds.SDSGuidance), under the run's
     autocast; bytes a view (the fixed part shared out among the views). None where it did not fit the device."""
+    from backend.models.graphed_encoder import ungraphed
     from backend.models.vae import encode_latents, encoder_moments
 
     vae = model.vae
-    compiled = getattr(model, "vae_encoder_moments", None)
+    compiled = ungraphed(getattr(model, "vae_encoder_moments", None))  # a graph's pool holds what this measures
     moments = compiled or partial(encoder_moments, vae)
     # the compiled encoder by identity, the eager one by name (a new partial each call: its id would miss the cache
     # every job, or hit another partial's figure once its address was reused)

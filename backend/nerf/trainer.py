@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -42,6 +41,7 @@ from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import GenerateConfig, validate
 from backend.nerf.renderer import VolumeRenderer
 from backend.nerf.shading import ALBEDO, PointLightShading
+from backend.nerf.step_encoder import StepEncoder
 from backend.profiling import Laps, region
 from blender_addon.core.atomic_files import write_json_atomically
 
@@ -98,19 +98,19 @@ class SDSTrainer:
         self.memory = self._plan_memory()
         laps("memory_plan")
         self.shading = PointLightShading(config.shading, self.total_steps)
-        self.vae_checkpoint_views: int | None = None  # set each step from the memory plan's phase
-        encoder = latent_encoder or vae_latent_encoder(model.vae, self._vae_moments)
+        self.meshes = BackgroundMesh(self.workdir / LATEST_MESH_NAME)
+        self.vae_encoder = StepEncoder(model, before_capture=self.meshes.join)
+        encoder = latent_encoder or vae_latent_encoder(model.vae, self.vae_encoder)
         self.guidance = SDSGuidance(model.unet, model.alphas_cumprod, encoder, config.guidance, self.total_steps,
                                     getattr(model, "camera_encoding", DEFAULT_CAMERA_ENCODING))
         o = config.optimizer
         self.optimizer = torch.optim.AdamW(
             [{"params": self.field.grid_parameters(), "lr": o.lr_grid},
              {"params": self.field.mlp_parameters(), "lr": o.lr_mlp}],
-            betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+            betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=self.device.type == "cuda" or None)
         self.step = 0  # the next step to run
         self.elapsed_before = 0.0  # seconds spent in earlier sessions of this run
         self.checkpoints = CheckpointWriter(self.workdir / CHECKPOINT_NAME, self.device)
-        self.meshes = BackgroundMesh(self.workdir / LATEST_MESH_NAME)
         self.plan = StepPlan(config.phases.objects_before, config.phases.resolution_before, 0.0)
         laps("guidance_and_optimizer")
         self.setup_ms = laps.ms
@@ -146,7 +146,7 @@ class SDSTrainer:
         phase = self.memory.phase(1 if before else 2) if self.memory is not None else None
         if phase is not None:
             self.renderer.sample_budget = phase.sample_budget
-            self.vae_checkpoint_views = phase.vae_checkpoint_views
+            self.vae_encoder.checkpoint_views = phase.vae_checkpoint_views
         self.plan = StepPlan(
             objects=c.phases.objects_before if before else c.phases.objects_after,
             resolution=c.phases.resolution_before if before else c.phases.resolution_after,
@@ -154,18 +154,6 @@ class SDSTrainer:
                                   c.loss.orient_until * steps),
         )
         return self.plan
-
-    def _vae_moments(self, images: torch.Tensor) -> torch.Tensor:
-        """The VAE encoder's posterior moments of the step's images (the model's compiled encoder where it has one),
-        under activation checkpointing in chunks when this phase's memory plan asks for it."""
-        from backend.models.vae import checkpointed_moments, encoder_moments
-
-        if self.vae_checkpoint_views:
-            # Chunks run the eager encoder: the compiled one is traced for whole-batch shapes (dynamic=False), so
-            # each chunk size would compile again, and a channels-last batch of one failed its layout check.
-            return checkpointed_moments(partial(encoder_moments, self.model.vae), self.vae_checkpoint_views)(images)
-        moments = getattr(self.model, "vae_encoder_moments", None) or partial(encoder_moments, self.model.vae)
-        return moments(images)
 
     def _step_seed(self, step: int) -> int:
         return (self.config.run.seed * 1_000_003 + step * 7919) % (2**63 - 1)
@@ -362,8 +350,9 @@ class SDSTrainer:
             yield Failed("out_of_memory",
                          f"the GPU ran out of memory at step {self.step}: try the 'draft' preset or lower "
                          f"phases.resolution_after / phases.objects_before" + self._kept_note())
-        finally:  # a closed or failed run leaves no write half-done behind it
+        finally:  # a closed or failed run leaves no write half-done behind it, nor CUDA graphs
             self.meshes.drain()
+            self.vae_encoder.release()
             try:
                 self.checkpoints.wait()
             except Exception:  # noqa: BLE001 - the run already ended with its own event or error

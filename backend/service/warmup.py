@@ -133,6 +133,7 @@ class Warmup:
             if config.run.mesh_every:
                 trainer.meshes.start(trainer.field, config.field, config.mesh, trainer.step)
                 trainer.meshes.collect(wait=True)
+            trainer.vae_encoder.release()  # the encoder's CUDA graphs: each job records its own
             del trainer
         self.parts["generate"] = round(time.perf_counter() - part_started, 2)
 

@@ -8,18 +8,43 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.models.acceleration import compile_vae_encoder, vae_encoder_compile_mode
+from backend.models.acceleration import compile_vae_encoder, vae_encoder_compile_mode, vae_encoder_graphs
+from backend.models.graphed_encoder import GraphedEncoder, ungraphed
 from backend.models.multiview_model import build_tiny_model
 from backend.models.vae import encode_latents
 
 
 def test_the_encoder_is_compiled_on_cuda_whenever_the_unet_is():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert vae_encoder_compile_mode("cudagraphs", cuda) == "default"  # no CUDA graphs: outputs live into backward
+    assert vae_encoder_compile_mode("cudagraphs", cuda) == "default"  # its graphs: backend.models.graphed_encoder
     assert vae_encoder_compile_mode("default", cuda) == "default"
     assert vae_encoder_compile_mode("off", cuda) is None
     assert vae_encoder_compile_mode("cudagraphs", cpu) is None
     assert vae_encoder_compile_mode("default", cpu) is None
+    # replayed from CUDA graphs where the UNet is (--compile cudagraphs, what auto means on CUDA), nowhere else
+    assert vae_encoder_graphs("cudagraphs", cuda)
+    assert not vae_encoder_graphs("default", cuda) and not vae_encoder_graphs("off", cuda)
+    assert not vae_encoder_graphs("cudagraphs", cpu)
+
+
+def test_a_graphed_encoder_off_cuda_or_without_gradient_runs_the_encoder_itself():
+    calls = []
+
+    def moments(images):
+        calls.append(images.shape)
+        return images * 2.0
+
+    encoder = GraphedEncoder(moments)
+    encoder.before_capture = lambda: pytest.fail("nothing is captured off CUDA")
+    images = torch.ones(2, 3, 8, 8, requires_grad=True)
+    assert not encoder.would_capture(images)
+    out = encoder(images)
+    out.sum().backward()
+    assert calls == [images.shape] and torch.equal(images.grad, torch.full_like(images, 2.0))
+    with torch.no_grad():
+        encoder(images)
+    assert len(calls) == 2 and ungraphed(encoder) is moments and ungraphed(moments) is moments
+    encoder.release()  # nothing captured: nothing to give back
 
 
 # slow: compiles the encoder on the CPU (~9 s); the compiled encoder runs on CUDA only, where the GPU benchmarks use

@@ -138,3 +138,23 @@ def test_intermediate_meshes_come_in_step_order_and_equal_the_synchronous_extrac
 
     latest = trimesh.load(tmp_path / "background" / LATEST_MESH_NAME)
     assert len(latest.vertices) == len(meshes[-1].vertices)  # the file is the last intermediate mesh's
+
+
+def test_joining_the_work_in_flight_waits_for_it_and_leaves_its_result_to_collect():
+    from backend.nerf.between_steps import OneInFlight
+
+    work = OneInFlight("join")
+    work.join()  # nothing in flight: returns at once
+    gate, finished = threading.Event(), threading.Event()
+
+    def task():
+        gate.wait()
+        finished.set()
+        return "mesh"
+
+    work.submit(task)
+    assert not work.ready()
+    threading.Thread(target=gate.set).start()
+    work.join()
+    assert finished.is_set() and work.ready() and work.pending  # ended, not collected
+    assert work.wait() == "mesh" and not work.pending

@@ -115,3 +115,23 @@ def test_the_least_need_takes_the_plain_encoder_where_it_holds_less_than_an_eage
     plan.cap_gib = plan.need_gib(True) * 1.001
     fit_under_cap(plan)
     assert phase.vae_checkpoint_views is None and plan.estimate_gib <= plan.cap_gib
+
+
+def test_a_graphed_encoder_counts_its_pool_beside_the_fields_own_peak():
+    # 10 M samples, the field's own peak binding (2 + 8.4 GiB alone against 2 + 0.8 + 1.5 + 3.7 beside): a VAE
+    # encoder replayed from CUDA graphs keeps its 0.8 GiB pool through the field's peak, a checkpointed one
+    # (eager chunks, no graphs) does not
+    plain = MemoryPlan(None, 2.0, 400.0, 100.0, [_phase(10_000_000)], unet_reserve_gib=1.5, sample_peak_bytes=900.0)
+    graphed = MemoryPlan(None, 2.0, 400.0, 100.0, [_phase(10_000_000)], unet_reserve_gib=1.5, sample_peak_bytes=900.0,
+                         vae_graphs=True)
+    (phase,) = graphed.phases
+    assert graphed.phase_need_gib(phase, None, False) == pytest.approx(
+        plain.phase_need_gib(plain.phases[0], None, False) + SLACK * phase.vae_gib(None))
+    assert graphed.phase_need_gib(phase, 2, False) == pytest.approx(plain.phase_need_gib(plain.phases[0], 2, False))
+    # under a cap that the field's peak binds, the graphed encoder's pool would take the samples' room: the VAE is
+    # checkpointed (eager chunks, no pool held), unlike the plain case above: its budget would not fit beside the pool
+    graphed.cap_gib = 9.0
+    fit_under_cap(graphed)
+    assert phase.vae_checkpoint_views == 4
+    assert graphed.step_gib(phase, None, phase.sample_budget, phase.expected_samples) > 9.0
+    assert graphed.estimate_gib <= 9.0
