@@ -151,6 +151,7 @@ class StepProfile:
         self.recorder = RegionRecorder(self.device)
         self.profiler = None
         self.profiler_error: str | None = None
+        self.syncs = HostSyncs() if self.device.type == "cuda" else None
 
     def start(self) -> None:
         from torch.profiler import ProfilerActivity, profile
@@ -161,6 +162,8 @@ class StepProfile:
             self.profiler.start()
         except Exception as error:  # noqa: BLE001 - e.g. no CUPTI: the regions are still timed, the table says why
             self.profiler, self.profiler_error = None, f"{type(error).__name__}: {error}"[:300]
+        if self.syncs is not None:
+            self.syncs.start()
         self.recorder.start()
 
     def stop(self) -> dict:
@@ -168,6 +171,7 @@ class StepProfile:
         or operators (CPU, by self time) over the window."""
         totals = self.recorder.stop()
         steps = max(self.steps, 1)
+        sync_sites = self.syncs.stop(steps, self.top) if self.syncs is not None else None
         window = self.recorder.window_ms / steps
         regions = {name: round(totals[name] / steps, 3) for name in REGIONS if name in totals}
         regions["other"] = round(max(window - sum(regions.values()), 0.0), 3)
@@ -181,6 +185,9 @@ class StepProfile:
             self.profiler_error = f"{type(error).__name__}: {error}"[:300]
         if self.profiler_error:
             summary["top_error"] = self.profiler_error
+        if sync_sites is not None:
+            summary["host_syncs_per_step"] = round(sum(site["per_step"] for site in sync_sites), 2)
+            summary["sync_sites"] = sync_sites
         return summary
 
     def _tables(self, steps: int) -> dict:
@@ -213,6 +220,37 @@ class StepProfile:
     def _ranked(self, totals: dict[str, list[float]]) -> list[dict]:
         ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:self.top]
         return [{"name": name[:120], "ms_total": round(ms, 3), "calls": int(calls)} for name, (ms, calls) in ranked]
+
+
+class HostSyncs:
+    """Where the host waits for the GPU (CUDA): torch's synchronisation debug mode warns at every synchronising call
+    (``.item()``, a boolean mask, ``nonzero``, a device-to-host copy, one inside an extension's C++ too); the warnings
+    are counted by the Python line that made the call, between ``start()`` and ``stop()``. Each warning costs the
+    host a little: the steps it covers are profiled steps, kept out of the timings."""
+
+    def __init__(self):
+        self._catcher = None
+        self._records: list = []
+
+    def start(self) -> None:
+        import warnings
+
+        self._catcher = warnings.catch_warnings(record=True)
+        self._records = self._catcher.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def stop(self, steps: int, top: int) -> list[dict]:
+        """The call sites (``path:line``, the path from its package folder on) ranked by synchronisations a step."""
+        torch.cuda.set_sync_debug_mode("default")
+        self._catcher.__exit__(None, None, None)
+        counts: dict[str, int] = {}
+        for record in self._records:
+            if "synchroniz" in str(record.message):
+                where = "/".join(str(record.filename).replace("\\", "/").split("/")[-2:]) + f":{record.lineno}"
+                counts[where] = counts.get(where, 0) + 1
+        ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
+        return [{"where": where, "per_step": round(count / steps, 2)} for where, count in ranked]
 
 
 def cpu_self_times(events) -> dict[str, list[float]]:
@@ -269,4 +307,8 @@ def format_profile(summary: dict) -> str:
         lines.append(f"  top {len(summary['top_host'])} host operators and runtime calls (self ms total, calls):")
         for row in summary["top_host"]:
             lines.append(f"  {row['ms_total']:9.2f} {row['calls']:6d}  {row['name'][:90]}")
+    if summary.get("sync_sites") is not None:
+        lines.append(f"  host synchronisations: {summary['host_syncs_per_step']:.1f} a step, by call site:")
+        for site in summary["sync_sites"]:
+            lines.append(f"  {site['per_step']:9.2f}  {site['where']}")
     return "\n".join(lines)
