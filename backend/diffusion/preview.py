@@ -71,19 +71,25 @@ class _StepFence:
     """Bounds how far the host runs ahead of the GPU in the denoising loop: one step. ``step_queued()`` after a
     step's work is queued waits until the step before it has finished on the device, so the GPU always has a
     step queued while the host does a step's bookkeeping (the caller's progress event, a service's messages),
-    and a progress event for step k comes at most one step's GPU time before step k is done. Nothing on a CPU."""
+    and a progress event for step k comes at most one step's GPU time before step k is done. Made once the work
+    before the first step is queued (the image encoder, the copies): the first ``step_queued()`` waits for that
+    work. Nothing on a CPU."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.previous = None  # the CUDA event recorded after the last step queued
+        self.previous = self._recorded() if self.cuda else None  # the event after the last work queued
+
+    @staticmethod
+    def _recorded():
+        event = torch.cuda.Event()
+        event.record()
+        return event
 
     def step_queued(self) -> None:
         if not self.cuda:
             return
-        event = torch.cuda.Event()
-        event.record()
-        if self.previous is not None:
-            self.previous.synchronize()  # the one wait a step; not a stream sync (sync debug mode does not count it)
+        event = self._recorded()
+        self.previous.synchronize()  # the one wait a step; not a stream sync (sync debug mode does not count it)
         self.previous = event
 
 

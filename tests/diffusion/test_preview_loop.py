@@ -108,17 +108,18 @@ def test_denoising_steps_never_synchronise_the_stream(model_on, image, monkeypat
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_the_host_runs_at_most_one_step_ahead():
+    def queued_and_marked(cycles=200_000_000):  # ~0.1 s of GPU time: far longer than the host's calls between checks
+        torch.cuda._sleep(cycles)
+        event = torch.cuda.Event()
+        event.record()
+        return event
+
+    before = queued_and_marked()  # the work before the first step (the image encoder)
     fence = preview_module._StepFence(torch.device("cuda"))
-    cycles = 200_000_000  # ~0.1 s of GPU time a "step": far longer than the host's calls between the checks
-    torch.cuda._sleep(cycles)
-    first = torch.cuda.Event()
-    first.record()
+    first = queued_and_marked()
     fence.step_queued()
-    assert not first.query()  # the first step is still running: nothing was waited for
-    torch.cuda._sleep(cycles)
-    second = torch.cuda.Event()
-    second.record()
+    assert before.query() and not first.query()  # waited for the work before step 1, not for step 1
+    second = queued_and_marked()
     fence.step_queued()
-    assert first.query()  # the second step's fence waited for the first
-    assert not second.query()  # and not for itself: the GPU keeps a step queued
+    assert first.query() and not second.query()  # waited for step 1, not for step 2: the GPU keeps a step queued
     torch.cuda.synchronize()
