@@ -12,7 +12,9 @@ message's encoding and the views message's PNGs (``event_frames``; encoded in pa
 off that path: the stored file's decode (a job run after a restart), storing the views (``record_event``:
 ``views/latest.npz``) and the job's ``views.png`` grid (both after the views message is sent since 2026-12-02), and
 the job queue's garbage collection after each job (on the path of a job submitted right after another, as here; since
-2026-12-03 what survives a collection is frozen, so it scans only the newer objects). ``--photo-side``: the side of
+2026-12-03 what survives a collection is frozen, so it scans only the newer objects), and the bare call right after
+that collection and the CUDA cache given back (``JobQueue._free_memory``, as a job queued behind another starts)
+against the bare call from a warm cache. ``--photo-side``: the side of
 the square RGBA photo submitted (512, as the add-on sends; 1024, the largest the service stores). ``split_ms`` splits
 both at the first denoising step (before it: queue, decode, CLIP, the first UNet call; after it: the other steps, VAE
 decode, PNG encoding, sending). Every wait on the service has a deadline (``--answer-s``). Times are medians in
@@ -71,9 +73,12 @@ def synthetic_input_png(side: int = 512) -> bytes:
     return buffer.getvalue()
 
 
-def median_ms(fn, repeats: int) -> float:
+def median_ms(fn, repeats: int, before=None) -> float:
+    """Median of ``repeats`` timed calls of ``fn`` (``before()`` runs ahead of each, untimed)."""
     samples = []
     for _ in range(repeats):
+        if before is not None:
+            before()
         started = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - started)
@@ -248,6 +253,13 @@ def main(argv: list[str] | None = None) -> dict:
             # as the queue after each job (JobQueue._free_memory: collect, then freeze); the service has stopped, which
             # unfroze everything, so its first call here scans the whole process again and the median the rest
             "collect_after_a_job (gc; before the next job)": median_ms(JobQueue._free_memory, max(3, args.repeats)),
+            # what a job queued right behind another starts from: the queue's collection and, on CUDA, the caching
+            # allocator's blocks given back to the driver (the preview's allocations outside CUDA graphs are made
+            # again); against the same bare call from a warm cache, here
+            "bare_preview (warm allocator)": median_ms(
+                lambda: bare_preview(model, image, settings, device), args.repeats),
+            "bare_preview_after_the_queue_frees_memory (gc, CUDA cache emptied)": median_ms(
+                lambda: bare_preview(model, image, settings, device), args.repeats, before=JobQueue._free_memory),
         }
         gc.unfreeze()
     info["service_overhead_ms"] = round(info["submit_to_views_ms"] - info["bare_preview_ms"], 2)

@@ -59,6 +59,40 @@ def _latent_shape(model, num_rows: int) -> tuple[int, int, int, int]:
     return (num_rows, model.unet.config.in_channels, size, size)
 
 
+def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``host`` (a CPU tensor) on ``device``. To a GPU through pinned memory without waiting: a copy from pageable
+    memory synchronises the host with the device (``torch.cuda.set_sync_debug_mode`` reports it)."""
+    if device.type != "cuda" or host.device.type != "cpu":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)  # the pinned block is not reused before the copy lands
+
+
+class _StepFence:
+    """Bounds how far the host runs ahead of the GPU in the denoising loop: one step. ``step_queued()`` after a
+    step's work is queued waits until the step before it has finished on the device, so the GPU always has a
+    step queued while the host does a step's bookkeeping (the caller's progress event, a service's messages),
+    and a progress event for step k comes at most one step's GPU time before step k is done. Made once the work
+    before the first step is queued (the image encoder, the copies): the first ``step_queued()`` waits for that
+    work. Nothing on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.previous = self._recorded() if self.cuda else None  # the event after the last work queued
+
+    @staticmethod
+    def _recorded():
+        event = torch.cuda.Event()
+        event.record()
+        return event
+
+    def step_queued(self) -> None:
+        if not self.cuda:
+            return
+        event = self._recorded()
+        self.previous.synchronize()  # the one wait a step; not a stream sync (sync debug mode does not count it)
+        self.previous = event
+
+
 @torch.no_grad()
 def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = None) -> Iterator[Event]:
     """Yield ``Progress`` after every denoising step, then one ``Views`` event with the decoded views.
@@ -77,7 +111,7 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
     codes = encode_cameras(elevations, azimuths, encoding)
 
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
-    image = image.to(device)
+    image = _to_device(image, device)
     cond = model.encode_image(image)  # [1, 1, D]
     frames = views + 1 if settings.reference_frame else views
 
@@ -90,14 +124,15 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
         reference_latent = encode_latents(model.vae, image, generator=reference_generator).float()
         # The unconditional branch sees a zero reference latent, as ImageDream's negative does.
         reference_rows = torch.cat([torch.zeros_like(reference_latent), reference_latent])
-    camera = torch.cat([frame_codes, frame_codes]).to(device=device, dtype=dtype)
+    camera = _to_device(torch.cat([frame_codes, frame_codes]).to(dtype), device)
 
     scheduler = make_ddim_scheduler()
-    scheduler.set_timesteps(settings.steps, device=device)
-    latents = torch.randn(_latent_shape(model, views), generator=generator).to(device)
-    for index, t in enumerate(scheduler.timesteps):
+    scheduler.set_timesteps(settings.steps)  # on the host: each t is a Python int, never read back from the GPU
+    latents = _to_device(torch.randn(_latent_shape(model, views), generator=generator), device)
+    fence = _StepFence(device)
+    for index, t in enumerate(scheduler.timesteps.tolist()):
         noisy = latents.view(1, views, *latents.shape[1:]).expand(2, -1, -1, -1, -1)
-        timesteps = torch.full((2, frames), int(t), device=device, dtype=torch.long)
+        timesteps = torch.full((2, frames), t, device=device, dtype=torch.long)
         if settings.reference_frame:
             noisy = torch.cat([noisy, reference_rows.view(2, 1, *latents.shape[1:])], dim=1)
             timesteps[:, views] = 0
@@ -112,7 +147,13 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
         ).float()
         eps = eps.view(2, frames, *latents.shape[1:])[:, :views]
         guided = guide(eps[0], eps[1], settings.guidance_scale)
-        latents = scheduler.step(guided, t, latents, eta=settings.eta, generator=generator).prev_sample
+        # With a host int t the scheduler's alphas are host scalars. Its noise (eta > 0) is drawn here, from the
+        # same CPU generator in the same order as its own draw, and copied without waiting for the device.
+        noise = None
+        if settings.eta > 0:
+            noise = _to_device(torch.randn(guided.shape, generator=generator, dtype=guided.dtype), device)
+        latents = scheduler.step(guided, t, latents, eta=settings.eta, variance_noise=noise).prev_sample
+        fence.step_queued()
         elapsed = time.perf_counter() - started
         done = index + 1
         yield Progress(
