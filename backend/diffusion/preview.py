@@ -22,6 +22,7 @@ from backend.imaging import tensor_to_uint8
 from backend.models.schedule import make_ddim_scheduler
 from backend.models.vae import decode_latents, encode_latents
 from backend.settings import check_bounds, setting
+from backend.device_copies import to_device
 
 
 @dataclass
@@ -57,14 +58,6 @@ class PreviewResult:
 def _latent_shape(model, num_rows: int) -> tuple[int, int, int, int]:
     size = model.unet.config.sample_size
     return (num_rows, model.unet.config.in_channels, size, size)
-
-
-def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``host`` (a CPU tensor) on ``device``. To a GPU through pinned memory without waiting: a copy from pageable
-    memory synchronises the host with the device (``torch.cuda.set_sync_debug_mode`` reports it)."""
-    if device.type != "cuda" or host.device.type != "cpu":
-        return host.to(device)
-    return host.pin_memory().to(device, non_blocking=True)  # the pinned block is not reused before the copy lands
 
 
 class _StepFence:
@@ -111,7 +104,7 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
     codes = encode_cameras(elevations, azimuths, encoding)
 
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
-    image = _to_device(image, device)
+    image = to_device(image, device)
     cond = model.encode_image(image)  # [1, 1, D]
     frames = views + 1 if settings.reference_frame else views
 
@@ -124,11 +117,11 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
         reference_latent = encode_latents(model.vae, image, generator=reference_generator).float()
         # The unconditional branch sees a zero reference latent, as ImageDream's negative does.
         reference_rows = torch.cat([torch.zeros_like(reference_latent), reference_latent])
-    camera = _to_device(torch.cat([frame_codes, frame_codes]).to(dtype), device)
+    camera = to_device(torch.cat([frame_codes, frame_codes]).to(dtype), device)
 
     scheduler = make_ddim_scheduler()
     scheduler.set_timesteps(settings.steps)  # on the host: each t is a Python int, never read back from the GPU
-    latents = _to_device(torch.randn(_latent_shape(model, views), generator=generator), device)
+    latents = to_device(torch.randn(_latent_shape(model, views), generator=generator), device)
     fence = _StepFence(device)
     for index, t in enumerate(scheduler.timesteps.tolist()):
         noisy = latents.view(1, views, *latents.shape[1:]).expand(2, -1, -1, -1, -1)
@@ -151,7 +144,7 @@ def run_preview(model, image: torch.Tensor, settings: PreviewSettings | None = N
         # same CPU generator in the same order as its own draw, and copied without waiting for the device.
         noise = None
         if settings.eta > 0:
-            noise = _to_device(torch.randn(guided.shape, generator=generator, dtype=guided.dtype), device)
+            noise = to_device(torch.randn(guided.shape, generator=generator, dtype=guided.dtype), device)
         latents = scheduler.step(guided, t, latents, eta=settings.eta, variance_noise=noise).prev_sample
         fence.step_queued()
         elapsed = time.perf_counter() - started

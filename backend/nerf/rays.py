@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from backend.device_copies import to_device
+
 
 def focal_length_pixels(fovy_deg: torch.Tensor, height: int) -> torch.Tensor:
     return (height / 2.0) / torch.tan(torch.deg2rad(torch.as_tensor(fovy_deg, dtype=torch.float32)) / 2.0)
@@ -18,7 +20,7 @@ def camera_rays(c2w: torch.Tensor, fovy_deg: torch.Tensor, height: int, width: i
     """(origins [N, H, W, 3], directions [N, H, W, 3]) for cameras c2w [N, 4, 4] with vertical fov in degrees."""
     c2w = c2w.float()
     device = c2w.device
-    focal = focal_length_pixels(fovy_deg, height).to(device).reshape(-1, 1, 1)
+    focal = to_device(focal_length_pixels(fovy_deg, height), device).reshape(-1, 1, 1)
     rows = torch.arange(height, device=device, dtype=torch.float32) + 0.5
     cols = torch.arange(width, device=device, dtype=torch.float32) + 0.5
     row, col = torch.meshgrid(rows, cols, indexing="ij")

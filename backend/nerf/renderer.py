@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import nerfacc
 import torch
 
+from backend.device_copies import to_device
 from backend.diffusion.cameras import ViewCameras
 from backend.nerf.field import RadianceField
 from backend.nerf.grid_sampling import visible_samples
@@ -86,11 +87,11 @@ class VolumeRenderer:
         """Render every camera at height x width; outputs reshaped to [N, H, W, ...].
 
         ``with_normals``: compute normals (orientation term, normal maps); default when training or shading."""
-        origins, directions = camera_rays(cameras.c2w.to(self.device), cameras.fovy, height, width)
+        origins, directions = camera_rays(to_device(cameras.c2w.float(), self.device), cameras.fovy, height, width)
         n = len(cameras)
         light = None
         if lighting.light_positions is not None:
-            light = lighting.light_positions.to(self.device)[:, None, None, :].expand(n, height, width, 3)
+            light = to_device(lighting.light_positions, self.device)[:, None, None, :].expand(n, height, width, 3)
             light = light.reshape(-1, 3)
         if torch.is_grad_enabled():
             out = self.render_rays(field, origins.reshape(-1, 3), directions.reshape(-1, 3), lighting, light,

@@ -32,6 +32,7 @@ from backend.diffusion.cameras import (DEFAULT_CAMERA_ENCODING, ViewCameras, mak
                                      random_multiview_cameras)
 from backend.diffusion.precision import guidance_autocast_dtype, overflow_hint
 from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_latent_encoder
+from backend.device_copies import to_device
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from backend.imaging import save_views_grid
 from backend.nerf.between_steps import BackgroundMesh, CheckpointWriter
@@ -184,7 +185,7 @@ class SDSTrainer:
         out = self.renderer.render_views(self.field, cameras, plan.resolution, plan.resolution, lighting,
                                          stratified=True, generator=generator, with_normals=with_normals)
         renders = out.rgb.permute(0, 3, 1, 2)
-        codes = cameras.codes(self.guidance.camera_encoding).to(self.device)
+        codes = to_device(cameras.codes(self.guidance.camera_encoding), self.device)
         weights_dtype = self.guidance.weights_dtype
         autocast_dtype = guidance_autocast_dtype(weights_dtype) if self.device.type == "cuda" and \
             c.run.mixed_precision else None

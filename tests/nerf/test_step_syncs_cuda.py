@@ -1,0 +1,38 @@
+"""On CUDA (marked ``gpu``): an SDS step waits for the GPU only where it must. With the tiny model (eager UNet and
+VAE, the fused hash grid, nerfacc's marching), a step that does not update the occupancy grid synchronises the host
+with the device at most four times: twice inside nerfacc's traversal (it sizes its outputs), once for the visible
+samples, once for the step's losses. Any copy of a camera, light or code from pageable memory, any ``.item()`` or
+boolean mask added to the step would show here (backend.profiling.HostSyncs counts them by call site)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backend.nerf.trainer import SDSTrainer
+from backend.profiling import HostSyncs
+from tests.helpers.targets import small_config
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+ALLOWED_PER_STEP = 4
+
+
+def test_a_step_synchronises_the_host_at_most_four_times(tmp_path):
+    from backend.models.multiview_model import build_tiny_model
+
+    model = build_tiny_model(seed=0).to("cuda").eval()
+    context = torch.randn(1, 1, model.unet_context_dim, device="cuda")
+    config = small_config(steps=40, run__mesh_every=0, run__views_every=0, run__checkpoint_every=0)
+    config.renderer.grid_update_every = 16
+    trainer = SDSTrainer(config, model, context, tmp_path, "cuda")
+    for _ in range(17):  # compiles, and the grid's first updates (steps 0 and 16)
+        trainer.train_step()
+    syncs = HostSyncs()
+    syncs.start()
+    steps = 6  # steps 17..22: no grid update
+    for _ in range(steps):
+        trainer.train_step()
+    sites = syncs.stop(steps, top=20)
+    per_step = sum(site["per_step"] for site in sites)
+    assert 1 <= per_step <= ALLOWED_PER_STEP, sites
