@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from backend.diffusion.cameras import ViewCameras
+from backend.device_copies import to_device
 from backend.nerf.rays import camera_rays
 from backend.nerf.shading import Lighting, shade
 
@@ -40,7 +41,7 @@ class TwoSpheres:
     @torch.no_grad()
     def render(self, cameras: ViewCameras, size: int, lighting: Lighting, device: torch.device) -> torch.Tensor:
         """Images [N, 3, size, size] in [0, 1] of the object seen from ``cameras`` under ``lighting``."""
-        origins, directions = camera_rays(cameras.c2w.to(device), cameras.fovy, size, size)
+        origins, directions = camera_rays(to_device(cameras.c2w.float(), device), cameras.fovy, size, size)
         n = len(cameras)
         o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
         best = torch.full((o.shape[0],), float("inf"), device=device)
@@ -60,7 +61,7 @@ class TwoSpheres:
         points = o + d * torch.where(hit, best, torch.zeros_like(best))[:, None]
         light = None
         if lighting.light_positions is not None:
-            light = lighting.light_positions.to(device)[:, None, :].expand(n, size * size, 3).reshape(-1, 3)
+            light = to_device(lighting.light_positions, device)[:, None, :].expand(n, size * size, 3).reshape(-1, 3)
         colour = shade(albedo, normal, points, light, lighting)
         image = torch.where(hit[:, None], colour, torch.ones_like(colour))
         return image.reshape(n, size, size, 3).permute(0, 3, 1, 2).float()

@@ -21,6 +21,8 @@ def test_synchronisations_are_counted_by_call_site_over_the_steps():
         kept = (x > 0.5).nonzero()  # one more: the count of the result
     sites = syncs.stop(steps=2, top=10)
     assert value > 0 and kept.numel() > 0
-    assert {site["where"].split(":")[0] for site in sites} == {"tests/test_profiling_cuda.py"}
-    assert sorted(site["per_step"] for site in sites) == [1.0, 1.0] and len(sites) == 2
+    # this file's two lines, once a step each (torch's own code may add a site of its own, e.g. at the first CUDA
+    # call of the process: not this test's concern)
+    here = [site for site in sites if site["where"].startswith("tests/test_profiling_cuda.py:")]
+    assert sorted(site["per_step"] for site in here) == [1.0, 1.0] and len(here) == 2
     assert torch.cuda.get_sync_debug_mode() == 0  # the debug mode is off again

@@ -57,12 +57,15 @@ def test_a_new_shape_records_anew_and_release_gives_the_pool_back(model):
     images = torch.rand(8, 3, 256, 256, device=DEVICE) * 2 - 1
     _latents_and_grad(model, graphed, images, 0)
     as_encoded = images.half().requires_grad_(True)  # the encoder sees the VAE's dtype (encode_latents casts)
-    assert not graphed.would_capture(as_encoded)
+    with torch.autocast("cuda", dtype=torch.float16):  # and the step's autocast, part of what a graph is kept for
+        assert not graphed.would_capture(as_encoded)
+    assert graphed.would_capture(as_encoded)  # without autocast: other kernels, another graph
     held = torch.cuda.memory_reserved(DEVICE)
     graphed.release()
     assert torch.cuda.memory_reserved(DEVICE) < held  # the graphs' pool went back to the device
     small = torch.rand(4, 3, 256, 256, device=DEVICE) * 2 - 1
-    assert graphed.would_capture(small.half().requires_grad_(True))
+    with torch.autocast("cuda", dtype=torch.float16):
+        assert graphed.would_capture(small.half().requires_grad_(True))
     want = _latents_and_grad(model, graphed.moments, small, 1)
     got = _latents_and_grad(model, graphed, small, 1)
     torch.testing.assert_close(got[0], want[0], rtol=2e-3, atol=2e-3)
