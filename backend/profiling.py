@@ -224,9 +224,10 @@ class StepProfile:
 
 class HostSyncs:
     """Where the host waits for the GPU (CUDA): torch's synchronisation debug mode warns at every synchronising call
-    (``.item()``, a boolean mask, ``nonzero``, a device-to-host copy, one inside an extension's C++ too); the warnings
-    are counted by the Python line that made the call, between ``start()`` and ``stop()``. Each warning costs the
-    host a little: the steps it covers are profiled steps, kept out of the timings."""
+    of torch's own ops (``.item()``, a boolean mask, ``nonzero``, a blocking copy); the warnings are counted by the
+    Python line that made the call, between ``start()`` and ``stop()``. An extension's C++ reads (nerfacc's traversal
+    sizing its outputs, twice a render) warn outside Python and are not counted. Each warning costs the host a
+    little: the steps it covers are profiled steps, kept out of the timings."""
 
     def __init__(self):
         self._catcher = None
