@@ -1,8 +1,9 @@
 """On CUDA (marked ``gpu``): an SDS step waits for the GPU only where it must. With the tiny model (eager UNet and
 VAE, the fused hash grid, nerfacc's marching), a step that does not update the occupancy grid synchronises the host
-with the device at most four times: twice inside nerfacc's traversal (it sizes its outputs), once for the visible
-samples, once for the step's losses. Any copy of a camera, light or code from pageable memory, any ``.item()`` or
-boolean mask added to the step would show here (backend.profiling.HostSyncs counts them by call site)."""
+with the device through torch's ops twice: once for the visible samples (how many there are), once for the step's
+losses (nerfacc's traversal adds two reads of its own, which backend.profiling.HostSyncs cannot see). A copy of a
+camera, light or code from pageable memory, an ``.item()`` or a boolean mask added to the step would show here, by
+call site."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from tests.helpers.targets import small_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-ALLOWED_PER_STEP = 4
+ALLOWED_PER_STEP = 2
 
 
-def test_a_step_synchronises_the_host_at_most_four_times(tmp_path):
+def test_a_step_synchronises_the_host_only_for_its_samples_and_losses(tmp_path):
     from backend.models.multiview_model import build_tiny_model
 
     model = build_tiny_model(seed=0).to("cuda").eval()
@@ -35,4 +36,5 @@ def test_a_step_synchronises_the_host_at_most_four_times(tmp_path):
         trainer.train_step()
     sites = syncs.stop(steps, top=20)
     per_step = sum(site["per_step"] for site in sites)
-    assert 1 <= per_step <= ALLOWED_PER_STEP, sites
+    assert per_step <= ALLOWED_PER_STEP, sites
+    assert any(site["where"].startswith("nerf/trainer.py:") for site in sites), sites  # the losses: counted
