@@ -169,7 +169,7 @@ class RecordingTrainer(SDSTrainer):
     def train_step(self):
         losses = super().train_step()
         record = {"loss": losses["loss"], "samples": self.renderer.last_sample_count,
-                  "budget": self.renderer.sample_budget, "vae_chunk": self.vae_checkpoint_views}
+                  "budget": self.renderer.sample_budget, "vae_chunk": self.vae_encoder.checkpoint_views}
         if not getattr(self, "records", None):
             self.records = []
             record["grads"] = {name: p.grad.clone() for name, p in self.field.named_parameters()}
