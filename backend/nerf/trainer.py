@@ -104,7 +104,7 @@ class SDSTrainer:
         encoder = latent_encoder or vae_latent_encoder(model.vae, self.vae_encoder)
         self.guidance = SDSGuidance(model.unet, model.alphas_cumprod, encoder, config.guidance, self.total_steps,
                                     getattr(model, "camera_encoding", DEFAULT_CAMERA_ENCODING))
-        o = config.optimizer
+        o = config.optimizer  # fused on CUDA: one kernel a parameter group (a fast step is bound by its launches)
         self.optimizer = torch.optim.AdamW(
             [{"params": self.field.grid_parameters(), "lr": o.lr_grid},
              {"params": self.field.mlp_parameters(), "lr": o.lr_mlp}],
