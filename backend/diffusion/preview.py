@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from backend.device_copies import to_device
 from backend.diffusion.cameras import CAMERA_ENCODINGS, camera_to_world, encode_cameras, orbit_azimuths
 from backend.diffusion.classifier_free import guide, unconditional_and_conditional
 from backend.events import Event, Progress, Views
@@ -22,7 +23,6 @@ from backend.imaging import tensor_to_uint8
 from backend.models.schedule import make_ddim_scheduler
 from backend.models.vae import decode_latents, encode_latents
 from backend.settings import check_bounds, setting
-from backend.device_copies import to_device
 
 
 @dataclass
