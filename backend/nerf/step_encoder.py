@@ -13,7 +13,6 @@ from functools import partial
 import torch
 
 from backend.models.graphed_encoder import GraphedEncoder
-from backend.models.vae import checkpointed_moments, encoder_moments
 
 
 class StepEncoder:
@@ -25,6 +24,10 @@ class StepEncoder:
         self.checkpoint_views: int | None = None  # set each step from the memory plan's phase (None: plain)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        # here, not at import: backend.models.vae imports diffusers (seconds), which what imports the trainer for
+        # its file names (finishing, the service's resume) should not pay
+        from backend.models.vae import checkpointed_moments, encoder_moments
+
         if self.checkpoint_views:
             # Chunks run the eager encoder: the compiled one is traced for whole-batch shapes (dynamic=False), so
             # each chunk size would compile again, and a channels-last batch of one failed its layout check.
