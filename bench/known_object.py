@@ -28,15 +28,17 @@ class TwoSpheres:
     spheres = (Sphere((0.0, 0.0, -0.12), 0.30, (0.80, 0.35, 0.20)),
                Sphere((0.10, 0.0, 0.27), 0.18, (0.20, 0.45, 0.85)))
 
+    def __init__(self):
+        self._on_device: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # device -> (centre, albedo)s
+
     def _constants(self, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each sphere's centre and albedo on ``device``, copied there once (a benchmark step's target render is
         not part of a real run's step: it should cost the step as little as it can)."""
-        cache = self.__dict__.setdefault("_on_device", {})
         key = str(torch.device(device))
-        if key not in cache:
-            cache[key] = [(torch.tensor(s.center, device=device), torch.tensor(s.albedo, device=device))
-                          for s in self.spheres]
-        return cache[key]
+        if key not in self._on_device:
+            self._on_device[key] = [(torch.tensor(s.center, device=device), torch.tensor(s.albedo, device=device))
+                                    for s in self.spheres]
+        return self._on_device[key]
 
     @torch.no_grad()
     def render(self, cameras: ViewCameras, size: int, lighting: Lighting, device: torch.device) -> torch.Tensor:
