@@ -46,8 +46,7 @@ from PIL import Image
 from backend.diffusion.preview import PreviewSettings, run_preview
 from backend.events import Progress, Views
 from backend.imaging import decode_image, prepare_preview_image, save_views_grid
-from backend.models.acceleration import (accelerate_for_inference, compile_vae_encoder, vae_encoder_compile_mode,
-                                         vae_encoder_graphs)
+from backend.models.acceleration import accelerate_for_run
 from backend.models.multiview_model import build_random_published_model, build_tiny_model
 from backend.service.inputs import prepare_input
 from backend.service.job_kinds import model_input
@@ -205,10 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     model = build_tiny_model() if args.tiny else build_random_published_model(device=device)
     model.to(device=device, dtype=torch.float32 if device.type == "cpu" else torch.float16)
-    if args.compile != "off":  # as load_model_from_args does for `iso3d serve --compile ...`
-        accelerate_for_inference(model, "reduce-overhead" if args.compile == "cudagraphs" else "default")
-        compile_vae_encoder(model, vae_encoder_compile_mode(args.compile, device),
-                            cuda_graphs=vae_encoder_graphs(args.compile, device))
+    accelerate_for_run(model, args.compile, device)  # as load_model_from_args does for `iso3d serve --compile ...`
     png = synthetic_input_png(args.photo_side)
     settings = PreviewSettings(steps=args.steps, seed=0)
     wire = {"steps": args.steps, "seed": 0}

@@ -95,16 +95,8 @@ def load_model_from_args(args: argparse.Namespace):
         compile_mode = "cudagraphs" if device.type == "cuda" else "off"
     if compile_mode != "off":
         from backend.compile_cache import use_compile_cache
-        from backend.models.acceleration import (accelerate_for_inference, compile_vae_encoder,
-                                                 vae_encoder_compile_mode, vae_encoder_graphs)
+        from backend.models.acceleration import accelerate_for_run
 
         use_compile_cache()
-
-        accelerate_for_inference(
-            model,
-            "reduce-overhead" if compile_mode == "cudagraphs" else "default",
-            channels_last=device.type == "cuda",
-        )
-        compile_vae_encoder(model, vae_encoder_compile_mode(compile_mode, device),
-                            cuda_graphs=vae_encoder_graphs(compile_mode, device))
+        accelerate_for_run(model, compile_mode, device)
     return model

@@ -37,6 +37,20 @@ def accelerate_for_inference(model, compile_mode: str | None = "reduce-overhead"
     return model
 
 
+def accelerate_for_run(model, compile_mode: str, device: torch.device):
+    """``--compile compile_mode`` ("off", "default" or "cudagraphs"; ``auto`` resolved by the caller) applied to a
+    loaded model, as ``iso3d generate`` and ``iso3d serve`` apply it: the UNet (CUDA graphs under "cudagraphs";
+    channels-last on CUDA) and the SDS VAE encoder (``vae_encoder_compile_mode``, ``vae_encoder_graphs``)."""
+    if compile_mode == "off":
+        return model
+    device = torch.device(device)
+    accelerate_for_inference(model, "reduce-overhead" if compile_mode == "cudagraphs" else "default",
+                             channels_last=device.type == "cuda")
+    compile_vae_encoder(model, vae_encoder_compile_mode(compile_mode, device),
+                        cuda_graphs=vae_encoder_graphs(compile_mode, device))
+    return model
+
+
 def vae_encoder_compile_mode(unet_compile: str, device: torch.device) -> str | None:
     """The torch.compile mode of the SDS VAE encoder for ``--compile unet_compile`` on ``device``: compiled
     ("default": Inductor's code; CUDA graphs come from ``vae_encoder_graphs``) on CUDA whenever the UNet is compiled

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.models.acceleration import compile_vae_encoder, vae_encoder_compile_mode, vae_encoder_graphs
+from backend.models.acceleration import (accelerate_for_run, compile_vae_encoder, vae_encoder_compile_mode,
+                                         vae_encoder_graphs)
 from backend.models.graphed_encoder import GraphedEncoder, ungraphed
 from backend.models.multiview_model import build_tiny_model
 from backend.models.vae import encode_latents
@@ -69,3 +70,12 @@ def test_compiled_encoder_gives_the_eager_latents_and_gradients():
     torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-5)
     compile_vae_encoder(model, None)
     assert model.vae_encoder_moments is None
+
+
+def test_a_run_applies_compile_to_the_unet_and_leaves_the_cpu_encoder_eager():
+    model = build_tiny_model(seed=0).eval()  # its own model: the session's tiny_model is not touched
+    unet = model.unet
+    assert accelerate_for_run(model, "off", torch.device("cpu")).unet is unet
+    accelerate_for_run(model, "default", torch.device("cpu"))
+    assert model.eager_unet is unet and model.unet is not unet  # compiled lazily: nothing runs until it is called
+    assert model.vae_encoder_moments is None  # the CPU's few steps would not pay for compiling the encoder
