@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from backend.gpu_idle import idle_gaps, records_from_profiler
+
 # The top-level regions, in the order a step runs them (names used by the trainer, renderer and guidance).
 REGIONS = (
     "grid_update",  # occupancy grid refresh (every renderer.grid_update_every steps; all cells in its warm-up)
@@ -215,7 +217,8 @@ class StepProfile:
         return {"top_kind": "CUDA kernels", "top": self._ranked(device),
                 "gpu_busy_ms_per_step": round(sum(ms for ms, _ in work) / steps, 3),
                 "gpu_kernels_per_step": round(sum(calls for _, calls in work) / steps, 1),
-                "top_host": self._ranked(host)}
+                "top_host": self._ranked(host),
+                **idle_gaps(records_from_profiler(events), steps, self.top)}
 
     def _ranked(self, totals: dict[str, list[float]]) -> list[dict]:
         ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:self.top]
@@ -301,6 +304,12 @@ def format_profile(summary: dict) -> str:
     if "gpu_busy_ms_per_step" in summary:
         lines.append(f"  GPU busy {summary['gpu_busy_ms_per_step']:.2f} ms/step in "
                      f"{summary['gpu_kernels_per_step']:.0f} kernels and copies a step")
+    if summary.get("idle_top"):
+        lines.append(f"  GPU idle {summary['gpu_idle_ms_per_step']:.2f} ms/step, by the launch that ended each gap "
+                     "(region / host operator: ms a step, gaps a step):")
+        for row in summary["idle_top"]:
+            lines.append(f"  {row['ms_per_step']:9.3f} {row['gaps_per_step']:7.1f}  {row['region']} / "
+                         f"{row['operator'][:80]}")
     lines.append(f"  top {len(summary['top'])} {summary['top_kind']} over the window (ms total, calls):")
     for row in summary["top"]:
         lines.append(f"  {row['ms_total']:9.2f} {row['calls']:6d}  {row['name'][:90]}")

@@ -26,3 +26,28 @@ def test_synchronisations_are_counted_by_call_site_over_the_steps():
     here = [site for site in sites if site["where"].startswith("tests/test_profiling_cuda.py:")]
     assert sorted(site["per_step"] for site in here) == [1.0, 1.0] and len(here) == 2
     assert torch.cuda.get_sync_debug_mode() == 0  # the debug mode is off again
+
+
+def test_the_step_profile_finds_where_the_gpu_waited_for_the_host():
+    """A synchronisation, then 3 ms of host work before the next launch: the GPU's idle time is put down to that
+    launch (region 'backward', operator aten::mm), at least the 3 ms a step."""
+    import time
+
+    from backend.profiling import StepProfile, region
+
+    x = torch.rand(512, 512, device="cuda")
+    profile = StepProfile(torch.device("cuda"), steps=2)
+    profile.start()
+    for _ in range(2):
+        with region("render.sampling"):
+            total = (x @ x).sum().item()  # the host waits for the device here
+        end = time.perf_counter() + 0.003
+        while time.perf_counter() < end:  # host work while the device has nothing queued
+            pass
+        with region("backward"):
+            x @ x
+    summary = profile.stop()
+    assert total > 0
+    assert summary["gpu_idle_ms_per_step"] >= 3.0
+    worst = summary["idle_top"][0]
+    assert (worst["region"], worst["operator"]) == ("backward", "aten::mm") and worst["ms_per_step"] >= 3.0

@@ -1,0 +1,125 @@
+"""Where the GPU waits for the host, from a torch.profiler trace (bench/generate.py --profile-steps, CUDA).
+
+A step bound by its host shows as gaps between the GPU's kernels: the device has run everything queued and waits
+for the next launch. Each gap is put down to the launch that ended it: the CUDA runtime call with the same
+correlation id as the kernel (or copy) after the gap, the innermost operator the host was running at that call
+(on the launching thread: the autograd engine's own thread launches the backward), and the top-level step region
+(backend.profiling) open at that moment. A gap that follows a host synchronisation is the host's work between the
+synchronisation and its next launch; the operator named is where that work ended.
+
+Works on plain records, not on the profiler's objects, so it is tested on the CPU with records a test writes
+(tests/test_gpu_idle.py); ``records_from_profiler`` turns the profiler's raw events into them. Times are
+nanoseconds in, milliseconds out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REGION_PREFIX = "iso3d:"
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """One profiler event: ``on_device`` for kernels, copies and sets on the GPU; ``correlation`` links a runtime
+    call (cudaLaunchKernel, cudaGraphLaunch, cudaMemcpyAsync, ...) to the device work it queued (0: none)."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+    on_device: bool
+    thread: int = 0
+    correlation: int = 0
+
+
+def _is_runtime_call(name: str) -> bool:
+    return name.startswith(("cuda", "cu")) and not name.startswith("cudnn")
+
+
+def records_from_profiler(events) -> list[TraceRecord]:
+    """The profiler's raw events (``profiler.profiler.kineto_results.events()``) as TraceRecords."""
+    from torch.autograd import DeviceType
+
+    records = []
+    for event in events:
+        on_device = event.device_type() == DeviceType.CUDA
+        records.append(TraceRecord(event.name(), event.start_ns(), event.end_ns(), on_device,
+                                   0 if on_device else event.start_thread_id(), event.correlation_id()))
+    return records
+
+
+def _innermost(spans: list[TraceRecord], times: list[int]) -> list[str | None]:
+    """For each time (any order), the name of the innermost span containing it (None: none); spans nest."""
+    order = sorted(range(len(times)), key=times.__getitem__)
+    spans = sorted(spans, key=lambda span: (span.start_ns, -span.end_ns))
+    found: list[str | None] = [None] * len(times)
+    stack: list[TraceRecord] = []
+    next_span = 0
+    for index in order:
+        t = times[index]
+        while next_span < len(spans) and spans[next_span].start_ns <= t:
+            span = spans[next_span]
+            while stack and stack[-1].end_ns <= span.start_ns:
+                stack.pop()
+            stack.append(span)
+            next_span += 1
+        while stack and stack[-1].end_ns <= t:
+            stack.pop()
+        found[index] = stack[-1].name if stack else None
+    return found
+
+
+def idle_gaps(records: list[TraceRecord], steps: int, top: int = 15, min_gap_us: float = 1.0) -> dict:
+    """``gpu_idle_ms_per_step`` (the device's gaps between its first and last work), ``idle_by_region`` (ms a step
+    by the step region open at the launch that ended each gap; "(none)" outside regions) and ``idle_top``: the
+    largest (region, operator) pairs by ms a step, with their gaps a step. Gaps under ``min_gap_us`` are counted in
+    the total but not attributed (launch-to-launch spacing of back-to-back kernels)."""
+    steps = max(steps, 1)
+    device = sorted((r for r in records if r.on_device and not r.name.startswith(REGION_PREFIX)),
+                    key=lambda r: r.start_ns)
+    if not device:
+        return {"gpu_idle_ms_per_step": 0.0, "idle_by_region": {}, "idle_top": []}
+    gaps: list[tuple[int, TraceRecord]] = []  # (gap ns, the device work that ended it)
+    busy_until = device[0].end_ns
+    for work in device[1:]:
+        if work.start_ns > busy_until:
+            gaps.append((work.start_ns - busy_until, work))
+        busy_until = max(busy_until, work.end_ns)
+    total_ns = sum(gap for gap, _ in gaps)
+    attributed = [(gap, work) for gap, work in gaps if gap >= min_gap_us * 1e3]
+    launches = {r.correlation: r for r in records if not r.on_device and r.correlation and _is_runtime_call(r.name)}
+    regions = [r for r in records if not r.on_device and r.name.startswith(REGION_PREFIX)]
+    operators_by_thread: dict[int, list[TraceRecord]] = {}
+    for r in records:
+        if not r.on_device and not r.name.startswith(REGION_PREFIX) and not _is_runtime_call(r.name):
+            operators_by_thread.setdefault(r.thread, []).append(r)
+    launch_of = [launches.get(work.correlation) for _, work in attributed]
+    region_names = _innermost(regions, [launch.start_ns if launch else work.start_ns
+                                        for launch, (_, work) in zip(launch_of, attributed)])
+    operator_names: list[str | None] = [None] * len(attributed)
+    by_thread: dict[int, list[int]] = {}
+    for index, launch in enumerate(launch_of):
+        if launch is not None:
+            by_thread.setdefault(launch.thread, []).append(index)
+    for thread, indices in by_thread.items():
+        names = _innermost(operators_by_thread.get(thread, []), [launch_of[i].start_ns for i in indices])
+        for index, name in zip(indices, names):
+            operator_names[index] = name
+    by_region: dict[str, float] = {}
+    by_pair: dict[tuple[str, str], list[float]] = {}
+    for (gap, work), region_name, operator, launch in zip(attributed, region_names, operator_names, launch_of):
+        region_label = region_name[len(REGION_PREFIX):] if region_name else "(none)"
+        operator_label = operator or (launch.name if launch else f"(no launch found: {work.name[:60]})")
+        by_region[region_label] = by_region.get(region_label, 0.0) + gap
+        entry = by_pair.setdefault((region_label, operator_label[:100]), [0.0, 0])
+        entry[0] += gap
+        entry[1] += 1
+    ranked = sorted(by_pair.items(), key=lambda item: -item[1][0])[:top]
+    return {
+        "gpu_idle_ms_per_step": round(total_ns / 1e6 / steps, 3),
+        "idle_by_region": {name: round(ns / 1e6 / steps, 3)
+                           for name, ns in sorted(by_region.items(), key=lambda item: -item[1])},
+        "idle_top": [{"region": region_label, "operator": operator, "ms_per_step": round(ns / 1e6 / steps, 3),
+                      "gaps_per_step": round(count / steps, 2)}
+                     for (region_label, operator), (ns, count) in ranked],
+    }

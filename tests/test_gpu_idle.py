@@ -1,0 +1,71 @@
+"""backend.gpu_idle: the GPU's idle gaps in a trace, each put down to the launch that ended it (the region open at
+that launch and the innermost host operator on the launching thread). The records are written here as a CUDA trace
+lays them out (a CUDA profile cannot run on the CPU); tests/test_profiling_cuda.py runs it on a real trace."""
+
+from __future__ import annotations
+
+import torch
+
+from backend.gpu_idle import TraceRecord, idle_gaps, records_from_profiler
+
+US = 1_000  # ns
+
+
+def host(name, start_us, end_us, thread=1, correlation=0):
+    return TraceRecord(name, start_us * US, end_us * US, on_device=False, thread=thread, correlation=correlation)
+
+
+def kernel(name, start_us, end_us, correlation):
+    return TraceRecord(name, start_us * US, end_us * US, on_device=True, correlation=correlation)
+
+
+def test_gaps_are_put_down_to_the_launch_after_them():
+    records = [
+        host("iso3d:render.sampling", 0, 100),
+        host("aten::nonzero", 10, 60),
+        host("cudaLaunchKernel", 12, 14, correlation=1),
+        host("cudaStreamSynchronize", 20, 55),
+        host("aten::index", 70, 90),
+        host("cudaLaunchKernel", 80, 82, correlation=2),  # 45 us after the device ran dry at 35
+        host("iso3d:backward", 100, 200),
+        host("aten::mm", 150, 160, thread=2),  # the autograd engine's thread
+        host("cudaLaunchKernel", 152, 154, thread=2, correlation=3),
+        host("cudaLaunchKernel", 156, 158, thread=2, correlation=4),
+        kernel("nonzero_kernel", 15, 35, correlation=1),
+        kernel("index_kernel", 80, 140, correlation=2),
+        kernel("gemm_a", 155, 160, correlation=3),  # 15 us after index_kernel
+        kernel("gemm_b", 160, 170, correlation=4),  # back to back: no gap
+        kernel("iso3d:backward", 100, 200, correlation=0),  # a region's device-side span: not work
+    ]
+    summary = idle_gaps(records, steps=1)
+    assert summary["gpu_idle_ms_per_step"] == round((45 + 15) / 1e3, 3)
+    assert summary["idle_by_region"] == {"render.sampling": 0.045, "backward": 0.015}
+    assert summary["idle_top"] == [
+        {"region": "render.sampling", "operator": "aten::index", "ms_per_step": 0.045, "gaps_per_step": 1.0},
+        {"region": "backward", "operator": "aten::mm", "ms_per_step": 0.015, "gaps_per_step": 1.0},
+    ]
+
+
+def test_gaps_are_averaged_over_steps_and_small_ones_only_counted():
+    records = [host("aten::add", 0, 400)]
+    for step in range(2):
+        base = step * 200
+        records += [host("cudaLaunchKernel", base + 1, base + 2, correlation=10 * step + 1),
+                    host("cudaLaunchKernel", base + 100, base + 101, correlation=10 * step + 2),
+                    kernel("a", base + 5, base + 10, correlation=10 * step + 1),
+                    kernel("b", base + 10.5, base + 20, correlation=10 * step + 2)]  # 0.5 us: below min_gap_us
+    summary = idle_gaps(records, steps=2, min_gap_us=1.0)
+    # gaps: 0.5 us (step 0), 185 us (b of step 0 -> a of step 1), 0.5 us (step 1)
+    assert summary["gpu_idle_ms_per_step"] == round(186 / 1e3 / 2, 3)
+    assert summary["idle_top"] == [{"region": "(none)", "operator": "aten::add", "ms_per_step": 0.092,
+                                    "gaps_per_step": 0.5}]
+
+
+def test_no_device_work_no_gaps_and_real_cpu_events_convert():
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        torch.randn(8, 8).sum()
+    records = records_from_profiler(profiler.profiler.kineto_results.events())
+    assert any(r.name == "aten::sum" and not r.on_device and r.end_ns >= r.start_ns for r in records)
+    assert idle_gaps(records, steps=1) == {"gpu_idle_ms_per_step": 0.0, "idle_by_region": {}, "idle_top": []}
