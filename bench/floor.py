@@ -1,8 +1,10 @@
-"""The trajectory benchmark's floor (bench/generate.py): the guidance UNet and the VAE encoder of a phase-2 step,
-timed alone in the same process as the runs (milliseconds)."""
+"""The trajectory benchmark's floor (bench/generate.py): the guidance UNet and the VAE encoder of a phase-1 and of a
+phase-2 step, timed alone in the same process as the runs (milliseconds), and what they add up to over a run's
+steps (seconds)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -28,13 +30,14 @@ def median_ms(fn, device: torch.device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, warmup: int) -> dict[str, float]:
-    """The phase-2 step's floor: one guidance UNet call ([uncond; cond] x views) at the latent size plus the VAE
-    encoder forward and backward of the views at ``latent_resolution_input`` (the model as the run uses it)."""
+def guidance_ms(model, device: torch.device, config: GenerateConfig, views: int, repeats: int, warmup: int,
+                moments=None) -> tuple[float, float]:
+    """(UNet ms, VAE ms) of one SDS step's guidance for ``views`` views: one guidance UNet call ([uncond; cond] x
+    views) at the latent size, and the VAE encoder forward and backward of the views at ``latent_resolution_input``
+    (``moments``: the encoder to time, None for the eager one; the model as the run uses it)."""
     from backend.diffusion.precision import guidance_autocast_dtype
     from backend.models.vae import encode_latents
 
-    views = config.cameras.views_per_object * config.phases.objects_after
     size = config.guidance.latent_resolution_input
     latent = size // 8
     dtype = next(model.unet.parameters()).dtype if isinstance(model.unet, torch.nn.Module) else torch.float32
@@ -50,25 +53,45 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
         with torch.no_grad(), torch.autocast(device.type, compute_dtype, enabled=autocast):
             model.unet(x, t, context=context, camera=camera, num_frames=config.cameras.views_per_object)
 
-    compiled_moments = getattr(model, "vae_encoder_moments", None)
-
-    def vae(moments=compiled_moments):
+    def vae():
         source = images.clone().requires_grad_(True)
         with torch.autocast(device.type, compute_dtype, enabled=autocast):
             latents = encode_latents(model.vae, source, moments=moments)
         latents.float().square().sum().backward()
 
-    def timed(fn) -> float:
-        return median_ms(fn, device, warmup, repeats)
+    return median_ms(unet, device, warmup, repeats), median_ms(vae, device, warmup, repeats)
 
-    unet_ms, vae_ms = timed(unet), timed(vae)
+
+def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, warmup: int) -> dict[str, float]:
+    """The phase-2 step's floor (``floor_ms``: its guidance for the views of ``phases.objects_after`` objects), and
+    phase 1's (``floor_phase1_ms``: ``phases.objects_before`` objects), the model's encoder as the run has it;
+    besides, the phase-2 VAE part without the encoder's CUDA graphs and eager (what the graphs and the compile gain).
+    """
+    compiled_moments = getattr(model, "vae_encoder_moments", None)
+    views_per_object = config.cameras.views_per_object
+
+    def phase_ms(objects: int, moments) -> tuple[float, float]:
+        return guidance_ms(model, device, config, views_per_object * objects, repeats, warmup, moments)
+
+    phase1_unet_ms, phase1_vae_ms = phase_ms(config.phases.objects_before, compiled_moments)
+    unet_ms, vae_ms = phase_ms(config.phases.objects_after, compiled_moments)
     graphed = isinstance(compiled_moments, GraphedEncoder)
     if graphed:
         compiled_moments.release()  # the runs record their own graphs
     floor = {"floor_unet_ms": round(unet_ms, 2), "floor_vae_ms": round(vae_ms, 2), "floor_ms": round(unet_ms + vae_ms, 2),
+             "floor_phase1_unet_ms": round(phase1_unet_ms, 2), "floor_phase1_vae_ms": round(phase1_vae_ms, 2),
+             "floor_phase1_ms": round(phase1_unet_ms + phase1_vae_ms, 2),
              "vae_encoder_compiled": compiled_moments is not None, "vae_encoder_graphed": graphed}
     if graphed:  # what the graphs gain: the compiled encoder's forward and backward launched call by call
-        floor["floor_vae_ungraphed_ms"] = round(timed(lambda: vae(compiled_moments.moments)), 2)
+        floor["floor_vae_ungraphed_ms"] = round(phase_ms(config.phases.objects_after, compiled_moments.moments)[1], 2)
     if compiled_moments is not None:  # what the compile gains: the same forward and backward, eager
-        floor["floor_vae_eager_ms"] = round(timed(lambda: vae(None)), 2)
+        floor["floor_vae_eager_ms"] = round(phase_ms(config.phases.objects_after, None)[1], 2)
     return floor
+
+
+def floor_of_run_s(floor: dict[str, float], config: GenerateConfig) -> float:
+    """Seconds the floor alone takes over ``config``'s steps: phase 1's floor a step before the switch, phase 2's
+    after it (the least any run of those steps can take on this GPU, with nothing else done)."""
+    steps = config.run.steps
+    switch = min(max(math.ceil(config.phases.switch_at * steps), 0), steps)
+    return round((switch * floor["floor_phase1_ms"] + (steps - switch) * floor["floor_ms"]) / 1e3, 2)

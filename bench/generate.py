@@ -27,14 +27,17 @@ step, peak GPU memory per phase and for the run, the run's wall time (incl. comp
 process), the first intermediate mesh's time, the final mesh's chamfer distance to the known object, and the
 wall time of the preset's full step count estimated from the measured phases. The floor (the compiled guidance
 UNet at the phase-2 batch + the VAE encoder forward and backward of its views at the latent input size) is
-measured in the same process. ``--warm-rerun`` then runs the first preset again in a new process on the same
+measured in the same process, and phase 1's (``floor_phase1_ms``, its two objects' views) beside it; from both,
+``floor_full_steps_s``, what the floor alone takes over the preset's full step count, and
+``full_steps_over_floor``, the estimated steps' time over it. ``--warm-rerun`` then runs the first preset again in a new process on the same
 compile cache (the warm-cache wall time of a second ``iso3d generate``).
 
 ``--profile-steps N`` records N phase-2 steps (after the phase's first, compiling steps) with torch.profiler and
 the step regions of backend.profiling: milliseconds per step of the occupancy-grid update, sampling, field,
 compositing, resize + VAE encode, UNet, backward, optimizer (and a mesh, preview or checkpoint falling in the
 window), the rest as ``other``, and the top 15 CUDA kernels; printed and stored as ``profile`` (those steps stay out
-of the medians). The floor's VAE part is also timed eager (``floor_vae_eager_ms``) when the run's is compiled.
+of the medians), with the GPU's idle time a step and where it waits for the host (backend.gpu_idle: each gap put
+down to the region and host operator of the launch that ended it). The floor's VAE part is also timed eager (``floor_vae_eager_ms``) when the run's is compiled.
 
 Writes ``bench/results/generate_<gpu>_<yyyy-mm-dd>.json`` (or ``--out``).
 """
@@ -55,9 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from backend.nerf.presets import preset
+from backend.nerf.presets import preset, set_option
 from backend.profiling import format_profile
-from bench.floor import floor_ms
+from bench.floor import floor_ms, floor_of_run_s
 from bench.known_object import TwoSpheres
 from bench.trajectory import run_preset
 
@@ -203,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     for result in measured:
         result.update(floor)
         result["phase2_step_over_floor"] = round(result["phase2_step_ms_p50"] / floor["floor_ms"], 2)
+        result["phase1_step_over_floor"] = round(result["phase1_step_ms_p50"] / floor["floor_phase1_ms"], 2)
+        # the preset's full step count: its steps' floor alone, and how far the estimated steps stand above it
+        full = preset(result["preset"])
+        for key, value in result["overrides"].items():
+            set_option(full, key, value)
+        result["floor_full_steps_s"] = floor_of_run_s(floor, full)
+        result["full_steps_over_floor"] = round(result["wall_s_full_estimate_parts"]["steps"]
+                                                / result["floor_full_steps_s"], 2)
     # The first run in the process compiled everything (cold unless the compile cache was warm); later ones ran
     # warm in-process. A warm re-run in a new process gives the first preset's warm-cache wall time.
     first = measured[0]

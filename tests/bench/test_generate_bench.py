@@ -42,6 +42,12 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
                 "samples_per_step_p50", "chamfer", "wall_s_full_estimate"):
         assert run[key] is not None and run[key] > 0, key
     assert run["phase2_step_ms_p90"] >= run["phase2_step_ms_p50"]
+    # the floor of each phase (phase 1 guides 2 objects' views, phase 2 one's) and of the preset's 30 steps
+    assert run["floor_phase1_ms"] == pytest.approx(run["floor_phase1_unet_ms"] + run["floor_phase1_vae_ms"], abs=0.011)
+    assert run["floor_full_steps_s"] == pytest.approx((15 * run["floor_phase1_ms"] + 15 * run["floor_ms"]) / 1e3,
+                                                      abs=0.006)
+    assert run["full_steps_over_floor"] == pytest.approx(
+        run["wall_s_full_estimate_parts"]["steps"] / run["floor_full_steps_s"], rel=0.01)
     # the work outside the steps by kind: each kind of the run timed, as often as it ran (the periods above)
     between, counts = run["between_steps_s"], run["between_steps_counts"]
     periodic, one_off = ("views", "mesh", "checkpoint"), ("setup", "final_checkpoint", "final_mesh",
