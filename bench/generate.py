@@ -29,15 +29,16 @@ wall time of the preset's full step count estimated from the measured phases. Th
 UNet at the phase-2 batch + the VAE encoder forward and backward of its views at the latent input size) is
 measured in the same process, and phase 1's (``floor_phase1_ms``, its two objects' views) beside it; from both,
 ``floor_full_steps_s``, what the floor alone takes over the preset's full step count, and
-``full_steps_over_floor``, the estimated steps' time over it. ``--warm-rerun`` then runs the first preset again in a new process on the same
-compile cache (the warm-cache wall time of a second ``iso3d generate``).
+``full_steps_over_floor``, the estimated steps' time over it. ``--warm-rerun`` then runs the first preset again
+in a new process on the same compile cache (the warm-cache wall time of a second ``iso3d generate``).
 
 ``--profile-steps N`` records N phase-2 steps (after the phase's first, compiling steps) with torch.profiler and
 the step regions of backend.profiling: milliseconds per step of the occupancy-grid update, sampling, field,
 compositing, resize + VAE encode, UNet, backward, optimizer (and a mesh, preview or checkpoint falling in the
 window), the rest as ``other``, and the top 15 CUDA kernels; printed and stored as ``profile`` (those steps stay out
 of the medians), with the GPU's idle time a step and where it waits for the host (backend.gpu_idle: each gap put
-down to the region and host operator of the launch that ended it). The floor's VAE part is also timed eager (``floor_vae_eager_ms``) when the run's is compiled.
+down to the region and host operator of the launch that ended it). The floor's VAE part is also timed eager
+(``floor_vae_eager_ms``) when the run's is compiled.
 
 Writes ``bench/results/generate_<gpu>_<yyyy-mm-dd>.json`` (or ``--out``).
 """
