@@ -20,6 +20,7 @@ same kernels on the same values (the graph holds the compiled code's kernels), o
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 
@@ -79,10 +80,17 @@ class GraphedEncoder:
                         list(images.shape), error)
 
     def release(self) -> None:
-        """Drop the graphs and give their memory pool back to the device."""
+        """Drop the graphs and give their memory pool back to the device.
+
+        The graphs, their static tensors and so their pool are held by the autograd Function class
+        ``make_graphed_callables`` builds, and a class is in reference cycles of its own: dropping the last reference
+        leaves them to the cyclic garbage collector, whose next full pass may be far off (tests/models/
+        test_graphed_encoder_cuda.py saw the pool still reserved). One collection here frees them, so that the
+        pool is back before the next phase records its own graphs."""
         if self._graphed is None:
             return
         self._graphed, self._key = None, None
+        gc.collect()
         torch.cuda.empty_cache()
 
 

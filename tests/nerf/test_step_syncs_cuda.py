@@ -23,7 +23,7 @@ def test_a_step_synchronises_the_host_only_for_its_samples_and_losses(tmp_path):
     from backend.models.multiview_model import build_tiny_model
 
     model = build_tiny_model(seed=0).to("cuda").eval()
-    context = torch.randn(1, 1, model.unet_context_dim, device="cuda")
+    context = torch.randn(1, 1, model.unet.config.cross_attention_dim, device="cuda")
     config = small_config(steps=40, run__mesh_every=0, run__views_every=0, run__checkpoint_every=0)
     config.renderer.grid_update_every = 16
     trainer = SDSTrainer(config, model, context, tmp_path, "cuda")
