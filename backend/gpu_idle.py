@@ -16,7 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-REGION_PREFIX = "iso3d:"
+REGION_PREFIX = "iso3d:"  # backend.profiling's region labels; "iso3d::" names are custom ops (the hash grid's)
+
+
+def _is_region(name: str) -> bool:
+    return name.startswith(REGION_PREFIX) and not name.startswith("iso3d::")
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ def idle_gaps(records: list[TraceRecord], steps: int, top: int = 15, min_gap_us:
     largest (region, operator) pairs by ms a step, with their gaps a step. Gaps under ``min_gap_us`` are counted in
     the total but not attributed (launch-to-launch spacing of back-to-back kernels)."""
     steps = max(steps, 1)
+    # a region's device-side span is not work (and no kernel's name starts with the prefix)
     device = sorted((r for r in records if r.on_device and not r.name.startswith(REGION_PREFIX)),
                     key=lambda r: r.start_ns)
     if not device:
@@ -88,10 +93,10 @@ def idle_gaps(records: list[TraceRecord], steps: int, top: int = 15, min_gap_us:
     total_ns = sum(gap for gap, _ in gaps)
     attributed = [(gap, work) for gap, work in gaps if gap >= min_gap_us * 1e3]
     launches = {r.correlation: r for r in records if not r.on_device and r.correlation and _is_runtime_call(r.name)}
-    regions = [r for r in records if not r.on_device and r.name.startswith(REGION_PREFIX)]
+    regions = [r for r in records if not r.on_device and _is_region(r.name)]
     operators_by_thread: dict[int, list[TraceRecord]] = {}
     for r in records:
-        if not r.on_device and not r.name.startswith(REGION_PREFIX) and not _is_runtime_call(r.name):
+        if not r.on_device and not _is_region(r.name) and not _is_runtime_call(r.name):
             operators_by_thread.setdefault(r.thread, []).append(r)
     launch_of = [launches.get(work.correlation) for _, work in attributed]
     region_names = _innermost(regions, [launch.start_ns if launch else work.start_ns

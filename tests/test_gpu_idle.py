@@ -26,6 +26,7 @@ def test_gaps_are_put_down_to_the_launch_after_them():
         host("cudaLaunchKernel", 12, 14, correlation=1),
         host("cudaStreamSynchronize", 20, 55),
         host("aten::index", 70, 90),
+        host("iso3d::hash_grid_features", 75, 85),  # a custom op of ours: an operator, not a region
         host("cudaLaunchKernel", 80, 82, correlation=2),  # 45 us after the device ran dry at 35
         host("iso3d:backward", 100, 200),
         host("aten::mm", 150, 160, thread=2),  # the autograd engine's thread
@@ -41,7 +42,8 @@ def test_gaps_are_put_down_to_the_launch_after_them():
     assert summary["gpu_idle_ms_per_step"] == round((45 + 15) / 1e3, 3)
     assert summary["idle_by_region"] == {"render.sampling": 0.045, "backward": 0.015}
     assert summary["idle_top"] == [
-        {"region": "render.sampling", "operator": "aten::index", "ms_per_step": 0.045, "gaps_per_step": 1.0},
+        {"region": "render.sampling", "operator": "iso3d::hash_grid_features", "ms_per_step": 0.045,
+         "gaps_per_step": 1.0},
         {"region": "backward", "operator": "aten::mm", "ms_per_step": 0.015, "gaps_per_step": 1.0},
     ]
 
