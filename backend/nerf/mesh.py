@@ -147,7 +147,7 @@ _WELD_SCALE = 1e6  # welding keys: vertex positions in units of 1e-6 fine cells
 
 
 def refined_surface(field: RadianceField, resolution: int, refinement: int, threshold: float,
-                    chunk: int = 262144) -> tuple[np.ndarray, np.ndarray]:
+                    chunk: int = 262144, whole_slabs: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes at an effective ``resolution * refinement`` cells per axis, evaluating the fine grid only
     near the surface. Returns (vertices [V, 3] in fine-grid index units, faces [F, 3]).
 
@@ -158,7 +158,15 @@ def refined_surface(field: RadianceField, resolution: int, refinement: int, thre
     the field is then evaluated at the fine corners of the marked cells only, and marching cubes runs on the slab.
     Consecutive slabs share their boundary plane (carried over, not re-evaluated), so the vertices there coincide
     exactly and are welded. A slab holds at most a quarter of the values of a dense ``resolution`` grid, so the peak
-    memory stays below the single-pass extraction at ``resolution``."""
+    memory stays below the single-pass extraction at ``resolution``.
+
+    Only the part of a slab that can hold surface is built: the box (in y and z) of its marked cells and one coarse
+    cell around them (a fine cell of an unmarked coarse cell next to a marked one has evaluated corners, so it may
+    cross). Outside it every fine corner is interpolated within one unmarked coarse cell, on that cell's side of
+    the threshold, so the whole slab's marching cubes would find nothing there: the result is the whole slab's,
+    for the interpolation and marching cubes of the box alone (bench/mesh_refinement.py: most of the final mesh's
+    CPU time went to the slabs' empty parts). ``whole_slabs``: every slab built whole (the reference the boxes are
+    tested equal to, tests/nerf/test_coarse_to_fine_mesh.py)."""
     fine_resolution = resolution * refinement
     side = fine_resolution + 1
     # Coarse cells per slab: (b * f + 1) * (R * f + 1)^2 fine values <= (R + 1)^3 / 4, leaving room for the slab's
@@ -176,29 +184,53 @@ def refined_surface(field: RadianceField, resolution: int, refinement: int, thre
         return np.stack([coarse_cache[x] for x in range(first, stop)])
 
     vertex_blocks, face_blocks, count = [], [], 0
-    carried_plane: np.ndarray | None = None
+    carried_plane: np.ndarray | None = None  # the previous slab's last fine plane, whole [side, side]
+    carried_box: tuple[int, int, int, int] | None = None  # coarse (y0, y1, z0, z1) where it may hold evaluations
     shared: dict[tuple[float, float], int] = {}  # (y, z) -> index of the vertices on the previous slab's last plane
     for x0 in range(0, resolution, slab):
         x1 = min(x0 + slab, resolution)
         lo, hi = max(x0 - 1, 0), min(x1 + 1, resolution)  # coarse cells around the slab, for the dilation
         window = coarse_planes(lo, hi + 1)
+        coarse = window[x0 - lo:x1 - lo + 1]  # the slab's coarse corners [x1 - x0 + 1, R + 1, R + 1]
         marked = _dilate(_surface_cells(window, threshold))[x0 - lo:x1 - lo]
-        grid = np.empty(((x1 - x0) * refinement + 1, side, side), np.float32)
-        _upsample_into(grid, window[x0 - lo:x1 - lo + 1], refinement)
-        evaluate = _corners_of_cells(marked, refinement)
-        if carried_plane is not None:
-            grid[0] = carried_plane
+        first_plane, first_box = carried_plane, carried_box
+        carried_plane = _upsample_plane(coarse[-1], refinement)  # the last plane where nothing is evaluated
+        carried_box = None
+        boxes = [first_box] if first_box is not None else []  # the first plane's evaluated corners: in the box too
+        if marked.any():  # the marked cells and one cell around them
+            rows, columns = np.flatnonzero(marked.any(axis=(0, 2))), np.flatnonzero(marked.any(axis=(0, 1)))
+            carried_box = (max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, resolution),
+                           max(int(columns[0]) - 1, 0), min(int(columns[-1]) + 2, resolution))
+            boxes.append(carried_box)
+        if whole_slabs:
+            boxes = [(0, resolution, 0, resolution)]
+        if not boxes:
+            shared = {}
+            continue
+        # the box in coarse cells [y0, y1) x [z0, z1)
+        y0, y1 = min(box[0] for box in boxes), max(box[1] for box in boxes)
+        z0, z1 = min(box[2] for box in boxes), max(box[3] for box in boxes)
+        fy, fz = slice(y0 * refinement, y1 * refinement + 1), slice(z0 * refinement, z1 * refinement + 1)
+        grid = np.empty(((x1 - x0) * refinement + 1, fy.stop - fy.start, fz.stop - fz.start), np.float32)
+        _upsample_into(grid, coarse[:, y0:y1 + 1, z0:z1 + 1], refinement)
+        evaluate = _corners_of_cells(marked[:, y0:y1, z0:z1], refinement)
+        if first_plane is not None:
+            grid[0] = first_plane[fy, fz]
             evaluate[0] = False
         flat_mask, flat_grid = evaluate.reshape(-1), grid.reshape(-1)
         del evaluate
         for start in range(0, flat_mask.size, chunk):
-            linear = np.flatnonzero(flat_mask[start:start + chunk]) + start
-            if len(linear):
-                flat_grid[linear] = _lattice_densities(field, linear, x0 * refinement, fine_resolution, chunk)
-        carried_plane = grid[-1].copy()
+            local = np.flatnonzero(flat_mask[start:start + chunk]) + start
+            if len(local):  # the box's corners as indices into the slab's whole fine planes
+                plane, row, column = np.unravel_index(local, grid.shape)
+                linear = (plane * side + row + fy.start) * side + column + fz.start
+                flat_grid[local] = _lattice_densities(field, linear, x0 * refinement, fine_resolution, chunk)
+        carried_plane[fy, fz] = grid[-1]
         vertices, faces = (mcubes.marching_cubes(grid, threshold) if grid.max() > threshold > grid.min()
                            else (np.zeros((0, 3)), np.zeros((0, 3), np.int64)))
         del grid, flat_grid, flat_mask
+        vertices[:, 1] += fy.start
+        vertices[:, 2] += fz.start
         # Weld the vertices on this slab's first plane to those on the previous slab's last plane: computed from the
         # same corner values, they differ at most by the rounding of the interpolation's direction (~1e-15 cells),
         # so positions rounded to 1e-6 fine cells match.
