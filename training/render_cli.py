@@ -248,6 +248,11 @@ def run(args) -> int:
                     manifest.save()
                     bar.set_postfix(failed=failed_now, flagged=flagged, refresh=False)
                     bar.update(1)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Terminated): the manifest says what is on disk
+                results.close()  # the workers are killed and joined: no folder is published after this
+                record_published(manifest, pending, out_dir, settings)
+                manifest.save()
+                raise
             finally:
                 results.close()
     elapsed = time.monotonic() - started
@@ -313,6 +318,15 @@ def status_main(argv: list[str]) -> int:
         lines.append(f"eta        {_format_duration(figures['eta_seconds'])}")
     print("\n".join(lines))
     return 0
+
+
+def record_published(manifest: Manifest, items: list, out_dir: str, settings) -> None:
+    """Mark done the items whose folders were published but whose results the driver had not taken yet: an
+    interrupt between a worker's rename and its message. A resumed run would find them done (its start checks every
+    folder); the manifest of the interrupted one says so too."""
+    for item in items:
+        if item.object_id not in manifest.done and check_done_folder(out_dir, item.object_id, settings) is None:
+            manifest.mark_done(item.object_id, item.source, None, object_flags(out_dir, item.object_id))
 
 
 class Terminated(KeyboardInterrupt):
