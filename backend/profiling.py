@@ -295,7 +295,8 @@ def cpu_self_times(events) -> dict[str, list[float]]:
 def format_profile(summary: dict) -> str:
     """The summary as a compact text table (printed by bench/generate.py)."""
     step = summary["step_ms"] or float("nan")
-    lines = [f"profile: {summary['steps']} phase-2 step(s), {step:.1f} ms/step ({summary['timing']})",
+    phase = f"phase-{summary['phase']} " if "phase" in summary else ""
+    lines = [f"profile: {summary['steps']} {phase}step(s), {step:.1f} ms/step ({summary['timing']})",
              f"  {'region':<20s} {'ms/step':>9s} {'share':>6s}"]
     for name, ms in summary["regions_ms_per_step"].items():
         lines.append(f"  {name:<20s} {ms:9.2f} {100 * ms / step:5.1f}%")

@@ -32,13 +32,14 @@ measured in the same process, and phase 1's (``floor_phase1_ms``, its two object
 ``full_steps_over_floor``, the estimated steps' time over it. ``--warm-rerun`` then runs the first preset again
 in a new process on the same compile cache (the warm-cache wall time of a second ``iso3d generate``).
 
-``--profile-steps N`` records N phase-2 steps (after the phase's first, compiling steps) with torch.profiler and
-the step regions of backend.profiling: milliseconds per step of the occupancy-grid update, sampling, field,
-compositing, resize + VAE encode, UNet, backward, optimizer (and a mesh, preview or checkpoint falling in the
-window), the rest as ``other``, and the top 15 CUDA kernels; printed and stored as ``profile`` (those steps stay out
+``--profile-steps N`` records N phase-2 steps (``--profile-phase 1``: phase 1's; after the phase's first, compiling
+steps) with torch.profiler and the step regions of backend.profiling: milliseconds per step of the occupancy-grid
+update, sampling, field, compositing, resize + VAE encode, UNet, backward, optimizer (and a mesh, preview or
+checkpoint falling in the window), the rest as ``other``, and the top 15 CUDA kernels; printed and stored as ``profile`` (those steps stay out
 of the medians), with the GPU's idle time a step and where it waits for the host (backend.gpu_idle: each gap put
 down to the region and host operator of the launch that ended it). The floor's VAE part is also timed eager
-(``floor_vae_eager_ms``) when the run's is compiled.
+(``floor_vae_eager_ms``) when the run's is compiled. ``setup_parts_s`` splits the trainer's set-up (the field,
+the memory plan's measurements, the guidance and optimiser).
 
 Writes ``bench/results/generate_<gpu>_<yyyy-mm-dd>.json`` (or ``--out``).
 """
@@ -135,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-rerun", action="store_true",
                         help="run the first preset again in a new process (warm compile cache)")
     parser.add_argument("--profile-steps", type=int, default=0, metavar="N",
-                        help="record N phase-2 steps (after the first, compiling ones) with torch.profiler: time per "
-                        "region of the step and the top 15 CUDA kernels, printed and stored as 'profile'")
+                        help="record N steps of --profile-phase (after the first, compiling ones) with torch.profiler: "
+                        "time per region of the step, where the GPU waits and the top 15 CUDA kernels, printed and "
+                        "stored as 'profile'")
+    parser.add_argument("--profile-phase", type=int, choices=(1, 2), default=2,
+                        help="the phase --profile-steps records (default 2)")
     parser.add_argument("--label", default="", help="a note stored with the results (e.g. 'baseline')")
     parser.add_argument("--out", help="results JSON (default bench/results/generate_<gpu>_<date>.json)")
     args = parser.parse_args(argv)
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[generate bench] {name} {own or ''}: running", flush=True)
         try:
             result = run_preset(name, model, device, steps, args.sds_weight, reference_points, {**overrides, **own},
-                                args.profile_steps, args.chamfer_samples)
+                                args.profile_steps, args.chamfer_samples, args.profile_phase)
         except Exception as error:  # noqa: BLE001 -- recorded with its message; the other runs go on
             print(f"[generate bench] {name}: failed: {error}", flush=True)
             presets_out.append({"preset": name, "overrides": {**overrides, **own}, "failed": str(error)[:500]})

@@ -36,16 +36,17 @@ class TrajectoryTrainer(SDSTrainer):
     """The real trainer with the target-forming loss and per-step records (GPU time, samples, phase)."""
 
     def __init__(self, *args, target: TwoSpheres, sds_weight: float = 0.0, profile_steps: int = 0,
-                 profile_from: int = 0, **kwargs):
+                 profile_from: int = 0, profile_phase: int = 2, **kwargs):
         super().__init__(*args, **kwargs)
         self.target = target
         self.sds_weight = sds_weight
         self.records: list[dict] = []
         self.phase_1_peak_gib = float("nan")
-        # --profile-steps: phase-2 steps profile_from .. profile_from + profile_steps - 1 (counted from the first
-        # phase-2 step) are recorded, with whatever runs between them (meshes, previews, checkpoints)
+        # --profile-steps: steps profile_from .. profile_from + profile_steps - 1 of phase ``profile_phase`` (counted
+        # from the phase's first step) are recorded, with whatever runs between them (meshes, previews, checkpoints)
         self.profile_steps = profile_steps
         self.profile_from = profile_from
+        self.profile_phase = profile_phase
         self.profile: StepProfile | None = None
         self.profile_summary: dict | None = None
         self.between_steps_s: dict[str, float] = {}
@@ -115,7 +116,7 @@ class TrajectoryTrainer(SDSTrainer):
 
     def stop_profile(self) -> None:
         if self.profile is not None:
-            self.profile_summary = self.profile.stop()
+            self.profile_summary = {"phase": self.profile_phase, **self.profile.stop()}
             self.profile = None
 
     def guide(self, renders, cameras, lighting, codes, generator) -> SDSOutput:
@@ -134,11 +135,11 @@ class TrajectoryTrainer(SDSTrainer):
         if cuda and phase == 2 and not any(r["phase"] == 2 for r in self.records):
             self.phase_1_peak_gib = torch.cuda.max_memory_allocated(self.device) / 2**30
             torch.cuda.reset_peak_memory_stats(self.device)
-        phase_2_index = sum(1 for r in self.records if r["phase"] == 2) if phase == 2 else -1
-        if self.profile_steps and phase_2_index == self.profile_from and self.profile_summary is None:
+        index = sum(1 for r in self.records if r["phase"] == phase) if phase == self.profile_phase else -1
+        if self.profile_steps and index == self.profile_from and self.profile_summary is None:
             self.profile = StepProfile(self.device, self.profile_steps)
             self.profile.start()
-        elif self.profile is not None and phase_2_index == self.profile_from + self.profile_steps:
+        elif self.profile is not None and (index == self.profile_from + self.profile_steps or phase != self.profile_phase):
             self.stop_profile()
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -208,7 +209,7 @@ def synchronize(device: torch.device) -> None:
 
 def run_preset(name: str, model, device: torch.device, steps: int | None, sds_weight: float,
                reference_points: np.ndarray, overrides: dict[str, str], profile_steps: int = 0,
-               chamfer_samples: int = 50000) -> dict:
+               chamfer_samples: int = 50000, profile_phase: int = 2) -> dict:
     """One whole run of preset ``name`` (its step count scaled to ``steps``); the figures of that run."""
     from backend.nerf.presets import set_option
 
@@ -236,10 +237,12 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         # The first steps of each phase compile (CUDA graphs, field kernels for new shapes): left out of the medians
         # and of the profile (when the phase has steps enough).
         skip = min(10, max(1, config.run.steps // 20))
-        phase_2_steps = config.run.steps - int(np.ceil(config.phases.switch_at * config.run.steps))
+        phase_1_steps = int(np.ceil(config.phases.switch_at * config.run.steps))
+        phase_steps = phase_1_steps if profile_phase == 1 else config.run.steps - phase_1_steps
         trainer = TrajectoryTrainer(config, model, context, workdir, device, target=TwoSpheres(),
-                                    sds_weight=sds_weight, profile_steps=min(profile_steps, phase_2_steps),
-                                    profile_from=max(0, min(skip, phase_2_steps - profile_steps)))
+                                    sds_weight=sds_weight, profile_steps=min(profile_steps, phase_steps),
+                                    profile_from=max(0, min(skip, phase_steps - profile_steps)),
+                                    profile_phase=profile_phase)
         synchronize(device)
         setup_s = time.perf_counter() - start
         for event in trainer.run():
@@ -295,6 +298,9 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     result["outside_steps_s"] = round(wall - steps_total, 2)  # trainer set-up, previews, meshes, checkpoints
     result.update(full_length_estimate(trainer, name, overrides, setup_s, wall - steps_total, result))
     result["switch_step"] = switch
+    # the trainer's set-up by part (seconds): field, memory plan (its measurements on the device), guidance and
+    # optimiser; the condition (image encoder) is not part of this bench's set-up
+    result["setup_parts_s"] = {part: round(ms / 1e3, 3) for part, ms in trainer.setup_ms.items()}
     trainer.stop_profile()  # a run that failed inside the window
     if trainer.profile_summary is not None:
         result["profile"] = trainer.profile_summary

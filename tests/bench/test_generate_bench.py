@@ -30,7 +30,8 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
         set_option(config, key, value)
     cap = round(plan_memory(config, tiny_model, "cpu").need_gib(True) * 1.02, 5)
     assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
-                       "--caps", f"tiny={cap}", "--profile-steps", "1", "--chamfer-samples", "5000", *periods]) == 0
+                       "--caps", f"tiny={cap}", "--profile-steps", "1", "--profile-phase", "1", "--chamfer-samples", "5000",
+                       *periods]) == 0
     results = json.loads(out.read_text())
     assert results["gpu"] == "cpu"
     (run,) = results["presets"]
@@ -71,9 +72,10 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     assert run["wall_s_full_estimate"] == pytest.approx(sum(parts.values()), abs=0.05 + 0.005 * len(parts))
     # the known object's surface spans about 0.9 world units: a mesh anywhere near it is well under 0.5 away
     assert run["chamfer"] < 0.5
-    # --profile-steps 1: one phase-2 step's regions (each part of a step that ran, timed) and the top operators
+    # --profile-steps 1 --profile-phase 1: one phase-1 step's regions (each part of a step that ran, timed) and the
+    # top operators
     profile = run["profile"]
-    assert profile["steps"] == 1 and profile["step_ms"] > 0
+    assert profile["phase"] == 1 and profile["steps"] == 1 and profile["step_ms"] > 0
     regions = profile["regions_ms_per_step"]
     for name in ("render.sampling", "render.field", "render.compositing", "guidance.encode", "guidance.unet",
                  "backward", "optimizer"):
@@ -81,6 +83,9 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     # regions do not overlap: together (with 'other') they are the window; rounding to 1 us a region
     assert abs(sum(regions.values()) - profile["step_ms"]) < 0.01 * len(regions)
     assert 0 < len(profile["top"]) <= 15 and all(row["ms_total"] >= 0 for row in profile["top"])
+    # the trainer's set-up by part, each timed
+    assert set(run["setup_parts_s"]) == {"field", "memory_plan", "guidance_and_optimizer"}
+    assert all(seconds >= 0 for seconds in run["setup_parts_s"].values())
 
 
 def test_the_known_object_renders_its_silhouette_on_white(bench):
