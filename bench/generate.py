@@ -36,10 +36,10 @@ in a new process on the same compile cache (the warm-cache wall time of a second
 steps) with torch.profiler and the step regions of backend.profiling: milliseconds per step of the occupancy-grid
 update, sampling, field, compositing, resize + VAE encode, UNet, backward, optimizer (and a mesh, preview or
 checkpoint falling in the window), the rest as ``other``, and the top 15 CUDA kernels; printed and stored as
-``profile`` (those steps stay out of the medians), with the GPU's idle time a step and where it waits for the host (backend.gpu_idle: each gap put
-down to the region and host operator of the launch that ended it). The floor's VAE part is also timed eager
-(``floor_vae_eager_ms``) when the run's is compiled. ``setup_parts_s`` splits the trainer's set-up (the field,
-the memory plan's measurements, the guidance and optimiser).
+``profile`` (those steps stay out of the medians), with the GPU's idle time a step and where it waits for the host
+(backend.gpu_idle: each gap put down to the region and host operator of the launch that ended it). The floor's VAE
+part is also timed eager (``floor_vae_eager_ms``) when the run's is compiled. ``setup_parts_s`` splits the
+trainer's set-up (the field, the memory plan's measurements, the guidance and optimiser).
 
 Writes ``bench/results/generate_<gpu>_<yyyy-mm-dd>.json`` (or ``--out``).
 """
