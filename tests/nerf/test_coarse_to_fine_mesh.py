@@ -144,3 +144,15 @@ def test_boxes_give_the_whole_slabs_mesh(resolution, refinement, seed):
     assert len(boxed[1]) == len(whole[1]) and len(boxed[0]) == len(whole[0])
     np.testing.assert_allclose(np.sort(boxed[0], axis=0), np.sort(whole[0], axis=0), atol=1e-5)
     assert trimesh.Trimesh(*boxed, process=False).is_watertight
+
+
+def test_signed_volume_is_trimeshs_and_turns_with_the_winding():
+    """backend.nerf.mesh.signed_volume (which the final mesh's winding is decided by) equals trimesh's volume, and
+    is negative for the same mesh wound inward."""
+    from backend.nerf.mesh import signed_volume
+
+    vertices, faces = refined_surface(SphereTarget(), 24, 2, THRESHOLD)
+    shape = trimesh.Trimesh(vertices, faces, process=True)
+    assert abs(shape.volume) > 1.0  # in fine-grid units: a sphere of radius ~10 cells
+    assert signed_volume(shape.vertices, shape.faces) == pytest.approx(shape.volume, rel=1e-12)
+    assert signed_volume(shape.vertices, shape.faces[:, ::-1]) == pytest.approx(-shape.volume, rel=1e-12)
