@@ -4,7 +4,6 @@ steps (seconds)."""
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 
@@ -12,7 +11,7 @@ import torch
 
 from backend.models.graphed_encoder import GraphedEncoder
 from backend.nerf.presets import GenerateConfig
-from bench.trajectory import synchronize
+from bench.trajectory import phase_1_steps, synchronize
 
 
 def median_ms(fn, device: torch.device, warmup: int, repeats: int) -> float:
@@ -92,6 +91,5 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
 def floor_of_run_s(floor: dict[str, float], config: GenerateConfig) -> float:
     """Seconds the floor alone takes over ``config``'s steps: phase 1's floor a step before the switch, phase 2's
     after it (the least any run of those steps can take on this GPU, with nothing else done)."""
-    steps = config.run.steps
-    switch = min(max(math.ceil(config.phases.switch_at * steps), 0), steps)
+    steps, switch = config.run.steps, phase_1_steps(config)
     return round((switch * floor["floor_phase1_ms"] + (steps - switch) * floor["floor_ms"]) / 1e3, 2)

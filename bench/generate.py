@@ -60,11 +60,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from backend.nerf.presets import preset, set_option
+from backend.nerf.presets import preset
 from backend.profiling import format_profile
 from bench.floor import floor_ms, floor_of_run_s
 from bench.known_object import TwoSpheres
-from bench.trajectory import run_preset
+from bench.trajectory import full_preset, run_preset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The known object's field converges to an opaque silhouette, not to the densities thousands of SDS steps reach:
@@ -213,10 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         result["phase2_step_over_floor"] = round(result["phase2_step_ms_p50"] / floor["floor_ms"], 2)
         result["phase1_step_over_floor"] = round(result["phase1_step_ms_p50"] / floor["floor_phase1_ms"], 2)
         # the preset's full step count: its steps' floor alone, and how far the estimated steps stand above it
-        full = preset(result["preset"])
-        for key, value in result["overrides"].items():
-            set_option(full, key, value)
-        result["floor_full_steps_s"] = floor_of_run_s(floor, full)
+        result["floor_full_steps_s"] = floor_of_run_s(floor, full_preset(result["preset"], result["overrides"]))
         result["full_steps_over_floor"] = round(result["wall_s_full_estimate_parts"]["steps"]
                                                 / result["floor_full_steps_s"], 2)
     # The first run in the process compiled everything (cold unless the compile cache was warm); later ones ran

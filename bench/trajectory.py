@@ -41,6 +41,7 @@ class TrajectoryTrainer(SDSTrainer):
         self.target = target
         self.sds_weight = sds_weight
         self.records: list[dict] = []
+        self.steps_in_phase = {1: 0, 2: 0}  # the records of each phase, counted as they are made
         self.phase_1_peak_gib = float("nan")
         # --profile-steps: steps profile_from .. profile_from + profile_steps - 1 of phase ``profile_phase`` (counted
         # from the phase's first step) are recorded, with whatever runs between them (meshes, previews, checkpoints)
@@ -132,10 +133,10 @@ class TrajectoryTrainer(SDSTrainer):
     def train_step(self):
         cuda = self.device.type == "cuda"
         phase = 1 if self.step < self.config.phases.switch_at * self.total_steps else 2
-        if cuda and phase == 2 and not any(r["phase"] == 2 for r in self.records):
+        if cuda and phase == 2 and not self.steps_in_phase[2]:
             self.phase_1_peak_gib = torch.cuda.max_memory_allocated(self.device) / 2**30
             torch.cuda.reset_peak_memory_stats(self.device)
-        index = sum(1 for r in self.records if r["phase"] == phase) if phase == self.profile_phase else -1
+        index = self.steps_in_phase[phase] if phase == self.profile_phase else -1
         if self.profile_steps and index == self.profile_from and self.profile_summary is None:
             self.profile = StepProfile(self.device, self.profile_steps)
             self.profile.start()
@@ -152,6 +153,7 @@ class TrajectoryTrainer(SDSTrainer):
             end.record()
             record["events"] = (start, end)
         self.records.append(record)
+        self.steps_in_phase[phase] += 1
         return losses
 
 
@@ -172,21 +174,32 @@ def full_counts(config: GenerateConfig) -> dict[str, int]:
             "checkpoint": run.steps // run.checkpoint_every if run.checkpoint_every else 0}
 
 
-def full_length_estimate(trainer: TrajectoryTrainer, name: str, overrides: dict[str, str], setup_s: float,
-                         outside_s: float, result: dict) -> dict:
-    """``wall_s_full_estimate`` of the preset at its own length and its parts (see the module's docstring)."""
+def phase_1_steps(config: GenerateConfig) -> int:
+    """The steps of phase 1 (the trainer's ``step < phases.switch_at * steps``)."""
+    return int(np.ceil(config.phases.switch_at * config.run.steps))
+
+
+def full_preset(name: str, overrides: dict[str, str]) -> GenerateConfig:
+    """Preset ``name`` at its own step count with a run's ``overrides``: what the full-length figures are of."""
     from backend.nerf.presets import set_option
 
     full = preset(name)
     for key, value in overrides.items():
         set_option(full, key, value)
+    return full
+
+
+def full_length_estimate(trainer: TrajectoryTrainer, name: str, overrides: dict[str, str], setup_s: float,
+                         outside_s: float, result: dict) -> dict:
+    """``wall_s_full_estimate`` of the preset at its own length and its parts (see the module's docstring)."""
+    full = full_preset(name, overrides)
     full_steps, steps = full.run.steps, trainer.config.run.steps
     by_kind = dict(trainer.between_steps_s, setup=setup_s)
     counts = dict(trainer.between_steps_counts, setup=1)
     by_kind["other"] = max(0.0, outside_s - sum(by_kind.values()))  # the loop and the events (host, per step)
     at_full = full_counts(full)
     means = {kind: by_kind[kind] / counts[kind] for kind in PERIODIC if counts.get(kind)}
-    full_switch = int(np.ceil(full.phases.switch_at * full_steps))
+    full_switch = phase_1_steps(full)
     parts = {"steps": (full_switch * result["phase1_step_ms_mean"] + (full_steps - full_switch)
                        * result["phase2_step_ms_mean"]) / 1e3,
              "periodic": sum(means.get(kind, 0.0) * at_full[kind] for kind in PERIODIC),
@@ -237,8 +250,8 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         # The first steps of each phase compile (CUDA graphs, field kernels for new shapes): left out of the medians
         # and of the profile (when the phase has steps enough).
         skip = min(10, max(1, config.run.steps // 20))
-        phase_1_steps = int(np.ceil(config.phases.switch_at * config.run.steps))
-        phase_steps = phase_1_steps if profile_phase == 1 else config.run.steps - phase_1_steps
+        switch = phase_1_steps(config)
+        phase_steps = switch if profile_phase == 1 else config.run.steps - switch
         trainer = TrajectoryTrainer(config, model, context, workdir, device, target=TwoSpheres(),
                                     sds_weight=sds_weight, profile_steps=min(profile_steps, phase_steps),
                                     profile_from=max(0, min(skip, phase_steps - profile_steps)),
@@ -267,7 +280,6 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     for record in records:
         events = record.pop("events", None)
         record["ms"] = events[0].elapsed_time(events[1]) if events else record["host_ms"]
-    switch = int(np.ceil(config.phases.switch_at * config.run.steps))
     result: dict = {"preset": name, "steps": config.run.steps, "preset_steps": full_steps, "sds_weight": sds_weight,
                     "overrides": overrides, "wall_s": round(wall, 2),
                     "first_mesh_s": None if first_mesh_s is None else round(first_mesh_s, 2)}
