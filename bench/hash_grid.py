@@ -102,6 +102,8 @@ def points_for(args, count: int, device: torch.device) -> torch.Tensor:
     rays one render step apart (the default renderer's 1.732 * 2 / 512 world units, 1/2 of it in the unit cube), in
     the order the renderer packs a step's samples."""
     generator = torch.Generator(device).manual_seed(0)
+    if getattr(args, "shell", False):
+        return shell_points(count, device)
     if not args.ray_ordered:
         return torch.rand(count, 3, device=device, generator=generator)
     rays = (count + 7) // 8
@@ -109,6 +111,33 @@ def points_for(args, count: int, device: torch.device) -> torch.Tensor:
     directions = torch.nn.functional.normalize(torch.randn(rays, 1, 3, device=device, generator=generator), dim=-1)
     steps = torch.arange(8, device=device, dtype=torch.float32)[None, :, None] * (1.732 / 512)
     return (origins + directions * steps).reshape(-1, 3)[:count].clamp(0.0, 1.0).contiguous()
+
+
+def shell_points(count: int, device: torch.device, views: int = 4, side: int = 256) -> torch.Tensor:
+    """[count, 3] in the unit cube as a formed object's render gives them: the rays of ``views`` views (azimuths 90
+    degrees apart, ``side``^2 pixels over the cube's width, parallel rays) that hit a sphere of radius 0.25 around the
+    cube's centre, each with the same number of consecutive samples one render step (1.732 / 512) apart from just
+    before its surface, as early ray termination leaves them; ray after ray, as the renderer packs them. The
+    coarse levels' corners are shared by far more samples than uniform points' are (the table gradient's atomics
+    contend as in a real run)."""
+    radius, step = 0.25, 1.732 / 512
+    u = (torch.arange(side, device=device, dtype=torch.float32) + 0.5) / side - 0.5
+    v, u = torch.meshgrid(u, u, indexing="ij")
+    hit = u.square() + v.square() < radius**2
+    u, v = u[hit], v[hit]
+    depth = 0.5 - torch.sqrt(radius**2 - u.square() - v.square())  # from the plane x = 0 (cube units) to the surface
+    per_ray = -(-count // (views * u.numel()))
+    offsets = (torch.arange(per_ray, device=device, dtype=torch.float32) - 2) * step
+    points = []
+    for view in range(views):
+        angle = 2 * torch.pi * view / views
+        direction = torch.tensor([torch.cos(torch.tensor(angle)), torch.sin(torch.tensor(angle)), 0.0], device=device)
+        across = torch.tensor([-direction[1], direction[0], 0.0], device=device)
+        up = torch.tensor([0.0, 0.0, 1.0], device=device)
+        origin = 0.5 - 0.5 * direction + u[:, None] * across + v[:, None] * up  # [rays, 3] on the cube's side
+        t = depth[:, None] + offsets[None, :]  # [rays, per_ray]
+        points.append(origin[:, None, :] + t[..., None] * direction)
+    return torch.cat([p.reshape(-1, 3) for p in points])[:count].clamp(0.0, 1.0).contiguous()
 
 
 def benchmark(args, device: torch.device) -> dict:
@@ -150,7 +179,70 @@ def benchmark(args, device: torch.device) -> dict:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return {"grid": settings, "warmup": args.warmup, "repeats": args.repeats, "ray_ordered": args.ray_ordered,
+            "shell": args.shell,
             "results": rows}
+
+
+def variants(args, device: torch.device) -> dict:
+    """Kernel times of the fused encoding's variants (no autograd: the kernels alone) on the same points."""
+    from backend.nerf import hash_grid_kernels as kernels
+
+    settings = grid_settings(args.levels)
+    grid = HashGrid(**settings, encoding="torch").to(device)
+    with torch.no_grad():
+        grid.table.uniform_(-1.0, 1.0)
+    table, scales, layout = grid.table.detach(), grid.level_scales, grid.level_layout
+    rows_total, features = table.shape
+    def rows_up_to(limit: int) -> int:  # the rows of the first levels, up to ``limit`` rows together
+        return max([offset for offset in grid.offsets if offset <= limit], default=0)
+
+    rows = []
+    for points in args.points:
+        x01 = points_for(args, points, device)
+        width = grid.output_dim
+        grad_features = torch.randn(points, width, device=device)
+        grad_rows = torch.randn(points, 3, width, device=device)
+        expected = kernels.encode(x01, table, scales, layout, True)
+        expected_gradient = kernels.table_gradient(x01, grad_features, grad_rows, scales, layout, rows_total, features)
+        cases = [("per-level", {}, {})]
+        cases += [(f"all-levels b{block} w{warps}", dict(block=block, num_warps=warps),
+                   dict(block=block, num_warps=warps)) for block, warps in ((16, 2), (16, 4), (32, 4))]
+        cases += [(f"all-levels b{block} w{warps} spread{spread} rows<={limit}", dict(block=block, num_warps=warps),
+                   dict(block=block, num_warps=warps, spread=spread, spread_rows=rows_up_to(limit)))
+                  for block, warps in ((16, 2), (32, 4)) for spread in (16, 32) for limit in (1 << 17, 1 << 20)]
+        for name, encode_options, gradient_options in cases:
+            if name == "per-level":
+                def encode(with_rows):
+                    return kernels.encode(x01, table, scales, layout, with_rows)
+
+                def gradient(with_rows):
+                    return kernels.table_gradient(x01, grad_features, grad_rows if with_rows else None, scales,
+                                                  layout, rows_total, features)
+            else:
+                def encode(with_rows, options=encode_options):
+                    return kernels.encode_all_levels(x01, table, scales, layout, with_rows, **options)
+
+                def gradient(with_rows, options=gradient_options):
+                    return kernels.table_gradient_all_levels(
+                        x01, grad_features, grad_rows if with_rows else None, scales, layout, rows_total, features,
+                        **options)
+            features_out, rows_out = encode(True)
+            difference = max(float((features_out - expected[0]).abs().max()),
+                             float((rows_out - expected[1]).abs().max()))
+            gradient_difference = float((gradient(True) - expected_gradient).abs().max() /
+                                        expected_gradient.abs().max())
+            row = {"variant": name, "points": points,
+                   "encode_ms": timed_ms(lambda: encode(False), device, args.warmup, args.repeats),
+                   "encode_rows_ms": timed_ms(lambda: encode(True), device, args.warmup, args.repeats),
+                   "table_gradient_ms": timed_ms(lambda: gradient(False), device, args.warmup, args.repeats),
+                   "table_gradient_rows_ms": timed_ms(lambda: gradient(True), device, args.warmup, args.repeats),
+                   "max_abs_difference": difference, "table_gradient_relative_difference": gradient_difference}
+            rows.append(row)
+            print(f"{name:42s} N={points:>9,} encode {row['encode_ms']:6.2f} / rows {row['encode_rows_ms']:6.2f} ms"
+                  f"  table gradient {row['table_gradient_ms']:6.2f} / rows {row['table_gradient_rows_ms']:6.2f} ms"
+                  f"  diff {difference:.1e} / {gradient_difference:.1e}", flush=True)
+    return {"grid": settings, "warmup": args.warmup, "repeats": args.repeats, "ray_ordered": args.ray_ordered,
+            "shell": args.shell, "offsets": grid.offsets, "variants": rows}
 
 
 def compile_check() -> dict:
@@ -201,6 +293,12 @@ def main() -> int:
     parser.add_argument("--levels", type=int, default=None, help="fewer levels than FieldConfig's 16 (smoke runs)")
     parser.add_argument("--ray-ordered", action="store_true",
                         help="points in runs along rays, as a step's samples come (default: uniform)")
+    parser.add_argument("--shell", action="store_true",
+                        help="points where a formed object's render puts them: runs along 4 views' rays from just "
+                             "before a sphere's surface (bench.hash_grid.shell_points)")
+    parser.add_argument("--variants", action="store_true",
+                        help="time the kernels' variants (per-level programs, all levels in one program at a few "
+                             "block sizes, the table gradient's coarse levels spread over copies) on the same points")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--compiled", action="store_true", help="also torch.compile the torch path (compiles ~1 min)")
@@ -227,7 +325,7 @@ def main() -> int:
     except ImportError:
         print("hash_grid: triton is not installed (pip install triton)", file=sys.stderr)
         return 2
-    results.update(benchmark(args, device))
+    results.update(variants(args, device) if args.variants else benchmark(args, device))
     results["seconds"] = round(time.perf_counter() - started, 1)
     print(f"hash_grid: {results['seconds']} s", flush=True)
     if args.json != "-":

@@ -35,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the compiled encoder's forward and backward at the first --views batch and "
+                             "print its kernels by GPU time")
+    parser.add_argument("--variants", action="store_true",
+                        help="instead: the compiled encoder's variants (Inductor's channels-last layout forced, the "
+                             "mid-block attention as plain matmuls), each timed and profiled")
+    parser.add_argument("--compile-mode", default="default",
+                        help="torch.compile mode of the compiled encoder (default: the trainer's)")
     args = parser.parse_args(argv)
 
     from backend.commands.model_options import load_model_from_args
@@ -46,13 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     namespace = argparse.Namespace(checkpoint=None, model="tiny" if args.tiny else "random", device=str(device),
                                    dtype="auto", offline=True, compile="off")
     model = load_model_from_args(namespace)
-    compile_vae_encoder(model, "default" if device.type == "cuda" else None)
+    compile_vae_encoder(model, args.compile_mode if device.type == "cuda" else None)
     compiled = getattr(model, "vae_encoder_moments", None)
     size = GenerateConfig().guidance.latent_resolution_input
     dtype = next(model.vae.parameters()).dtype
     autocast = device.type == "cuda"
     compute_dtype = guidance_autocast_dtype(dtype)
 
+    if args.variants:
+        return variants(args, model, device, size, compute_dtype, autocast)
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "date": datetime.date.today().isoformat(), "torch": torch.__version__, "size": size,
                "weights_dtype": str(dtype), "rows": []}
@@ -76,9 +86,90 @@ def main(argv: list[str] | None = None) -> int:
                 results["rows"].append(row)
                 print(f"[vae encoder] {row}", flush=True)
     torch.backends.cudnn.benchmark = False
+    if args.profile and compiled is not None:
+        results["profile"] = kernel_table(model, compiled, args.views[0], size, device, compute_dtype, autocast)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+def variants(args, model, device, size, compute_dtype, autocast) -> int:
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    from backend.models.acceleration import compile_vae_encoder
+    from backend.models.vae import encode_latents
+
+    rows, first_gradients = [], {}
+    for name, force_layout, plain_attention in (("as run", False, False), ("layout forced", True, False),
+                                                 ("layout forced, plain attention", True, True)):
+        model.vae.set_attn_processor(AttnProcessor() if plain_attention else AttnProcessor2_0())
+        compile_vae_encoder(model, "default", force_layout=force_layout)
+        compiled = model.vae_encoder_moments
+        for views in args.views:
+            generator = torch.Generator(device).manual_seed(views)  # the same images for every variant
+            images = torch.rand(views, 3, size, size, device=device, generator=generator) * 2 - 1
+
+            def step(moments=compiled):
+                source = images.clone().requires_grad_(True)
+                with torch.autocast(device.type, compute_dtype, enabled=autocast):
+                    latents = encode_latents(model.vae, source, moments=moments)
+                latents.float().square().sum().backward()
+                return source.grad
+
+            torch.manual_seed(0)  # the posterior sample's noise
+            gradient = step()
+            reference = first_gradients.setdefault(views, gradient)
+            difference = float((gradient - reference).abs().max() / reference.abs().max())
+            milliseconds = median_ms(step, device, args.warmup, args.repeats)
+            kernels = kernel_table(model, compiled, views, size, device, compute_dtype, autocast, top=8) \
+                if device.type == "cuda" else {"kernels_ms": float("nan"), "top_kernels": []}
+            row = {"variant": name, "views": views, "fwd_bwd_ms": round(milliseconds, 3),
+                   "input_gradient_relative_difference": difference, **kernels}
+            rows.append(row)
+            print(f"[vae encoder variant] {name}: {views} views {milliseconds:.2f} ms, kernels "
+                  f"{kernels['kernels_ms']:.2f} ms, input gradient vs the first variant {difference:.1e}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
+                                         "date": datetime.date.today().isoformat(), "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+def kernel_table(model, moments, views: int, size: int, device: torch.device, compute_dtype, autocast: bool,
+                 repeats: int = 10, top: int = 30) -> dict:
+    """The GPU kernels of ``repeats`` forward + backward calls of ``moments`` on ``views`` images, by total GPU
+    time (ms a call), printed and returned: which kernels make up the encoder's part of the floor."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from backend.models.vae import encode_latents
+
+    images = torch.rand(views, 3, size, size, device=device) * 2 - 1
+
+    def step():
+        source = images.clone().requires_grad_(True)
+        with torch.autocast(device.type, compute_dtype, enabled=autocast):
+            latents = encode_latents(model.vae, source, moments=moments)
+        latents.float().square().sum().backward()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            step()
+        torch.cuda.synchronize(device)
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type.name == "CUDA":
+            entry = kernels.setdefault(event.name, [0.0, 0])
+            entry[0] += event.device_time / 1e3 / repeats
+            entry[1] += 1 / repeats
+    rows = [{"kernel": name[:110], "ms_per_call": round(ms, 4), "launches_per_call": round(count, 1)}
+            for name, (ms, count) in sorted(kernels.items(), key=lambda item: -item[1][0])]
+    total = sum(row["ms_per_call"] for row in rows)
+    print(f"[vae encoder profile] {views} views: kernels {total:.2f} ms a call, {len(rows)} distinct", flush=True)
+    for row in rows[:top]:
+        print(f"  {row['ms_per_call']:8.3f} ms  x{row['launches_per_call']:5.1f}  {row['kernel']}", flush=True)
+    return {"kernels_ms": round(total, 3), "top_kernels": rows[:top]}
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def vae_encoder_graphs(unet_compile: str, device: torch.device) -> bool:
 
 
 def compile_vae_encoder(model, mode: str | None = "default", channels_last: bool = True, backend: str = "inductor",
-                        cuda_graphs: bool = False):
+                        cuda_graphs: bool = False, force_layout: bool = False):
     """Set ``model.vae_encoder_moments`` to the compiled ``encoder_moments`` of ``model.vae`` (None: unset it);
     ``cuda_graphs``: wrapped to replay its forward and backward from CUDA graphs (a GraphedEncoder).
 
@@ -89,6 +89,8 @@ def compile_vae_encoder(model, mode: str | None = "default", channels_last: bool
         return encoder_moments(vae, images.contiguous(memory_format=layout))
 
     options = {"mode": mode} if backend == "inductor" else {}
+    if backend == "inductor" and force_layout:
+        options = {"options": {"force_layout_optimization": True}} if mode in (None, "default") else options
     compiled = torch.compile(moments, backend=backend, dynamic=False, **options)
     if cuda_graphs:
         from backend.models.graphed_encoder import GraphedEncoder

@@ -210,3 +210,149 @@ def table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_g
             HAS_GRAD_FEATURES=grad_features is not None, HAS_GRAD_GRADIENT=grad_gradient is not None,
             BLOCK_POINTS=BLOCK, **LAUNCH_OPTIONS)
     return table_grad
+
+
+# --- All levels in one program (experimental, bench/hash_grid.py --variants) ---------------------------------------
+# One program handles BLOCK points at every level: the features [BLOCK, L, F] (and gradient rows) are built as one
+# tile and stored as whole rows (coalesced), where the per-level programs above write F floats of each row at a
+# time. The table gradient may spread the coarse levels' adds over SPREAD copies (program id modulo SPREAD), which
+# the caller sums: a formed object's samples share those levels' few corners, so their atomic adds contend.
+
+
+@triton.jit
+def _all_levels_block(x_ptr, scales_ptr, layout_ptr, n_points, LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr,
+                      FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr, BLOCK_POINTS: tl.constexpr):
+    points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
+    live = points < n_points
+    levels = tl.arange(0, LEVELS_P2)
+    level_live = levels < LEVELS
+    feature = tl.arange(0, FEATURES_P2)
+    mask3 = live[:, None, None] & level_live[None, :, None] & (feature < FEATURES)[None, None, :]
+    scale = tl.load(scales_ptr + levels, mask=level_live, other=0.0)[None, :]
+    offset = tl.load(layout_ptr + levels * 3, mask=level_live, other=0)[None, :]
+    side = tl.load(layout_ptr + levels * 3 + 1, mask=level_live, other=0)[None, :]
+    mask = tl.load(layout_ptr + levels * 3 + 2, mask=level_live, other=0)[None, :]
+    rows = points.to(tl.int64) * 3
+    x = tl.load(x_ptr + rows, mask=live, other=0.0)
+    y = tl.load(x_ptr + rows + 1, mask=live, other=0.0)
+    z = tl.load(x_ptr + rows + 2, mask=live, other=0.0)
+    x = tl.minimum(tl.maximum(tl.where(x == x, x, 0.0), 0.0), 1.0)[:, None]
+    y = tl.minimum(tl.maximum(tl.where(y == y, y, 0.0), 0.0), 1.0)[:, None]
+    z = tl.minimum(tl.maximum(tl.where(z == z, z, 0.0), 0.0), 1.0)[:, None]
+    px = x * scale + 0.5
+    py = y * scale + 0.5
+    pz = z * scale + 0.5
+    bx = tl.floor(px)
+    by = tl.floor(py)
+    bz = tl.floor(pz)
+    return (points, feature, levels, mask3, bx.to(tl.int32), by.to(tl.int32), bz.to(tl.int32), px - bx, py - by,
+            pz - bz, scale, offset, side, mask)
+
+
+@triton.jit
+def _encode_all_levels_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features_ptr, gradient_ptr, n_points,
+                              LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr, FEATURES: tl.constexpr,
+                              FEATURES_P2: tl.constexpr, WITH_GRADIENT: tl.constexpr, BLOCK_POINTS: tl.constexpr):
+    points, feature, levels, mask3, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _all_levels_block(
+        x_ptr, scales_ptr, layout_ptr, n_points, LEVELS, LEVELS_P2, FEATURES, FEATURES_P2, BLOCK_POINTS)
+    acc = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
+    grad_x = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
+    grad_y = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
+    grad_z = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
+    for corner in tl.static_range(8):
+        row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
+        values = tl.load(table_ptr + row[:, :, None] * FEATURES + feature[None, None, :], mask=mask3, other=0.0)
+        wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
+        acc += (wx * wy * wz)[:, :, None] * values
+        if WITH_GRADIENT:
+            gx, gy, gz = _weight_gradients(wx, wy, wz, scale, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
+            grad_x += gx[:, :, None] * values
+            grad_y += gy[:, :, None] * values
+            grad_z += gz[:, :, None] * values
+    width = LEVELS * FEATURES
+    column = levels[None, :, None] * FEATURES + feature[None, None, :]
+    out_rows = points.to(tl.int64)[:, None, None]
+    tl.store(features_ptr + out_rows * width + column, acc, mask=mask3)
+    if WITH_GRADIENT:
+        base = gradient_ptr + out_rows * (3 * width) + column
+        tl.store(base, grad_x, mask=mask3)
+        tl.store(base + width, grad_y, mask=mask3)
+        tl.store(base + 2 * width, grad_z, mask=mask3)
+
+
+@triton.jit
+def _table_gradient_all_levels_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, grad_gradient_ptr,
+                                      table_grad_ptr, n_points, table_rows, spread_rows,
+                                      LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr, FEATURES: tl.constexpr,
+                                      FEATURES_P2: tl.constexpr, HAS_GRAD_FEATURES: tl.constexpr,
+                                      HAS_GRAD_GRADIENT: tl.constexpr, SPREAD: tl.constexpr,
+                                      BLOCK_POINTS: tl.constexpr):
+    points, feature, levels, mask3, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _all_levels_block(
+        x_ptr, scales_ptr, layout_ptr, n_points, LEVELS, LEVELS_P2, FEATURES, FEATURES_P2, BLOCK_POINTS)
+    width = LEVELS * FEATURES
+    column = levels[None, :, None] * FEATURES + feature[None, None, :]
+    in_rows = points.to(tl.int64)[:, None, None]
+    grad_features = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
+    if HAS_GRAD_FEATURES:
+        grad_features = tl.load(grad_features_ptr + in_rows * width + column, mask=mask3, other=0.0)
+    grad_x = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
+    grad_y = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
+    grad_z = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
+    if HAS_GRAD_GRADIENT:
+        base = grad_gradient_ptr + in_rows * (3 * width) + column
+        grad_x = tl.load(base, mask=mask3, other=0.0)
+        grad_y = tl.load(base + width, mask=mask3, other=0.0)
+        grad_z = tl.load(base + 2 * width, mask=mask3, other=0.0)
+    copy = tl.program_id(0) % SPREAD
+    for corner in tl.static_range(8):
+        row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
+        if SPREAD > 1:  # rows of the spread (coarse) levels go to this program's copy, after the table's rows
+            row = tl.where((row < spread_rows) & (copy > 0), table_rows + (copy - 1) * spread_rows + row, row)
+        wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
+        contribution = (wx * wy * wz)[:, :, None] * grad_features
+        if HAS_GRAD_GRADIENT:
+            gx, gy, gz = _weight_gradients(wx, wy, wz, scale, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
+            contribution += gx[:, :, None] * grad_x + gy[:, :, None] * grad_y + gz[:, :, None] * grad_z
+        tl.atomic_add(table_grad_ptr + row[:, :, None] * FEATURES + feature[None, None, :], contribution,
+                      mask=mask3, sem="relaxed")
+
+
+ALL_LEVELS_BLOCK = 4096 if triton.knobs.runtime.interpret else 32
+
+
+def encode_all_levels(x01, table, scales, layout, with_gradient, block: int = ALL_LEVELS_BLOCK,
+                      num_warps: int = NUM_WARPS):
+    """``encode`` by the all-levels kernel (same outputs)."""
+    n_points, levels, features = x01.shape[0], scales.shape[0], table.shape[1]
+    out = torch.empty(n_points, levels * features, device=x01.device, dtype=torch.float32)
+    gradient = torch.empty(n_points, 3, levels * features, device=x01.device, dtype=torch.float32) \
+        if with_gradient else None
+    if n_points:
+        _encode_all_levels_kernel[(triton.cdiv(n_points, block),)](
+            x01, table, scales, layout, out, gradient if with_gradient else out, n_points,
+            LEVELS=levels, LEVELS_P2=triton.next_power_of_2(levels), FEATURES=features,
+            FEATURES_P2=triton.next_power_of_2(features), WITH_GRADIENT=with_gradient, BLOCK_POINTS=block,
+            num_warps=num_warps, enable_fp_fusion=False)
+    return out, gradient
+
+
+def table_gradient_all_levels(x01, grad_features, grad_gradient, scales, layout, table_rows: int, features: int,
+                              spread: int = 1, spread_rows: int = 0, block: int = ALL_LEVELS_BLOCK,
+                              num_warps: int = NUM_WARPS):
+    """``table_gradient`` by the all-levels kernel; ``spread`` > 1: the adds to rows below ``spread_rows`` (the
+    coarse levels') go to ``spread`` copies, summed here."""
+    spread = max(int(spread), 1) if spread_rows > 0 else 1
+    extra = (spread - 1) * spread_rows
+    table_grad = torch.zeros(table_rows + extra, features, device=x01.device, dtype=torch.float32)
+    n_points, levels = x01.shape[0], scales.shape[0]
+    if n_points and (grad_features is not None or grad_gradient is not None):
+        _table_gradient_all_levels_kernel[(triton.cdiv(n_points, block),)](
+            x01, scales, layout, grad_features if grad_features is not None else table_grad,
+            grad_gradient if grad_gradient is not None else table_grad, table_grad, n_points, table_rows,
+            spread_rows, LEVELS=levels, LEVELS_P2=triton.next_power_of_2(levels), FEATURES=features,
+            FEATURES_P2=triton.next_power_of_2(features), HAS_GRAD_FEATURES=grad_features is not None,
+            HAS_GRAD_GRADIENT=grad_gradient is not None, SPREAD=spread, BLOCK_POINTS=block, num_warps=num_warps,
+            enable_fp_fusion=False)
+    if extra:
+        table_grad[:spread_rows] += table_grad[table_rows:].view(spread - 1, spread_rows, features).sum(0)
+    return table_grad[:table_rows]
