@@ -184,8 +184,10 @@ def benchmark(args, device: torch.device) -> dict:
 
 
 def variants(args, device: torch.device) -> dict:
-    """Kernel times of the fused encoding's variants (no autograd: the kernels alone) on the same points."""
+    """Kernel times (no autograd: the kernels alone) of the fused encoding, and of its table gradient with the
+    coarse levels' adds spread over copies (as the field runs it) and without, on the same points."""
     from backend.nerf import hash_grid_kernels as kernels
+    from backend.nerf.hash_grid_triton import spread_rows_of
 
     settings = grid_settings(args.levels)
     grid = HashGrid(**settings, encoding="torch").to(device)
@@ -193,56 +195,37 @@ def variants(args, device: torch.device) -> dict:
         grid.table.uniform_(-1.0, 1.0)
     table, scales, layout = grid.table.detach(), grid.level_scales, grid.level_layout
     rows_total, features = table.shape
-    def rows_up_to(limit: int) -> int:  # the rows of the first levels, up to ``limit`` rows together
-        return max([offset for offset in grid.offsets if offset <= limit], default=0)
-
     rows = []
     for points in args.points:
         x01 = points_for(args, points, device)
         width = grid.output_dim
         grad_features = torch.randn(points, width, device=device)
         grad_rows = torch.randn(points, 3, width, device=device)
-        expected = kernels.encode(x01, table, scales, layout, True)
-        expected_gradient = kernels.table_gradient(x01, grad_features, grad_rows, scales, layout, rows_total, features)
-        cases = [("per-level", {}, {})]
-        cases += [(f"all-levels b{block} w{warps}", dict(block=block, num_warps=warps),
-                   dict(block=block, num_warps=warps)) for block, warps in ((16, 2), (16, 4), (32, 4))]
-        cases += [(f"all-levels b{block} w{warps} spread{spread} rows<={limit}", dict(block=block, num_warps=warps),
-                   dict(block=block, num_warps=warps, spread=spread, spread_rows=rows_up_to(limit)))
-                  for block, warps in ((16, 2), (32, 4)) for spread in (16, 32) for limit in (1 << 17, 1 << 20)]
-        for name, encode_options, gradient_options in cases:
-            if name == "per-level":
-                def encode(with_rows):
-                    return kernels.encode(x01, table, scales, layout, with_rows)
+        with torch.no_grad():
+            expected = grid(x01, with_gradient=True)
+        for name, spread_rows in (("spread", spread_rows_of(grid.offsets)), ("no spread", 0)):
+            def encode(with_rows):
+                return kernels.encode(x01, table, scales, layout, with_rows)
 
-                def gradient(with_rows):
-                    return kernels.table_gradient(x01, grad_features, grad_rows if with_rows else None, scales,
-                                                  layout, rows_total, features)
-            else:
-                def encode(with_rows, options=encode_options):
-                    return kernels.encode_all_levels(x01, table, scales, layout, with_rows, **options)
+            def gradient(with_rows, spread_rows=spread_rows):
+                return kernels.table_gradient(x01, grad_features, grad_rows if with_rows else None, scales, layout,
+                                              rows_total, features, spread_rows)
 
-                def gradient(with_rows, options=gradient_options):
-                    return kernels.table_gradient_all_levels(
-                        x01, grad_features, grad_rows if with_rows else None, scales, layout, rows_total, features,
-                        **options)
             features_out, rows_out = encode(True)
             difference = max(float((features_out - expected[0]).abs().max()),
                              float((rows_out - expected[1]).abs().max()))
-            gradient_difference = float((gradient(True) - expected_gradient).abs().max() /
-                                        expected_gradient.abs().max())
-            row = {"variant": name, "points": points,
+            row = {"variant": name, "spread_rows": spread_rows, "points": points,
                    "encode_ms": timed_ms(lambda: encode(False), device, args.warmup, args.repeats),
                    "encode_rows_ms": timed_ms(lambda: encode(True), device, args.warmup, args.repeats),
                    "table_gradient_ms": timed_ms(lambda: gradient(False), device, args.warmup, args.repeats),
                    "table_gradient_rows_ms": timed_ms(lambda: gradient(True), device, args.warmup, args.repeats),
-                   "max_abs_difference": difference, "table_gradient_relative_difference": gradient_difference}
+                   "max_abs_difference_from_torch": difference}
             rows.append(row)
-            print(f"{name:42s} N={points:>9,} encode {row['encode_ms']:6.2f} / rows {row['encode_rows_ms']:6.2f} ms"
+            print(f"{name:10s} N={points:>9,} encode {row['encode_ms']:6.2f} / rows {row['encode_rows_ms']:6.2f} ms"
                   f"  table gradient {row['table_gradient_ms']:6.2f} / rows {row['table_gradient_rows_ms']:6.2f} ms"
-                  f"  diff {difference:.1e} / {gradient_difference:.1e}", flush=True)
+                  f"  difference from torch {difference:.1e}", flush=True)
     return {"grid": settings, "warmup": args.warmup, "repeats": args.repeats, "ray_ordered": args.ray_ordered,
-            "shell": args.shell, "offsets": grid.offsets, "variants": rows}
+            "shell": args.shell, "variants": rows}
 
 
 def compile_check() -> dict:
@@ -255,21 +238,24 @@ def compile_check() -> dict:
     from backend.nerf import hash_grid_kernels as kernels
 
     target = GPUTarget("cuda", 90, 32)
-    pointers = ("*fp32",) * 6
     report = {}
     variants = [(kernels._encode_kernel, ("x_ptr", "table_ptr", "scales_ptr", "layout_ptr", "features_ptr",
-                                          "gradient_ptr"), {"WITH_GRADIENT": flag}) for flag in (False, True)]
+                                          "gradient_ptr"), ("n_points",),
+                 {"WITH_GRADIENT": flag, "BLOCK_POINTS": kernels.ENCODE_BLOCK}, kernels.ENCODE_WARPS)
+                for flag in (False, True)]
     variants += [(kernels._table_gradient_kernel, ("x_ptr", "scales_ptr", "layout_ptr", "grad_features_ptr",
-                                                   "grad_gradient_ptr", "table_grad_ptr"),
-                  {"HAS_GRAD_FEATURES": features, "HAS_GRAD_GRADIENT": rows})
-                 for features, rows in ((True, False), (True, True), (False, True))]
-    for kernel, pointer_names, flags in variants:
-        signature = {name: ("*i64" if name == "layout_ptr" else kind) for name, kind in zip(pointer_names, pointers)}
-        signature["n_points"] = "i32"
-        constants = {"LEVELS": 16, "FEATURES": 2, "FEATURES_P2": 2, "BLOCK_POINTS": kernels.BLOCK, **flags}
+                                                   "grad_gradient_ptr", "table_grad_ptr", "copies_ptr"),
+                  ("n_points", "spread_rows"),
+                  {"HAS_GRAD_FEATURES": features, "HAS_GRAD_GRADIENT": rows, "SPREAD_COPIES": copies,
+                   "BLOCK_POINTS": kernels.GRADIENT_BLOCK}, kernels.GRADIENT_WARPS)
+                 for features, rows in ((True, False), (True, True), (False, True)) for copies in (1, kernels.SPREAD)]
+    for kernel, pointer_names, integer_names, flags, warps in variants:
+        signature = {name: ("*i64" if name == "layout_ptr" else "*fp32") for name in pointer_names}
+        signature.update({name: "i32" for name in integer_names})
+        constants = {"LEVELS": 16, "LEVELS_P2": 16, "FEATURES": 2, "FEATURES_P2": 2, **flags}
         signature.update({name: "constexpr" for name in constants})
         compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants), target=target,
-                                  options=dict(kernels.LAUNCH_OPTIONS))
+                                  options=dict(kernels.NO_FMA, num_warps=warps))
         ptx = compiled.asm["ptx"]
         name = kernel.__name__ + "".join(f" {key}={value}" for key, value in flags.items())
         report[name] = {"ptx_chars": len(ptx), "fma": ptx.count("fma.")}

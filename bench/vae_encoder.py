@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def variants(args, model, device, size, compute_dtype, autocast) -> int:
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+    from diffusers.models.attention_processor import AttnProcessor2_0
 
     from backend.models.acceleration import compile_vae_encoder
     from backend.models.vae import encode_latents
@@ -102,8 +102,8 @@ def variants(args, model, device, size, compute_dtype, autocast) -> int:
     rows, first_gradients = [], {}
     for name, force_layout, plain_attention in (("as run", False, False), ("layout forced", True, False),
                                                  ("layout forced, plain attention", True, True)):
-        model.vae.set_attn_processor(AttnProcessor() if plain_attention else AttnProcessor2_0())
-        compile_vae_encoder(model, "default", force_layout=force_layout)
+        model.vae.set_attn_processor(AttnProcessor2_0())
+        compile_vae_encoder(model, "default", force_layout=force_layout, plain_attention=plain_attention)
         compiled = model.vae_encoder_moments
         for views in args.views:
             generator = torch.Generator(device).manual_seed(views)  # the same images for every variant

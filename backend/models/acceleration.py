@@ -67,19 +67,31 @@ def vae_encoder_graphs(unet_compile: str, device: torch.device) -> bool:
 
 
 def compile_vae_encoder(model, mode: str | None = "default", channels_last: bool = True, backend: str = "inductor",
-                        cuda_graphs: bool = False, force_layout: bool = False):
+                        cuda_graphs: bool = False, force_layout: bool = True, plain_attention: bool = True):
     """Set ``model.vae_encoder_moments`` to the compiled ``encoder_moments`` of ``model.vae`` (None: unset it);
     ``cuda_graphs``: wrapped to replay its forward and backward from CUDA graphs (a GraphedEncoder).
 
     ``channels_last``: the encoder's weights and its input in channels-last layout (cuDNN's fast path for half
     precision convolutions; the values stay those of the same convolutions). ``backend``: torch.compile's backend
-    (tests use "aot_eager" to check the traced path without a C++ toolchain)."""
+    (tests use "aot_eager" to check the traced path without a C++ toolchain).
+
+    ``force_layout``: Inductor keeps its own buffers channels-last too. Its heuristic turns that off for a graph
+    with a backward and a convolution with fewer outputs than half its inputs (the encoder's last, 512 -> 8
+    channels), and then every convolution's gradient is transposed to channels-last and back: 29 copies, 2.2 of
+    the 11.0 ms of GPU time of 4 views' forward and backward. ``plain_attention``: the VAE's one attention (the mid
+    block's, 1,024 tokens of 512 channels at 256^2) as matmuls and a softmax, the reference's own AttnBlock; SDPA's
+    memory-efficient backward took 1.5 ms for it. Together 11.0 -> 8.1 ms (4 views), 20.9 -> 15.9 ms (8 views) of GPU
+    time; bench/vae_encoder.py --variants, H200, 2026-12-03."""
     from backend.models.vae import encoder_moments
 
     if mode is None:
         model.vae_encoder_moments = None
         return model
     vae = model.vae
+    if plain_attention:
+        from diffusers.models.attention_processor import AttnProcessor
+
+        vae.set_attn_processor(AttnProcessor())
     layout = torch.channels_last if channels_last else torch.contiguous_format
     for module in (vae.encoder, vae.quant_conv):
         if module is not None:

@@ -74,6 +74,7 @@ class HashGrid(nn.Module):
         self.register_buffer("level_scales", torch.tensor(self.scales, dtype=torch.float32), persistent=False)
         layout = [(offset, side, size - 1) for offset, side, size in zip(self.offsets, self.sides, sizes)]
         self.register_buffer("level_layout", torch.tensor(layout, dtype=torch.int64), persistent=False)
+        self.spread_rows = hash_grid_triton.spread_rows_of(self.offsets)  # the fused table gradient's coarse rows
 
     @property
     def output_dim(self) -> int:
@@ -105,7 +106,7 @@ class HashGrid(nn.Module):
         [N, 3, levels*features] (one row per axis), from the same corner values."""
         if self.uses_fused(x01):
             return hash_grid_triton.fused_encode(x01, self.table, self.level_scales, self.level_layout,
-                                                 with_gradient)
+                                                 with_gradient, self.spread_rows)
         corners = _CORNERS.to(x01.device)
         features, gradients = [], []
         for level in range(self.levels):

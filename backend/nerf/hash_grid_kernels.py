@@ -3,15 +3,23 @@
 Imported only when the fused path first runs (importing triton takes about a second): whether a kernel is compiled
 for the GPU or run by Triton's CPU interpreter is decided here, at import, by ``TRITON_INTERPRET=1``.
 
-One program handles ``BLOCK`` points at one level (grid: point blocks x levels, one launch for all levels). The
-indexing is the torch ``HashGrid``'s exactly: position ``x * scale + 0.5`` (float32, multiply then add: no fused
-multiply-add, so cell boundaries fall where they fall in torch), the 8 corners of its cell, dense levels indexed
-``x + y * side + z * side^2``, hashed ones by tcnn's spatial hash ``x * 1 ^ y * 2654435761 ^ z * 805459861`` in
-uint32 (the low bits that the power-of-two mask keeps equal the torch path's int64 ones), plus the level's offset.
+One program handles a block of points at **every level**: its features [block, L, F] (and gradient rows) are one
+tile, stored as whole output rows. (Programs of one level each, storing F floats of every row at a time, took 4.8x
+as long with gradient rows on a formed object's 1.4 M samples: bench/hash_grid.py --variants --shell, H200,
+2026-12-03.) The indexing is the torch ``HashGrid``'s exactly: position ``x * scale + 0.5`` (float32, multiply then
+add: no fused multiply-add, so cell boundaries fall where they fall in torch), the 8 corners of its cell, dense
+levels indexed ``x + y * side + z * side^2``, hashed ones by tcnn's spatial hash ``x * 1 ^ y * 2654435761 ^ z *
+805459861`` in uint32 (the low bits that the power-of-two mask keeps equal the torch path's int64 ones), plus the
+level's offset.
+
+The table gradient is summed with float32 atomic adds. A formed object's samples share the coarse levels' few
+corners, so those adds contend: the adds to the first ``spread_rows`` rows (the coarse levels) go to one of
+``SPREAD`` copies (the program's id modulo SPREAD; copy 0 is the table gradient itself), summed after the kernel
+(2.2x less time for that kernel on the same samples).
 
 Memory layout: positions [N, 3], table [rows, F], features [N, L*F] (level l at columns l*F..l*F+F-1), gradient
-rows [N, 3, L*F] (d features / d x, d y, d z), all float32 and contiguous; the table gradient is float32 too, summed
-with atomic adds (so its summation order, not its value, varies from run to run).
+rows [N, 3, L*F] (d features / d x, d y, d z), all float32 and contiguous; the table gradient is float32 too (its
+summation order, not its value, varies from run to run).
 """
 
 from __future__ import annotations
@@ -20,34 +28,15 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK = 4096 if triton.knobs.runtime.interpret else 128  # points per program (the interpreter: whole tests in one)
-NUM_WARPS = 4
+# Points a program (the interpreter: whole tests in a few programs) and warps, the fastest of those timed
+# (bench/hash_grid.py --variants --shell, H200): the encoding 16 points x 2 warps, the table gradient 32 x 4.
+ENCODE_BLOCK, ENCODE_WARPS = (1024 if triton.knobs.runtime.interpret else 16), 2
+GRADIENT_BLOCK, GRADIENT_WARPS = (1024 if triton.knobs.runtime.interpret else 32), 4
+SPREAD = 16  # copies of the coarse levels' table gradient
 
 # enable_fp_fusion False: x * scale + 0.5 rounded twice, as torch does (bench/hash_grid.py --compile-check checks
-# the PTX); the interpreter accepts and ignores both.
-LAUNCH_OPTIONS = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
-
-
-@triton.jit
-def _cell(x_ptr, scales_ptr, points, live, level):
-    """Clamped positions' cell origin (int32) and fractions along x, y, z at ``level``, and the level's scale."""
-    scale = tl.load(scales_ptr + level)
-    rows = points.to(tl.int64) * 3
-    x = tl.load(x_ptr + rows, mask=live, other=0.0)
-    y = tl.load(x_ptr + rows + 1, mask=live, other=0.0)
-    z = tl.load(x_ptr + rows + 2, mask=live, other=0.0)
-    # Memory safety: NaN -> 0 and the unit cube's clamp (the field clamps before encoding; the torch reference would
-    # index outside a dense level's table for points outside it).
-    x = tl.minimum(tl.maximum(tl.where(x == x, x, 0.0), 0.0), 1.0)
-    y = tl.minimum(tl.maximum(tl.where(y == y, y, 0.0), 0.0), 1.0)
-    z = tl.minimum(tl.maximum(tl.where(z == z, z, 0.0), 0.0), 1.0)
-    px = x * scale + 0.5
-    py = y * scale + 0.5
-    pz = z * scale + 0.5
-    bx = tl.floor(px)
-    by = tl.floor(py)
-    bz = tl.floor(pz)
-    return bx.to(tl.int32), by.to(tl.int32), bz.to(tl.int32), px - bx, py - by, pz - bz, scale
+# the PTX); the interpreter accepts and ignores it.
+NO_FMA = {"enable_fp_fusion": False}
 
 
 @triton.jit
@@ -99,135 +88,17 @@ def _weight_gradients(wx, wy, wz, scale, cx: tl.constexpr, cy: tl.constexpr, cz:
 
 
 @triton.jit
-def _level_block(x_ptr, scales_ptr, layout_ptr, n_points, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
-                 BLOCK_POINTS: tl.constexpr):
-    """What both kernels start with: this program's points and level, the live-point mask, the feature columns
-    and their mask, the points' cells at the level, and the level's layout (table offset, dense side, hash mask)."""
-    level = tl.program_id(1)
-    points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
-    live = points < n_points
-    feature = tl.arange(0, FEATURES_P2)
-    live_mask = live[:, None] & (feature < FEATURES)[None, :]
-    bx, by, bz, fx, fy, fz, scale = _cell(x_ptr, scales_ptr, points, live, level)
-    offset = tl.load(layout_ptr + level * 3)
-    side = tl.load(layout_ptr + level * 3 + 1)
-    mask = tl.load(layout_ptr + level * 3 + 2)
-    return level, points, feature, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask
-
-
-@triton.jit
-def _encode_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features_ptr, gradient_ptr, n_points,
-                   LEVELS: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
-                   WITH_GRADIENT: tl.constexpr, BLOCK_POINTS: tl.constexpr):
-    level, points, feature, store_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _level_block(
-        x_ptr, scales_ptr, layout_ptr, n_points, FEATURES, FEATURES_P2, BLOCK_POINTS)
-    acc = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
-    grad_x = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
-    grad_y = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
-    grad_z = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
-    for corner in tl.static_range(8):  # corner bits: x, y, z offsets 0/1 (compile-time constants)
-        row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
-        values = tl.load(table_ptr + row[:, None] * FEATURES + feature[None, :], mask=store_mask, other=0.0)
-        wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
-        acc += (wx * wy * wz)[:, None] * values
-        if WITH_GRADIENT:
-            gx, gy, gz = _weight_gradients(wx, wy, wz, scale, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
-            grad_x += gx[:, None] * values
-            grad_y += gy[:, None] * values
-            grad_z += gz[:, None] * values
-    width = LEVELS * FEATURES
-    column = level * FEATURES + feature[None, :]
-    out_rows = points.to(tl.int64)[:, None]
-    tl.store(features_ptr + out_rows * width + column, acc, mask=store_mask)
-    if WITH_GRADIENT:
-        base = gradient_ptr + out_rows * (3 * width) + column
-        tl.store(base, grad_x, mask=store_mask)
-        tl.store(base + width, grad_y, mask=store_mask)
-        tl.store(base + 2 * width, grad_z, mask=store_mask)
-
-
-@triton.jit
-def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, grad_gradient_ptr, table_grad_ptr,
-                           n_points, LEVELS: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
-                           HAS_GRAD_FEATURES: tl.constexpr, HAS_GRAD_GRADIENT: tl.constexpr,
-                           BLOCK_POINTS: tl.constexpr):
-    level, points, feature, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _level_block(
-        x_ptr, scales_ptr, layout_ptr, n_points, FEATURES, FEATURES_P2, BLOCK_POINTS)
-    width = LEVELS * FEATURES
-    column = level * FEATURES + feature[None, :]
-    in_rows = points.to(tl.int64)[:, None]
-    grad_features = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
-    if HAS_GRAD_FEATURES:
-        grad_features = tl.load(grad_features_ptr + in_rows * width + column, mask=live_mask, other=0.0)
-    grad_x = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
-    grad_y = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
-    grad_z = tl.zeros((BLOCK_POINTS, FEATURES_P2), dtype=tl.float32)
-    if HAS_GRAD_GRADIENT:
-        base = grad_gradient_ptr + in_rows * (3 * width) + column
-        grad_x = tl.load(base, mask=live_mask, other=0.0)
-        grad_y = tl.load(base + width, mask=live_mask, other=0.0)
-        grad_z = tl.load(base + 2 * width, mask=live_mask, other=0.0)
-    for corner in tl.static_range(8):
-        row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
-        wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
-        contribution = (wx * wy * wz)[:, None] * grad_features
-        if HAS_GRAD_GRADIENT:
-            gx, gy, gz = _weight_gradients(wx, wy, wz, scale, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
-            contribution += gx[:, None] * grad_x + gy[:, None] * grad_y + gz[:, None] * grad_z
-        tl.atomic_add(table_grad_ptr + row[:, None] * FEATURES + feature[None, :], contribution, mask=live_mask,
-                      sem="relaxed")
-
-
-def _grid(n_points: int, levels: int) -> tuple[int, int]:
-    return (triton.cdiv(n_points, BLOCK), levels)
-
-
-def encode(x01: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, layout: torch.Tensor,
-           with_gradient: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Features [N, L*F] and, with ``with_gradient``, gradient rows [N, 3, L*F] (contiguous float32 inputs)."""
-    n_points, levels, features = x01.shape[0], scales.shape[0], table.shape[1]
-    out = torch.empty(n_points, levels * features, device=x01.device, dtype=torch.float32)
-    gradient = torch.empty(n_points, 3, levels * features, device=x01.device, dtype=torch.float32) \
-        if with_gradient else None
-    if n_points:
-        _encode_kernel[_grid(n_points, levels)](
-            x01, table, scales, layout, out, gradient if with_gradient else out, n_points,
-            LEVELS=levels, FEATURES=features, FEATURES_P2=triton.next_power_of_2(features),
-            WITH_GRADIENT=with_gradient, BLOCK_POINTS=BLOCK, **LAUNCH_OPTIONS)
-    return out, gradient
-
-
-def table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_gradient: torch.Tensor | None,
-                   scales: torch.Tensor, layout: torch.Tensor, table_rows: int, features: int) -> torch.Tensor:
-    """d loss / d table [rows, F] (float32) from the outputs' gradients (None: zero)."""
-    table_grad = torch.zeros(table_rows, features, device=x01.device, dtype=torch.float32)
-    n_points, levels = x01.shape[0], scales.shape[0]
-    if n_points and (grad_features is not None or grad_gradient is not None):
-        _table_gradient_kernel[_grid(n_points, levels)](
-            x01, scales, layout, grad_features if grad_features is not None else table_grad,
-            grad_gradient if grad_gradient is not None else table_grad, table_grad, n_points,
-            LEVELS=levels, FEATURES=features, FEATURES_P2=triton.next_power_of_2(features),
-            HAS_GRAD_FEATURES=grad_features is not None, HAS_GRAD_GRADIENT=grad_gradient is not None,
-            BLOCK_POINTS=BLOCK, **LAUNCH_OPTIONS)
-    return table_grad
-
-
-# --- All levels in one program (experimental, bench/hash_grid.py --variants) ---------------------------------------
-# One program handles BLOCK points at every level: the features [BLOCK, L, F] (and gradient rows) are built as one
-# tile and stored as whole rows (coalesced), where the per-level programs above write F floats of each row at a
-# time. The table gradient may spread the coarse levels' adds over SPREAD copies (program id modulo SPREAD), which
-# the caller sums: a formed object's samples share those levels' few corners, so their atomic adds contend.
-
-
-@triton.jit
-def _all_levels_block(x_ptr, scales_ptr, layout_ptr, n_points, LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr,
-                      FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr, BLOCK_POINTS: tl.constexpr):
+def _block(x_ptr, scales_ptr, layout_ptr, n_points, LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr,
+           FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr, BLOCK_POINTS: tl.constexpr):
+    """What both kernels start with: this program's points, the feature columns, the live [points, levels,
+    features] mask, and at every level ([points, levels]) the cell origins (int32), the fractions along x, y, z,
+    and ([1, levels]) the level's scale and layout (table offset, dense side or 0, hash mask)."""
     points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
     live = points < n_points
     levels = tl.arange(0, LEVELS_P2)
     level_live = levels < LEVELS
     feature = tl.arange(0, FEATURES_P2)
-    mask3 = live[:, None, None] & level_live[None, :, None] & (feature < FEATURES)[None, None, :]
+    live_mask = live[:, None, None] & level_live[None, :, None] & (feature < FEATURES)[None, None, :]
     scale = tl.load(scales_ptr + levels, mask=level_live, other=0.0)[None, :]
     offset = tl.load(layout_ptr + levels * 3, mask=level_live, other=0)[None, :]
     side = tl.load(layout_ptr + levels * 3 + 1, mask=level_live, other=0)[None, :]
@@ -236,6 +107,8 @@ def _all_levels_block(x_ptr, scales_ptr, layout_ptr, n_points, LEVELS: tl.conste
     x = tl.load(x_ptr + rows, mask=live, other=0.0)
     y = tl.load(x_ptr + rows + 1, mask=live, other=0.0)
     z = tl.load(x_ptr + rows + 2, mask=live, other=0.0)
+    # Memory safety: NaN -> 0 and the unit cube's clamp (the field clamps before encoding; the torch reference would
+    # index outside a dense level's table for points outside it).
     x = tl.minimum(tl.maximum(tl.where(x == x, x, 0.0), 0.0), 1.0)[:, None]
     y = tl.minimum(tl.maximum(tl.where(y == y, y, 0.0), 0.0), 1.0)[:, None]
     z = tl.minimum(tl.maximum(tl.where(z == z, z, 0.0), 0.0), 1.0)[:, None]
@@ -245,23 +118,24 @@ def _all_levels_block(x_ptr, scales_ptr, layout_ptr, n_points, LEVELS: tl.conste
     bx = tl.floor(px)
     by = tl.floor(py)
     bz = tl.floor(pz)
-    return (points, feature, levels, mask3, bx.to(tl.int32), by.to(tl.int32), bz.to(tl.int32), px - bx, py - by,
-            pz - bz, scale, offset, side, mask)
+    return (points, feature, levels, live_mask, bx.to(tl.int32), by.to(tl.int32), bz.to(tl.int32), px - bx,
+            py - by, pz - bz, scale, offset, side, mask)
 
 
 @triton.jit
-def _encode_all_levels_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features_ptr, gradient_ptr, n_points,
-                              LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr, FEATURES: tl.constexpr,
-                              FEATURES_P2: tl.constexpr, WITH_GRADIENT: tl.constexpr, BLOCK_POINTS: tl.constexpr):
-    points, feature, levels, mask3, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _all_levels_block(
+def _encode_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features_ptr, gradient_ptr, n_points,
+                   LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr,
+                   WITH_GRADIENT: tl.constexpr, BLOCK_POINTS: tl.constexpr):
+    points, feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _block(
         x_ptr, scales_ptr, layout_ptr, n_points, LEVELS, LEVELS_P2, FEATURES, FEATURES_P2, BLOCK_POINTS)
     acc = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
     grad_x = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
     grad_y = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
     grad_z = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
-    for corner in tl.static_range(8):
+    for corner in tl.static_range(8):  # corner bits: x, y, z offsets 0/1 (compile-time constants)
         row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
-        values = tl.load(table_ptr + row[:, :, None] * FEATURES + feature[None, None, :], mask=mask3, other=0.0)
+        values = tl.load(table_ptr + row[:, :, None] * FEATURES + feature[None, None, :], mask=live_mask,
+                         other=0.0)
         wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
         acc += (wx * wy * wz)[:, :, None] * values
         if WITH_GRADIENT:
@@ -272,87 +146,92 @@ def _encode_all_levels_kernel(x_ptr, table_ptr, scales_ptr, layout_ptr, features
     width = LEVELS * FEATURES
     column = levels[None, :, None] * FEATURES + feature[None, None, :]
     out_rows = points.to(tl.int64)[:, None, None]
-    tl.store(features_ptr + out_rows * width + column, acc, mask=mask3)
+    tl.store(features_ptr + out_rows * width + column, acc, mask=live_mask)
     if WITH_GRADIENT:
         base = gradient_ptr + out_rows * (3 * width) + column
-        tl.store(base, grad_x, mask=mask3)
-        tl.store(base + width, grad_y, mask=mask3)
-        tl.store(base + 2 * width, grad_z, mask=mask3)
+        tl.store(base, grad_x, mask=live_mask)
+        tl.store(base + width, grad_y, mask=live_mask)
+        tl.store(base + 2 * width, grad_z, mask=live_mask)
 
 
 @triton.jit
-def _table_gradient_all_levels_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, grad_gradient_ptr,
-                                      table_grad_ptr, n_points, table_rows, spread_rows,
-                                      LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr, FEATURES: tl.constexpr,
-                                      FEATURES_P2: tl.constexpr, HAS_GRAD_FEATURES: tl.constexpr,
-                                      HAS_GRAD_GRADIENT: tl.constexpr, SPREAD: tl.constexpr,
-                                      BLOCK_POINTS: tl.constexpr):
-    points, feature, levels, mask3, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _all_levels_block(
+def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, grad_gradient_ptr, table_grad_ptr,
+                           copies_ptr, n_points, spread_rows, LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr,
+                           FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr, HAS_GRAD_FEATURES: tl.constexpr,
+                           HAS_GRAD_GRADIENT: tl.constexpr, SPREAD_COPIES: tl.constexpr,
+                           BLOCK_POINTS: tl.constexpr):
+    points, feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _block(
         x_ptr, scales_ptr, layout_ptr, n_points, LEVELS, LEVELS_P2, FEATURES, FEATURES_P2, BLOCK_POINTS)
     width = LEVELS * FEATURES
     column = levels[None, :, None] * FEATURES + feature[None, None, :]
     in_rows = points.to(tl.int64)[:, None, None]
     grad_features = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
     if HAS_GRAD_FEATURES:
-        grad_features = tl.load(grad_features_ptr + in_rows * width + column, mask=mask3, other=0.0)
+        grad_features = tl.load(grad_features_ptr + in_rows * width + column, mask=live_mask, other=0.0)
     grad_x = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
     grad_y = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
     grad_z = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
     if HAS_GRAD_GRADIENT:
         base = grad_gradient_ptr + in_rows * (3 * width) + column
-        grad_x = tl.load(base, mask=mask3, other=0.0)
-        grad_y = tl.load(base + width, mask=mask3, other=0.0)
-        grad_z = tl.load(base + 2 * width, mask=mask3, other=0.0)
-    copy = tl.program_id(0) % SPREAD
+        grad_x = tl.load(base, mask=live_mask, other=0.0)
+        grad_y = tl.load(base + width, mask=live_mask, other=0.0)
+        grad_z = tl.load(base + 2 * width, mask=live_mask, other=0.0)
+    copy = tl.program_id(0) % SPREAD_COPIES  # 0: the table gradient itself; k > 0: copy k of the coarse rows
     for corner in tl.static_range(8):
         row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
-        if SPREAD > 1:  # rows of the spread (coarse) levels go to this program's copy, after the table's rows
-            row = tl.where((row < spread_rows) & (copy > 0), table_rows + (copy - 1) * spread_rows + row, row)
         wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
         contribution = (wx * wy * wz)[:, :, None] * grad_features
         if HAS_GRAD_GRADIENT:
             gx, gy, gz = _weight_gradients(wx, wy, wz, scale, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
             contribution += gx[:, :, None] * grad_x + gy[:, :, None] * grad_y + gz[:, :, None] * grad_z
-        tl.atomic_add(table_grad_ptr + row[:, :, None] * FEATURES + feature[None, None, :], contribution,
-                      mask=mask3, sem="relaxed")
+        target = table_grad_ptr + row[:, :, None] * FEATURES + feature[None, None, :]
+        if SPREAD_COPIES > 1:
+            spread = (row < spread_rows) & (copy > 0)
+            copied = copies_ptr + ((copy - 1) * spread_rows + row)[:, :, None] * FEATURES + feature[None, None, :]
+            target = tl.where(spread[:, :, None], copied, target)
+        tl.atomic_add(target, contribution, mask=live_mask, sem="relaxed")
 
 
-ALL_LEVELS_BLOCK = 4096 if triton.knobs.runtime.interpret else 32
+def _shape(scales: torch.Tensor, table_features: int) -> dict:
+    levels = scales.shape[0]
+    return {"LEVELS": levels, "LEVELS_P2": triton.next_power_of_2(levels), "FEATURES": table_features,
+            "FEATURES_P2": triton.next_power_of_2(table_features)}
 
 
-def encode_all_levels(x01, table, scales, layout, with_gradient, block: int = ALL_LEVELS_BLOCK,
-                      num_warps: int = NUM_WARPS):
-    """``encode`` by the all-levels kernel (same outputs)."""
+def encode(x01: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, layout: torch.Tensor,
+           with_gradient: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features [N, L*F] and, with ``with_gradient``, gradient rows [N, 3, L*F] (contiguous float32 inputs)."""
     n_points, levels, features = x01.shape[0], scales.shape[0], table.shape[1]
     out = torch.empty(n_points, levels * features, device=x01.device, dtype=torch.float32)
     gradient = torch.empty(n_points, 3, levels * features, device=x01.device, dtype=torch.float32) \
         if with_gradient else None
     if n_points:
-        _encode_all_levels_kernel[(triton.cdiv(n_points, block),)](
+        _encode_kernel[(triton.cdiv(n_points, ENCODE_BLOCK),)](
             x01, table, scales, layout, out, gradient if with_gradient else out, n_points,
-            LEVELS=levels, LEVELS_P2=triton.next_power_of_2(levels), FEATURES=features,
-            FEATURES_P2=triton.next_power_of_2(features), WITH_GRADIENT=with_gradient, BLOCK_POINTS=block,
-            num_warps=num_warps, enable_fp_fusion=False)
+            WITH_GRADIENT=with_gradient, BLOCK_POINTS=ENCODE_BLOCK, num_warps=ENCODE_WARPS, **_shape(scales, features),
+            **NO_FMA)
     return out, gradient
 
 
-def table_gradient_all_levels(x01, grad_features, grad_gradient, scales, layout, table_rows: int, features: int,
-                              spread: int = 1, spread_rows: int = 0, block: int = ALL_LEVELS_BLOCK,
-                              num_warps: int = NUM_WARPS):
-    """``table_gradient`` by the all-levels kernel; ``spread`` > 1: the adds to rows below ``spread_rows`` (the
-    coarse levels') go to ``spread`` copies, summed here."""
-    spread = max(int(spread), 1) if spread_rows > 0 else 1
-    extra = (spread - 1) * spread_rows
-    table_grad = torch.zeros(table_rows + extra, features, device=x01.device, dtype=torch.float32)
-    n_points, levels = x01.shape[0], scales.shape[0]
-    if n_points and (grad_features is not None or grad_gradient is not None):
-        _table_gradient_all_levels_kernel[(triton.cdiv(n_points, block),)](
-            x01, scales, layout, grad_features if grad_features is not None else table_grad,
-            grad_gradient if grad_gradient is not None else table_grad, table_grad, n_points, table_rows,
-            spread_rows, LEVELS=levels, LEVELS_P2=triton.next_power_of_2(levels), FEATURES=features,
-            FEATURES_P2=triton.next_power_of_2(features), HAS_GRAD_FEATURES=grad_features is not None,
-            HAS_GRAD_GRADIENT=grad_gradient is not None, SPREAD=spread, BLOCK_POINTS=block, num_warps=num_warps,
-            enable_fp_fusion=False)
-    if extra:
-        table_grad[:spread_rows] += table_grad[table_rows:].view(spread - 1, spread_rows, features).sum(0)
-    return table_grad[:table_rows]
+def table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_gradient: torch.Tensor | None,
+                   scales: torch.Tensor, layout: torch.Tensor, table_rows: int, features: int,
+                   spread_rows: int = 0) -> torch.Tensor:
+    """d loss / d table [rows, F] (float32) from the outputs' gradients (None: zero). The adds to rows below
+    ``spread_rows`` (whole coarse levels; 0: none) are spread over ``SPREAD`` copies and summed here."""
+    table_grad = torch.zeros(table_rows, features, device=x01.device, dtype=torch.float32)
+    n_points = x01.shape[0]
+    if not n_points or (grad_features is None and grad_gradient is None):
+        return table_grad
+    programs = triton.cdiv(n_points, GRADIENT_BLOCK)
+    copies_count = SPREAD if spread_rows > 0 and programs >= SPREAD else 1  # (one kernel variant for both cases)
+    copies = torch.zeros(copies_count - 1, spread_rows, features, device=x01.device, dtype=torch.float32) \
+        if copies_count > 1 else table_grad
+    _table_gradient_kernel[(programs,)](
+        x01, scales, layout, grad_features if grad_features is not None else table_grad,
+        grad_gradient if grad_gradient is not None else table_grad, table_grad, copies, n_points, spread_rows,
+        HAS_GRAD_FEATURES=grad_features is not None, HAS_GRAD_GRADIENT=grad_gradient is not None,
+        SPREAD_COPIES=copies_count, BLOCK_POINTS=GRADIENT_BLOCK, num_warps=GRADIENT_WARPS, **_shape(scales, features),
+        **NO_FMA)
+    if copies_count > 1:
+        table_grad[:spread_rows] += copies.sum(dim=0)
+    return table_grad

@@ -111,6 +111,34 @@ def test_features_alone_and_their_table_gradient_with_three_features_a_level():
 
 
 @runs_kernels
+def test_table_gradient_spread_over_copies_equals_the_torch_reference(monkeypatch):
+    """The coarse levels' adds spread over copies (the field's setting: every level but the last here, whose rows
+    fit in SPREAD_ROWS_LIMIT) sum to the same table gradient as one table does, and as the torch path's. Programs of
+    32 points, so that the ~1,000 points make more programs than there are copies (every copy is written)."""
+    from backend.nerf import hash_grid_kernels as kernels
+    from backend.nerf.hash_grid_triton import spread_rows_of
+
+    monkeypatch.setattr(kernels, "GRADIENT_BLOCK", 32)
+    reference, fused = grids()
+    spread_rows = spread_rows_of(fused.offsets)
+    assert spread_rows == fused.offsets[-1] > 0 and fused.spread_rows == spread_rows
+    x01 = sample_points()
+    assert x01.shape[0] >= kernels.SPREAD * 32
+    expected_features, expected_rows = reference(x01, with_gradient=True)
+    generator = torch.Generator().manual_seed(9)
+    feature_weights = torch.randn(expected_features.shape, generator=generator).to(DEVICE)
+    row_weights = torch.randn(expected_rows.shape, generator=generator).to(DEVICE)
+    ((expected_features * feature_weights).sum() + (expected_rows * row_weights).sum()).backward()
+    rows, features = fused.table.shape
+    arguments = (x01, feature_weights, row_weights, fused.level_scales, fused.level_layout, rows, features)
+    spread = kernels.table_gradient(*arguments, spread_rows)
+    single = kernels.table_gradient(*arguments, 0)
+    assert_close_scaled(spread, single, 1e-5)
+    assert_close_scaled(spread, reference.table.grad, 1e-5)
+    assert spread[:spread_rows].abs().sum() > 0
+
+
+@runs_kernels
 def test_field_with_the_fused_encoding_equals_the_torch_field():
     """The whole field with analytic normals (the trainer's path): density, albedo, normals and every parameter's
     gradient of a loss on all three, fused encoding against the torch one with the same weights."""

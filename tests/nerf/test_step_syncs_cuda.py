@@ -37,9 +37,10 @@ def test_a_step_synchronises_the_host_only_for_its_samples_and_losses(tmp_path):
     sites = syncs.stop(steps, top=20)
     # torch's own code (a line of torch/cuda/__init__.py) synchronised once in the window on the H200 (2026-12-03),
     # as it does once in every profile window of bench/generate.py whatever the window's length (0.05 a step over
-    # 20 steps, 0.1 over 10): a one-off of torch's, not a step's, and not this code's
+    # 20 steps, 0.1 over 10): a one-off of torch's, not a step's, and not this code's. The figures a step are
+    # rounded to 0.01 (once in 6 steps: 0.17), so torch's count is rounded back to whole synchronisations.
     ours = [site for site in sites if not site["where"].startswith("cuda/")]
-    torch_own = sum(site["per_step"] for site in sites if site["where"].startswith("cuda/")) * steps
+    torch_own = round(sum(site["per_step"] for site in sites if site["where"].startswith("cuda/")) * steps)
     assert sum(site["per_step"] for site in ours) <= ALLOWED_PER_STEP, sites
-    assert torch_own <= 1.01, sites
+    assert torch_own <= 1, sites
     assert any(site["where"].startswith("nerf/trainer.py:") for site in sites), sites  # the losses: counted
