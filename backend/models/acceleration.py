@@ -78,7 +78,7 @@ def compile_vae_encoder(model, mode: str | None = "default", channels_last: bool
     ``force_layout``: Inductor keeps its own buffers channels-last too. Its heuristic turns that off for a graph
     with a backward and a convolution with fewer outputs than half its inputs (the encoder's last, 512 -> 8
     channels), and then every convolution's gradient is transposed to channels-last and back: 29 copies, 2.2 of
-    the 11.0 ms of GPU time of 4 views' forward and backward. ``plain_attention``: the VAE's one attention (the mid
+    the 11.0 ms of GPU time of 4 views' forward and backward. ``plain_attention``: the encoder's one attention (its mid
     block's, 1,024 tokens of 512 channels at 256^2) as matmuls and a softmax, the reference's own AttnBlock; SDPA's
     memory-efficient backward took 1.5 ms for it. Together 11.0 -> 8.1 ms (4 views), 20.9 -> 15.9 ms (8 views) of GPU
     time; bench/vae_encoder.py --variants, H200, 2026-12-03."""
@@ -88,10 +88,12 @@ def compile_vae_encoder(model, mode: str | None = "default", channels_last: bool
         model.vae_encoder_moments = None
         return model
     vae = model.vae
-    if plain_attention:
+    if plain_attention:  # the encoder's attention only: the decoder (previews) keeps its own
         from diffusers.models.attention_processor import AttnProcessor
 
-        vae.set_attn_processor(AttnProcessor())
+        for attention in vae.encoder.mid_block.attentions:
+            if attention is not None:
+                attention.set_processor(AttnProcessor())
     layout = torch.channels_last if channels_last else torch.contiguous_format
     for module in (vae.encoder, vae.quant_conv):
         if module is not None:

@@ -64,6 +64,10 @@ def test_compiled_encoder_gives_the_eager_latents_and_gradients():
     eager_latents, eager_grad = latents_and_grad(None)
     compile_vae_encoder(model, "default", channels_last=True, backend="aot_eager")
     assert model.vae_encoder_moments is not None
+    # the encoder's attention as plain matmuls and a softmax (compared below with the eager SDPA it replaced); the
+    # decoder's, which the previews run, untouched
+    assert type(model.vae.encoder.mid_block.attentions[0].processor).__name__ == "AttnProcessor"
+    assert type(model.vae.decoder.mid_block.attentions[0].processor).__name__ == "AttnProcessor2_0"
     compiled_latents, compiled_grad = latents_and_grad(model.vae_encoder_moments)
     # channels-last convolutions sum in another order: float32 rounding, relative 1e-5 of values of order 1
     torch.testing.assert_close(compiled_latents, eager_latents, rtol=1e-5, atol=1e-5)
