@@ -3,6 +3,7 @@
     python bench/hash_grid.py                       # CUDA: N = 1M and 4M points, ~30 s; JSON to bench/results/
     python bench/hash_grid.py --compiled            # also the torch path under torch.compile (the trainer's)
     python bench/hash_grid.py --compile-check       # no GPU needed: the kernels compile for sm_90, no fma
+    python bench/hash_grid.py --shell --variants --points 1400000,4000000   # a formed object's samples, kernels alone
     python bench/hash_grid.py --device cpu --points 1000 --levels 2 --repeats 1   # smoke run (Triton interpreter)
 
 The grid is FieldConfig's (16 levels x 2 features, 2^19 rows a level; ``--levels`` shrinks it). For each N, with
@@ -283,8 +284,8 @@ def main() -> int:
                         help="points where a formed object's render puts them: runs along 4 views' rays from just "
                              "before a sphere's surface (bench.hash_grid.shell_points)")
     parser.add_argument("--variants", action="store_true",
-                        help="time the kernels' variants (per-level programs, all levels in one program at a few "
-                             "block sizes, the table gradient's coarse levels spread over copies) on the same points")
+                        help="time the kernels alone on the same points: the encoding, and the table gradient with "
+                             "the coarse levels' adds spread over copies (as the field runs it) and without")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--compiled", action="store_true", help="also torch.compile the torch path (compiles ~1 min)")
