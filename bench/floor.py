@@ -35,22 +35,31 @@ def guidance_ms(model, device: torch.device, config: GenerateConfig, views: int,
     views) at the latent size, and the VAE encoder forward and backward of the views at ``latent_resolution_input``
     (``moments``: the encoder to time, None for the eager one; the model as the run uses it)."""
     from backend.diffusion.precision import guidance_autocast_dtype
+    from backend.diffusion.sds import guided_noise
     from backend.models.vae import encode_latents
 
     size = config.guidance.latent_resolution_input
     latent = size // 8
     dtype = next(model.unet.parameters()).dtype if isinstance(model.unet, torch.nn.Module) else torch.float32
-    context = torch.randn(2 * views, 1, model.unet_context_dim, device=device, dtype=dtype)
-    x = torch.randn(2 * views, 4, latent, latent, device=device, dtype=dtype)
-    t = torch.full((2 * views,), 500, device=device)
-    camera = torch.randn(2 * views, 16, device=device, dtype=dtype)
     images = torch.rand(views, 3, size, size, device=device) * 2 - 1
     autocast = device.type == "cuda" and config.run.mixed_precision
     compute_dtype = guidance_autocast_dtype(dtype)  # the trainer's choice (backend.diffusion.precision)
+    # The UNet's inputs as SDSGuidance gives them: a compiled UNet guards on their dtypes and strides, and a floor
+    # call that differs compiles and records the UNet anew (a float16 camera code here, float32 in the run: a
+    # minute on an H200) and times another graph. Noisy latents in the encoder's output layout (channels-last where
+    # it is) and the weights' dtype, the context in the weights' dtype, one timestep for all views, camera codes
+    # float32; guided_noise stacks [uncond; cond] as the run's step does.
+    with torch.no_grad(), torch.autocast(device.type, compute_dtype, enabled=autocast):
+        noisy = encode_latents(model.vae, images, moments=moments).float().to(dtype)
+    assert noisy.shape[-1] == latent
+    context = torch.randn(views, 1, model.unet_context_dim, device=device, dtype=dtype)
+    t = torch.full((1,), 500, device=device).expand(views)
+    codes = torch.randn(views, 16, device=device, dtype=torch.float32)
 
     def unet():
         with torch.no_grad(), torch.autocast(device.type, compute_dtype, enabled=autocast):
-            model.unet(x, t, context=context, camera=camera, num_frames=config.cameras.views_per_object)
+            guided_noise(model.unet, noisy, t, context, codes, config.cameras.views_per_object,
+                         config.guidance.guidance_scale)
 
     def vae():
         source = images.clone().requires_grad_(True)
