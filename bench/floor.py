@@ -29,6 +29,20 @@ def median_ms(fn, device: torch.device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def encoder_forward_backward(model, images: torch.Tensor, moments, compute_dtype: torch.dtype,
+                             autocast: bool) -> torch.Tensor:
+    """The SDS step's VAE encoder on ``images`` [N, 3, H, W] in [-1, 1], forward and backward (the input's gradient
+    only, as the step's), under the run's autocast; ``moments``: the encoder (None: the eager one). Returns the
+    images' gradient."""
+    from backend.models.vae import encode_latents
+
+    source = images.clone().requires_grad_(True)
+    with torch.autocast(images.device.type, compute_dtype, enabled=autocast):
+        latents = encode_latents(model.vae, source, moments=moments)
+    latents.float().square().sum().backward()
+    return source.grad
+
+
 def guidance_ms(model, device: torch.device, config: GenerateConfig, views: int, repeats: int, warmup: int,
                 moments=None) -> tuple[float, float]:
     """(UNet ms, VAE ms) of one SDS step's guidance for ``views`` views: one guidance UNet call ([uncond; cond] x
@@ -62,10 +76,7 @@ def guidance_ms(model, device: torch.device, config: GenerateConfig, views: int,
                          config.guidance.guidance_scale)
 
     def vae():
-        source = images.clone().requires_grad_(True)
-        with torch.autocast(device.type, compute_dtype, enabled=autocast):
-            latents = encode_latents(model.vae, source, moments=moments)
-        latents.float().square().sum().backward()
+        encoder_forward_backward(model, images, moments, compute_dtype, autocast)
 
     return median_ms(unet, device, warmup, repeats), median_ms(vae, device, warmup, repeats)
 

@@ -204,27 +204,29 @@ def variants(args, device: torch.device) -> dict:
         grad_rows = torch.randn(points, 3, width, device=device)
         with torch.no_grad():
             expected = grid(x01, with_gradient=True)
-        for name, spread_rows in (("spread", spread_rows_of(grid.offsets)), ("no spread", 0)):
-            def encode(with_rows):
-                return kernels.encode(x01, table, scales, layout, with_rows)
 
+        def encode(with_rows):
+            return kernels.encode(x01, table, scales, layout, with_rows)
+
+        features_out, rows_out = encode(True)
+        difference = max(float((features_out - expected[0]).abs().max()), float((rows_out - expected[1]).abs().max()))
+        row = {"points": points, "encode_ms": timed_ms(lambda: encode(False), device, args.warmup, args.repeats),
+               "encode_rows_ms": timed_ms(lambda: encode(True), device, args.warmup, args.repeats),
+               "max_abs_difference_from_torch": difference, "table_gradient": {}}
+        print(f"N={points:>9,} encode {row['encode_ms']:6.2f} / with rows {row['encode_rows_ms']:6.2f} ms  "
+              f"difference from torch {difference:.1e}", flush=True)
+        for name, spread_rows in (("spread", spread_rows_of(grid.offsets)), ("no spread", 0)):
             def gradient(with_rows, spread_rows=spread_rows):
                 return kernels.table_gradient(x01, grad_features, grad_rows if with_rows else None, scales, layout,
                                               rows_total, features, spread_rows)
 
-            features_out, rows_out = encode(True)
-            difference = max(float((features_out - expected[0]).abs().max()),
-                             float((rows_out - expected[1]).abs().max()))
-            row = {"variant": name, "spread_rows": spread_rows, "points": points,
-                   "encode_ms": timed_ms(lambda: encode(False), device, args.warmup, args.repeats),
-                   "encode_rows_ms": timed_ms(lambda: encode(True), device, args.warmup, args.repeats),
-                   "table_gradient_ms": timed_ms(lambda: gradient(False), device, args.warmup, args.repeats),
-                   "table_gradient_rows_ms": timed_ms(lambda: gradient(True), device, args.warmup, args.repeats),
-                   "max_abs_difference_from_torch": difference}
-            rows.append(row)
-            print(f"{name:10s} N={points:>9,} encode {row['encode_ms']:6.2f} / rows {row['encode_rows_ms']:6.2f} ms"
-                  f"  table gradient {row['table_gradient_ms']:6.2f} / rows {row['table_gradient_rows_ms']:6.2f} ms"
-                  f"  difference from torch {difference:.1e}", flush=True)
+            times = {"spread_rows": spread_rows,
+                     "ms": timed_ms(lambda: gradient(False), device, args.warmup, args.repeats),
+                     "rows_ms": timed_ms(lambda: gradient(True), device, args.warmup, args.repeats)}
+            row["table_gradient"][name] = times
+            print(f"{'':12s} table gradient, {name:9s} {times['ms']:6.2f} / with rows {times['rows_ms']:6.2f} ms",
+                  flush=True)
+        rows.append(row)
     return {"grid": settings, "warmup": args.warmup, "repeats": args.repeats, "ray_ordered": args.ray_ordered,
             "shell": args.shell, "variants": rows}
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from backend.nerf.presets import GenerateConfig
-from bench.floor import median_ms
+from bench.floor import encoder_forward_backward, median_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     from backend.commands.model_options import load_model_from_args
     from backend.diffusion.precision import guidance_autocast_dtype
     from backend.models.acceleration import compile_vae_encoder
-    from backend.models.vae import encode_latents
 
     device = torch.device(args.device)
     namespace = argparse.Namespace(checkpoint=None, model="tiny" if args.tiny else "random", device=str(device),
@@ -75,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
 
                 def step(moments=moments):
-                    source = images.clone().requires_grad_(True)
-                    with torch.autocast(device.type, compute_dtype, enabled=autocast):
-                        latents = encode_latents(model.vae, source, moments=moments)
-                    latents.float().square().sum().backward()
+                    encoder_forward_backward(model, images, moments, compute_dtype, autocast)
 
                 milliseconds = median_ms(step, device, args.warmup, args.repeats)
                 row = {"views": views, "encoder": name, "cudnn_benchmark": benchmark,
@@ -94,14 +90,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def variants(args, model, device, size, compute_dtype, autocast) -> int:
+    """The compiled encoder with Inductor's layout heuristic and SDPA attention (before 2026-12-03), with the
+    layout forced, and with the attention plain as well (what runs now): timed, profiled, and each one's input
+    gradient against the first's."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     from backend.models.acceleration import compile_vae_encoder
-    from backend.models.vae import encode_latents
 
     rows, first_gradients = [], {}
-    for name, force_layout, plain_attention in (("as run", False, False), ("layout forced", True, False),
-                                                 ("layout forced, plain attention", True, True)):
+    for name, force_layout, plain_attention in (("Inductor's layout heuristic, SDPA", False, False),
+                                                 ("layout forced", True, False),
+                                                 ("layout forced, plain attention (the run's)", True, True)):
         model.vae.set_attn_processor(AttnProcessor2_0())
         compile_vae_encoder(model, "default", force_layout=force_layout, plain_attention=plain_attention)
         compiled = model.vae_encoder_moments
@@ -110,11 +109,7 @@ def variants(args, model, device, size, compute_dtype, autocast) -> int:
             images = torch.rand(views, 3, size, size, device=device, generator=generator) * 2 - 1
 
             def step(moments=compiled):
-                source = images.clone().requires_grad_(True)
-                with torch.autocast(device.type, compute_dtype, enabled=autocast):
-                    latents = encode_latents(model.vae, source, moments=moments)
-                latents.float().square().sum().backward()
-                return source.grad
+                return encoder_forward_backward(model, images, moments, compute_dtype, autocast)
 
             torch.manual_seed(0)  # the posterior sample's noise
             gradient = step()
@@ -136,41 +131,28 @@ def variants(args, model, device, size, compute_dtype, autocast) -> int:
 
 def kernel_table(model, moments, views: int, size: int, device: torch.device, compute_dtype, autocast: bool,
                  repeats: int = 10, top: int = 30) -> dict:
-    """The GPU kernels of ``repeats`` forward + backward calls of ``moments`` on ``views`` images, by total GPU
-    time (ms a call), printed and returned: which kernels make up the encoder's part of the floor."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from backend.models.vae import encode_latents
+    """The GPU kernels of ``repeats`` forward + backward calls of ``moments`` on ``views`` images (recorded by
+    backend.profiling.StepProfile, a call a step): their GPU time a call and the ``top`` kernels by total time,
+    printed and returned: which kernels make up the encoder's part of the floor."""
+    from backend.profiling import StepProfile
 
     images = torch.rand(views, 3, size, size, device=device) * 2 - 1
-
-    def step():
-        source = images.clone().requires_grad_(True)
-        with torch.autocast(device.type, compute_dtype, enabled=autocast):
-            latents = encode_latents(model.vae, source, moments=moments)
-        latents.float().square().sum().backward()
-
     for _ in range(3):
-        step()
+        encoder_forward_backward(model, images, moments, compute_dtype, autocast)
     torch.cuda.synchronize(device)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(repeats):
-            step()
-        torch.cuda.synchronize(device)
-    kernels: dict[str, list[float]] = {}
-    for event in prof.events():
-        if event.device_type.name == "CUDA":
-            entry = kernels.setdefault(event.name, [0.0, 0])
-            entry[0] += event.device_time / 1e3 / repeats
-            entry[1] += 1 / repeats
-    rows = [{"kernel": name[:110], "ms_per_call": round(ms, 4), "launches_per_call": round(count, 1)}
-            for name, (ms, count) in sorted(kernels.items(), key=lambda item: -item[1][0])]
-    total = sum(row["ms_per_call"] for row in rows)
-    print(f"[vae encoder profile] {views} views: kernels {total:.2f} ms a call, {len(rows)} distinct", flush=True)
-    for row in rows[:top]:
+    profile = StepProfile(device, repeats, top)
+    profile.start()
+    for _ in range(repeats):
+        encoder_forward_backward(model, images, moments, compute_dtype, autocast)
+    torch.cuda.synchronize(device)
+    summary = profile.stop()
+    rows = [{"kernel": kernel["name"], "ms_per_call": round(kernel["ms_total"] / repeats, 4),
+             "launches_per_call": round(kernel["calls"] / repeats, 1)} for kernel in summary["top"]]
+    total = summary["gpu_busy_ms_per_step"]
+    print(f"[vae encoder profile] {views} views: kernels {total:.2f} ms a call", flush=True)
+    for row in rows:
         print(f"  {row['ms_per_call']:8.3f} ms  x{row['launches_per_call']:5.1f}  {row['kernel']}", flush=True)
-    return {"kernels_ms": round(total, 3), "top_kernels": rows[:top]}
-
+    return {"kernels_ms": total, "top_kernels": rows}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -102,9 +102,14 @@ def compile_vae_encoder(model, mode: str | None = "default", channels_last: bool
     def moments(images: torch.Tensor) -> torch.Tensor:
         return encoder_moments(vae, images.contiguous(memory_format=layout))
 
-    options = {"mode": mode} if backend == "inductor" else {}
-    if backend == "inductor" and force_layout:
-        options = {"options": {"force_layout_optimization": True}} if mode in (None, "default") else options
+    options = {}
+    if backend == "inductor":  # the mode as Inductor options (torch.compile takes a mode or options, not both)
+        from torch._inductor import list_mode_options
+
+        inductor_options = dict(list_mode_options(mode or "default"))
+        if force_layout:
+            inductor_options["force_layout_optimization"] = True
+        options = {"options": inductor_options}
     compiled = torch.compile(moments, backend=backend, dynamic=False, **options)
     if cuda_graphs:
         from backend.models.graphed_encoder import GraphedEncoder
