@@ -128,3 +128,19 @@ def idle_gaps(records: list[TraceRecord], steps: int, top: int = 15, min_gap_us:
                       "gaps_per_step": round(count / steps, 2)}
                      for (region_label, operator), (ns, count) in ranked],
     }
+
+
+def launches_by_region(records: list[TraceRecord], steps: int) -> dict[str, dict[str, float]]:
+    """Per step region ("(none)" outside them): the CUDA runtime calls a step made there (kernel and graph launches,
+    copies, synchronisations: each one's host cost is what a step bound by its host pays) and their host ms a step."""
+    steps = max(steps, 1)
+    calls = [r for r in records if not r.on_device and _is_runtime_call(r.name)]
+    regions = [r for r in records if not r.on_device and _is_region(r.name)]
+    names = _innermost(regions, [call.start_ns for call in calls])
+    totals: dict[str, list[float]] = {}
+    for call, region_name in zip(calls, names):
+        entry = totals.setdefault(region_name[len(REGION_PREFIX):] if region_name else "(none)", [0, 0.0])
+        entry[0] += 1
+        entry[1] += call.end_ns - call.start_ns
+    return {name: {"calls_per_step": round(count / steps, 1), "host_ms_per_step": round(ns / 1e6 / steps, 3)}
+            for name, (count, ns) in sorted(totals.items(), key=lambda item: -item[1][0])}

@@ -6,7 +6,9 @@ outermost region is
 
 - labelled for torch.profiler (``torch.profiler.record_function("iso3d:<name>")``), so a trace shows it, and
 - timed: on CUDA by events recorded on the current stream at its entry and exit (the GPU time between them, idle
-  gaps included: the step's real cost of that part), on the CPU by the host clock.
+  gaps included: the step's real cost of that part), on the CPU by the host clock; and on either, by the host clock
+  as well (``host_totals_ms``: how long the host spent queueing the region, waits for the device included: where a
+  step that is bound by its host goes).
 
 A region inside another (the field's density queries inside ``mesh``, a render inside ``views``) is not counted on
 its own: the totals are of top-level regions, which do not overlap, so what is left of the window is ``other``.
@@ -19,7 +21,7 @@ import time
 
 import torch
 
-from backend.gpu_idle import idle_gaps, records_from_profiler
+from backend.gpu_idle import idle_gaps, launches_by_region, records_from_profiler
 
 # The top-level regions, in the order a step runs them (names used by the trainer, renderer and guidance).
 REGIONS = (
@@ -46,11 +48,13 @@ class RegionRecorder:
     def __init__(self, device: torch.device):
         self.cuda = torch.device(device).type == "cuda"
         self.depth = 0
-        self.open: list[tuple[str, object, object]] = []  # (name, record_function context, start marker)
-        self.pending: list[tuple[str, object, object]] = []  # (name, start marker, end marker) of closed regions
+        self.open: list[tuple[str, object, object, float]] = []  # (name, record_function, start marker, host start)
+        self.pending: list[tuple[str, object, object, float]] = []  # (name, start, end marker, host ms) when closed
         self.window: tuple[object, object] | None = None
         self.totals_ms: dict[str, float] = {}
+        self.host_totals_ms: dict[str, float] = {}
         self.window_ms = 0.0
+        self.host_window_ms = 0.0
 
     def _marker(self):
         if self.cuda:
@@ -66,7 +70,7 @@ class RegionRecorder:
         global _recorder
         if _recorder is not None:
             raise RuntimeError("a region recorder is already active")
-        self.window = (self._marker(), None)
+        self.window = (self._marker(), time.perf_counter())
         _recorder = self
 
     def stop(self) -> dict[str, float]:
@@ -75,11 +79,13 @@ class RegionRecorder:
         if _recorder is self:
             _recorder = None
         end = self._marker()
+        self.host_window_ms = (time.perf_counter() - self.window[1]) * 1e3
         if self.cuda:
             torch.cuda.synchronize()
         self.window_ms = self._elapsed_ms(self.window[0], end)
-        for name, begin, finish in self.pending:
+        for name, begin, finish, host_ms in self.pending:
             self.totals_ms[name] = self.totals_ms.get(name, 0.0) + self._elapsed_ms(begin, finish)
+            self.host_totals_ms[name] = self.host_totals_ms.get(name, 0.0) + host_ms
         self.pending.clear()
         return self.totals_ms
 
@@ -88,15 +94,15 @@ class RegionRecorder:
         if self.depth == 1:
             label = torch.profiler.record_function(f"iso3d:{name}")
             label.__enter__()
-            self.open.append((name, label, self._marker()))
+            self.open.append((name, label, self._marker(), time.perf_counter()))
 
     def exit(self, name: str) -> None:
         if self.depth == 0:  # entered before the recorder started: not counted
             return
         self.depth -= 1
         if self.depth == 0 and self.open:
-            opened, label, begin = self.open.pop()
-            self.pending.append((opened, begin, self._marker()))
+            opened, label, begin, host_begin = self.open.pop()
+            self.pending.append((opened, begin, self._marker(), (time.perf_counter() - host_begin) * 1e3))
             label.__exit__(None, None, None)
 
 
@@ -177,8 +183,13 @@ class StepProfile:
         window = self.recorder.window_ms / steps
         regions = {name: round(totals[name] / steps, 3) for name in REGIONS if name in totals}
         regions["other"] = round(max(window - sum(regions.values()), 0.0), 3)
+        host = {name: round(self.recorder.host_totals_ms[name] / steps, 3) for name in REGIONS
+                if name in self.recorder.host_totals_ms}
+        host_window = self.recorder.host_window_ms / steps
+        host["other"] = round(max(host_window - sum(host.values()), 0.0), 3)
         summary = {"steps": self.steps, "timing": "cuda events" if self.recorder.cuda else "host clock",
-                   "step_ms": round(window, 3), "regions_ms_per_step": regions, "top_kind": "", "top": []}
+                   "step_ms": round(window, 3), "regions_ms_per_step": regions,
+                   "host_step_ms": round(host_window, 3), "host_regions_ms_per_step": host, "top_kind": "", "top": []}
         try:  # the table of kernels is a bonus: the region times stand without it
             if self.profiler is not None:
                 self.profiler.stop()
@@ -214,11 +225,13 @@ class StepProfile:
                 entry[0] += event.duration_ns() / 1e6
                 entry[1] += 1
         work = [entry for name, entry in device.items() if not name.startswith("iso3d:")]
+        records = records_from_profiler(events)
         return {"top_kind": "CUDA kernels", "top": self._ranked(device),
                 "gpu_busy_ms_per_step": round(sum(ms for ms, _ in work) / steps, 3),
                 "gpu_kernels_per_step": round(sum(calls for _, calls in work) / steps, 1),
                 "top_host": self._ranked(host),
-                **idle_gaps(records_from_profiler(events), steps, self.top)}
+                "runtime_calls_by_region": launches_by_region(records, steps),
+                **idle_gaps(records, steps, self.top)}
 
     def _ranked(self, totals: dict[str, list[float]]) -> list[dict]:
         ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:self.top]
@@ -297,9 +310,10 @@ def format_profile(summary: dict) -> str:
     step = summary["step_ms"] or float("nan")
     phase = f"phase-{summary['phase']} " if "phase" in summary else ""
     lines = [f"profile: {summary['steps']} {phase}step(s), {step:.1f} ms/step ({summary['timing']})",
-             f"  {'region':<20s} {'ms/step':>9s} {'share':>6s}"]
+             f"  {'region':<20s} {'ms/step':>9s} {'share':>6s} {'host ms':>9s}"]
+    host = summary.get("host_regions_ms_per_step", {})
     for name, ms in summary["regions_ms_per_step"].items():
-        lines.append(f"  {name:<20s} {ms:9.2f} {100 * ms / step:5.1f}%")
+        lines.append(f"  {name:<20s} {ms:9.2f} {100 * ms / step:5.1f}% {host.get(name, float('nan')):9.2f}")
     if summary.get("top_error"):
         lines.append(f"  no kernel table: {summary['top_error']}")
     if "gpu_busy_ms_per_step" in summary:
@@ -311,6 +325,10 @@ def format_profile(summary: dict) -> str:
         for row in summary["idle_top"]:
             lines.append(f"  {row['ms_per_step']:9.3f} {row['gaps_per_step']:7.1f}  {row['region']} / "
                          f"{row['operator'][:80]}")
+    if summary.get("runtime_calls_by_region"):
+        lines.append("  CUDA runtime calls a step by region (calls, host ms): " + ", ".join(
+            f"{name} {row['calls_per_step']:.0f} / {row['host_ms_per_step']:.2f}"
+            for name, row in summary["runtime_calls_by_region"].items()))
     lines.append(f"  top {len(summary['top'])} {summary['top_kind']} over the window (ms total, calls):")
     for row in summary["top"]:
         lines.append(f"  {row['ms_total']:9.2f} {row['calls']:6d}  {row['name'][:90]}")

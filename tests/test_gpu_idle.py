@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from backend.gpu_idle import TraceRecord, idle_gaps, records_from_profiler
+from backend.gpu_idle import TraceRecord, idle_gaps, launches_by_region, records_from_profiler
 
 US = 1_000  # ns
 
@@ -46,6 +46,26 @@ def test_gaps_are_put_down_to_the_launch_after_them():
          "gaps_per_step": 1.0},
         {"region": "backward", "operator": "aten::mm", "ms_per_step": 0.015, "gaps_per_step": 1.0},
     ]
+
+
+def test_runtime_calls_are_counted_by_the_region_open_at_each_on_any_thread():
+    records = [
+        host("iso3d:render.sampling", 0, 100),
+        host("cudaLaunchKernel", 12, 14, correlation=1),
+        host("cudaStreamSynchronize", 20, 55),  # a synchronisation is a runtime call too: its wait is host time
+        host("iso3d::hash_grid_features", 75, 85),  # a custom op, not a region: its launch is sampling's
+        host("cuLaunchKernel", 80, 82, correlation=2),
+        host("iso3d:backward", 100, 200),
+        host("cudaLaunchKernel", 152, 154, thread=2, correlation=3),  # the autograd engine's thread, inside backward
+        host("cudnnConvolutionForward", 160, 170),  # a cuDNN call: not a runtime call
+        host("cudaMemcpyAsync", 210, 216, correlation=4),  # outside every region
+        kernel("nonzero_kernel", 15, 35, correlation=1),
+    ]
+    assert launches_by_region(records, steps=2) == {
+        "render.sampling": {"calls_per_step": 1.5, "host_ms_per_step": round((2 + 35 + 2) / 1e3 / 2, 3)},
+        "backward": {"calls_per_step": 0.5, "host_ms_per_step": 0.001},
+        "(none)": {"calls_per_step": 0.5, "host_ms_per_step": 0.003},
+    }
 
 
 def test_gaps_are_averaged_over_steps_and_small_ones_only_counted():
