@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +78,47 @@ class StepPlan:
     lambda_orient: float
 
 
+LOSS_NAMES = ("loss", "sds", "orient", "t")
+
+
+class StepLosses(Mapping):
+    """One step's losses ({"loss", "sds", "orient", "t"} -> float), read from the device when first asked for.
+
+    On CUDA the step queues a copy of its four values into pinned host memory and an event after it, so the host
+    goes on to the next step without waiting for this one; reading the values waits for this step's work only.
+    A non-finite loss raises GenerationError when the values are read (``failure`` makes it); the optimiser's
+    update of that step was skipped on the device (``found_inf``), so the weights stay the last good ones."""
+
+    def __init__(self, step: int, values: torch.Tensor, failure: Callable[[int, float], GenerationError]):
+        self.step = step  # the step these are of (steps done before it)
+        self._failure = failure
+        self._values: list[float] | None = None
+        if values.device.type == "cuda":
+            self._host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            self._host.copy_(values, non_blocking=True)
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+        else:
+            self._values = values.tolist()
+
+    def values(self) -> dict[str, float]:
+        if self._values is None:
+            self._ready.synchronize()
+            self._values = self._host.tolist()
+        if not math.isfinite(self._values[0]):
+            raise self._failure(self.step, self._values[0])
+        return dict(zip(LOSS_NAMES, self._values))
+
+    def __getitem__(self, name: str) -> float:
+        return self.values()[name]
+
+    def __iter__(self):
+        return iter(LOSS_NAMES)
+
+    def __len__(self) -> int:
+        return len(LOSS_NAMES)
+
+
 class SDSTrainer:
     """Optimises a RadianceField by SDS for one image's conditioning ``context`` [1, T, D]."""
 
@@ -105,10 +146,16 @@ class SDSTrainer:
         self.guidance = SDSGuidance(model.unet, model.alphas_cumprod, encoder, config.guidance, self.total_steps,
                                     getattr(model, "camera_encoding", DEFAULT_CAMERA_ENCODING))
         o = config.optimizer  # fused on CUDA: one kernel a parameter group (a fast step is bound by its launches)
+        # On CUDA the fused AdamW also skips a step whose loss is not finite on the device (``found_inf``, as
+        # under a GradScaler), so the host need not read the loss before queueing the update (StepLosses).
+        self.guard_on_device = self.device.type == "cuda"
+        # ``run`` reports each step once the next is queued (StepLosses): on CUDA, where the host would otherwise
+        # wait for each step's end before queueing the next; on the CPU every step is synchronous anyway
+        self.pipelined = self.guard_on_device
         self.optimizer = torch.optim.AdamW(
             [{"params": self.field.grid_parameters(), "lr": o.lr_grid},
              {"params": self.field.mlp_parameters(), "lr": o.lr_mlp}],
-            betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=self.device.type == "cuda" or None)
+            betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=self.guard_on_device or None)
         self.step = 0  # the next step to run
         self.elapsed_before = 0.0  # seconds spent in earlier sessions of this run
         self.checkpoints = CheckpointWriter(self.workdir / CHECKPOINT_NAME, self.device)
@@ -160,8 +207,9 @@ class SDSTrainer:
         return (self.config.run.seed * 1_000_003 + step * 7919) % (2**63 - 1)
 
     # -- one optimisation step -----------------------------------------------------------------------------------
-    def train_step(self) -> dict[str, float]:
-        """Run step ``self.step``; returns its losses. Raises GenerationError on a non-finite loss."""
+    def train_step(self) -> StepLosses:
+        """Queue step ``self.step``; returns its losses (read from the device when first asked for). A non-finite
+        loss raises GenerationError: on the CPU here, on CUDA when the losses are read."""
         step = self.step
         seed = self._step_seed(step)
         devices = [self.device] if self.device.type == "cuda" else []
@@ -174,7 +222,7 @@ class SDSTrainer:
         self.step = step + 1
         return losses
 
-    def _optimise(self, plan: StepPlan, cpu_generator, generator) -> dict[str, float]:
+    def _optimise(self, plan: StepPlan, cpu_generator, generator) -> StepLosses:
         c = self.config
         views = c.cameras.views_per_object
         cameras = random_multiview_cameras(plan.objects, views, cpu_generator, c.cameras.elevation_range,
@@ -200,18 +248,22 @@ class SDSTrainer:
             self.optimizer.zero_grad(set_to_none=True)
         with region("backward"):
             loss.backward()
-        # One host synchronisation a step, once the backward is queued (not one per loss term before it): the
-        # losses for the progress event and the finiteness check. A non-finite loss stops before the optimiser
-        # step, so the weights stay the last good ones.
         values = torch.stack([loss.detach().float(), sds.loss.detach().float(), orient.detach().float(),
-                              torch.as_tensor(sds.timestep, device=self.device).float()]).tolist()
-        if not math.isfinite(values[0]):
-            raise GenerationError(
-                "nan_loss", f"the loss became {values[0]} at step {self.step}; optimisation stopped"
-                + overflow_hint(autocast_dtype or weights_dtype) + self._kept_note())
+                              torch.as_tensor(sds.timestep, device=self.device).float()])
+        dtype = autocast_dtype or weights_dtype
+
+        def failure(step: int, value: float) -> GenerationError:
+            return GenerationError("nan_loss", f"the loss became {value} at step {step}; optimisation stopped"
+                                   + overflow_hint(dtype) + self._kept_note())
+
+        losses = StepLosses(self.step, values, failure)
+        if self.guard_on_device:  # no host synchronisation: the update is skipped on the device if need be
+            self.optimizer.found_inf = (~torch.isfinite(values[0])).float()
+        else:  # CPU: the values are read now (free); a non-finite loss stops before the optimiser's step
+            losses.values()
         with region("optimizer"):
             self.optimizer.step()
-        return {"loss": values[0], "sds": values[1], "orient": values[2], "t": values[3]}
+        return losses
 
     def guide(self, renders: torch.Tensor, cameras: ViewCameras, lighting, codes: torch.Tensor,
               generator) -> SDSOutput:
@@ -316,32 +368,59 @@ class SDSTrainer:
         cancelled = (cancel.is_set if isinstance(cancel, threading.Event) else cancel) or (lambda: False)
         start_time = time.perf_counter()
         start_step = self.step
-        phase = "sds"
+
+        def reported(losses: StepLosses) -> Iterator[Event]:
+            """A queued step's Progress (its losses read: a non-finite one raises) and what is ready by then."""
+            step = losses.step + 1  # steps done
+            values = losses.values()
+            elapsed = time.perf_counter() - start_time
+            eta = elapsed / (step - start_step) * (self.total_steps - step)
+            yield Progress("sds", step, self.total_steps, self.elapsed_before + elapsed, eta, values)
+            yield from self._collect_mesh(wait=False)
+            if self.checkpoints.ready():
+                self.wait_for_checkpoint()  # a finished write: its failure is reported now, not later
+
+        # ``pipelined``: steps are reported one behind, step k's Progress made once step k + 1 is queued, so the GPU
+        # runs k + 1 while the host reads k's losses and hands its events on. Work that takes the state at a step
+        # boundary (views, an intermediate mesh, a checkpoint, a cancel) is done with nothing queued after that step.
+        pending: StepLosses | None = None
         try:
             while self.step < self.total_steps:
                 if cancelled():
+                    if pending is not None:
+                        yield from reported(pending)
                     yield from self._collect_mesh(wait=True)
                     self.save_checkpoint(time.perf_counter() - start_time)
                     yield Failed("cancelled", f"cancelled at step {self.step}; state saved in {self.workdir}")
                     return
                 losses = self.train_step()
+                if pending is not None:
+                    yield from reported(pending)
+                pending = losses
+                if not self.pipelined:
+                    yield from reported(pending)
+                    pending = None
                 step = self.step  # steps done
-                elapsed = time.perf_counter() - start_time
-                eta = elapsed / (step - start_step) * (self.total_steps - step)
-                yield Progress(phase, step, self.total_steps, self.elapsed_before + elapsed, eta, losses)
-                yield from self._collect_mesh(wait=False)
-                if self.checkpoints.ready():
-                    self.wait_for_checkpoint()  # a finished write: its failure is reported now, not later
-                if run.views_every and step % run.views_every == 0:
-                    yield self.render_views()
+                views_due = bool(run.views_every and step % run.views_every == 0)
                 wants_mesh = mesh_requested is not None and mesh_requested.is_set()
-                if (run.mesh_every and step % run.mesh_every == 0 and step < self.total_steps) or wants_mesh:
+                mesh_due = bool(run.mesh_every and step % run.mesh_every == 0 and step < self.total_steps) or wants_mesh
+                checkpoint_due = bool(run.checkpoint_every and step % run.checkpoint_every == 0)
+                if not (views_due or mesh_due or checkpoint_due):
+                    continue
+                if pending is not None:
+                    yield from reported(pending)
+                    pending = None
+                if views_due:
+                    yield self.render_views()
+                if mesh_due:
                     if mesh_requested is not None:
                         mesh_requested.clear()
                     yield from self._collect_mesh(wait=True)  # one in flight; events in step order
                     self._start_intermediate_mesh(step)
-                if run.checkpoint_every and step % run.checkpoint_every == 0:
-                    self.save_checkpoint(elapsed, wait=False)
+                if checkpoint_due:
+                    self.save_checkpoint(time.perf_counter() - start_time, wait=False)
+            if pending is not None:
+                yield from reported(pending)
             yield from self._collect_mesh(wait=True)
             self._final_checkpoint(time.perf_counter() - start_time)
             yield from self._finish(start_time)

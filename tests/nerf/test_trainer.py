@@ -88,6 +88,28 @@ def test_resume_continues_to_the_same_result(model, image, full_run, tmp_path):
     assert torch.equal(state["grid"]["binaries"], whole["grid"]["binaries"])
 
 
+def test_a_pipelined_run_reports_each_step_once_the_next_is_queued_and_ends_in_the_same_state(model, image, full_run,
+                                                                                              tmp_path):
+    # On CUDA the loop reports step k once step k + 1 is queued (the GPU runs it while the host hands k's events
+    # on); the CPU runs it the same way when asked. Views, meshes and checkpoints take the state with nothing queued.
+    trainer = SDSTrainer(full_run_config(), model, model.encode_image(image).float(), tmp_path)
+    trainer.pipelined = True
+    seen = [(type(event).__name__, getattr(event, "step", None), trainer.step) for event in trainer.run()]
+    progress = [(step, queued) for kind, step, queued in seen if kind == "Progress" and step is not None]
+    assert progress[:4] == [(1, 2), (2, 2), (3, 4), (4, 4)]  # steps 2 and 4 end on a boundary: nothing queued
+    assert [(step, queued) for kind, step, queued in seen if kind == "Views"][0] == (2, 2)
+    meshes = [(step, queued) for kind, step, queued in seen if kind == "MeshUpdate"]
+    assert meshes[0][0] == 2 and seen[-1][0] == "Done"
+    events, workdir = full_run  # the unpipelined run of the same settings
+    assert [e.step for e in events if isinstance(e, Progress) and e.phase == "sds"] == [step for step, _ in
+                                                                                      progress[:4]]
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    whole = torch.load(workdir / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] == whole["step"] == 4
+    for name, value in whole["field"].items():
+        assert torch.equal(state["field"][name], value), name
+
+
 def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(model, image, tmp_path):
     config = coarse_render_config(4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
     trainer = SDSTrainer(config, model, model.encode_image(image).float(), tmp_path)
