@@ -123,8 +123,7 @@ class TrajectoryTrainer(SDSTrainer):
     def guide(self, renders, cameras, lighting, codes, generator) -> SDSOutput:
         sds = super().guide(renders, cameras, lighting, codes, generator)  # the real guidance, all of it
         with region("bench.target"):
-            target = self.target.render(cameras, renders.shape[-1], lighting, renders.device)
-        image_loss = 0.5 * (renders.float() - target).square().sum() / renders.shape[0]
+            image_loss = self.target.image_loss(renders, cameras, lighting)
         # nan_to_num: a random-weight UNet's non-finite loss must not stop the run through 0 * inf (the term's
         # backward still runs the VAE encoder's backward in full)
         sds_term = torch.nan_to_num(sds.loss.float(), nan=0.0, posinf=0.0, neginf=0.0)

@@ -18,9 +18,15 @@ def focal_length_pixels(fovy_deg: torch.Tensor, height: int) -> torch.Tensor:
 
 def camera_rays(c2w: torch.Tensor, fovy_deg: torch.Tensor, height: int, width: int):
     """(origins [N, H, W, 3], directions [N, H, W, 3]) for cameras c2w [N, 4, 4] with vertical fov in degrees."""
+    return rays_of_focal_lengths(c2w, to_device(focal_length_pixels(fovy_deg, height), c2w.device), height, width)
+
+
+def rays_of_focal_lengths(c2w: torch.Tensor, focal: torch.Tensor, height: int, width: int):
+    """``camera_rays`` with each camera's focal length in pixels ([N], on c2w's device) given: no host work, so it
+    can run inside a compiled function."""
     c2w = c2w.float()
     device = c2w.device
-    focal = to_device(focal_length_pixels(fovy_deg, height), device).reshape(-1, 1, 1)
+    focal = focal.reshape(-1, 1, 1)
     rows = torch.arange(height, device=device, dtype=torch.float32) + 0.5
     cols = torch.arange(width, device=device, dtype=torch.float32) + 0.5
     row, col = torch.meshgrid(rows, cols, indexing="ij")
