@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                         "stored as 'profile'")
     parser.add_argument("--profile-phase", type=int, choices=(1, 2), default=2,
                         help="the phase --profile-steps records (default 2)")
+    parser.add_argument("--host-profile", default="", metavar="KIND,...",
+                        help="cProfile these one-off parts of each run (setup, final_mesh, final_exports, turntable, "
+                        "final_checkpoint): the top functions by cumulative time, stored as 'host_profiles'")
     parser.add_argument("--label", default="", help="a note stored with the results (e.g. 'baseline')")
     parser.add_argument("--out", help="results JSON (default bench/results/generate_<gpu>_<date>.json)")
     args = parser.parse_args(argv)
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[generate bench] {name} {own or ''}: running", flush=True)
         try:
             result = run_preset(name, model, device, steps, args.sds_weight, reference_points, {**overrides, **own},
-                                args.profile_steps, args.chamfer_samples, args.profile_phase)
+                                args.profile_steps, args.chamfer_samples, args.profile_phase,
+                                tuple(kind for kind in args.host_profile.split(",") if kind))
         except Exception as error:  # noqa: BLE001 -- recorded with its message; the other runs go on
             print(f"[generate bench] {name}: failed: {error}", flush=True)
             presets_out.append({"preset": name, "overrides": {**overrides, **own}, "failed": str(error)[:500]})
@@ -194,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result["compiled_before_in_process"] = bool(presets_out)
         presets_out.append(result)
-        print(json.dumps({k: v for k, v in result.items() if k != "profile"}), flush=True)
+        print(json.dumps({k: v for k, v in result.items() if k not in ("profile", "host_profiles")}), flush=True)
+        for kind, rows in result.get("host_profiles", {}).items():
+            print(f"[generate bench] {name} host profile of {kind} (cumulative s, own s, calls):\n" + "\n".join(
+                f"  {row['cumulative_s']:8.3f} {row['own_s']:8.3f} {row['calls']:8d}  {row['function']}"
+                for row in rows), flush=True)
         if "profile" in result:
             print(f"[generate bench] {name} " + format_profile(result["profile"]), flush=True)
         write_results(out, summary)  # after each preset: a run stopped later keeps what it measured
@@ -236,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         # the whole warm run (set-up, first steps of each phase, the work between steps), so that what a second
         # process still pays with warm caches can be told apart; and the model's own set-up in that process
         first["warm_rerun"] = {"model_setup_s": warm_summary.get("model_setup_s"),
-                               **{k: v for k, v in warm.items() if k != "profile"}}
+                               **{k: v for k, v in warm.items() if k not in ("profile", "host_profiles")}}
     compile_overhead = first["wall_s"] - first.get("wall_s_warm", first["wall_s"])
     for result in measured[1:]:
         result["wall_s_warm"] = result["wall_s"]  # compiled already in this process

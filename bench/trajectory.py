@@ -11,8 +11,10 @@ for its background part; ``checkpoint``: the snapshot and any wait for the backg
 PLY), ``turntable`` (render + PNG)), and ``other``: the rest of the wall time (the loop, the events), which grows with
 the steps. ``wall_s_full_estimate`` = per-phase step means x the preset's steps per phase + each periodic kind's
 mean per event x its count at the preset's own length + the one-off work + ``other`` x full steps / steps; its parts
-are ``wall_s_full_estimate_parts``. The first (compiling) steps of each phase stay out of it
-(``phase<N>_first_steps_ms``).
+are ``wall_s_full_estimate_parts``. The first (compiling) steps of each phase stay out of the means
+(``phase<N>_first_steps_ms``); what they took beyond the mean is the part ``first_steps_compiling`` (until
+2026-12-03 session 9 it was left out: the estimate was of a run whose compiling had already been done). In a run on a
+warm compile cache (``--warm-rerun``'s ``warm_rerun``) that part is what a second process still pays.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ class TrajectoryTrainer(SDSTrainer):
     """The real trainer with the target-forming loss and per-step records (GPU time, samples, phase)."""
 
     def __init__(self, *args, target: TwoSpheres, sds_weight: float = 0.0, profile_steps: int = 0,
-                 profile_from: int = 0, profile_phase: int = 2, **kwargs):
-        super().__init__(*args, **kwargs)
+                 profile_from: int = 0, profile_phase: int = 2, host_profiles: tuple[str, ...] = (), **kwargs):
+        self.host_profiles = HostProfiles(host_profiles)
+        with self.host_profiles.of("setup"):
+            super().__init__(*args, **kwargs)
         self.target = target
         self.sds_weight = sds_weight
         self.records: list[dict] = []
@@ -66,7 +70,8 @@ class TrajectoryTrainer(SDSTrainer):
         synchronize(self.device)
         start = time.perf_counter()
         try:
-            yield
+            with self.host_profiles.of(kind):
+                yield
         finally:
             synchronize(self.device)
             self.between_steps_s[kind] = self.between_steps_s.get(kind, 0.0) + time.perf_counter() - start
@@ -156,6 +161,39 @@ class TrajectoryTrainer(SDSTrainer):
         return losses
 
 
+class HostProfiles:
+    """cProfile of named one-off parts of a run (``--host-profile final_mesh,setup``): where their host time goes,
+    the top functions by cumulative seconds (``tables``; the device is synchronised around the timed parts, so
+    waits on it show in the functions that waited)."""
+
+    def __init__(self, kinds: tuple[str, ...], top: int = 25):
+        self.kinds = set(kinds)
+        self.top = top
+        self.tables: dict[str, list[dict]] = {}
+
+    @contextlib.contextmanager
+    def of(self, kind: str):
+        if kind not in self.kinds or kind in self.tables:
+            yield
+            return
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            yield
+        finally:
+            profiler.disable()
+            stats = pstats.Stats(profiler).sort_stats("cumulative")
+            rows = []
+            for (path, line, function), (_, calls, own, cumulative, _) in list(stats.stats.items()):
+                rows.append({"function": f"{'/'.join(path.split('/')[-2:])}:{line}({function})", "calls": calls,
+                             "own_s": round(own, 3), "cumulative_s": round(cumulative, 3)})
+            rows.sort(key=lambda row: -row["cumulative_s"])
+            self.tables[kind] = rows[:self.top]
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
 
@@ -199,8 +237,14 @@ def full_length_estimate(trainer: TrajectoryTrainer, name: str, overrides: dict[
     at_full = full_counts(full)
     means = {kind: by_kind[kind] / counts[kind] for kind in PERIODIC if counts.get(kind)}
     full_switch = phase_1_steps(full)
+    # each phase's first (compiling) steps beyond what they would take at the phase's mean: the compile of this
+    # run's cache state (cold or warm), which a run of the full length pays the same
+    compiling = sum(max(0.0, result[f"phase{phase}_first_steps_ms"] - result[f"phase{phase}_first_steps"]
+                        * result[f"phase{phase}_step_ms_mean"]) for phase in (1, 2)
+                    if result[f"phase{phase}_first_steps"]) / 1e3
     parts = {"steps": (full_switch * result["phase1_step_ms_mean"] + (full_steps - full_switch)
                        * result["phase2_step_ms_mean"]) / 1e3,
+             "first_steps_compiling": compiling,
              "periodic": sum(means.get(kind, 0.0) * at_full[kind] for kind in PERIODIC),
              "one_off": sum(by_kind.get(kind, 0.0) for kind in ONE_OFF),
              "other": by_kind["other"] * full_steps / steps}
@@ -221,7 +265,7 @@ def synchronize(device: torch.device) -> None:
 
 def run_preset(name: str, model, device: torch.device, steps: int | None, sds_weight: float,
                reference_points: np.ndarray, overrides: dict[str, str], profile_steps: int = 0,
-               chamfer_samples: int = 50000, profile_phase: int = 2) -> dict:
+               chamfer_samples: int = 50000, profile_phase: int = 2, host_profiles: tuple[str, ...] = ()) -> dict:
     """One whole run of preset ``name`` (its step count scaled to ``steps``); the figures of that run."""
     from backend.nerf.presets import set_option
 
@@ -254,7 +298,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         trainer = TrajectoryTrainer(config, model, context, workdir, device, target=TwoSpheres(),
                                     sds_weight=sds_weight, profile_steps=min(profile_steps, phase_steps),
                                     profile_from=max(0, min(skip, phase_steps - profile_steps)),
-                                    profile_phase=profile_phase)
+                                    profile_phase=profile_phase, host_profiles=host_profiles)
         synchronize(device)
         setup_s = time.perf_counter() - start
         for event in trainer.run():
@@ -299,6 +343,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         # waits on the device (a synchronisation) or when the host cannot launch fast enough
         result[f"phase{phase}_host_ms_p50"] = round(percentile([r["host_ms"] for r in timed], 50), 2)
         result[f"phase{phase}_first_steps_ms"] = round(sum(r["ms"] for r in rows[:skip]), 1)
+        result[f"phase{phase}_first_steps"] = len(rows[:skip])
         result[f"phase{phase}_samples_per_step_p50"] = int(percentile(samples, 50)) if samples else 0
         result[f"phase{phase}_samples_per_step_max"] = int(max(samples)) if samples else 0
     result["samples_per_step_p50"] = result["phase2_samples_per_step_p50"]
@@ -315,6 +360,8 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     trainer.stop_profile()  # a run that failed inside the window
     if trainer.profile_summary is not None:
         result["profile"] = trainer.profile_summary
+    if trainer.host_profiles.tables:
+        result["host_profiles"] = trainer.host_profiles.tables
     if failure is not None:
         result["run_failed"] = failure  # the steps' figures stand; the run's end (mesh, views) did not happen
     plan = trainer.memory

@@ -31,7 +31,7 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     cap = round(plan_memory(config, tiny_model, "cpu").need_gib(True) * 1.02, 5)
     assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
                        "--caps", f"tiny={cap}", "--profile-steps", "1", "--profile-phase", "1", "--chamfer-samples", "5000",
-                       *periods]) == 0
+                       "--host-profile", "final_mesh", *periods]) == 0
     results = json.loads(out.read_text())
     assert results["gpu"] == "cpu"
     (run,) = results["presets"]
@@ -69,6 +69,10 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
                                                   for k in periodic), abs=0.01)
     assert parts["one_off"] == pytest.approx(sum(between[k] for k in one_off), abs=0.01)
     assert parts["other"] == pytest.approx(between["other"] * full / run["steps"], abs=0.01 + 0.0005 * full)
+    # the first (compiling) step of each phase: what it took beyond its phase's mean
+    assert run["phase1_first_steps"] == run["phase2_first_steps"] == 1
+    assert parts["first_steps_compiling"] == pytest.approx(sum(
+        max(0.0, run[f"phase{n}_first_steps_ms"] - run[f"phase{n}_step_ms_mean"]) for n in (1, 2)) / 1e3, abs=0.01)
     assert run["wall_s_full_estimate"] == pytest.approx(sum(parts.values()), abs=0.05 + 0.005 * len(parts))
     # the known object's surface spans about 0.9 world units: a mesh anywhere near it is well under 0.5 away
     assert run["chamfer"] < 0.5
@@ -83,6 +87,10 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     # regions do not overlap: together (with 'other') they are the window; rounding to 1 us a region
     assert abs(sum(regions.values()) - profile["step_ms"]) < 0.01 * len(regions)
     assert 0 < len(profile["top"]) <= 15 and all(row["ms_total"] >= 0 for row in profile["top"])
+    # --host-profile final_mesh: where the final mesh's host time went, the extraction itself among the top
+    (table,) = run["host_profiles"].values()
+    assert list(run["host_profiles"]) == ["final_mesh"] and len(table) <= 25
+    assert any("extract_mesh" in row["function"] and row["cumulative_s"] > 0 for row in table), table
     # the trainer's set-up by part, each timed
     assert set(run["setup_parts_s"]) == {"field", "memory_plan", "guidance_and_optimizer"}
     assert all(seconds >= 0 for seconds in run["setup_parts_s"].values())
@@ -96,6 +104,12 @@ def test_the_known_object_renders_its_silhouette_on_white(bench):
 
     cameras = make_view_cameras([0.0], [0.0], 3.0, 40.0)
     image = bench.TwoSpheres().render(cameras, 32, ALBEDO, torch.device("cpu"))[0]
+    # the benchmark's loss is the squared distance to that image, differentiable in the renders
+    renders = torch.rand(1, 3, 32, 32, requires_grad=True)
+    loss = bench.TwoSpheres().image_loss(renders, cameras, ALBEDO)
+    loss.backward()
+    assert loss.item() == pytest.approx(0.5 * (renders.detach() - image).square().sum().item(), rel=1e-6)
+    assert torch.allclose(renders.grad[0], renders.detach()[0] - image)
     assert image.shape == (3, 32, 32)
     assert torch.equal(image[:, 0, 0], torch.ones(3))  # a corner: background
     body = torch.tensor(bench.TwoSpheres.spheres[0].albedo)
