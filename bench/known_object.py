@@ -75,6 +75,22 @@ class TwoSpheres:
         return function(renders, *self._inputs(cameras, renders.shape[-1], lighting, device), *self._constants(device),
                         lighting.mode, self.radii)
 
+    def warm_up(self, device: torch.device, batches: list[tuple[int, int]]) -> None:
+        """Compile ``image_loss`` (CUDA) for renders of (views, size) ``batches`` in every shading mode, laid out as
+        the renderer gives them, before a run is timed: the target is the benchmark's, so its compiles are not
+        the run's."""
+        from backend.diffusion.cameras import make_view_cameras
+        from backend.nerf.shading import SHADING_MODES
+
+        if torch.device(device).type != "cuda":
+            return
+        for views, size in batches:
+            cameras = make_view_cameras([10.0] * views, [0.0] * views, 3.0, 40.0)
+            for mode in SHADING_MODES:
+                lights = None if mode == "albedo" else torch.ones(views, 3) * 3.0
+                renders = torch.zeros(views, size, size, 3, device=device, requires_grad=True).permute(0, 3, 1, 2)
+                self.image_loss(renders, cameras, Lighting(mode, 0.5, lights)).backward()
+
     @property
     def radii(self) -> tuple[float, ...]:
         return tuple(s.radius for s in self.spheres)

@@ -38,7 +38,8 @@ class TrajectoryTrainer(SDSTrainer):
     """The real trainer with the target-forming loss and per-step records (GPU time, samples, phase)."""
 
     def __init__(self, *args, target: TwoSpheres, sds_weight: float = 0.0, profile_steps: int = 0,
-                 profile_from: int = 0, profile_phase: int = 2, host_profiles: tuple[str, ...] = (), **kwargs):
+                 profile_from: int = 0, profile_phase: int = 2, host_profiles: tuple[str, ...] = (),
+                 first_steps: int = 0, **kwargs):
         self.host_profiles = HostProfiles(host_profiles)
         with self.host_profiles.of("setup"):
             super().__init__(*args, **kwargs)
@@ -56,6 +57,7 @@ class TrajectoryTrainer(SDSTrainer):
         self.profile_summary: dict | None = None
         self.between_steps_s: dict[str, float] = {}
         self.between_steps_counts: dict[str, int] = {}
+        self.first_steps = first_steps  # the first steps of each phase (compiling): host-profiled when asked
         self.finishing = False  # the steps are done: checkpoint writes and waits are the final one's
         self._between_depth = 0
 
@@ -127,7 +129,7 @@ class TrajectoryTrainer(SDSTrainer):
 
     def guide(self, renders, cameras, lighting, codes, generator) -> SDSOutput:
         sds = super().guide(renders, cameras, lighting, codes, generator)  # the real guidance, all of it
-        with region("bench.target"):
+        with region("bench.target"), torch.autocast(renders.device.type, enabled=False):  # float32, as warmed up
             image_loss = self.target.image_loss(renders, cameras, lighting)
         # nan_to_num: a random-weight UNet's non-finite loss must not stop the run through 0 * inf (the term's
         # backward still runs the VAE encoder's backward in full)
@@ -150,7 +152,9 @@ class TrajectoryTrainer(SDSTrainer):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         host_start = time.perf_counter()
-        losses = super().train_step()
+        first = f"phase{phase}_first_steps" if self.steps_in_phase[phase] < self.first_steps else ""
+        with self.host_profiles.of(first):
+            losses = super().train_step()
         record = {"phase": phase, "samples": self.renderer.last_sample_count,
                   "host_ms": (time.perf_counter() - host_start) * 1e3, "profiled": self.profile is not None}
         if cuda:
@@ -162,36 +166,43 @@ class TrajectoryTrainer(SDSTrainer):
 
 
 class HostProfiles:
-    """cProfile of named one-off parts of a run (``--host-profile final_mesh,setup``): where their host time goes,
-    the top functions by cumulative seconds (``tables``; the device is synchronised around the timed parts, so
-    waits on it show in the functions that waited)."""
+    """cProfile of named parts of a run (``--host-profile setup,final_mesh,phase1_first_steps``): where their host
+    time goes, the top functions by cumulative seconds (``tables()``). A kind is a one-off part of the work between
+    the steps (``setup``, ``final_mesh``, ...; the device is synchronised around them, so waits on it show in the
+    functions that waited) or ``phase<N>_first_steps``: the first, compiling steps of a phase, all of them."""
 
     def __init__(self, kinds: tuple[str, ...], top: int = 25):
         self.kinds = set(kinds)
         self.top = top
-        self.tables: dict[str, list[dict]] = {}
+        self._profiles: dict[str, object] = {}
 
     @contextlib.contextmanager
     def of(self, kind: str):
-        if kind not in self.kinds or kind in self.tables:
+        """Within: profiled as ``kind`` (added to what that kind profiled before), if ``kind`` was asked for."""
+        if kind not in self.kinds:
             yield
             return
         import cProfile
-        import pstats
 
-        profiler = cProfile.Profile()
+        profiler = self._profiles.setdefault(kind, cProfile.Profile())
         profiler.enable()
         try:
             yield
         finally:
             profiler.disable()
-            stats = pstats.Stats(profiler).sort_stats("cumulative")
+
+    def tables(self) -> dict[str, list[dict]]:
+        import pstats
+
+        tables = {}
+        for kind, profiler in self._profiles.items():
             rows = []
-            for (path, line, function), (_, calls, own, cumulative, _) in list(stats.stats.items()):
+            for (path, line, function), (_, calls, own, cumulative, _) in pstats.Stats(profiler).stats.items():
                 rows.append({"function": f"{'/'.join(path.split('/')[-2:])}:{line}({function})", "calls": calls,
                              "own_s": round(own, 3), "cumulative_s": round(cumulative, 3)})
             rows.sort(key=lambda row: -row["cumulative_s"])
-            self.tables[kind] = rows[:self.top]
+            tables[kind] = rows[:self.top]
+        return tables
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -287,6 +298,10 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     first_mesh_s = None
     final = None
     failure = None
+    target = TwoSpheres()
+    views = config.cameras.views_per_object
+    target.warm_up(device, [(config.phases.objects_before * views, config.phases.resolution_before),
+                            (config.phases.objects_after * views, config.phases.resolution_after)])
     with tempfile.TemporaryDirectory() as workdir:
         synchronize(device)
         start = time.perf_counter()
@@ -295,10 +310,10 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         skip = min(10, max(1, config.run.steps // 20))
         switch = phase_1_steps(config)
         phase_steps = switch if profile_phase == 1 else config.run.steps - switch
-        trainer = TrajectoryTrainer(config, model, context, workdir, device, target=TwoSpheres(),
+        trainer = TrajectoryTrainer(config, model, context, workdir, device, target=target,
                                     sds_weight=sds_weight, profile_steps=min(profile_steps, phase_steps),
                                     profile_from=max(0, min(skip, phase_steps - profile_steps)),
-                                    profile_phase=profile_phase, host_profiles=host_profiles)
+                                    profile_phase=profile_phase, host_profiles=host_profiles, first_steps=skip)
         synchronize(device)
         setup_s = time.perf_counter() - start
         for event in trainer.run():
@@ -360,8 +375,8 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     trainer.stop_profile()  # a run that failed inside the window
     if trainer.profile_summary is not None:
         result["profile"] = trainer.profile_summary
-    if trainer.host_profiles.tables:
-        result["host_profiles"] = trainer.host_profiles.tables
+    if trainer.host_profiles.kinds:
+        result["host_profiles"] = trainer.host_profiles.tables()
     if failure is not None:
         result["run_failed"] = failure  # the steps' figures stand; the run's end (mesh, views) did not happen
     plan = trainer.memory
