@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the phase --profile-steps records (default 2)")
     parser.add_argument("--host-profile", default="", metavar="KIND,...",
                         help="cProfile these parts of each run (setup, final_mesh, final_exports, turntable, "
-                        "final_checkpoint, phase1_first_steps, phase2_first_steps): the top functions by cumulative "
-                        "time, stored as 'host_profiles' (the warm re-run's too)")
+                        "final_checkpoint, phase1_first_steps, phase2_first_steps, phase1_steps, phase2_steps: 20 "
+                        "steps after the first ones): the top functions by cumulative time, stored as "
+                        "'host_profiles' (the warm re-run's too)")
     parser.add_argument("--label", default="", help="a note stored with the results (e.g. 'baseline')")
     parser.add_argument("--out", help="results JSON (default bench/results/generate_<gpu>_<date>.json)")
     args = parser.parse_args(argv)

@@ -152,8 +152,10 @@ class TrajectoryTrainer(SDSTrainer):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         host_start = time.perf_counter()
-        first = f"phase{phase}_first_steps" if self.steps_in_phase[phase] < self.first_steps else ""
-        with self.host_profiles.of(first):
+        index = self.steps_in_phase[phase]
+        kind = f"phase{phase}_first_steps" if index < self.first_steps else \
+            f"phase{phase}_steps" if index < self.first_steps + HOST_PROFILED_STEPS else ""
+        with self.host_profiles.of(kind):
             losses = super().train_step()
         record = {"phase": phase, "samples": self.renderer.last_sample_count,
                   "host_ms": (time.perf_counter() - host_start) * 1e3, "profiled": self.profile is not None}
@@ -165,11 +167,15 @@ class TrajectoryTrainer(SDSTrainer):
         return losses
 
 
+HOST_PROFILED_STEPS = 20  # --host-profile phase<N>_steps: the steps after the phase's first ones
+
+
 class HostProfiles:
     """cProfile of named parts of a run (``--host-profile setup,final_mesh,phase1_first_steps``): where their host
     time goes, the top functions by cumulative seconds (``tables()``). A kind is a one-off part of the work between
     the steps (``setup``, ``final_mesh``, ...; the device is synchronised around them, so waits on it show in the
-    functions that waited) or ``phase<N>_first_steps``: the first, compiling steps of a phase, all of them."""
+    functions that waited), ``phase<N>_first_steps``: the first, compiling steps of a phase, all of them, or
+    ``phase<N>_steps``: the phase's next ``HOST_PROFILED_STEPS`` steps (where a step bound by its host spends it)."""
 
     def __init__(self, kinds: tuple[str, ...], top: int = 25):
         self.kinds = set(kinds)
