@@ -88,9 +88,10 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     assert abs(sum(regions.values()) - profile["step_ms"]) < 0.01 * len(regions)
     assert 0 < len(profile["top"]) <= 15 and all(row["ms_total"] >= 0 for row in profile["top"])
     # --host-profile final_mesh: where the final mesh's host time went, the extraction itself among the top
-    (table,) = run["host_profiles"].values()
-    assert list(run["host_profiles"]) == ["final_mesh"] and len(table) <= 25
+    table, own = run["host_profiles"]["final_mesh"], run["host_profiles"]["final_mesh:own"]
+    assert list(run["host_profiles"]) == ["final_mesh", "final_mesh:own"] and 0 < len(table) <= 25
     assert any("extract_mesh" in row["function"] and row["cumulative_s"] > 0 for row in table), table
+    assert [row["own_s"] for row in own] == sorted((row["own_s"] for row in own), reverse=True)
     # the trainer's set-up by part, each timed
     assert set(run["setup_parts_s"]) == {"field", "memory_plan", "guidance_and_optimizer"}
     assert all(seconds >= 0 for seconds in run["setup_parts_s"].values())
