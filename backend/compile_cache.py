@@ -4,7 +4,11 @@
 compiled in this folder, so a second ``iso3d generate`` or a restarted ``iso3d serve`` loads the guidance UNet's
 and the field's kernels instead of compiling them again. The folder is ``$ISO3D_COMPILE_CACHE`` if set, else
 ``~/.cache/iso3d/compile``; deleting it is safe (the next run compiles again). Explicit ``TORCHINDUCTOR_CACHE_DIR``
-/ ``TRITON_CACHE_DIR`` settings are respected.
+/ ``TRITON_CACHE_DIR`` settings are respected, except ``TORCHINDUCTOR_CACHE_DIR`` at torch's own default
+(``/tmp/torchinductor_<user>``): torch writes that default into the environment the first time it asks for its
+cache folder, which importing diffusers or ``torch._dynamo`` does before any compile, so a default there says
+nothing about what the user chose (until 2026-12-03 this module took it for a choice, and Inductor's caches stayed
+in /tmp).
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import os
 from pathlib import Path
 
 ENVIRONMENT_VARIABLE = "ISO3D_COMPILE_CACHE"
+# "1": Dynamo's traced frames persist too (torch's experimental caching precompile), so that a second process skips
+# tracing the guidance UNet, the VAE encoder and the field, not only Inductor's code generation; "0" (the default
+# until it is measured on a GPU): each process traces again.
+DYNAMO_CACHE_VARIABLE = "ISO3D_DYNAMO_CACHE"
 
 
 def compile_cache_dir() -> Path:
@@ -25,7 +33,9 @@ def use_compile_cache() -> Path:
     returns the folder."""
     folder = compile_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
+    inductor = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if inductor is None or _is_torch_default(inductor):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
     os.environ.setdefault("TRITON_CACHE_DIR", str(folder / "triton"))
     try:
         import torch._inductor.config as inductor_config
@@ -37,4 +47,49 @@ def use_compile_cache() -> Path:
         functorch_config.enable_autograd_cache = True
     except (ImportError, AttributeError):  # an older torch without one of these caches: the others still work
         pass
+    if dynamo_cache_enabled():
+        import torch._dynamo.config as dynamo_config
+
+        dynamo_config.caching_precompile = True
     return folder
+
+
+def _is_torch_default(inductor_folder: str) -> bool:
+    """Whether ``inductor_folder`` is the folder torch picks when none is set (and writes into the environment)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another torch: nothing to tell a default from a choice with
+        return False
+    return os.path.abspath(inductor_folder) == os.path.abspath(default_cache_dir())
+
+
+def dynamo_cache_enabled() -> bool:
+    """Whether traced frames persist (``$ISO3D_DYNAMO_CACHE`` is "1") and this torch can."""
+    if os.environ.get(DYNAMO_CACHE_VARIABLE, "0") != "1":
+        return False
+    try:
+        import torch._dynamo.config as dynamo_config
+        import torch.compiler
+    except ImportError:
+        return False
+    return hasattr(dynamo_config, "caching_precompile") and hasattr(torch.compiler, "save_cache_artifacts")
+
+
+def save_traced_frames() -> bool:
+    """Write the frames Dynamo traced so far into the cache folder (with the Dynamo frame cache on; a no-op
+    otherwise), so that the next process loads them instead of tracing; True when written. Called where a run's
+    compiling is done (after its steps; after the service's warm-up)."""
+    import torch._dynamo.config as dynamo_config
+
+    if not getattr(dynamo_config, "caching_precompile", False):
+        return False
+    import torch.compiler
+
+    try:
+        torch.compiler.save_cache_artifacts()  # writes the traced frames to the cache; its returned bytes not kept
+    except Exception as error:  # noqa: BLE001 - a cache that cannot be written costs the next process time, not this run
+        import logging
+
+        logging.getLogger(__name__).warning("the traced frames were not saved to the compile cache: %s", error)
+        return False
+    return True

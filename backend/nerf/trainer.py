@@ -32,6 +32,7 @@ from backend.diffusion.cameras import (DEFAULT_CAMERA_ENCODING, ViewCameras, mak
                                      random_multiview_cameras)
 from backend.diffusion.precision import guidance_autocast_dtype, overflow_hint
 from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_latent_encoder
+from backend.compile_cache import save_traced_frames
 from backend.device_copies import to_device
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from backend.imaging import save_views_grid
@@ -421,6 +422,7 @@ class SDSTrainer:
                     self.save_checkpoint(time.perf_counter() - start_time, wait=False)
             if pending is not None:
                 yield from reported(pending)
+            save_traced_frames()  # every shape of the steps is compiled now: the next process loads them
             yield from self._collect_mesh(wait=True)
             self._final_checkpoint(time.perf_counter() - start_time)
             yield from self._finish(start_time)
