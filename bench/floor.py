@@ -43,11 +43,23 @@ def encoder_forward_backward(model, images: torch.Tensor, moments, compute_dtype
     return source.grad
 
 
+def step_images(views: int, resolution: int, size: int, device: torch.device) -> torch.Tensor:
+    """Images [views, 3, size, size] in [-1, 1] laid out as a step's guidance hands them to the VAE encoder: renders
+    [N, H, W, 3] seen as [N, 3, H, W] (channels-last strides), resized to ``size`` where they are not that size. A
+    compiled encoder guards on its input's strides: contiguous images compiled and timed another graph (and with
+    the floor's other calls took the encoder past Dynamo's recompile limit, after which it ran eager)."""
+    renders = torch.rand(views, resolution, resolution, 3, device=device).permute(0, 3, 1, 2)
+    if resolution != size:
+        renders = torch.nn.functional.interpolate(renders, (size, size), mode="bilinear", align_corners=False)
+    return renders * 2.0 - 1.0
+
+
 def guidance_ms(model, device: torch.device, config: GenerateConfig, views: int, repeats: int, warmup: int,
-                moments=None) -> tuple[float, float]:
-    """(UNet ms, VAE ms) of one SDS step's guidance for ``views`` views: one guidance UNet call ([uncond; cond] x
-    views) at the latent size, and the VAE encoder forward and backward of the views at ``latent_resolution_input``
-    (``moments``: the encoder to time, None for the eager one; the model as the run uses it)."""
+                moments=None, resolution: int | None = None) -> tuple[float, float]:
+    """(UNet ms, VAE ms) of one SDS step's guidance for ``views`` views rendered at ``resolution`` (default:
+    ``latent_resolution_input``): one guidance UNet call ([uncond; cond] x views) at the latent size, and the VAE
+    encoder forward and backward of the views at ``latent_resolution_input`` (``moments``: the encoder to time, None
+    for the eager one; the model as the run uses it)."""
     from backend.diffusion.precision import guidance_autocast_dtype
     from backend.diffusion.sds import guided_noise
     from backend.models.vae import encode_latents
@@ -55,16 +67,18 @@ def guidance_ms(model, device: torch.device, config: GenerateConfig, views: int,
     size = config.guidance.latent_resolution_input
     latent = size // 8
     dtype = next(model.unet.parameters()).dtype if isinstance(model.unet, torch.nn.Module) else torch.float32
-    images = torch.rand(views, 3, size, size, device=device) * 2 - 1
+    images = step_images(views, resolution or size, size, device)
     autocast = device.type == "cuda" and config.run.mixed_precision
     compute_dtype = guidance_autocast_dtype(dtype)  # the trainer's choice (backend.diffusion.precision)
     # The UNet's inputs as SDSGuidance gives them: a compiled UNet guards on their dtypes and strides, and a floor
     # call that differs compiles and records the UNet anew (a float16 camera code here, float32 in the run: a
     # minute on an H200) and times another graph. Noisy latents in the encoder's output layout (channels-last where
     # it is) and the weights' dtype, the context in the weights' dtype, one timestep for all views, camera codes
-    # float32; guided_noise stacks [uncond; cond] as the run's step does.
-    with torch.no_grad(), torch.autocast(device.type, compute_dtype, enabled=autocast):
-        noisy = encode_latents(model.vae, images, moments=moments).float().to(dtype)
+    # float32; guided_noise stacks [uncond; cond] as the run's step does. The latents come from the encoder as a
+    # step calls it (gradient on, the images requiring it): a call without gradient would compile another variant.
+    with torch.autocast(device.type, compute_dtype, enabled=autocast):
+        noisy = encode_latents(model.vae, images.clone().requires_grad_(True), moments=moments)
+    noisy = noisy.detach().float().to(dtype)
     assert noisy.shape[-1] == latent
     context = torch.randn(views, 1, model.unet_context_dim, device=device, dtype=dtype)
     t = torch.full((1,), 500, device=device).expand(views)
@@ -89,11 +103,12 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
     compiled_moments = getattr(model, "vae_encoder_moments", None)
     views_per_object = config.cameras.views_per_object
 
-    def phase_ms(objects: int, moments) -> tuple[float, float]:
-        return guidance_ms(model, device, config, views_per_object * objects, repeats, warmup, moments)
+    def phase_ms(objects: int, moments, resolution: int) -> tuple[float, float]:
+        return guidance_ms(model, device, config, views_per_object * objects, repeats, warmup, moments, resolution)
 
-    phase1_unet_ms, phase1_vae_ms = phase_ms(config.phases.objects_before, compiled_moments)
-    unet_ms, vae_ms = phase_ms(config.phases.objects_after, compiled_moments)
+    phase1_unet_ms, phase1_vae_ms = phase_ms(config.phases.objects_before, compiled_moments,
+                                             config.phases.resolution_before)
+    unet_ms, vae_ms = phase_ms(config.phases.objects_after, compiled_moments, config.phases.resolution_after)
     graphed = isinstance(compiled_moments, GraphedEncoder)
     if graphed:
         compiled_moments.release()  # the runs record their own graphs
@@ -102,9 +117,11 @@ def floor_ms(model, device: torch.device, config: GenerateConfig, repeats: int, 
              "floor_phase1_ms": round(phase1_unet_ms + phase1_vae_ms, 2),
              "vae_encoder_compiled": compiled_moments is not None, "vae_encoder_graphed": graphed}
     if graphed:  # what the graphs gain: the compiled encoder's forward and backward launched call by call
-        floor["floor_vae_ungraphed_ms"] = round(phase_ms(config.phases.objects_after, compiled_moments.moments)[1], 2)
+        floor["floor_vae_ungraphed_ms"] = round(phase_ms(config.phases.objects_after, compiled_moments.moments,
+                                                         config.phases.resolution_after)[1], 2)
     if compiled_moments is not None:  # what the compile gains: the same forward and backward, eager
-        floor["floor_vae_eager_ms"] = round(phase_ms(config.phases.objects_after, None)[1], 2)
+        floor["floor_vae_eager_ms"] = round(phase_ms(config.phases.objects_after, None,
+                                                     config.phases.resolution_after)[1], 2)
     return floor
 
 
