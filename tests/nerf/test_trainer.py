@@ -114,6 +114,19 @@ def test_a_pipelined_run_reports_each_step_once_the_next_is_queued_and_ends_in_t
         assert torch.equal(state["field"][name], value), name
 
 
+def test_step_losses_read_as_a_mapping_and_a_non_finite_loss_raises_when_read():
+    from backend.nerf.trainer import GenerationError, StepLosses
+
+    def failure(step, value):
+        return GenerationError("nan_loss", f"the loss became {value} at step {step}")
+
+    losses = StepLosses(7, torch.tensor([1.5, 0.5, 0.25, 980.0]), failure)
+    assert dict(losses) == {"loss": 1.5, "sds": 0.5, "orient": 0.25, "t": 980.0} and losses["t"] == 980.0
+    broken = StepLosses(8, torch.tensor([float("nan"), 0.5, 0.0, 20.0]), failure)  # built without raising ...
+    with pytest.raises(GenerationError, match="at step 8"):  # ... raising where the values are read
+        broken["sds"]
+
+
 def test_nan_loss_fails_clearly_and_keeps_the_last_good_checkpoint(model, image, tmp_path):
     config = coarse_render_config(4, run__mesh_every=0, run__views_every=0, run__checkpoint_every=2)
     trainer = SDSTrainer(config, model, model.encode_image(image).float(), tmp_path)
