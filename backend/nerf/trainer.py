@@ -15,6 +15,10 @@ it, and a failed write becomes a ``checkpoint_failed`` Failed event); an interme
 of the field are taken at the boundary, its marching cubes, clean-up, colours and ``mesh_latest.ply`` run in a
 thread, and its MeshUpdate (carrying the step it was taken at) is yielded at the first step boundary after it is
 ready, in step order.
+
+On CUDA the steps are pipelined: a step's losses are read (``StepLosses``) once the next step is queued, so the host
+hands one step's events on while the GPU runs the next; a non-finite loss skips its update on the device and stops
+the run when it is read. Work that takes the state at a step boundary is done with nothing queued after it.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ from pathlib import Path
 
 import torch
 
+from backend.compile_cache import save_traced_frames
 from backend.diffusion.cameras import (DEFAULT_CAMERA_ENCODING, ViewCameras, make_view_cameras, orbit_azimuths,
                                      random_multiview_cameras)
 from backend.diffusion.precision import guidance_autocast_dtype, overflow_hint
 from backend.diffusion.sds import LatentEncoder, SDSGuidance, SDSOutput, vae_latent_encoder
-from backend.compile_cache import save_traced_frames
 from backend.device_copies import to_device
 from backend.events import Done, Event, Failed, MeshUpdate, Progress, Views
 from backend.imaging import save_views_grid
