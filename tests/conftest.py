@@ -20,6 +20,8 @@ import gc
 import itertools
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Children inherit it; the sm_90 compile check (tests/nerf/test_hash_grid_kernels_compile.py) removes it.
 if not os.path.exists("/dev/nvidiactl"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# What the tests compile (in this process and the ones they start) is cached in a folder of the session's own, removed
+# at its end, never in the user's ~/.cache/iso3d/compile (backend.compile_cache); a caller's choice is kept.
+_SESSION_COMPILE_CACHE = None
+if "ISO3D_COMPILE_CACHE" not in os.environ:
+    _SESSION_COMPILE_CACHE = tempfile.mkdtemp(prefix="iso3d-test-compile-")
+    os.environ["ISO3D_COMPILE_CACHE"] = _SESSION_COMPILE_CACHE
 
 LANE_MARKERS = ("blender", "integration", "slow", "gpu")
 _MODULE_MARKS = re.compile(r"^pytestmark\s*=(.*)$", re.MULTILINE)
@@ -144,3 +152,8 @@ def tiny_model():
     from backend.models.multiview_model import build_tiny_model
 
     return build_tiny_model(seed=0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SESSION_COMPILE_CACHE is not None:
+        shutil.rmtree(_SESSION_COMPILE_CACHE, ignore_errors=True)
