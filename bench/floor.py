@@ -48,10 +48,9 @@ def step_images(views: int, resolution: int, size: int, device: torch.device) ->
     [N, H, W, 3] seen as [N, 3, H, W] (channels-last strides), resized to ``size`` where they are not that size. A
     compiled encoder guards on its input's strides: contiguous images compiled and timed another graph (and with
     the floor's other calls took the encoder past Dynamo's recompile limit, after which it ran eager)."""
-    renders = torch.rand(views, resolution, resolution, 3, device=device).permute(0, 3, 1, 2)
-    if resolution != size:
-        renders = torch.nn.functional.interpolate(renders, (size, size), mode="bilinear", align_corners=False)
-    return renders * 2.0 - 1.0
+    from backend.diffusion.sds import encoder_images
+
+    return encoder_images(torch.rand(views, resolution, resolution, 3, device=device).permute(0, 3, 1, 2), size)
 
 
 def guidance_ms(model, device: torch.device, config: GenerateConfig, views: int, repeats: int, warmup: int,

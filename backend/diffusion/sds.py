@@ -70,6 +70,14 @@ def vae_latent_encoder(vae, moments=None) -> LatentEncoder:
     return lambda images, generator: encode_latents(vae, images, generator, moments)
 
 
+def encoder_images(renders: torch.Tensor, size: int) -> torch.Tensor:
+    """A step's renders [N, 3, H, W] in [0, 1] as the VAE encoder takes them: resized bilinearly to size^2 (where they
+    are not that size; their memory layout kept), in [-1, 1]."""
+    images = renders if renders.shape[-1] == size else F.interpolate(
+        renders, (size, size), mode="bilinear", align_corners=False)
+    return images * 2.0 - 1.0
+
+
 def guided_noise(unet, latents_noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor, cameras: torch.Tensor,
                  views_per_object: int, guidance_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(guided eps, conditional eps) for one batch; the UNet sees [uncond (zero context); cond] stacked."""
@@ -142,9 +150,7 @@ class SDSGuidance:
             raise ValueError(f"context has {context.shape[0]} rows for {n} renders")
         size = c.latent_resolution_input
         with region("guidance.encode"):
-            images = renders if renders.shape[-1] == size else F.interpolate(
-                renders, (size, size), mode="bilinear", align_corners=False)
-            latents = self.encode(images * 2.0 - 1.0, generator).float()
+            latents = self.encode(encoder_images(renders, size), generator).float()
         # t stays on the device (no host synchronisation before the UNet): one timestep for all views
         drawn = torch.randint(self.min_step, self.max_step + 1, (1,), generator=generator, device=device)
         t_value, t = drawn[0], drawn.expand(n)

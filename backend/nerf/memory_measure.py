@@ -241,6 +241,7 @@ def vae_allocator_footprint(model, views: int, resolution: int, size: int, devic
     """The run's VAE encoder (the model's compiled one where it has one) on ``views`` renders at resolution^2,
     resized to size^2 and encoded as the guidance does (backend.diffusion.sds.SDSGuidance), under the run's
     autocast; bytes a view (the fixed part shared out among the views). None where it did not fit the device."""
+    from backend.diffusion.sds import encoder_images
     from backend.models.graphed_encoder import ungraphed
     from backend.models.vae import encode_latents, encoder_moments
 
@@ -259,9 +260,7 @@ def vae_allocator_footprint(model, views: int, resolution: int, size: int, devic
         renders = torch.zeros(views, resolution, resolution, 3, device=device, requires_grad=True)
         renders = renders.permute(0, 3, 1, 2)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            images = renders if resolution == size else torch.nn.functional.interpolate(
-                renders, (size, size), mode="bilinear", align_corners=False)
-            latents = encode_latents(vae, images * 2.0 - 1.0, None, moments).float()
+            latents = encode_latents(vae, encoder_images(renders, size), None, moments).float()
         return latents.square().sum().backward
 
     try:
