@@ -17,10 +17,9 @@ import os
 from pathlib import Path
 
 ENVIRONMENT_VARIABLE = "ISO3D_COMPILE_CACHE"
-# "1": Dynamo's traced frames persist too (torch's experimental caching precompile), so that a second process skips
-# tracing the guidance UNet, the VAE encoder and the field, not only Inductor's code generation; "0" (the default
-# until it is measured on a GPU): each process traces again.
-DYNAMO_CACHE_VARIABLE = "ISO3D_DYNAMO_CACHE"
+# Dynamo's traced frames are not kept: each process traces again (seconds) and loads Inductor's code from the folder.
+# torch's experimental caching precompile, which would keep them, stalled a GPU run (2026-12-03, bench/RESULTS.md:
+# a 300-step run had not ended 8 minutes after tracing the field) and was taken out.
 
 
 def compile_cache_dir() -> Path:
@@ -47,10 +46,6 @@ def use_compile_cache() -> Path:
         functorch_config.enable_autograd_cache = True
     except (ImportError, AttributeError):  # an older torch without one of these caches: the others still work
         pass
-    if dynamo_cache_enabled():
-        import torch._dynamo.config as dynamo_config
-
-        dynamo_config.caching_precompile = True
     return folder
 
 
@@ -61,35 +56,3 @@ def _is_torch_default(inductor_folder: str) -> bool:
     except ImportError:  # another torch: nothing to tell a default from a choice with
         return False
     return os.path.abspath(inductor_folder) == os.path.abspath(default_cache_dir())
-
-
-def dynamo_cache_enabled() -> bool:
-    """Whether traced frames persist (``$ISO3D_DYNAMO_CACHE`` is "1") and this torch can."""
-    if os.environ.get(DYNAMO_CACHE_VARIABLE, "0") != "1":
-        return False
-    try:
-        import torch._dynamo.config as dynamo_config
-        import torch.compiler
-    except ImportError:
-        return False
-    return hasattr(dynamo_config, "caching_precompile") and hasattr(torch.compiler, "save_cache_artifacts")
-
-
-def save_traced_frames() -> bool:
-    """Write the frames Dynamo traced so far into the cache folder (with the Dynamo frame cache on; a no-op
-    otherwise), so that the next process loads them instead of tracing; True when written. Called where a run's
-    compiling is done (after its steps; after the service's warm-up)."""
-    import torch._dynamo.config as dynamo_config
-
-    if not getattr(dynamo_config, "caching_precompile", False):
-        return False
-    import torch.compiler
-
-    try:
-        torch.compiler.save_cache_artifacts()  # writes the traced frames to the cache; its returned bytes not kept
-    except Exception as error:  # noqa: BLE001 - a cache that cannot be written costs the next process time, not this run
-        import logging
-
-        logging.getLogger(__name__).warning("the traced frames were not saved to the compile cache: %s", error)
-        return False
-    return True

@@ -16,7 +16,7 @@ import pytest
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.processes import python, run
 
-# slow: four processes with Inductor's CPU build (~90 s on the 2-core CI machine); .ci/run runs them with the slow tests
+# slow: two processes with Inductor's CPU build (~45 s on the 2-core CI machine); .ci/run runs them with the slow tests
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CHILD = textwrap.dedent("""
@@ -24,7 +24,6 @@ CHILD = textwrap.dedent("""
     import backend.commands.generate  # noqa: F401 - what a real process imports before it compiles
     import torch
     from torch._dynamo.utils import counters
-    from backend.compile_cache import save_traced_frames
     from backend.nerf.field import RadianceField
     from backend.nerf.presets import FieldConfig
 
@@ -33,16 +32,16 @@ CHILD = textwrap.dedent("""
     field.use_compiled()
     with torch.no_grad():
         density = field.density(torch.rand(64, 3) - 0.5)
-    print(json.dumps({"density": density.tolist(), "saved": save_traced_frames(),
+    print(json.dumps({"density": density.tolist(),
                       "inductor_folder": os.environ["TORCHINDUCTOR_CACHE_DIR"],
-                      "fxgraph": dict(counters["inductor"]), "dynamo": dict(counters["dynamo_cache"])}))
+                      "fxgraph": dict(counters["inductor"])}))
 """)
 
 
-def _compile_in_a_process(cache, dynamo_cache: str) -> dict:
+def _compile_in_a_process(cache) -> dict:
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
-    environment.update(ISO3D_COMPILE_CACHE=str(cache), ISO3D_DYNAMO_CACHE=dynamo_cache, PYTHONPATH=str(REPO_ROOT))
+    environment.update(ISO3D_COMPILE_CACHE=str(cache), PYTHONPATH=str(REPO_ROOT))
     # 600 s: a cold Inductor build of the field on a loaded 2-core machine (~25 s quiet)
     result = run(python("-c", CHILD), timeout=600, env=environment, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -52,20 +51,10 @@ def _compile_in_a_process(cache, dynamo_cache: str) -> dict:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Inductor's CPU build needs the Linux toolchain")
 def test_a_second_process_loads_the_compiled_field_from_the_iso3d_folder(tmp_path):
     cache = tmp_path / "compile"
-    first = _compile_in_a_process(cache, "0")
+    first = _compile_in_a_process(cache)
     assert first["inductor_folder"] == str(cache / "inductor")  # not torch's /tmp default
     assert (cache / "inductor" / "fxgraph").is_dir() and first["fxgraph"].get("fxgraph_cache_miss") == 1
-    assert first["saved"] is False and first["dynamo"] == {}  # the frame cache is off by default
-    second = _compile_in_a_process(cache, "0")
+    second = _compile_in_a_process(cache)
     assert second["fxgraph"].get("fxgraph_cache_hit") == 1 and "fxgraph_cache_miss" not in second["fxgraph"]
     assert second["density"] == first["density"]
 
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Inductor's CPU build needs the Linux toolchain")
-def test_with_the_dynamo_cache_the_traced_frames_are_saved_in_the_iso3d_folder(tmp_path):
-    cache = tmp_path / "compile"
-    first = _compile_in_a_process(cache, "1")
-    assert first["saved"] is True and (cache / "inductor" / "dynamo").is_dir()
-    second = _compile_in_a_process(cache, "1")
-    assert second["dynamo"].get("dynamo_cache_hit", 0) >= 1, second["dynamo"]
-    assert second["density"] == first["density"]

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 
-from backend.compile_cache import save_traced_frames
 from backend.diffusion.cameras import (DEFAULT_CAMERA_ENCODING, ViewCameras, make_view_cameras, orbit_azimuths,
                                      random_multiview_cameras)
 from backend.diffusion.precision import guidance_autocast_dtype, overflow_hint
@@ -426,7 +425,6 @@ class SDSTrainer:
                     self.save_checkpoint(time.perf_counter() - start_time, wait=False)
             if pending is not None:
                 yield from reported(pending)
-            save_traced_frames()  # every shape of the steps is compiled now: the next process loads them
             yield from self._collect_mesh(wait=True)
             self._final_checkpoint(time.perf_counter() - start_time)
             yield from self._finish(start_time)

@@ -72,10 +72,6 @@ class Warmup:
             return
         finally:
             _free_memory()
-        from backend.compile_cache import save_traced_frames
-
-        if save_traced_frames():  # a restarted service loads what this one traced
-            self.parts["traced_frames_saved"] = True
         self.seconds = time.perf_counter() - started
         log.info("warm-up done in %.1f s (%s)", self.seconds, self.parts)
         self.state = "ready"
