@@ -8,10 +8,12 @@ with ``between_steps_counts``): periodic work, whose count in a shortened run is
 scaled with the steps (``views``: preview renders; ``mesh``: an intermediate mesh's step-boundary part and any wait
 for its background part; ``checkpoint``: the snapshot and any wait for the background write), one-off work
 (``setup``: the trainer and its memory plan; ``final_checkpoint``, ``final_mesh``, ``final_exports`` (GLB, OBJ,
-PLY), ``turntable`` (render + PNG)), and ``other``: the rest of the wall time (the loop, the events), which grows with
-the steps. ``wall_s_full_estimate`` = per-phase step means x the preset's steps per phase + each periodic kind's
-mean per event x its count at the preset's own length + the one-off work + ``other`` x full steps / steps; its parts
-are ``wall_s_full_estimate_parts``. The first (compiling) steps of each phase stay out of the means
+PLY), ``turntable`` (render + PNG)), ``profiler`` (``--profile-steps``' start and stop, the trace's processing: the
+bench's own, left out of the estimate; until 2026-12-03 session 10 it fell into ``other`` and was scaled with the
+steps like the loop's time), and ``other``: the rest of the wall time (the loop, the events), which grows with the
+steps. ``wall_s_full_estimate`` = per-phase step means x the preset's steps per phase + each periodic kind's mean per
+event x its count at the preset's own length + the one-off work + ``other`` x full steps / steps; its parts are
+``wall_s_full_estimate_parts``. The first (compiling) steps of each phase stay out of the means
 (``phase<N>_first_steps_ms``); what they took beyond the mean is the part ``first_steps_compiling`` (until
 2026-12-03 session 9 it was left out: the estimate was of a run whose compiling had already been done). In a run on a
 warm compile cache (``--warm-rerun``'s ``warm_rerun``) that part is what a second process still pays.
@@ -124,7 +126,8 @@ class TrajectoryTrainer(SDSTrainer):
 
     def stop_profile(self) -> None:
         if self.profile is not None:
-            self.profile_summary = {"phase": self.profile_phase, **self.profile.stop()}
+            with self.between("profiler", counted=False):  # the trace's processing: the bench's, not the run's
+                self.profile_summary = {"phase": self.profile_phase, **self.profile.stop()}
             self.profile = None
 
     def guide(self, renders, cameras, lighting, codes, generator) -> SDSOutput:
@@ -144,8 +147,9 @@ class TrajectoryTrainer(SDSTrainer):
             torch.cuda.reset_peak_memory_stats(self.device)
         index = self.steps_in_phase[phase] if phase == self.profile_phase else -1
         if self.profile_steps and index == self.profile_from and self.profile_summary is None:
-            self.profile = StepProfile(self.device, self.profile_steps)
-            self.profile.start()
+            with self.between("profiler", counted=False):
+                self.profile = StepProfile(self.device, self.profile_steps)
+                self.profile.start()
         elif self.profile is not None and (index == self.profile_from + self.profile_steps or phase != self.profile_phase):
             self.stop_profile()
         if cuda:

@@ -53,7 +53,9 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     between, counts = run["between_steps_s"], run["between_steps_counts"]
     periodic, one_off = ("views", "mesh", "checkpoint"), ("setup", "final_checkpoint", "final_mesh",
                                                           "final_exports", "turntable")
-    assert set(between) == {*periodic, *one_off, "other"} and all(between[k] >= 0 for k in between), between
+    # (and the profiler's start and stop: the bench's own work, in no part of the estimate)
+    assert set(between) == {*periodic, *one_off, "profiler", "other"} and all(between[k] >= 0 for k in between), between
+    assert between["profiler"] > 0
     assert counts == dict.fromkeys((*periodic, *one_off), 1), counts
     # the kinds make up the time outside the steps (each rounded to 1 ms; outside_steps_s to 10 ms)
     assert sum(between.values()) == pytest.approx(run["outside_steps_s"], abs=0.005 + 0.0005 * len(between))
@@ -74,6 +76,7 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     assert parts["first_steps_compiling"] == pytest.approx(sum(
         max(0.0, run[f"phase{n}_first_steps_ms"] - run[f"phase{n}_step_ms_mean"]) for n in (1, 2)) / 1e3, abs=0.01)
     assert run["wall_s_full_estimate"] == pytest.approx(sum(parts.values()), abs=0.05 + 0.005 * len(parts))
+    assert set(parts) == {"steps", "first_steps_compiling", "periodic", "one_off", "other"}
     # the known object's surface spans about 0.9 world units: a mesh anywhere near it is well under 0.5 away
     assert run["chamfer"] < 0.5
     # --profile-steps 1 --profile-phase 1: one phase-1 step's regions (each part of a step that ran, timed) and the
