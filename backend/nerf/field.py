@@ -138,6 +138,25 @@ class HashGrid(nn.Module):
         return torch.cat(features, dim=-1)
 
 
+def compiled_over_samples(function, **compile_options):
+    """``function(points [N, 3], ...)`` compiled for any sample count N, every other size fixed.
+
+    Only N is marked dynamic (``maybe_mark_dynamic``: a count of 1 may still get its own graph). Until 2026-12-03
+    (session 10) the field was compiled with ``dynamic=True``, which makes every size symbolic: the density's graph
+    (the density filter's, without normals) traced the points as [N, s] rather than [N, 3] (checked on the CPU with
+    the fused encoding in Triton's interpreter), so the blob's norm over the coordinates was a looped reduction
+    kernel, not an unrolled sum of 3 squares; on the H200 that kernel
+    (``triton_red_fused_add_clamp_hash_grid_features_linalg_vector_norm_mul_0``) took ~0.9 ms a call, 2.0 ms of the
+    reference's 256² step (bench/results/generate_h200_2026-12-03_reference600_s10.json)."""
+    compiled = torch.compile(function, **compile_options)
+
+    def call(points: torch.Tensor, *args):
+        torch._dynamo.maybe_mark_dynamic(points, 0)
+        return compiled(points, *args)
+
+    return call
+
+
 def mlp_with_tangents(network: nn.Sequential, inputs: torch.Tensor, tangents: torch.Tensor):
     """(outputs [N, O], tangents [N, K, O]) of a bias-free ReLU MLP: each Linear maps the tangents as it maps
     the inputs (it is linear), each ReLU masks them where it is flat (its derivative at 0 taken as 0, as
@@ -194,14 +213,16 @@ class RadianceField(nn.Module):
     def mlp_parameters(self) -> list[nn.Parameter]:
         return list(self.density_mlp.parameters()) + list(self.albedo_mlp.parameters())
 
-    def use_compiled(self, enabled: bool = True) -> None:
-        """Run the field through torch.compile (the plain-torch ``_evaluate`` stays the reference)."""
+    def use_compiled(self, enabled: bool = True, **compile_options) -> None:
+        """Run the field through torch.compile (the plain-torch ``_evaluate`` stays the reference);
+        ``compile_options`` go to torch.compile (tests: ``backend``)."""
         if enabled:
             from backend.compile_cache import use_compile_cache
 
             use_compile_cache()
-        self._compiled = torch.compile(self._evaluate, dynamic=True) if enabled else None
-        self._compiled_with_normals = torch.compile(self._evaluate_with_normals, dynamic=True) if enabled else None
+        self._compiled = compiled_over_samples(self._evaluate, **compile_options) if enabled else None
+        self._compiled_with_normals = compiled_over_samples(self._evaluate_with_normals, **compile_options) \
+            if enabled else None
 
     @contextlib.contextmanager
     def eager(self):

@@ -99,6 +99,35 @@ def test_compiled_field_equals_the_plain_torch_field():
     assert torch.allclose(albedo, plain_albedo, rtol=1e-5, atol=1e-6)
 
 
+def test_the_field_is_compiled_once_for_any_sample_count_with_every_other_size_fixed():
+    # a real torch.compile backend that keeps what Dynamo hands it (the graph runs as traced)
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append([tuple(node.meta["example_value"].shape) for node in graph_module.graph.find_nodes(op="placeholder")
+                       if isinstance(node.meta.get("example_value"), torch.Tensor)])  # the traced (symbolic) shapes
+        return graph_module.forward
+
+    torch.manual_seed(0)
+    field = RadianceField(small_config().field)
+    plain = RadianceField(small_config().field)
+    plain.load_state_dict(field.state_dict())
+    field.use_compiled(backend=recording_backend)
+    for count in (300, 517, 1024):
+        points = torch.rand(count, 3) * 2 - 1
+        for compiled_out, plain_out in ((field(points, with_normals=True), plain(points, with_normals=True)),
+                                        ((field.density(points),), (plain.density(points),))):
+            for value, expected in zip(compiled_out, plain_out):
+                assert torch.equal(value, expected)
+    assert len(graphs) == 2  # the density and the evaluation with normals, each once for the three counts
+    for shapes in graphs:
+        symbolic = [shape for shape in shapes if any(isinstance(size, torch.SymInt) for size in shape)]
+        # the points [N, 3]: N symbolic, the 3 coordinates (and every weight's size) fixed, so a reduction over the
+        # coordinates can be unrolled
+        assert len(symbolic) == 1 and len(symbolic[0]) == 2, shapes
+        assert isinstance(symbolic[0][0], torch.SymInt) and symbolic[0][1] == 3 and isinstance(symbolic[0][1], int)
+
+
 def test_extracted_mesh_is_outward_clean_and_coloured():
     target = SphereTarget()
     mesh = extract_mesh(target, 48, threshold=30.0, min_component_fraction=0.01)
