@@ -261,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['phase2_step_ms_p50']} / p90 {r['phase2_step_ms_p90']} ms ({r['phase2_step_over_floor']}x floor "
               f"{r['floor_ms']} ms: UNet {r['floor_unet_ms']}, VAE {r['floor_vae_ms']}"
               + (f", VAE eager {r['floor_vae_eager_ms']}" if "floor_vae_eager_ms" in r else "")
-              + f"), samples/step {r['samples_per_step_p50']} (marched {r['phase2_marched_per_step_p50']}, "
-              f"queried {r['phase2_queried_per_step_p50']}), peak {r['peak_gib']} GiB, wall "
+              + f"), samples/step {r['samples_per_step_p50']} (of {r['phase2_marched_per_step_p50']} marched), "
+              f"peak {r['peak_gib']} GiB, wall "
               f"{r['wall_s']} s, full-length estimate {r['wall_s_full_estimate']} s, chamfer {r['chamfer']}")
         if r.get("memory_cap_gib") is not None:
             print(f"{'':>9s} memory: peak {r['peak_gib']} GiB (phase 1 {r['phase1_peak_gib']}) under a cap of "

@@ -161,9 +161,8 @@ class TrajectoryTrainer(SDSTrainer):
             f"phase{phase}_steps" if index < self.first_steps + HOST_PROFILED_STEPS else ""
         with self.host_profiles.of(kind):
             losses = super().train_step()
-        march = self.renderer.last_march  # CUDA: the density filter's marched / queried samples (zeros on the CPU)
-        record = {"phase": phase, "samples": self.renderer.last_sample_count, "marched": march.marched,
-                  "queried": march.queried,
+        record = {"phase": phase, "samples": self.renderer.last_sample_count,
+                  "marched": self.renderer.last_marched_count,
                   "host_ms": (time.perf_counter() - host_start) * 1e3, "profiled": self.profile is not None}
         if cuda:
             end.record()
@@ -375,11 +374,10 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         result[f"phase{phase}_first_steps"] = len(rows[:skip])
         result[f"phase{phase}_samples_per_step_p50"] = int(percentile(samples, 50)) if samples else 0
         result[f"phase{phase}_samples_per_step_max"] = int(max(samples)) if samples else 0
-        # the occupancy grid's march (CUDA): samples through occupied cells, and those the density filter queried
-        # (renderer.early_stop_window: only until each ray is opaque)
-        for count in ("marched", "queried"):
-            values = [r[count] for r in timed]
-            result[f"phase{phase}_{count}_per_step_p50"] = int(percentile(values, 50)) if values else 0
+        # the occupancy grid's march (CUDA; 0 on the CPU): samples through occupied cells, each queried by the
+        # density filter, of which ``samples`` were visible
+        marched = [r["marched"] for r in timed]
+        result[f"phase{phase}_marched_per_step_p50"] = int(percentile(marched, 50)) if marched else 0
     result["samples_per_step_p50"] = result["phase2_samples_per_step_p50"]
     result["phase1_peak_gib"] = round(trainer.phase_1_peak_gib, 2)
     result["peak_gib"] = round(max(peak_run, trainer.phase_1_peak_gib), 2)

@@ -61,10 +61,6 @@ class RendererConfig:
     early_stop_eps: float = setting(1e-4, min=0.0, max=1.0,
                                     help="CUDA: a ray stops once its transmittance is below this (the reference's "
                                     "nerfacc default; 0: never)")
-    early_stop_window: int = setting(32, min=0, max=4096,
-                                     help="CUDA: the density filter queries each ray's first N marched samples, then "
-                                     "2N, 4N, ... more of the rays not yet opaque (the same samples as querying all; "
-                                     "0: all at once, as nerfacc)")
     cpu_max_samples: int = setting(512, min=1, max=4096, help="CPU sampler: at most this many samples per ray")
     chunk_rays: int = setting(65536, min=1, max=1 << 20, help="rays per chunk when rendering without gradients")
 

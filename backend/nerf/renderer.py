@@ -18,7 +18,7 @@ import torch
 from backend.device_copies import to_device
 from backend.diffusion.cameras import ViewCameras
 from backend.nerf.field import RadianceField
-from backend.nerf.grid_sampling import MarchCounts, visible_samples
+from backend.nerf.grid_sampling import visible_samples
 from backend.nerf.presets import RendererConfig
 from backend.nerf.rays import camera_rays
 from backend.nerf.shading import ALBEDO, Lighting, shade
@@ -48,7 +48,7 @@ class VolumeRenderer:
         self.use_nerfacc_sampler = self.device.type == "cuda" if use_nerfacc_sampler is None else use_nerfacc_sampler
         self.grid_filled = False
         self.last_sample_count = 0  # field samples of the latest render_rays call (a host int: no sync)
-        self.last_march = MarchCounts()  # CUDA: the latest march's samples marched / queried / visible (host ints)
+        self.last_marched_count = 0  # CUDA: samples the latest march gave through occupied cells (a host int)
         # Memory (backend.nerf.memory): a step with more samples than ``sample_budget`` evaluates the field in
         # checkpointed chunks of that size; the sampler's no-gradient density queries run ``density_chunk`` at once.
         self.sample_budget: int | None = None
@@ -145,10 +145,9 @@ class VolumeRenderer:
             # prune_alpha_threshold; docs/reference-fidelity.md): alpha_thre 0.01 with a density query, cone 0, and
             # early termination at transmittance < early_stop_eps (nerfacc's default 1e-4, passed explicitly);
             # nerfacc's OccGridEstimator.sampling with fewer host synchronisations (backend.nerf.grid_sampling).
-            # The density is queried only until each ray is opaque (renderer.early_stop_window): the same samples.
-            ray_indices, t_starts, t_ends, self.last_march = visible_samples(
+            ray_indices, t_starts, t_ends, self.last_marched_count = visible_samples(
                 self.grid, origins, directions, sigma_fn if c.alpha_threshold > 0 else None, c.render_step,
-                stratified, c.alpha_threshold, c.early_stop_eps, c.early_stop_window)
+                stratified, c.alpha_threshold, c.early_stop_eps)
             mid = (t_starts + t_ends)[:, None] / 2.0
             ray_dirs = directions[ray_indices]
             points = origins[ray_indices] + ray_dirs * mid

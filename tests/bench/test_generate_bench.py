@@ -44,7 +44,7 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
         assert run[key] is not None and run[key] > 0, key
     assert run["phase2_step_ms_p90"] >= run["phase2_step_ms_p50"]
     for phase in (1, 2):  # the CPU renderer samples without nerfacc's march: no march to count
-        assert run[f"phase{phase}_marched_per_step_p50"] == run[f"phase{phase}_queried_per_step_p50"] == 0
+        assert run[f"phase{phase}_marched_per_step_p50"] == 0
     # the floor of each phase (phase 1 guides 2 objects' views, phase 2 one's) and of the preset's 30 steps
     assert run["floor_phase1_ms"] == pytest.approx(run["floor_phase1_unet_ms"] + run["floor_phase1_vae_ms"], abs=0.011)
     assert run["floor_full_steps_s"] == pytest.approx((15 * run["floor_phase1_ms"] + 15 * run["floor_ms"]) / 1e3,

@@ -1,15 +1,12 @@
 """On CUDA (marked ``gpu``): an SDS step waits for the GPU only where it must. With the tiny model (eager UNet and
 VAE, the fused hash grid, nerfacc's marching), a step that does not update the occupancy grid synchronises the host
 with the device through torch's ops once: for the visible samples (how many there are; nerfacc's traversal adds two
-reads of its own, which backend.profiling.HostSyncs cannot see), and once more a round of the density filter's
-queries along the rays where ``renderer.early_stop_window`` is on. The step's losses are not read in the step: they
+reads of its own, which backend.profiling.HostSyncs cannot see). The step's losses are not read in the step: they
 are copied to pinned memory behind an event (backend.nerf.trainer.StepLosses) and the fused optimiser skips a
 non-finite step on the device. A copy of a camera, light or code from pageable memory, an ``.item()`` or a boolean
 mask added to the step would show here, by call site."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -23,33 +20,18 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 ALLOWED_PER_STEP = 1
 
 
-def _trainer(tmp_path, steps=40, early_stop_window=0):
+def _trainer(tmp_path, steps=40):
     from backend.models.multiview_model import build_tiny_model
 
     model = build_tiny_model(seed=0).to("cuda").eval()
     context = torch.randn(1, 1, model.unet.config.cross_attention_dim, device="cuda")
     config = small_config(steps=steps, run__mesh_every=0, run__views_every=0, run__checkpoint_every=0)
     config.renderer.grid_update_every = 16
-    config.renderer.early_stop_window = early_stop_window
     return SDSTrainer(config, model, context, tmp_path, "cuda")
 
 
-def _rounds_at_most(config) -> int:
-    """The density filter's rounds along a ray (backend.nerf.grid_sampling.densities_until_opaque: ``window``
-    samples, then twice as many, ...) to cover the longest ray through the field's box, and the empty round that
-    ends them."""
-    longest = math.ceil(2.0 * math.sqrt(3.0) * config.field.radius / config.renderer.render_step) + 1
-    window, covered, rounds = config.renderer.early_stop_window, 0, 0
-    while covered < longest:
-        covered, rounds = covered + window * 2**rounds, rounds + 1
-    return rounds + 1
-
-
-@pytest.mark.parametrize("early_stop_window", [32, 0])
-def test_a_step_synchronises_the_host_only_for_its_samples(tmp_path, early_stop_window):
-    """Without the density filter's rounds (``renderer.early_stop_window`` 0) once a step; with them, once more a
-    round, all in the sampler."""
-    trainer = _trainer(tmp_path, early_stop_window=early_stop_window)
+def test_a_step_synchronises_the_host_only_for_its_samples(tmp_path):
+    trainer = _trainer(tmp_path)
     for _ in range(17):  # compiles, and the grid's first updates (steps 0 and 16)
         trainer.train_step()
     syncs = HostSyncs()
@@ -63,9 +45,7 @@ def test_a_step_synchronises_the_host_only_for_its_samples(tmp_path, early_stop_
     # rounded to 0.01 (once in 6 steps: 0.17), so torch's count is rounded back to whole synchronisations.
     ours = [site for site in sites if not site["where"].startswith("cuda/")]
     torch_own = round(sum(site["per_step"] for site in sites if site["where"].startswith("cuda/")) * steps)
-    allowed = ALLOWED_PER_STEP + (_rounds_at_most(trainer.config) if early_stop_window else 0)
-    assert sum(site["per_step"] for site in ours) <= allowed, sites
-    assert all(site["where"].startswith("nerf/grid_sampling.py:") for site in ours), sites
+    assert sum(site["per_step"] for site in ours) <= ALLOWED_PER_STEP, sites
     assert torch_own <= 1, sites
     assert any(site["where"].startswith("nerf/grid_sampling.py:") for site in sites), sites  # the count: counted
     assert not any(site["where"].startswith("nerf/trainer.py:") for site in sites), sites  # the losses: not read
