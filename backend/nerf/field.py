@@ -289,8 +289,27 @@ class RadianceField(nn.Module):
         return self._evaluate(points, with_albedo)
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
-        """Density [N] at points [N, 3]."""
+        """Density [N] at points [N, 3]. Without gradients, where the fused encoding runs and ``fused_density`` is
+        on, in one kernel (``hash_grid_triton.fused_density``): the same values within float summation order."""
+        if self.uses_fused_density(points):
+            hidden, out = self.density_mlp[0].weight, self.density_mlp[2].weight
+            return hash_grid_triton.fused_density(
+                points, self.encoding.table, self.encoding.level_scales, self.encoding.level_layout, hidden, out,
+                self.radius, self.config.blob_density, self.config.blob_radius,
+                half=self.mlp_autocast_dtype == torch.float16)
         return self._run(points, with_albedo=False)[0]
+
+    def uses_fused_density(self, points: torch.Tensor) -> bool:
+        """Whether ``density(points)`` runs the fused kernel: no gradient wanted, the fused encoding runs on the
+        points, one hidden layer of a power-of-two width >= 16 and at least 16 feature columns (Triton's matrix
+        product), MLPs in float32 or float16."""
+        if not self.config.fused_density or torch.is_grad_enabled() or points.requires_grad:
+            return False
+        width, columns = self.config.mlp_width, self.encoding.levels * self.encoding.features_per_level
+        if (len(self.density_mlp) != 3 or width < 16 or width & (width - 1) or columns < 16
+                or self.mlp_autocast_dtype not in (None, torch.float16)):
+            return False
+        return self.encoding.uses_fused(points)
 
     def forward(self, points: torch.Tensor, with_normals: bool = False):
         """(density [N], albedo [N, 3], normals [N, 3] or None) at points [N, 3]."""

@@ -95,6 +95,19 @@ def _block(x_ptr, scales_ptr, layout_ptr, n_points, LEVELS: tl.constexpr, LEVELS
     and ([1, levels]) the level's scale and layout (table offset, dense side or 0, hash mask)."""
     points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
     live = points < n_points
+    rows = points.to(tl.int64) * 3
+    x = tl.load(x_ptr + rows, mask=live, other=0.0)
+    y = tl.load(x_ptr + rows + 1, mask=live, other=0.0)
+    z = tl.load(x_ptr + rows + 2, mask=live, other=0.0)
+    feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _cells(
+        x, y, z, live, scales_ptr, layout_ptr, LEVELS, LEVELS_P2, FEATURES, FEATURES_P2)
+    return points, feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask
+
+
+@triton.jit
+def _cells(x, y, z, live, scales_ptr, layout_ptr, LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr,
+           FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr):
+    """``_block``'s work after loading the positions x, y, z [points] in the unit cube (``live``: the real ones)."""
     levels = tl.arange(0, LEVELS_P2)
     level_live = levels < LEVELS
     feature = tl.arange(0, FEATURES_P2)
@@ -103,10 +116,6 @@ def _block(x_ptr, scales_ptr, layout_ptr, n_points, LEVELS: tl.constexpr, LEVELS
     offset = tl.load(layout_ptr + levels * 3, mask=level_live, other=0)[None, :]
     side = tl.load(layout_ptr + levels * 3 + 1, mask=level_live, other=0)[None, :]
     mask = tl.load(layout_ptr + levels * 3 + 2, mask=level_live, other=0)[None, :]
-    rows = points.to(tl.int64) * 3
-    x = tl.load(x_ptr + rows, mask=live, other=0.0)
-    y = tl.load(x_ptr + rows + 1, mask=live, other=0.0)
-    z = tl.load(x_ptr + rows + 2, mask=live, other=0.0)
     # Memory safety: NaN -> 0 and the unit cube's clamp (the field clamps before encoding; the torch reference would
     # index outside a dense level's table for points outside it).
     x = tl.minimum(tl.maximum(tl.where(x == x, x, 0.0), 0.0), 1.0)[:, None]
@@ -118,8 +127,8 @@ def _block(x_ptr, scales_ptr, layout_ptr, n_points, LEVELS: tl.constexpr, LEVELS
     bx = tl.floor(px)
     by = tl.floor(py)
     bz = tl.floor(pz)
-    return (points, feature, levels, live_mask, bx.to(tl.int32), by.to(tl.int32), bz.to(tl.int32), px - bx,
-            py - by, pz - bz, scale, offset, side, mask)
+    return (feature, levels, live_mask, bx.to(tl.int32), by.to(tl.int32), bz.to(tl.int32), px - bx, py - by,
+            pz - bz, scale, offset, side, mask)
 
 
 @triton.jit
@@ -192,6 +201,59 @@ def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, gra
         tl.atomic_add(target, contribution, mask=live_mask, sem="relaxed")
 
 
+@triton.jit
+def _density_kernel(points_ptr, table_ptr, scales_ptr, layout_ptr, hidden_weight_ptr, out_weight_ptr, density_ptr,
+                    n_points, radius, blob_density, blob_radius, LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr,
+                    FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr, WIDTH: tl.constexpr, HALF: tl.constexpr,
+                    BLOCK_POINTS: tl.constexpr):
+    """The field's density at world points [N, 3] in one pass (``RadianceField.density`` without gradients): the
+    unit cube's position (p / radius + 1) * 0.5, the features at every level, the bias-free MLP features -> WIDTH
+    -> ReLU -> 1 (``HALF``: float16 operands, each layer's output rounded to float16, sums in float32, as under
+    float16 autocast; else float32 throughout), and softplus(raw + blob_density * (1 - |p| / blob_radius)). Only
+    the density [N] is written: no features, no hidden layer in memory."""
+    points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
+    live = points < n_points
+    rows = points.to(tl.int64) * 3
+    px = tl.load(points_ptr + rows, mask=live, other=0.0)
+    py = tl.load(points_ptr + rows + 1, mask=live, other=0.0)
+    pz = tl.load(points_ptr + rows + 2, mask=live, other=0.0)
+    radii = tl.zeros((BLOCK_POINTS,), dtype=tl.float32) + radius
+    # as the torch field rounds it: a correctly rounded division, then + 1, then * 0.5 (no fused multiply-add)
+    feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _cells(
+        (tl.math.div_rn(px, radii) + 1.0) * 0.5, (tl.math.div_rn(py, radii) + 1.0) * 0.5,
+        (tl.math.div_rn(pz, radii) + 1.0) * 0.5, live, scales_ptr, layout_ptr, LEVELS, LEVELS_P2, FEATURES,
+        FEATURES_P2)
+    features = tl.zeros((BLOCK_POINTS, LEVELS_P2, FEATURES_P2), dtype=tl.float32)
+    for corner in tl.static_range(8):
+        row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
+        values = tl.load(table_ptr + row[:, :, None] * FEATURES + feature[None, None, :], mask=live_mask,
+                         other=0.0)
+        wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
+        features += (wx * wy * wz)[:, :, None] * values
+    inputs = tl.reshape(features, (BLOCK_POINTS, LEVELS_P2 * FEATURES_P2))
+    # the hidden layer's weight [WIDTH, LEVELS * FEATURES], read transposed at the tile's (level, feature) columns
+    column = tl.arange(0, LEVELS_P2 * FEATURES_P2)
+    level, feature_of = column // FEATURES_P2, column % FEATURES_P2
+    used = (level < LEVELS) & (feature_of < FEATURES)
+    unit = tl.arange(0, WIDTH)
+    hidden_weight = tl.load(hidden_weight_ptr + unit[None, :] * (LEVELS * FEATURES)
+                            + (level * FEATURES + feature_of)[:, None], mask=used[:, None], other=0.0)
+    out_weight = tl.load(out_weight_ptr + unit)
+    if HALF:
+        hidden = tl.dot(inputs.to(tl.float16), hidden_weight.to(tl.float16), out_dtype=tl.float32)
+        hidden = tl.maximum(hidden.to(tl.float16).to(tl.float32), 0.0)
+        raw = tl.sum(hidden * out_weight.to(tl.float16).to(tl.float32)[None, :], axis=1)
+        raw = raw.to(tl.float16).to(tl.float32)
+    else:
+        hidden = tl.maximum(tl.dot(inputs, hidden_weight, input_precision="ieee", out_dtype=tl.float32), 0.0)
+        raw = tl.sum(hidden * out_weight[None, :], axis=1)
+    distance = tl.sqrt(px * px + py * py + pz * pz)
+    x = raw + blob_density * (1.0 - tl.math.div_rn(distance, tl.zeros_like(distance) + blob_radius))
+    # softplus as torch's (beta 1, threshold 20: x itself above it), below it log(1 + e^x) written stably
+    soft = tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+    tl.store(density_ptr + points, tl.where(x > 20.0, x, soft), mask=live)
+
+
 def _shape(scales: torch.Tensor, table_features: int) -> dict:
     levels = scales.shape[0]
     return {"LEVELS": levels, "LEVELS_P2": triton.next_power_of_2(levels), "FEATURES": table_features,
@@ -211,6 +273,24 @@ def encode(x01: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, layout:
             WITH_GRADIENT=with_gradient, BLOCK_POINTS=ENCODE_BLOCK, num_warps=ENCODE_WARPS, **_shape(scales, features),
             **NO_FMA)
     return out, gradient
+
+
+DENSITY_BLOCK, DENSITY_WARPS = (1024 if triton.knobs.runtime.interpret else 16), 2  # as the encoding's
+
+
+def density(points: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, layout: torch.Tensor,
+            hidden_weight: torch.Tensor, out_weight: torch.Tensor, radius: float, blob_density: float,
+            blob_radius: float, half: bool) -> torch.Tensor:
+    """Density [N] (float32) at world points [N, 3] (contiguous float32; the MLP's weights [W, L*F] and [1, W]
+    float32)."""
+    n_points, features = points.shape[0], table.shape[1]
+    out = torch.empty(n_points, device=points.device, dtype=torch.float32)
+    if n_points:
+        _density_kernel[(triton.cdiv(n_points, DENSITY_BLOCK),)](
+            points, table, scales, layout, hidden_weight, out_weight, out, n_points, float(radius),
+            float(blob_density), float(blob_radius), WIDTH=hidden_weight.shape[0], HALF=half,
+            BLOCK_POINTS=DENSITY_BLOCK, num_warps=DENSITY_WARPS, **_shape(scales, features), **NO_FMA)
+    return out
 
 
 def table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_gradient: torch.Tensor | None,

@@ -11,6 +11,10 @@ constants) and the analytic normals are computed forward (the gradient rows), so
 The ops are ``torch.library`` custom ops (the autograd-function form torch.compile keeps as one opaque call rather
 than tracing into Triton's launcher), so the compiled field calls them as they are.
 
+``fused_density`` is the field's density without gradients in one kernel (the hash grid, the density MLP and the
+blob's softplus), for the queries that need no gradient: the renderer's density filter over every marched sample,
+the occupancy grid's updates, the mesh's density grid.
+
 Equal to the torch reference within float32 summation order: the same positions, corners, indices and weights,
 summed in another order (8 corners in sequence here, torch's reduction there; the table gradient's atomic adds in
 whatever order the GPU runs them). tests/nerf/test_hash_grid_triton.py states the tolerances.
@@ -77,6 +81,19 @@ def _table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_
                                      layout, table_rows, features, spread_rows)
 
 
+@torch.library.custom_op("iso3d::hash_grid_density", mutates_args=())
+def _density(points: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, layout: torch.Tensor,
+             hidden_weight: torch.Tensor, out_weight: torch.Tensor, radius: float, blob_density: float,
+             blob_radius: float, half: bool) -> torch.Tensor:
+    return _kernels().density(points.contiguous(), table.contiguous(), scales, layout, hidden_weight.contiguous(),
+                              out_weight.contiguous(), radius, blob_density, blob_radius, half)
+
+
+@_density.register_fake
+def _(points, table, scales, layout, hidden_weight, out_weight, radius, blob_density, blob_radius, half):
+    return points.new_empty(points.shape[0], dtype=torch.float32)
+
+
 @_features.register_fake
 def _(x01, table, scales, layout, spread_rows):
     return x01.new_empty(x01.shape[0], scales.shape[0] * table.shape[1], dtype=torch.float32)
@@ -135,3 +152,16 @@ def fused_encode(x01: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, l
     if with_gradient:
         return _features_and_gradient(x01, table, scales, layout, spread_rows)
     return _features(x01, table, scales, layout, spread_rows)
+
+
+def fused_density(points: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, layout: torch.Tensor,
+                  hidden_weight: torch.Tensor, out_weight: torch.Tensor, radius: float, blob_density: float,
+                  blob_radius: float, half: bool) -> torch.Tensor:
+    """The field's density [N] at world points [N, 3], without gradients, in one kernel: the unit cube, the hash
+    grid (as ``fused_encode``), the density MLP with one hidden layer (weights [W, L*F] and [1, W]; ``half``: as
+    under float16 autocast) and the blob's softplus, as ``RadianceField.density`` computes them in torch. Nothing
+    between them is written to memory (the encoding alone writes 32 float32 features a point)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (points, table, hidden_weight, out_weight)):
+        raise ValueError("the fused density gives no gradients; call it under torch.no_grad()")
+    return _density(points.float(), table, scales, layout, hidden_weight.float(), out_weight.float(), radius,
+                    blob_density, blob_radius, half)

@@ -45,6 +45,8 @@ class FieldConfig:
     encoding: str = setting("auto", choices=("auto", "torch", "triton"),
                             help="hash grid: triton: fused kernels (CUDA); torch: the reference code; auto: triton "
                             "where it can run (CUDA, triton installed), torch elsewhere")
+    fused_density: bool = setting(True, help="where the fused encoding runs: densities without gradients (the "
+                                  "density filter, occupancy grid, mesh) in one kernel with the density MLP")
 
 
 @dataclass

@@ -274,3 +274,82 @@ def test_a_run_forcing_triton_where_it_cannot_run_is_refused_at_the_start(tiny_m
     with pytest.raises(SettingsError, match="'field.encoding' is 'triton' but .* not on cpu"):
         SDSTrainer(config, tiny_model, torch.zeros(1, 1, 8), tmp_path)  # refused before the context is used
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def _density_fields(levels: int, mlp_width: int, half: bool, **grid):
+    """A torch field and a fused one with the same weights (tables of order 1: the ReLUs switch from point to point),
+    MLPs in float32 or, with ``half``, under float16 autocast."""
+    config = FieldConfig(levels=levels, mlp_width=mlp_width, compile=False, encoding="torch", **grid)
+    torch.manual_seed(11)
+    reference = RadianceField(config).to(DEVICE)
+    fused = RadianceField(FieldConfig(**{**config.__dict__, "encoding": "triton"})).to(DEVICE)
+    fused.load_state_dict(reference.state_dict())
+    with torch.no_grad():
+        reference.encoding.table.uniform_(-1.0, 1.0, generator=torch.Generator(DEVICE).manual_seed(12))
+        fused.encoding.table.copy_(reference.encoding.table)
+    if half:
+        reference.mlp_autocast_dtype = fused.mlp_autocast_dtype = torch.float16
+    return reference, fused
+
+
+@runs_kernels
+@pytest.mark.parametrize("half", [False, True])
+def test_fused_density_equals_the_torch_fields_density(half):
+    """``RadianceField.density`` without gradients in one kernel (hash grid, density MLP, blob, softplus) against
+    the torch field's, on points inside and outside the box (world units; outside: clamped to its faces).
+    Tolerances: float32 MLPs, 1e-5 x the largest density (the features' summation order, then a 16-term product);
+    float16 MLPs, 2e-3 x (float16 rounds each layer's output to 2^-11 relative, and a hidden value that rounds the
+    other way in the torch path moves the output by up to that)."""
+    reference, fused = _density_fields(levels=8, mlp_width=16, half=half, log2_hashmap_size=9, base_resolution=5,
+                                       per_level_scale=1.5)
+    points = sample_points() * 2.4 - 1.2
+    with torch.no_grad():
+        assert fused.uses_fused_density(points) and not reference.uses_fused_density(points)
+        ours, theirs = fused.density(points), reference.density(points)
+    assert ours.dtype == torch.float32 and ours.shape == (points.shape[0],)
+    assert float(theirs.std()) > 0.1  # densities that vary: a comparison of the MLP, not of the blob alone
+    assert_close_scaled(ours, theirs, 2e-3 if half else 1e-5)
+
+
+@runs_kernels
+def test_densities_with_gradients_take_the_differentiable_path():
+    """With gradients wanted the density comes from the field's autograd path, and the fused op refuses them."""
+    reference, fused = _density_fields(levels=8, mlp_width=16, half=False, log2_hashmap_size=9, base_resolution=5,
+                                       per_level_scale=1.5)
+    points = sample_points() * 2.0 - 1.0
+    assert not fused.uses_fused_density(points)  # gradients enabled here
+    density = fused.density(points)
+    density.sum().backward()
+    assert fused.density_mlp[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no gradients"):
+        from backend.nerf import hash_grid_triton
+
+        hash_grid_triton.fused_density(points, fused.encoding.table, fused.encoding.level_scales,
+                                       fused.encoding.level_layout, fused.density_mlp[0].weight,
+                                       fused.density_mlp[2].weight, 1.0, 10.0, 0.5, False)
+    narrow = RadianceField(FieldConfig(levels=4, mlp_width=16, compile=False, encoding="triton")).to(DEVICE)
+    with torch.no_grad():  # 4 levels x 2 features: fewer than the 16 columns Triton's matrix product needs
+        assert not narrow.uses_fused_density(points)
+        assert narrow.density(points).shape == (points.shape[0],)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_published_size_fused_density_equals_the_compiled_fields():
+    """FieldConfig's field (16 levels x 2 features, 64 neurons) as a CUDA run has it (float16 MLPs): the fused
+    density on 1M points against the torch field's under float16 autocast, within 2e-3 x the largest density (as
+    above), and against the compiled field's the same."""
+    reference, fused = _density_fields(levels=16, mlp_width=64, half=True)
+    points = torch.rand(1 << 20, 3, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(13)) * 2.2 - 1.1
+    compiled = RadianceField(FieldConfig()).to(DEVICE)
+    compiled.load_state_dict(reference.state_dict())
+    compiled.mlp_autocast_dtype = torch.float16
+    compiled.use_compiled()
+    with torch.no_grad():
+        assert fused.uses_fused_density(points)
+        ours = fused.density(points)
+        theirs = reference.density(points)
+        compiled.config.fused_density = False
+        through_compile = compiled.density(points)
+    assert_close_scaled(ours, theirs, 2e-3)
+    assert_close_scaled(ours, through_compile, 2e-3)
