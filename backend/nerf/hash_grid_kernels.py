@@ -17,6 +17,10 @@ corners, so those adds contend: the adds to the first ``spread_rows`` rows (the 
 ``SPREAD`` copies (the program's id modulo SPREAD; copy 0 is the table gradient itself), summed after the kernel
 (2.2x less time for that kernel on the same samples).
 
+The density kernel (``density``) runs the field's density without gradients in one pass: the encoding's features
+stay in registers and go through the density MLP (a Triton matrix product) and the blob's softplus; only the
+density is stored.
+
 Memory layout: positions [N, 3], table [rows, F], features [N, L*F] (level l at columns l*F..l*F+F-1), gradient
 rows [N, 3, L*F] (d features / d x, d y, d z), all float32 and contiguous; the table gradient is float32 too (its
 summation order, not its value, varies from run to run).
