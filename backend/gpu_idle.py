@@ -144,3 +144,33 @@ def launches_by_region(records: list[TraceRecord], steps: int) -> dict[str, dict
         entry[1] += call.end_ns - call.start_ns
     return {name: {"calls_per_step": round(count / steps, 1), "host_ms_per_step": round(ns / 1e6 / steps, 3)}
             for name, (count, ns) in sorted(totals.items(), key=lambda item: -item[1][0])}
+
+
+def kernels_by_region(records: list[TraceRecord], steps: int, top: int = 6) -> dict[str, dict]:
+    """Per step region ("(none)" outside them), the device's work that the region queued: each kernel, copy or set
+    put down to the region open at the runtime call that launched it (by correlation id, on any thread: the autograd
+    engine's launches fall in ``backward``; a CUDA graph's kernels under its graph launch), as ``gpu_ms_per_step``
+    (their summed durations) and ``top``: the ``top`` largest by name, ms and calls a step. Regions are ranked by
+    their GPU time. A region's device time differs from its CUDA-event span (``regions_ms_per_step``) by the gaps
+    in it and by work queued there that runs after it ends."""
+    steps = max(steps, 1)
+    work = [r for r in records if r.on_device and not r.name.startswith(REGION_PREFIX)]
+    launches = {r.correlation: r for r in records if not r.on_device and r.correlation and _is_runtime_call(r.name)}
+    regions = [r for r in records if not r.on_device and _is_region(r.name)]
+    launch_of = [launches.get(item.correlation) for item in work]
+    names = _innermost(regions, [launch.start_ns if launch else item.start_ns
+                                 for launch, item in zip(launch_of, work)])
+    totals: dict[str, dict[str, list[float]]] = {}
+    for item, region_name in zip(work, names):
+        label = region_name[len(REGION_PREFIX):] if region_name else "(none)"
+        entry = totals.setdefault(label, {}).setdefault(item.name, [0.0, 0])
+        entry[0] += item.end_ns - item.start_ns
+        entry[1] += 1
+    table = {}
+    for label, kernels in sorted(totals.items(), key=lambda item: -sum(ns for ns, _ in item[1].values())):
+        ranked = sorted(kernels.items(), key=lambda item: -item[1][0])[:top]
+        table[label] = {
+            "gpu_ms_per_step": round(sum(ns for ns, _ in kernels.values()) / 1e6 / steps, 3),
+            "top": [{"name": name[:100], "ms_per_step": round(ns / 1e6 / steps, 3),
+                     "calls_per_step": round(calls / steps, 1)} for name, (ns, calls) in ranked]}
+    return table

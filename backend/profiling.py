@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from backend.gpu_idle import idle_gaps, launches_by_region, records_from_profiler
+from backend.gpu_idle import idle_gaps, kernels_by_region, launches_by_region, records_from_profiler
 
 # The top-level regions, in the order a step runs them (names used by the trainer, renderer and guidance).
 REGIONS = (
@@ -231,6 +231,7 @@ class StepProfile:
                 "gpu_kernels_per_step": round(sum(calls for _, calls in work) / steps, 1),
                 "top_host": self._ranked(host),
                 "runtime_calls_by_region": launches_by_region(records, steps),
+                "kernels_by_region": kernels_by_region(records, steps),
                 **idle_gaps(records, steps, self.top)}
 
     def _ranked(self, totals: dict[str, list[float]]) -> list[dict]:
@@ -329,6 +330,13 @@ def format_profile(summary: dict) -> str:
         lines.append("  CUDA runtime calls a step by region (calls, host ms): " + ", ".join(
             f"{name} {row['calls_per_step']:.0f} / {row['host_ms_per_step']:.2f}"
             for name, row in summary["runtime_calls_by_region"].items()))
+    if summary.get("kernels_by_region"):
+        lines.append("  GPU work a step by the region that launched it (ms a step, calls a step):")
+        for name, row in summary["kernels_by_region"].items():
+            lines.append(f"  {row['gpu_ms_per_step']:9.3f}         {name}")
+            for kernel in row["top"]:
+                lines.append(f"  {'':>9s} {kernel['ms_per_step']:7.3f} {kernel['calls_per_step']:6.1f}  "
+                             f"{kernel['name'][:80]}")
     lines.append(f"  top {len(summary['top'])} {summary['top_kind']} over the window (ms total, calls):")
     for row in summary["top"]:
         lines.append(f"  {row['ms_total']:9.2f} {row['calls']:6d}  {row['name'][:90]}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from backend.gpu_idle import TraceRecord, idle_gaps, launches_by_region, records_from_profiler
+from backend.gpu_idle import TraceRecord, idle_gaps, kernels_by_region, launches_by_region, records_from_profiler
 
 US = 1_000  # ns
 
@@ -66,6 +66,36 @@ def test_runtime_calls_are_counted_by_the_region_open_at_each_on_any_thread():
         "backward": {"calls_per_step": 0.5, "host_ms_per_step": 0.001},
         "(none)": {"calls_per_step": 0.5, "host_ms_per_step": 0.003},
     }
+
+
+def test_device_work_is_put_down_to_the_region_that_launched_it():
+    records = [
+        host("iso3d:render.sampling", 0, 100),
+        host("cudaLaunchKernel", 10, 12, correlation=1),
+        host("cudaLaunchKernel", 20, 22, correlation=2),
+        host("cudaLaunchKernel", 30, 32, correlation=3),
+        host("iso3d:backward", 100, 200),
+        host("cudaLaunchKernel", 150, 152, thread=2, correlation=4),  # the autograd engine's thread
+        host("cudaGraphLaunch", 160, 165, correlation=5),  # a CUDA graph: its kernels share the launch's id
+        host("cudaMemcpyAsync", 250, 252, correlation=6),  # outside every region
+        kernel("density", 15, 45, correlation=1),
+        kernel("density", 50, 70, correlation=2),
+        kernel("nonzero", 70, 75, correlation=3),
+        kernel("table_gradient", 155, 255, correlation=4),  # runs past its region's end: still backward's
+        kernel("graph_conv", 255, 265, correlation=5),
+        kernel("graph_conv", 265, 275, correlation=5),
+        kernel("Memcpy DtoH", 275, 279, correlation=6),
+        kernel("iso3d:backward", 100, 200, correlation=0),  # a region's device-side span: not work
+    ]
+    table = kernels_by_region(records, steps=2, top=1)
+    assert list(table) == ["backward", "render.sampling", "(none)"]  # by GPU time
+    assert table["backward"] == {"gpu_ms_per_step": 0.06, "top": [
+        {"name": "table_gradient", "ms_per_step": 0.05, "calls_per_step": 0.5}]}
+    assert table["render.sampling"] == {"gpu_ms_per_step": 0.028, "top": [
+        {"name": "density", "ms_per_step": 0.025, "calls_per_step": 1.0}]}
+    assert table["(none)"]["gpu_ms_per_step"] == 0.002 and table["(none)"]["top"][0]["name"] == "Memcpy DtoH"
+    assert kernels_by_region(records, steps=2)["backward"]["top"][1] == {
+        "name": "graph_conv", "ms_per_step": 0.01, "calls_per_step": 1.0}
 
 
 def test_gaps_are_averaged_over_steps_and_small_ones_only_counted():

@@ -51,3 +51,8 @@ def test_the_step_profile_finds_where_the_gpu_waited_for_the_host():
     assert summary["gpu_idle_ms_per_step"] >= 3.0
     worst = summary["idle_top"][0]
     assert (worst["region"], worst["operator"]) == ("backward", "aten::mm") and worst["ms_per_step"] >= 3.0
+    # the matrix products' kernels, put down to the region that launched each: one a step in each region
+    by_region = summary["kernels_by_region"]
+    for name in ("render.sampling", "backward"):
+        assert by_region[name]["gpu_ms_per_step"] > 0, by_region
+        assert any(kernel["calls_per_step"] >= 1.0 for kernel in by_region[name]["top"]), by_region
