@@ -97,15 +97,22 @@ def _block(x_ptr, scales_ptr, layout_ptr, n_points, LEVELS: tl.constexpr, LEVELS
     """What both kernels start with: this program's points, the feature columns, the live [points, levels,
     features] mask, and at every level ([points, levels]) the cell origins (int32), the fractions along x, y, z,
     and ([1, levels]) the level's scale and layout (table offset, dense side or 0, hash mask)."""
+    points, live, x, y, z = _points(x_ptr, n_points, BLOCK_POINTS)
+    feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _cells(
+        x, y, z, live, scales_ptr, layout_ptr, LEVELS, LEVELS_P2, FEATURES, FEATURES_P2)
+    return points, feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask
+
+
+@triton.jit
+def _points(x_ptr, n_points, BLOCK_POINTS: tl.constexpr):
+    """This program's point indices, which of them are real, and their x, y, z (rows of 3 float32 at ``x_ptr``)."""
     points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
     live = points < n_points
     rows = points.to(tl.int64) * 3
     x = tl.load(x_ptr + rows, mask=live, other=0.0)
     y = tl.load(x_ptr + rows + 1, mask=live, other=0.0)
     z = tl.load(x_ptr + rows + 2, mask=live, other=0.0)
-    feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _cells(
-        x, y, z, live, scales_ptr, layout_ptr, LEVELS, LEVELS_P2, FEATURES, FEATURES_P2)
-    return points, feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask
+    return points, live, x, y, z
 
 
 @triton.jit
@@ -215,12 +222,7 @@ def _density_kernel(points_ptr, table_ptr, scales_ptr, layout_ptr, hidden_weight
     -> ReLU -> 1 (``HALF``: float16 operands, each layer's output rounded to float16, sums in float32, as under
     float16 autocast; else float32 throughout), and softplus(raw + blob_density * (1 - |p| / blob_radius)). Only
     the density [N] is written: no features, no hidden layer in memory."""
-    points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
-    live = points < n_points
-    rows = points.to(tl.int64) * 3
-    px = tl.load(points_ptr + rows, mask=live, other=0.0)
-    py = tl.load(points_ptr + rows + 1, mask=live, other=0.0)
-    pz = tl.load(points_ptr + rows + 2, mask=live, other=0.0)
+    points, live, px, py, pz = _points(points_ptr, n_points, BLOCK_POINTS)
     radii = tl.zeros((BLOCK_POINTS,), dtype=tl.float32) + radius
     # as the torch field rounds it: a correctly rounded division, then + 1, then * 0.5 (no fused multiply-add)
     feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _cells(
