@@ -73,6 +73,21 @@ def _innermost(spans: list[TraceRecord], times: list[int]) -> list[str | None]:
     return found
 
 
+def _region_label(name: str | None) -> str:
+    """A region span's name as the tables show it ("(none)": outside every region)."""
+    return name[len(REGION_PREFIX):] if name else "(none)"
+
+
+def _launching_regions(records: list[TraceRecord], work: list[TraceRecord]) -> tuple[list, list[str]]:
+    """For each item of device ``work``: the runtime call that launched it (by correlation id; None: not found) and
+    the label of the step region open at that call (at the item's own start where no launch is found)."""
+    launches = {r.correlation: r for r in records if not r.on_device and r.correlation and _is_runtime_call(r.name)}
+    regions = [r for r in records if not r.on_device and _is_region(r.name)]
+    launch_of = [launches.get(item.correlation) for item in work]
+    names = _innermost(regions, [launch.start_ns if launch else item.start_ns for launch, item in zip(launch_of, work)])
+    return launch_of, [_region_label(name) for name in names]
+
+
 def idle_gaps(records: list[TraceRecord], steps: int, top: int = 15, min_gap_us: float = 1.0) -> dict:
     """``gpu_idle_ms_per_step`` (the device's gaps between its first and last work), ``idle_by_region`` (ms a step
     by the step region open at the launch that ended each gap; "(none)" outside regions) and ``idle_top``: the
@@ -92,15 +107,11 @@ def idle_gaps(records: list[TraceRecord], steps: int, top: int = 15, min_gap_us:
         busy_until = max(busy_until, work.end_ns)
     total_ns = sum(gap for gap, _ in gaps)
     attributed = [(gap, work) for gap, work in gaps if gap >= min_gap_us * 1e3]
-    launches = {r.correlation: r for r in records if not r.on_device and r.correlation and _is_runtime_call(r.name)}
-    regions = [r for r in records if not r.on_device and _is_region(r.name)]
     operators_by_thread: dict[int, list[TraceRecord]] = {}
     for r in records:
         if not r.on_device and not _is_region(r.name) and not _is_runtime_call(r.name):
             operators_by_thread.setdefault(r.thread, []).append(r)
-    launch_of = [launches.get(work.correlation) for _, work in attributed]
-    region_names = _innermost(regions, [launch.start_ns if launch else work.start_ns
-                                        for launch, (_, work) in zip(launch_of, attributed)])
+    launch_of, region_labels = _launching_regions(records, [work for _, work in attributed])
     operator_names: list[str | None] = [None] * len(attributed)
     by_thread: dict[int, list[int]] = {}
     for index, launch in enumerate(launch_of):
@@ -112,8 +123,7 @@ def idle_gaps(records: list[TraceRecord], steps: int, top: int = 15, min_gap_us:
             operator_names[index] = name
     by_region: dict[str, float] = {}
     by_pair: dict[tuple[str, str], list[float]] = {}
-    for (gap, work), region_name, operator, launch in zip(attributed, region_names, operator_names, launch_of):
-        region_label = region_name[len(REGION_PREFIX):] if region_name else "(none)"
+    for (gap, work), region_label, operator, launch in zip(attributed, region_labels, operator_names, launch_of):
         operator_label = operator or (launch.name if launch else f"(no launch found: {work.name[:60]})")
         by_region[region_label] = by_region.get(region_label, 0.0) + gap
         entry = by_pair.setdefault((region_label, operator_label[:100]), [0.0, 0])
@@ -139,7 +149,7 @@ def launches_by_region(records: list[TraceRecord], steps: int) -> dict[str, dict
     names = _innermost(regions, [call.start_ns for call in calls])
     totals: dict[str, list[float]] = {}
     for call, region_name in zip(calls, names):
-        entry = totals.setdefault(region_name[len(REGION_PREFIX):] if region_name else "(none)", [0, 0.0])
+        entry = totals.setdefault(_region_label(region_name), [0, 0.0])
         entry[0] += 1
         entry[1] += call.end_ns - call.start_ns
     return {name: {"calls_per_step": round(count / steps, 1), "host_ms_per_step": round(ns / 1e6 / steps, 3)}
@@ -155,14 +165,9 @@ def kernels_by_region(records: list[TraceRecord], steps: int, top: int = 6) -> d
     in it and by work queued there that runs after it ends."""
     steps = max(steps, 1)
     work = [r for r in records if r.on_device and not r.name.startswith(REGION_PREFIX)]
-    launches = {r.correlation: r for r in records if not r.on_device and r.correlation and _is_runtime_call(r.name)}
-    regions = [r for r in records if not r.on_device and _is_region(r.name)]
-    launch_of = [launches.get(item.correlation) for item in work]
-    names = _innermost(regions, [launch.start_ns if launch else item.start_ns
-                                 for launch, item in zip(launch_of, work)])
+    _, labels = _launching_regions(records, work)
     totals: dict[str, dict[str, list[float]]] = {}
-    for item, region_name in zip(work, names):
-        label = region_name[len(REGION_PREFIX):] if region_name else "(none)"
+    for item, label in zip(work, labels):
         entry = totals.setdefault(label, {}).setdefault(item.name, [0.0, 0])
         entry[0] += item.end_ns - item.start_ns
         entry[1] += 1
