@@ -215,20 +215,65 @@ def variants(args, device: torch.device) -> dict:
                "max_abs_difference_from_torch": difference, "table_gradient": {}}
         print(f"N={points:>9,} encode {row['encode_ms']:6.2f} / with rows {row['encode_rows_ms']:6.2f} ms  "
               f"difference from torch {difference:.1e}", flush=True)
-        for name, spread_rows in (("spread", spread_rows_of(grid.offsets)), ("no spread", 0)):
-            def gradient(with_rows, spread_rows=spread_rows):
+        spread = spread_rows_of(grid.offsets)
+        for name, spread_rows, merge_runs in (("spread, runs merged", spread, True), ("spread", spread, False),
+                                              ("no spread", 0, False), ("runs merged", 0, True)):
+            def gradient(with_rows, spread_rows=spread_rows, merge_runs=merge_runs):
                 return kernels.table_gradient(x01, grad_features, grad_rows if with_rows else None, scales, layout,
-                                              rows_total, features, spread_rows)
+                                              rows_total, features, spread_rows, merge_runs)
 
-            times = {"spread_rows": spread_rows,
+            times = {"spread_rows": spread_rows, "merge_runs": merge_runs,
                      "ms": timed_ms(lambda: gradient(False), device, args.warmup, args.repeats),
                      "rows_ms": timed_ms(lambda: gradient(True), device, args.warmup, args.repeats)}
             row["table_gradient"][name] = times
-            print(f"{'':12s} table gradient, {name:9s} {times['ms']:6.2f} / with rows {times['rows_ms']:6.2f} ms",
+            print(f"{'':12s} table gradient, {name:19s} {times['ms']:6.2f} / with rows {times['rows_ms']:6.2f} ms",
                   flush=True)
+        if args.launch_shapes:
+            row["launch_shapes"] = launch_shapes(x01, grid, grad_features, grad_rows, spread, device, args)
         rows.append(row)
     return {"grid": settings, "warmup": args.warmup, "repeats": args.repeats, "ray_ordered": args.ray_ordered,
             "shell": args.shell, "variants": rows}
+
+
+def launch_shapes(x01, grid, grad_features, grad_rows, spread_rows, device, args) -> dict:
+    """Kernel times at other points a program and warps than the module's (``--launch-shapes``): the table
+    gradient with rows (as the field runs it) and the fused density (a random density MLP of FieldConfig's width)."""
+    from backend.nerf import hash_grid_kernels as kernels
+
+    table, scales, layout = grid.table.detach(), grid.level_scales, grid.level_layout
+    rows_total, features = table.shape
+    width = FieldConfig().mlp_width
+    generator = torch.Generator(device).manual_seed(1)
+    hidden = torch.randn(width, grid.output_dim, device=device, generator=generator) / grid.output_dim**0.5
+    out = torch.randn(1, width, device=device, generator=generator) / width**0.5
+    world = (x01 * 2.0 - 1.0).contiguous()  # radius 1
+    saved = kernels.GRADIENT_BLOCK, kernels.GRADIENT_WARPS, kernels.DENSITY_BLOCK, kernels.DENSITY_WARPS
+    shapes = {"table_gradient": {}, "density": {}}
+    try:
+        for block, warps in ((16, 2), (32, 2), (32, 4), (64, 4), (64, 8), (128, 8)):
+            kernels.GRADIENT_BLOCK, kernels.GRADIENT_WARPS = block, warps
+            ms = timed_ms(lambda: kernels.table_gradient(x01, grad_features, grad_rows, scales, layout, rows_total,
+                                                         features, spread_rows),
+                          device, args.warmup, args.repeats)
+            shapes["table_gradient"][f"{block}x{warps}"] = ms
+            print(f"{'':12s} table gradient with rows, {block:4d} points x {warps} warps {ms:6.2f} ms", flush=True)
+        kernels.GRADIENT_BLOCK, kernels.GRADIENT_WARPS = saved[:2]
+        expected = None
+        for block, warps in ((16, 1), (16, 2), (32, 2), (32, 4), (64, 4), (128, 4), (128, 8)):
+            kernels.DENSITY_BLOCK, kernels.DENSITY_WARPS = block, warps
+
+            def density():
+                return kernels.density(world, table, scales, layout, hidden, out, 1.0, 10.0, 0.5, True)
+
+            values = density()
+            expected = values if expected is None else expected
+            ms = timed_ms(density, device, args.warmup, args.repeats)
+            shapes["density"][f"{block}x{warps}"] = {"ms": ms,
+                                                     "max_abs_difference": float((values - expected).abs().max())}
+            print(f"{'':12s} density, {block:4d} points x {warps} warps {ms:6.2f} ms", flush=True)
+    finally:
+        kernels.GRADIENT_BLOCK, kernels.GRADIENT_WARPS, kernels.DENSITY_BLOCK, kernels.DENSITY_WARPS = saved
+    return shapes
 
 
 def compile_check() -> dict:
@@ -250,8 +295,10 @@ def compile_check() -> dict:
                                                    "grad_gradient_ptr", "table_grad_ptr", "copies_ptr"),
                   ("n_points", "spread_rows"),
                   {"HAS_GRAD_FEATURES": features, "HAS_GRAD_GRADIENT": rows, "SPREAD_COPIES": copies,
-                   "BLOCK_POINTS": kernels.GRADIENT_BLOCK}, kernels.GRADIENT_WARPS)
-                 for features, rows in ((True, False), (True, True), (False, True)) for copies in (1, kernels.SPREAD)]
+                   "MERGE_RUNS": merge, "BLOCK_POINTS": kernels.GRADIENT_BLOCK}, kernels.GRADIENT_WARPS)
+                 for features, rows, merge in ((True, False, kernels.MERGE_RUNS), (True, True, kernels.MERGE_RUNS),
+                                               (False, True, kernels.MERGE_RUNS), (True, True, not kernels.MERGE_RUNS))
+                 for copies in (1, kernels.SPREAD)]  # as the field runs them, and the other merge for --variants
     for kernel, pointer_names, integer_names, flags, warps in variants:
         signature = {name: ("*i64" if name == "layout_ptr" else "*fp32") for name in pointer_names}
         signature.update({name: "i32" for name in integer_names})
@@ -288,6 +335,9 @@ def main() -> int:
     parser.add_argument("--variants", action="store_true",
                         help="time the kernels alone on the same points: the encoding, and the table gradient with "
                              "the coarse levels' adds spread over copies (as the field runs it) and without")
+    parser.add_argument("--launch-shapes", action="store_true",
+                        help="with --variants: also time the table gradient and the fused density at other points "
+                             "a program and warps")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--compiled", action="store_true", help="also torch.compile the torch path (compiles ~1 min)")

@@ -157,16 +157,42 @@ def compiled_over_samples(function, **compile_options):
     return call
 
 
-def mlp_with_tangents(network: nn.Sequential, inputs: torch.Tensor, tangents: torch.Tensor):
-    """(outputs [N, O], tangents [N, K, O]) of a bias-free ReLU MLP: each Linear maps the tangents as it maps
-    the inputs (it is linear), each ReLU masks them where it is flat (its derivative at 0 taken as 0, as
-    autograd does)."""
+# A Linear with at most this many outputs runs, under torch.compile, as products summed (``narrow_linear``).
+NARROW_OUTPUTS = 4
+
+
+def narrow_linear(inputs: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``F.linear(inputs, weight)`` ([..., K] by [O, K] -> [..., O]) computed as F.linear computes it in ``dtype``
+    (the autocast dtype, or the inputs' own): the operands rounded to ``dtype``, the products summed in float32, the
+    sums rounded to ``dtype``; written as a broadcast product and a sum, so that torch.compile fuses it with its
+    neighbours. For the output layers (1 density, 3 albedo columns): cuBLAS runs matrix products with that few
+    columns, and their backward, as gemv and misaligned cutlass kernels, 2.2 ms of the ``reference`` preset's 256²
+    step (bench/results/generate_h200_2026-12-03_reference600_s12_paired.json, ``kernels_by_region``). Eagerly
+    this would hold [..., O, K] float32 products in memory: only the compiled field uses it (``mlp_forward``)."""
+    products = inputs.to(dtype).float()[..., None, :] * weight.to(dtype).float()
+    return products.sum(dim=-1).to(dtype)
+
+
+def _linear(layer: nn.Linear, inputs: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    if layer.out_features <= NARROW_OUTPUTS and layer.bias is None and torch.compiler.is_compiling():
+        return narrow_linear(inputs, layer.weight, dtype or torch.promote_types(inputs.dtype, layer.weight.dtype))
+    return layer(inputs)
+
+
+def mlp_forward(network: nn.Sequential, inputs: torch.Tensor, tangents: torch.Tensor | None = None,
+                dtype: torch.dtype | None = None):
+    """(outputs [N, O], tangents [N, K, O] or None) of a bias-free ReLU MLP at inputs [N, I], with tangents
+    [N, K, I]: each Linear maps the tangents as it maps the inputs (it is linear), each ReLU masks them where it is
+    flat (its derivative at 0 taken as 0, as autograd does). ``dtype``: the dtype the Linear layers compute in
+    (the autocast dtype the caller runs under; None: the operands')."""
     for layer in network:
         if isinstance(layer, nn.Linear):
-            inputs, tangents = layer(inputs), layer(tangents)
+            inputs = _linear(layer, inputs, dtype)
+            tangents = None if tangents is None else _linear(layer, tangents, dtype)
         elif isinstance(layer, nn.ReLU):
             active = inputs > 0
-            inputs, tangents = inputs * active, tangents * active[:, None, :]
+            inputs = inputs * active
+            tangents = None if tangents is None else tangents * active[:, None, :]
         else:
             raise TypeError(f"no tangent rule for {type(layer).__name__}")
     return inputs, tangents
@@ -252,12 +278,12 @@ class RadianceField(nn.Module):
 
     def _density_from_features(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         with self._mlp_precision(points):
-            raw = self.density_mlp(features)[..., 0]
+            raw = mlp_forward(self.density_mlp, features, dtype=self.mlp_autocast_dtype)[0][..., 0]
         return F.softplus(raw.to(points.dtype) + self._blob(points.norm(dim=-1)))
 
     def _albedo_from_features(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         with self._mlp_precision(points):
-            raw = self.albedo_mlp(features)
+            raw = mlp_forward(self.albedo_mlp, features, dtype=self.mlp_autocast_dtype)[0]
         return torch.sigmoid(raw.to(points.dtype))
 
     def _evaluate(self, points: torch.Tensor, with_albedo: bool = True):
@@ -273,7 +299,7 @@ class RadianceField(nn.Module):
         features, feature_gradient = self.encoding(scaled.clamp(0.0, 1.0), with_gradient=True)
         feature_gradient = feature_gradient * (inside * (0.5 / self.radius))[:, :, None]  # d/d points
         with self._mlp_precision(points):
-            raw, raw_gradient = mlp_with_tangents(self.density_mlp, features, feature_gradient)
+            raw, raw_gradient = mlp_forward(self.density_mlp, features, feature_gradient, self.mlp_autocast_dtype)
         raw, raw_gradient = raw.to(points.dtype), raw_gradient.to(points.dtype)
         distance = points.norm(dim=-1)
         blob = self._blob(distance)

@@ -37,6 +37,7 @@ import triton.language as tl
 ENCODE_BLOCK, ENCODE_WARPS = (1024 if triton.knobs.runtime.interpret else 16), 2
 GRADIENT_BLOCK, GRADIENT_WARPS = (1024 if triton.knobs.runtime.interpret else 32), 4
 SPREAD = 16  # copies of the coarse levels' table gradient
+MERGE_RUNS = True  # the table gradient sums runs of consecutive points in one cell before adding
 
 # enable_fp_fusion False: x * scale + 0.5 rounded twice, as torch does (bench/hash_grid.py --compile-check checks
 # the PTX); the interpreter accepts and ignores it.
@@ -108,11 +109,35 @@ def _points(x_ptr, n_points, BLOCK_POINTS: tl.constexpr):
     """This program's point indices, which of them are real, and their x, y, z (rows of 3 float32 at ``x_ptr``)."""
     points = tl.program_id(0) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)
     live = points < n_points
+    x, y, z = _positions(x_ptr, points, live)
+    return points, live, x, y, z
+
+
+@triton.jit
+def _positions(x_ptr, points, live):
+    """x, y, z of the points ``points`` (rows of 3 float32 at ``x_ptr``; 0 where not ``live``)."""
     rows = points.to(tl.int64) * 3
     x = tl.load(x_ptr + rows, mask=live, other=0.0)
     y = tl.load(x_ptr + rows + 1, mask=live, other=0.0)
     z = tl.load(x_ptr + rows + 2, mask=live, other=0.0)
-    return points, live, x, y, z
+    return x, y, z
+
+
+@triton.jit
+def _same_cell(x_ptr, points, n_points, bx, by, bz, scales_ptr, layout_ptr, LEVELS: tl.constexpr,
+               LEVELS_P2: tl.constexpr, FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr):
+    """[points, levels]: whether point ``points`` (a real one) lies in the cell (bx, by, bz) at each level."""
+    live = (points >= 0) & (points < n_points)
+    x, y, z = _positions(x_ptr, points, live)
+    _, _, _, cx, cy, cz, _, _, _, _, _, _, _ = _cells(x, y, z, live, scales_ptr, layout_ptr, LEVELS, LEVELS_P2,
+                                                      FEATURES, FEATURES_P2)
+    return live[:, None] & (cx == bx) & (cy == by) & (cz == bz)
+
+
+@triton.jit
+def _run_sum(value, starts, later_value, later_starts):
+    """Sums within runs (a segmented scan's step): ``later`` restarts the sum where it starts a run."""
+    return tl.where(later_starts != 0, later_value, value + later_value), starts | later_starts
 
 
 @triton.jit
@@ -179,7 +204,7 @@ def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, gra
                            copies_ptr, n_points, spread_rows, LEVELS: tl.constexpr, LEVELS_P2: tl.constexpr,
                            FEATURES: tl.constexpr, FEATURES_P2: tl.constexpr, HAS_GRAD_FEATURES: tl.constexpr,
                            HAS_GRAD_GRADIENT: tl.constexpr, SPREAD_COPIES: tl.constexpr,
-                           BLOCK_POINTS: tl.constexpr):
+                           MERGE_RUNS: tl.constexpr, BLOCK_POINTS: tl.constexpr):
     points, feature, levels, live_mask, bx, by, bz, fx, fy, fz, scale, offset, side, mask = _block(
         x_ptr, scales_ptr, layout_ptr, n_points, LEVELS, LEVELS_P2, FEATURES, FEATURES_P2, BLOCK_POINTS)
     width = LEVELS * FEATURES
@@ -197,6 +222,18 @@ def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, gra
         grad_y = tl.load(base + width, mask=live_mask, other=0.0)
         grad_z = tl.load(base + 2 * width, mask=live_mask, other=0.0)
     copy = tl.program_id(0) % SPREAD_COPIES  # 0: the table gradient itself; k > 0: copy k of the coarse rows
+    add_mask = live_mask
+    if MERGE_RUNS:
+        # Consecutive points in the same cell of a level (a ray's samples, at the coarse levels) add to the same 8
+        # rows: their contributions are summed first (a segmented scan over the program's points) and only each
+        # run's last point adds the run's sum.
+        index = tl.arange(0, BLOCK_POINTS)[:, None]
+        starts = ~_same_cell(x_ptr, points - 1, n_points, bx, by, bz, scales_ptr, layout_ptr, LEVELS, LEVELS_P2,
+                             FEATURES, FEATURES_P2) | (index == 0)
+        ends = ~_same_cell(x_ptr, points + 1, n_points, bx, by, bz, scales_ptr, layout_ptr, LEVELS, LEVELS_P2,
+                           FEATURES, FEATURES_P2) | (index == BLOCK_POINTS - 1)
+        run_starts = tl.broadcast_to(starts.to(tl.int32)[:, :, None], (BLOCK_POINTS, LEVELS_P2, FEATURES_P2))
+        add_mask = live_mask & ends[:, :, None]
     for corner in tl.static_range(8):
         row = _corner_row(bx, by, bz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1, side, mask, offset)
         wx, wy, wz = _axis_weights(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)
@@ -209,7 +246,9 @@ def _table_gradient_kernel(x_ptr, scales_ptr, layout_ptr, grad_features_ptr, gra
             spread = (row < spread_rows) & (copy > 0)
             copied = copies_ptr + ((copy - 1) * spread_rows + row)[:, :, None] * FEATURES + feature[None, None, :]
             target = tl.where(spread[:, :, None], copied, target)
-        tl.atomic_add(target, contribution, mask=live_mask, sem="relaxed")
+        if MERGE_RUNS:
+            contribution, _ = tl.associative_scan((contribution, run_starts), 0, _run_sum)
+        tl.atomic_add(target, contribution, mask=add_mask, sem="relaxed")
 
 
 @triton.jit
@@ -301,9 +340,11 @@ def density(points: torch.Tensor, table: torch.Tensor, scales: torch.Tensor, lay
 
 def table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_gradient: torch.Tensor | None,
                    scales: torch.Tensor, layout: torch.Tensor, table_rows: int, features: int,
-                   spread_rows: int = 0) -> torch.Tensor:
+                   spread_rows: int = 0, merge_runs: bool | None = None) -> torch.Tensor:
     """d loss / d table [rows, F] (float32) from the outputs' gradients (None: zero). The adds to rows below
-    ``spread_rows`` (whole coarse levels; 0: none) are spread over ``SPREAD`` copies and summed here."""
+    ``spread_rows`` (whole coarse levels; 0: none) are spread over ``SPREAD`` copies and summed here;
+    ``merge_runs`` (None: ``MERGE_RUNS``): consecutive points in one cell add their summed contributions once."""
+    merge_runs = MERGE_RUNS if merge_runs is None else merge_runs
     table_grad = torch.zeros(table_rows, features, device=x01.device, dtype=torch.float32)
     n_points = x01.shape[0]
     if not n_points or (grad_features is None and grad_gradient is None):
@@ -316,8 +357,8 @@ def table_gradient(x01: torch.Tensor, grad_features: torch.Tensor | None, grad_g
         x01, scales, layout, grad_features if grad_features is not None else table_grad,
         grad_gradient if grad_gradient is not None else table_grad, table_grad, copies, n_points, spread_rows,
         HAS_GRAD_FEATURES=grad_features is not None, HAS_GRAD_GRADIENT=grad_gradient is not None,
-        SPREAD_COPIES=copies_count, BLOCK_POINTS=GRADIENT_BLOCK, num_warps=GRADIENT_WARPS, **_shape(scales, features),
-        **NO_FMA)
+        SPREAD_COPIES=copies_count, MERGE_RUNS=merge_runs, BLOCK_POINTS=GRADIENT_BLOCK, num_warps=GRADIENT_WARPS,
+        **_shape(scales, features), **NO_FMA)
     if copies_count > 1:
         table_grad[:spread_rows] += copies.sum(dim=0)
     return table_grad

@@ -8,7 +8,7 @@ import pytest
 import torch
 import trimesh
 
-from backend.nerf.field import RadianceField
+from backend.nerf.field import RadianceField, narrow_linear
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import FieldConfig
 from tests.helpers.targets import SPHERE_CENTRE, SPHERE_RADIUS, SphereTarget, chamfer_distance, small_config, \
@@ -86,6 +86,34 @@ def test_float16_mlps_give_float32_outputs_near_the_float32_field_and_float32_gr
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in field.parameters())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_narrow_linear_is_the_linear_layer_in_value_and_gradient(dtype):
+    """The compiled field's output layers (1 and 3 columns) as products summed: F.linear's value as it computes it
+    in ``dtype`` (operands rounded to it, float32 sums, one rounding of the result), and the same gradients."""
+    generator = torch.Generator().manual_seed(3)
+    for outputs in (1, 3):
+        inputs = torch.randn(500, 2, 64, generator=generator).requires_grad_(True)  # [N, K, 64]: tangents too
+        weight = torch.randn(outputs, 64, generator=generator).requires_grad_(True)
+        ours = narrow_linear(inputs, weight, dtype)
+        assert ours.dtype == dtype and ours.shape == (500, 2, outputs)
+        # F.linear in float64 of the rounded operands, rounded once: what a float32-accumulating matrix product
+        # gives within float32 summation order, far below one rounding to ``dtype``
+        exact = torch.nn.functional.linear(inputs.detach().to(dtype).double(), weight.detach().to(dtype).double())
+        torch.testing.assert_close(ours.detach().double(), exact.to(dtype).double(), rtol=torch.finfo(dtype).eps,
+                                   atol=1e-5)
+        upstream = torch.randn(ours.shape, generator=generator)
+        grads = torch.autograd.grad(ours, (inputs, weight), upstream.to(dtype))
+        rounded_inputs = inputs.detach().to(dtype).float().requires_grad_(True)
+        rounded_weight = weight.detach().to(dtype).float().requires_grad_(True)
+        expected = torch.autograd.grad(torch.nn.functional.linear(rounded_inputs, rounded_weight),
+                                       (rounded_inputs, rounded_weight), upstream.to(dtype).float())
+        for value, reference in zip(grads, expected):
+            assert value.dtype == torch.float32
+            # the input gradient is rounded to ``dtype`` on its way back (as autocast's cast is), the weight's
+            # gradient is summed over 1000 rows in float32
+            torch.testing.assert_close(value, reference, rtol=2 * torch.finfo(dtype).eps, atol=1e-4)
+
+
 # slow: torch.compile of the field on the CPU (~30-90 s); the compiled field runs on CUDA, where the GPU benchmarks
 # and tests/nerf/test_memory_cuda.py use it
 @pytest.mark.slow
@@ -121,7 +149,9 @@ def test_the_field_is_compiled_once_for_any_sample_count_with_every_other_size_f
         for compiled_out, plain_out in ((field(points, with_normals=True), plain(points, with_normals=True)),
                                         ((field.density(points),), (plain.density(points),))):
             for value, expected in zip(compiled_out, plain_out):
-                assert torch.equal(value, expected)
+                # float32 summation order: the traced graph runs the output layers as products summed
+                # (narrow_linear), the plain field as matrix products
+                torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
     assert len(graphs) == 2  # the density and the evaluation with normals, each once for the three counts
     for shapes in graphs:
         symbolic = [shape for shape in shapes if any(isinstance(size, torch.SymInt) for size in shape)]

@@ -138,6 +138,49 @@ def test_table_gradient_spread_over_copies_equals_the_torch_reference(monkeypatc
     assert spread[:spread_rows].abs().sum() > 0
 
 
+def ray_points(count: int = 1000) -> torch.Tensor:
+    """Points as a render packs them: runs of consecutive samples along rays (up to 40 a ray, 0.01 apart), so that
+    consecutive points often share a cell at the coarse levels; some rays leave the box (clamped to its faces)."""
+    generator = torch.Generator().manual_seed(4)
+    points, total = [], 0
+    while total < count:
+        samples = int(torch.randint(1, 41, (), generator=generator))
+        origin = torch.rand(3, generator=generator) * 1.2 - 0.1
+        direction = torch.nn.functional.normalize(torch.randn(3, generator=generator), dim=0)
+        points.append(origin + direction * 0.01 * torch.arange(samples, dtype=torch.float32)[:, None])
+        total += samples
+    return torch.cat(points)[:count].clamp(0.0, 1.0).to(DEVICE)
+
+
+@runs_kernels
+def test_table_gradient_with_runs_merged_equals_the_torch_reference(monkeypatch):
+    """Consecutive points in one cell (a ray's samples) summed before their adds (``merge_runs``, the default): the
+    same table gradient as adding point by point, and as the torch path's, with runs that cross programs' edges
+    (programs of 32 points) and end at the last point; the coarse levels' adds spread over copies, as the field
+    runs it."""
+    from backend.nerf import hash_grid_kernels as kernels
+
+    monkeypatch.setattr(kernels, "GRADIENT_BLOCK", 32)
+    reference, fused = grids()
+    x01 = ray_points()
+    cells = (x01 * 4.0 + 0.5).floor()  # level 0
+    assert (cells[1:] == cells[:-1]).all(dim=1).float().mean() > 0.8  # mostly runs at the coarse level
+    expected_features, expected_rows = reference(x01, with_gradient=True)
+    generator = torch.Generator().manual_seed(5)
+    feature_weights = torch.randn(expected_features.shape, generator=generator).to(DEVICE)
+    row_weights = torch.randn(expected_rows.shape, generator=generator).to(DEVICE)
+    ((expected_features * feature_weights).sum() + (expected_rows * row_weights).sum()).backward()
+    rows, features = fused.table.shape
+    assert x01.shape[0] >= kernels.SPREAD * 32 and fused.spread_rows > 0
+    arguments = (x01, feature_weights, row_weights, fused.level_scales, fused.level_layout, rows, features,
+                 fused.spread_rows)
+    merged = kernels.table_gradient(*arguments)
+    point_by_point = kernels.table_gradient(*arguments, merge_runs=False)
+    assert kernels.MERGE_RUNS
+    assert_close_scaled(merged, point_by_point, 1e-5)
+    assert_close_scaled(merged, reference.table.grad, 1e-5)
+
+
 @runs_kernels
 def test_field_with_the_fused_encoding_equals_the_torch_field():
     """The whole field with analytic normals (the trainer's path): density, albedo, normals and every parameter's
