@@ -169,8 +169,27 @@ def narrow_linear(inputs: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype
     columns, and their backward, as gemv and misaligned cutlass kernels, 2.2 ms of the ``reference`` preset's 256²
     step (bench/results/generate_h200_2026-12-03_reference600_s12_paired.json, ``kernels_by_region``). Eagerly
     this would hold [..., O, K] float32 products in memory: only the compiled field uses it (``mlp_forward``)."""
-    products = inputs.to(dtype).float()[..., None, :] * weight.to(dtype).float()
-    return products.sum(dim=-1).to(dtype)
+    return _NarrowLinear.apply(inputs.to(dtype), weight.to(dtype))
+
+
+class _NarrowLinear(torch.autograd.Function):
+    """``narrow_linear`` of operands already in their dtype. The input's gradient is products summed too (fused);
+    the weight's is a matrix product (cuBLAS), as F.linear's backward: written as products summed over the
+    samples, Inductor compiled it (the sample count dynamic) into one unsplit reduction that took 103 ms a 256² step
+    (bench/results/generate_h200_2026-12-03_reference600_s12_narrow_merge.json)."""
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inputs, weight)
+        return (inputs.float()[..., None, :] * weight.float()).sum(dim=-1).to(inputs.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        inputs, weight = ctx.saved_tensors
+        grad_inputs = (grad.float()[..., :, None] * weight.float()).sum(dim=-2).to(inputs.dtype)
+        grad_weight = torch.mm(grad.reshape(-1, grad.shape[-1]).t().to(inputs.dtype),
+                               inputs.reshape(-1, inputs.shape[-1]))
+        return grad_inputs, grad_weight.to(weight.dtype)
 
 
 def _linear(layer: nn.Linear, inputs: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
