@@ -157,57 +157,34 @@ def compiled_over_samples(function, **compile_options):
     return call
 
 
-# A Linear with at most this many outputs runs, under torch.compile, as products summed (``narrow_linear``).
-NARROW_OUTPUTS = 4
+# The output layers (1 density, 3 albedo columns) run padded with zero rows to this many outputs (``padded_linear``).
+ALIGNED_OUTPUTS = 8
 
 
-def narrow_linear(inputs: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``F.linear(inputs, weight)`` ([..., K] by [O, K] -> [..., O]) computed as F.linear computes it in ``dtype``
-    (the autocast dtype, or the inputs' own): the operands rounded to ``dtype``, the products summed in float32, the
-    sums rounded to ``dtype``; written as a broadcast product and a sum, so that torch.compile fuses it with its
-    neighbours. For the output layers (1 density, 3 albedo columns): cuBLAS runs matrix products with that few
-    columns, and their backward, as gemv and misaligned cutlass kernels, 2.2 ms of the ``reference`` preset's 256²
-    step (bench/results/generate_h200_2026-12-03_reference600_s12_paired.json, ``kernels_by_region``). Eagerly
-    this would hold [..., O, K] float32 products in memory: only the compiled field uses it (``mlp_forward``)."""
-    return _NarrowLinear.apply(inputs.to(dtype), weight.to(dtype))
+def padded_linear(inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.linear(inputs, weight)`` ([..., K] by [O, K] -> [..., O], O < ALIGNED_OUTPUTS) with the weight padded by
+    zero rows to ALIGNED_OUTPUTS outputs and the result cut back to O: the same values (each output column is its
+    own dot product), but the matrix products of the forward and of the backward have rows of 8 float16 values (16
+    bytes). With 1 or 3 columns cuBLAS ran them, forward and backward, as gemv and misaligned cutlass kernels: 2.2 ms
+    of the ``reference`` preset's 256² step (bench/results/generate_h200_2026-12-03_reference600_s12_paired.json,
+    ``kernels_by_region``)."""
+    return F.linear(inputs, F.pad(weight, (0, 0, 0, ALIGNED_OUTPUTS - weight.shape[0])))[..., :weight.shape[0]]
 
 
-class _NarrowLinear(torch.autograd.Function):
-    """``narrow_linear`` of operands already in their dtype. The input's gradient is products summed too (fused);
-    the weight's is a matrix product (cuBLAS), as F.linear's backward: written as products summed over the
-    samples, Inductor compiled it (the sample count dynamic) into one unsplit reduction that took 103 ms a 256² step
-    (bench/results/generate_h200_2026-12-03_reference600_s12_narrow_merge.json)."""
-
-    @staticmethod
-    def forward(ctx, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(inputs, weight)
-        return (inputs.float()[..., None, :] * weight.float()).sum(dim=-1).to(inputs.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        inputs, weight = ctx.saved_tensors
-        grad_inputs = (grad.float()[..., :, None] * weight.float()).sum(dim=-2).to(inputs.dtype)
-        grad_weight = torch.mm(grad.reshape(-1, grad.shape[-1]).t().to(inputs.dtype),
-                               inputs.reshape(-1, inputs.shape[-1]))
-        return grad_inputs, grad_weight.to(weight.dtype)
-
-
-def _linear(layer: nn.Linear, inputs: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    if layer.out_features <= NARROW_OUTPUTS and layer.bias is None and torch.compiler.is_compiling():
-        return narrow_linear(inputs, layer.weight, dtype or torch.promote_types(inputs.dtype, layer.weight.dtype))
+def _linear(layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
+    if layer.out_features < ALIGNED_OUTPUTS and layer.bias is None:
+        return padded_linear(inputs, layer.weight)
     return layer(inputs)
 
 
-def mlp_forward(network: nn.Sequential, inputs: torch.Tensor, tangents: torch.Tensor | None = None,
-                dtype: torch.dtype | None = None):
+def mlp_forward(network: nn.Sequential, inputs: torch.Tensor, tangents: torch.Tensor | None = None):
     """(outputs [N, O], tangents [N, K, O] or None) of a bias-free ReLU MLP at inputs [N, I], with tangents
     [N, K, I]: each Linear maps the tangents as it maps the inputs (it is linear), each ReLU masks them where it is
-    flat (its derivative at 0 taken as 0, as autograd does). ``dtype``: the dtype the Linear layers compute in
-    (the autocast dtype the caller runs under; None: the operands')."""
+    flat (its derivative at 0 taken as 0, as autograd does). Output layers of few columns run as ``padded_linear``."""
     for layer in network:
         if isinstance(layer, nn.Linear):
-            inputs = _linear(layer, inputs, dtype)
-            tangents = None if tangents is None else _linear(layer, tangents, dtype)
+            inputs = _linear(layer, inputs)
+            tangents = None if tangents is None else _linear(layer, tangents)
         elif isinstance(layer, nn.ReLU):
             active = inputs > 0
             inputs = inputs * active
@@ -297,12 +274,12 @@ class RadianceField(nn.Module):
 
     def _density_from_features(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         with self._mlp_precision(points):
-            raw = mlp_forward(self.density_mlp, features, dtype=self.mlp_autocast_dtype)[0][..., 0]
+            raw = mlp_forward(self.density_mlp, features)[0][..., 0]
         return F.softplus(raw.to(points.dtype) + self._blob(points.norm(dim=-1)))
 
     def _albedo_from_features(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         with self._mlp_precision(points):
-            raw = mlp_forward(self.albedo_mlp, features, dtype=self.mlp_autocast_dtype)[0]
+            raw = mlp_forward(self.albedo_mlp, features)[0]
         return torch.sigmoid(raw.to(points.dtype))
 
     def _evaluate(self, points: torch.Tensor, with_albedo: bool = True):
@@ -318,7 +295,7 @@ class RadianceField(nn.Module):
         features, feature_gradient = self.encoding(scaled.clamp(0.0, 1.0), with_gradient=True)
         feature_gradient = feature_gradient * (inside * (0.5 / self.radius))[:, :, None]  # d/d points
         with self._mlp_precision(points):
-            raw, raw_gradient = mlp_forward(self.density_mlp, features, feature_gradient, self.mlp_autocast_dtype)
+            raw, raw_gradient = mlp_forward(self.density_mlp, features, feature_gradient)
         raw, raw_gradient = raw.to(points.dtype), raw_gradient.to(points.dtype)
         distance = points.norm(dim=-1)
         blob = self._blob(distance)

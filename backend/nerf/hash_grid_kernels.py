@@ -15,7 +15,12 @@ level's offset.
 The table gradient is summed with float32 atomic adds. A formed object's samples share the coarse levels' few
 corners, so those adds contend: the adds to the first ``spread_rows`` rows (the coarse levels) go to one of
 ``SPREAD`` copies (the program's id modulo SPREAD; copy 0 is the table gradient itself), summed after the kernel
-(2.2x less time for that kernel on the same samples).
+(2.2x less time for that kernel on the same samples). Before adding, runs of consecutive points in one cell of a
+level (a ray's samples, at the coarse levels) are summed in registers (a segmented scan over the program's points,
+``MERGE_RUNS``) and only each run's last point adds: in the ``reference`` preset's 256² step the kernel went from
+3.07 to 2.24 ms (bench/results/generate_h200_2026-12-03_reference600_s12_*.json, ``kernels_by_region``). Adding a
+row's two features with one vector instruction (sm_90's ``red.global.add.v2.f32``) was tried and gained nothing:
+the adds' contention, not their count, costs the time.
 
 The density kernel (``density``) runs the field's density without gradients in one pass: the encoding's features
 stay in registers and go through the density MLP (a Triton matrix product) and the blob's softplus; only the
