@@ -64,6 +64,7 @@ from backend.nerf.presets import preset
 from backend.profiling import format_profile
 from bench.floor import floor_ms, floor_of_run_s
 from bench.known_object import TwoSpheres
+from bench.source import source_commit
 from bench.trajectory import full_preset, run_preset
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -84,14 +85,6 @@ def gpu_label(device: torch.device) -> str:
         if known in name:
             return known
     return name.replace("nvidia", "").strip().replace(" ", "-")
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parents[1]).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def write_results(path: Path, summary: dict) -> None:
@@ -177,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": gpu_label(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "date": datetime.date.today().isoformat(),
-        "commit": git_commit(),
+        "commit": source_commit(),
         "label": args.label,
         "torch": torch.__version__,
         "model": getattr(model, "name", "?"),

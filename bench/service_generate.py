@@ -35,7 +35,6 @@ import argparse
 import json
 import logging
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,6 +56,7 @@ from backend.service.messages import event_frames
 from backend.service.server import BackendServer
 from bench.preview_service import (TINY_WARMUP_GENERATE, bare_preview, median_ms, service_latencies,
                                    synthetic_input_png, wait_until_warm)
+from bench.source import source_commit
 from blender_addon.core.client import BackendClient, decode_array
 
 ANSWER_S = 600  # the warm-up's cold compile of the published UNet, field and VAE encoder takes minutes
@@ -175,14 +175,6 @@ def mesh_stages(server: BackendServer, mesh: MeshUpdate) -> dict:
         server.store.delete(record.id)
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parents[1]).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -216,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {"preset": "tiny" if args.tiny else args.preset, **(TINY_SETTINGS if args.tiny else GPU_SETTINGS)}
     settings.update(item.split("=", 1) for item in args.set)
     mesh_every = generate_config(settings).run.mesh_every
-    info = {"date": time.strftime("%Y-%m-%d"), "commit": commit(), "machine": platform.node(),
+    info = {"date": time.strftime("%Y-%m-%d"), "commit": source_commit(), "machine": platform.node(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "model": model.name, "compile": args.compile,
             "warmup_phases": args.warmup_phases, "settings": settings, "mesh_every": mesh_every, "until": args.until,
