@@ -33,6 +33,7 @@ import torch
 from backend.nerf import field as field_module
 from backend.nerf.field import RadianceField
 from backend.nerf.presets import FieldConfig
+from bench.field_step import timed
 
 
 class ProductsSummed(torch.autograd.Function):
@@ -98,17 +99,7 @@ def step_ms(device: torch.device, samples: int) -> float:
         (density * weights[:, 0] + (albedo * weights[:, 1:4]).sum(-1) + (normals * weights[:, 4:]).sum(-1)).sum() \
             .backward()
 
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(10):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        torch.cuda.synchronize(device)
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    return timed(step, device, warmup=3, repeats=10)
 
 
 def main() -> int:

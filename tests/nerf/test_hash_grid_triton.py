@@ -110,6 +110,18 @@ def test_features_alone_and_their_table_gradient_with_three_features_a_level():
     assert_close_scaled(fused.table.grad, reference.table.grad, 1e-5)
 
 
+def table_gradient_arguments(reference: HashGrid, fused: HashGrid, x01: torch.Tensor, seed: int) -> tuple:
+    """``hash_grid_kernels.table_gradient``'s arguments up to ``spread_rows`` for random output gradients at x01,
+    whose table gradient the torch reference has been given (``reference.table.grad``)."""
+    expected_features, expected_rows = reference(x01, with_gradient=True)
+    generator = torch.Generator().manual_seed(seed)
+    feature_weights = torch.randn(expected_features.shape, generator=generator).to(DEVICE)
+    row_weights = torch.randn(expected_rows.shape, generator=generator).to(DEVICE)
+    ((expected_features * feature_weights).sum() + (expected_rows * row_weights).sum()).backward()
+    rows, features = fused.table.shape
+    return x01, feature_weights, row_weights, fused.level_scales, fused.level_layout, rows, features
+
+
 @runs_kernels
 def test_table_gradient_spread_over_copies_equals_the_torch_reference(monkeypatch):
     """The coarse levels' adds spread over copies (the field's setting: every level but the last here, whose rows
@@ -124,13 +136,7 @@ def test_table_gradient_spread_over_copies_equals_the_torch_reference(monkeypatc
     assert spread_rows == fused.offsets[-1] > 0 and fused.spread_rows == spread_rows
     x01 = sample_points()
     assert x01.shape[0] >= kernels.SPREAD * 32
-    expected_features, expected_rows = reference(x01, with_gradient=True)
-    generator = torch.Generator().manual_seed(9)
-    feature_weights = torch.randn(expected_features.shape, generator=generator).to(DEVICE)
-    row_weights = torch.randn(expected_rows.shape, generator=generator).to(DEVICE)
-    ((expected_features * feature_weights).sum() + (expected_rows * row_weights).sum()).backward()
-    rows, features = fused.table.shape
-    arguments = (x01, feature_weights, row_weights, fused.level_scales, fused.level_layout, rows, features)
+    arguments = table_gradient_arguments(reference, fused, x01, seed=9)
     # point by point (test_table_gradient_with_runs_merged_... adds the merged runs to the spread)
     spread = kernels.table_gradient(*arguments, spread_rows, merge_runs=False)
     single = kernels.table_gradient(*arguments, 0, merge_runs=False)
@@ -166,17 +172,10 @@ def test_table_gradient_with_runs_merged_equals_the_torch_reference(monkeypatch)
     x01 = ray_points()
     cells = (x01 * 4.0 + 0.5).floor()  # level 0
     assert (cells[1:] == cells[:-1]).all(dim=1).float().mean() > 0.8  # mostly runs at the coarse level
-    expected_features, expected_rows = reference(x01, with_gradient=True)
-    generator = torch.Generator().manual_seed(5)
-    feature_weights = torch.randn(expected_features.shape, generator=generator).to(DEVICE)
-    row_weights = torch.randn(expected_rows.shape, generator=generator).to(DEVICE)
-    ((expected_features * feature_weights).sum() + (expected_rows * row_weights).sum()).backward()
-    rows, features = fused.table.shape
     assert x01.shape[0] >= kernels.SPREAD * 32 and fused.spread_rows > 0
-    arguments = (x01, feature_weights, row_weights, fused.level_scales, fused.level_layout, rows, features,
-                 fused.spread_rows)
-    merged = kernels.table_gradient(*arguments)
-    point_by_point = kernels.table_gradient(*arguments, merge_runs=False)
+    arguments = table_gradient_arguments(reference, fused, x01, seed=5)
+    merged = kernels.table_gradient(*arguments, fused.spread_rows)
+    point_by_point = kernels.table_gradient(*arguments, fused.spread_rows, merge_runs=False)
     assert kernels.MERGE_RUNS
     assert_close_scaled(merged, point_by_point, 1e-5)
     assert_close_scaled(merged, reference.table.grad, 1e-5)
