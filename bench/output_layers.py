@@ -5,9 +5,10 @@ field's share of a training step.
     python bench/output_layers.py --variants linear     # one variant
 
 Variants:
-- ``linear``: ``nn.Linear`` as it is; cuBLAS runs the 1- and 3-column matrix products, forward and backward, as
-  gemv and misaligned cutlass kernels (2.2 ms of the ``reference`` preset's 256² step, 2026-12-03).
-- ``padded``: the field's way (``backend.nerf.field.padded_linear``): the weight padded with zero rows to 8 outputs.
+- ``linear``: the field's way, ``nn.Linear`` as it is; cuBLAS runs the 1- and 3-column matrix products, forward and
+  backward, as gemv and misaligned cutlass kernels (2.2 ms of the ``reference`` preset's 256² step, 2026-12-03).
+- ``padded``: the weight padded with zero rows to 8 outputs, the result cut back; the field ran it from 2026-12-03
+  to 12-04: faster here, but a whole ``reference`` run's 256² step was slower with it (bench/RESULTS.md, 2026-12-04).
 - ``products_summed``: the products summed in float32 (Inductor fuses them), the weight's gradient a matrix product,
   in a ``torch.autograd.Function``; tried on 2026-12-03 and not kept: in float32 the compiled field's parameters got
   zero gradients on the H200 (torch 2.11), though not on the CPU.
@@ -29,11 +30,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+import torch.nn.functional as F
 
 from backend.nerf import field as field_module
 from backend.nerf.field import RadianceField
 from backend.nerf.presets import FieldConfig
 from bench.field_step import timed
+
+
+ALIGNED_OUTPUTS = 8  # ``padded``: output layers of fewer columns are padded with zero rows to this many
+
+
+def padded_linear(inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.linear(inputs, weight)`` with the weight [O, K] padded by zero rows to ALIGNED_OUTPUTS outputs and the
+    result cut back to O: the same values (each output column is its own dot product), in matrix products whose
+    rows are 16 bytes of float16."""
+    padding_rows = ALIGNED_OUTPUTS - weight.shape[0]
+    return F.linear(inputs, F.pad(weight, (0, 0, 0, padding_rows)))[..., :weight.shape[0]]
+
+
+def padded(layer, inputs):
+    if layer.out_features < ALIGNED_OUTPUTS and layer.bias is None:
+        return padded_linear(inputs, layer.weight)
+    return layer(inputs)
 
 
 class ProductsSummed(torch.autograd.Function):
@@ -52,13 +71,13 @@ class ProductsSummed(torch.autograd.Function):
 
 
 def products_summed(layer, inputs):
-    if layer.out_features < field_module.ALIGNED_OUTPUTS and torch.compiler.is_compiling():
+    if layer.out_features < ALIGNED_OUTPUTS and torch.compiler.is_compiling():
         dtype = torch.float16 if torch.is_autocast_enabled("cuda") else torch.float32
         return ProductsSummed.apply(inputs.to(dtype), layer.weight.to(dtype))
     return layer(inputs)
 
 
-VARIANTS = {"linear": lambda layer, inputs: layer(inputs), "padded": field_module._linear,
+VARIANTS = {"linear": field_module._linear, "padded": padded,
             "products_summed": products_summed}
 
 
@@ -104,7 +123,7 @@ def step_ms(device: torch.device, samples: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="padded,linear,products_summed")
+    parser.add_argument("--variants", default="linear,padded,products_summed")
     parser.add_argument("--samples", type=int, default=1_380_000)
     parser.add_argument("--json", help="default bench/results/output_layers_<gpu>_<date>.json; '-' for none")
     args = parser.parse_args()

@@ -157,30 +157,18 @@ def compiled_over_samples(function, **compile_options):
     return call
 
 
-# The output layers (1 density, 3 albedo columns) run padded with zero rows to this many outputs (``padded_linear``).
-ALIGNED_OUTPUTS = 8
-
-
-def padded_linear(inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``F.linear(inputs, weight)`` ([..., K] by [O, K] -> [..., O], O < ALIGNED_OUTPUTS) with the weight padded by
-    zero rows to ALIGNED_OUTPUTS outputs and the result cut back to O: the same values (each output column is its
-    own dot product), but the matrix products of the forward and of the backward have rows of 8 float16 values (16
-    bytes). With 1 or 3 columns cuBLAS ran them, forward and backward, as gemv and misaligned cutlass kernels: 2.2 ms
-    of the ``reference`` preset's 256² step (bench/results/generate_h200_2026-12-03_reference600_s12_paired.json,
-    ``kernels_by_region``)."""
-    return F.linear(inputs, F.pad(weight, (0, 0, 0, ALIGNED_OUTPUTS - weight.shape[0])))[..., :weight.shape[0]]
-
-
 def _linear(layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
-    if layer.out_features < ALIGNED_OUTPUTS and layer.bias is None:
-        return padded_linear(inputs, layer.weight)
+    """The MLPs' one linear map, the layer as it is: padding the 1- and 3-column output layers to 8 columns (tried
+    2026-12-03) timed faster in the field's step alone but made the ``reference`` preset's 256² step slower in a
+    whole run (1.89x against 1.68x its floor, bench/RESULTS.md, 2026-12-04). bench/output_layers.py swaps other
+    forms in here."""
     return layer(inputs)
 
 
 def mlp_forward(network: nn.Sequential, inputs: torch.Tensor, tangents: torch.Tensor | None = None):
     """(outputs [N, O], tangents [N, K, O] or None) of a bias-free ReLU MLP at inputs [N, I], with tangents
     [N, K, I]: each Linear maps the tangents as it maps the inputs (it is linear), each ReLU masks them where it is
-    flat (its derivative at 0 taken as 0, as autograd does). Output layers of few columns run as ``padded_linear``."""
+    flat (its derivative at 0 taken as 0, as autograd does)."""
     for layer in network:
         if isinstance(layer, nn.Linear):
             inputs = _linear(layer, inputs)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import trimesh
 
-from backend.nerf.field import ALIGNED_OUTPUTS, RadianceField, padded_linear
+from backend.nerf.field import RadianceField
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import FieldConfig
 from tests.helpers.targets import SPHERE_CENTRE, SPHERE_RADIUS, SphereTarget, chamfer_distance, small_config, \
@@ -84,35 +84,6 @@ def test_float16_mlps_give_float32_outputs_near_the_float32_field_and_float32_gr
     assert not torch.equal(density, plain[0])  # the float16 path really ran
     (density.sum() + albedo.sum() + normals[:, 0].sum()).backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in field.parameters())
-
-
-@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
-def test_padded_output_layers_equal_the_linear_layers_in_value_and_gradient(dtype):
-    """The output layers (1 and 3 columns) padded with zero rows to ALIGNED_OUTPUTS: the linear layer's values and
-    gradients, in float32 and under autocast (CPU autocast: bfloat16). Each output column is its own dot product,
-    so padding changes no value; the tolerance is float32 summation order (a matrix product of another shape may
-    block its sums differently)."""
-    generator = torch.Generator().manual_seed(3)
-    for outputs in (1, 3):
-        layer = torch.nn.Linear(64, outputs, bias=False)
-        assert outputs < ALIGNED_OUTPUTS
-        inputs = torch.randn(500, 2, 64, generator=generator).requires_grad_(True)  # [N, K, 64]: tangents too
-        upstream = torch.randn(500, 2, outputs, generator=generator)
-        results = []
-        for function in (layer, lambda x: padded_linear(x, layer.weight)):
-            layer.zero_grad()
-            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                value = function(inputs)
-            (gradient,) = torch.autograd.grad(value, inputs, upstream.to(value.dtype), retain_graph=True)
-            value.backward(upstream.to(value.dtype))
-            results.append((value.detach(), gradient, layer.weight.grad.clone()))
-        (value, gradient, weight_gradient), (padded, padded_gradient, padded_weight_gradient) = results
-        assert padded.shape == value.shape and padded.dtype == value.dtype
-        tolerance = dict(rtol=1e-5, atol=1e-5) if dtype is None else dict(rtol=torch.finfo(dtype).eps, atol=1e-2)
-        torch.testing.assert_close(padded, value, **tolerance)
-        torch.testing.assert_close(padded_gradient, gradient, **tolerance)
-        torch.testing.assert_close(padded_weight_gradient, weight_gradient, rtol=1e-4, atol=1e-3)
-        assert weight_gradient.abs().sum() > 0
 
 
 # slow: torch.compile of the field on the CPU (~30-90 s); the compiled field runs on CUDA, where the GPU benchmarks
