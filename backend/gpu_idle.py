@@ -52,11 +52,12 @@ def records_from_profiler(events) -> list[TraceRecord]:
     return records
 
 
-def _innermost(spans: list[TraceRecord], times: list[int]) -> list[str | None]:
-    """For each time (any order), the name of the innermost span containing it (None: none); spans nest."""
+def _enclosing(spans: list[TraceRecord], times: list[int], depth: int = 1) -> list[tuple[str, ...]]:
+    """For each time (any order), the names of the ``depth`` innermost spans containing it, outermost first (empty:
+    none); spans nest."""
     order = sorted(range(len(times)), key=times.__getitem__)
     spans = sorted(spans, key=lambda span: (span.start_ns, -span.end_ns))
-    found: list[str | None] = [None] * len(times)
+    found: list[tuple[str, ...]] = [()] * len(times)
     stack: list[TraceRecord] = []
     next_span = 0
     for index in order:
@@ -69,8 +70,13 @@ def _innermost(spans: list[TraceRecord], times: list[int]) -> list[str | None]:
             next_span += 1
         while stack and stack[-1].end_ns <= t:
             stack.pop()
-        found[index] = stack[-1].name if stack else None
+        found[index] = tuple(span.name for span in stack[-depth:])
     return found
+
+
+def _innermost(spans: list[TraceRecord], times: list[int]) -> list[str | None]:
+    """For each time (any order), the name of the innermost span containing it (None: none); spans nest."""
+    return [names[-1] if names else None for names in _enclosing(spans, times)]
 
 
 def _region_label(name: str | None) -> str:
@@ -107,20 +113,8 @@ def idle_gaps(records: list[TraceRecord], steps: int, top: int = 15, min_gap_us:
         busy_until = max(busy_until, work.end_ns)
     total_ns = sum(gap for gap, _ in gaps)
     attributed = [(gap, work) for gap, work in gaps if gap >= min_gap_us * 1e3]
-    operators_by_thread: dict[int, list[TraceRecord]] = {}
-    for r in records:
-        if not r.on_device and not _is_region(r.name) and not _is_runtime_call(r.name):
-            operators_by_thread.setdefault(r.thread, []).append(r)
     launch_of, region_labels = _launching_regions(records, [work for _, work in attributed])
-    operator_names: list[str | None] = [None] * len(attributed)
-    by_thread: dict[int, list[int]] = {}
-    for index, launch in enumerate(launch_of):
-        if launch is not None:
-            by_thread.setdefault(launch.thread, []).append(index)
-    for thread, indices in by_thread.items():
-        names = _innermost(operators_by_thread.get(thread, []), [launch_of[i].start_ns for i in indices])
-        for index, name in zip(indices, names):
-            operator_names[index] = name
+    operator_names = [chain[-1] if chain else None for chain in _launching_operators(records, launch_of, 1)]
     by_region: dict[str, float] = {}
     by_pair: dict[tuple[str, str], list[float]] = {}
     for (gap, work), region_label, operator, launch in zip(attributed, region_labels, operator_names, launch_of):
@@ -156,26 +150,66 @@ def launches_by_region(records: list[TraceRecord], steps: int) -> dict[str, dict
             for name, (count, ns) in sorted(totals.items(), key=lambda item: -item[1][0])}
 
 
-def kernels_by_region(records: list[TraceRecord], steps: int, top: int = 6) -> dict[str, dict]:
+def _operators_by_thread(records: list[TraceRecord]) -> dict[int, list[TraceRecord]]:
+    """The host operators (not regions, not runtime calls) of each thread."""
+    by_thread: dict[int, list[TraceRecord]] = {}
+    for r in records:
+        if not r.on_device and not _is_region(r.name) and not _is_runtime_call(r.name):
+            by_thread.setdefault(r.thread, []).append(r)
+    return by_thread
+
+
+def _launching_operators(records: list[TraceRecord], launch_of: list, depth: int) -> list[tuple[str, ...]]:
+    """For each launch (None: not found), the ``depth`` innermost host operators open on its thread at the launch,
+    outermost first (empty: none or no launch)."""
+    operators = _operators_by_thread(records)
+    found: list[tuple[str, ...]] = [()] * len(launch_of)
+    by_thread: dict[int, list[int]] = {}
+    for index, launch in enumerate(launch_of):
+        if launch is not None:
+            by_thread.setdefault(launch.thread, []).append(index)
+    for thread, indices in by_thread.items():
+        chains = _enclosing(operators.get(thread, []), [launch_of[i].start_ns for i in indices], depth)
+        for index, chain in zip(indices, chains):
+            found[index] = chain
+    return found
+
+
+def kernels_by_region(records: list[TraceRecord], steps: int, top: int = 6, sources: int = 3,
+                      depth: int = 3) -> dict[str, dict]:
     """Per step region ("(none)" outside them), the device's work that the region queued: each kernel, copy or set
     put down to the region open at the runtime call that launched it (by correlation id, on any thread: the autograd
     engine's launches fall in ``backward``; a CUDA graph's kernels under its graph launch), as ``gpu_ms_per_step``
-    (their summed durations) and ``top``: the ``top`` largest by name, ms and calls a step. Regions are ranked by
-    their GPU time. A region's device time differs from its CUDA-event span (``regions_ms_per_step``) by the gaps
-    in it and by work queued there that runs after it ends."""
+    (their summed durations) and ``top``: the ``top`` largest by name, ms and calls a step, each with
+    ``launched_from``: its ``sources`` largest host call sites, as the ``depth`` innermost operators open on the
+    launching thread at the launch (outermost first, joined by " > "; "(no operator)" where none was open), with
+    their ms and calls a step. A kernel as common as a copy is launched from many places; the call site says which
+    of them costs. Regions are ranked by their GPU time. A region's device time differs from its CUDA-event span
+    (``regions_ms_per_step``) by the gaps in it and by work queued there that runs after it ends."""
     steps = max(steps, 1)
     work = [r for r in records if r.on_device and not r.name.startswith(REGION_PREFIX)]
-    _, labels = _launching_regions(records, work)
-    totals: dict[str, dict[str, list[float]]] = {}
-    for item, label in zip(work, labels):
-        entry = totals.setdefault(label, {}).setdefault(item.name, [0.0, 0])
-        entry[0] += item.end_ns - item.start_ns
+    launch_of, labels = _launching_regions(records, work)
+    chains = _launching_operators(records, launch_of, depth)
+    totals: dict[str, dict[str, list]] = {}
+    for item, label, chain in zip(work, labels, chains):
+        entry = totals.setdefault(label, {}).setdefault(item.name, [0.0, 0, {}])
+        duration = item.end_ns - item.start_ns
+        entry[0] += duration
         entry[1] += 1
+        site = " > ".join(name[:60] for name in chain) or "(no operator)"
+        site_entry = entry[2].setdefault(site, [0.0, 0])
+        site_entry[0] += duration
+        site_entry[1] += 1
     table = {}
-    for label, kernels in sorted(totals.items(), key=lambda item: -sum(ns for ns, _ in item[1].values())):
+    for label, kernels in sorted(totals.items(), key=lambda item: -sum(row[0] for row in item[1].values())):
         ranked = sorted(kernels.items(), key=lambda item: -item[1][0])[:top]
         table[label] = {
-            "gpu_ms_per_step": round(sum(ns for ns, _ in kernels.values()) / 1e6 / steps, 3),
+            "gpu_ms_per_step": round(sum(row[0] for row in kernels.values()) / 1e6 / steps, 3),
             "top": [{"name": name[:100], "ms_per_step": round(ns / 1e6 / steps, 3),
-                     "calls_per_step": round(calls / steps, 1)} for name, (ns, calls) in ranked]}
+                     "calls_per_step": round(calls / steps, 1),
+                     "launched_from": [{"operators": site, "ms_per_step": round(site_ns / 1e6 / steps, 3),
+                                        "calls_per_step": round(site_calls / steps, 1)}
+                                       for site, (site_ns, site_calls) in
+                                       sorted(sites.items(), key=lambda item: -item[1][0])[:sources]]}
+                    for name, (ns, calls, sites) in ranked]}
     return table

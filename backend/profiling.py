@@ -337,6 +337,9 @@ def format_profile(summary: dict) -> str:
             for kernel in row["top"]:
                 lines.append(f"  {'':>9s} {kernel['ms_per_step']:7.3f} {kernel['calls_per_step']:6.1f}  "
                              f"{kernel['name'][:80]}")
+                for site in kernel.get("launched_from", [])[:2]:
+                    lines.append(f"  {'':>17s} {site['ms_per_step']:7.3f} {site['calls_per_step']:6.1f}  from "
+                                 f"{site['operators'][-110:]}")
     lines.append(f"  top {len(summary['top'])} {summary['top_kind']} over the window (ms total, calls):")
     for row in summary["top"]:
         lines.append(f"  {row['ms_total']:9.2f} {row['calls']:6d}  {row['name'][:90]}")

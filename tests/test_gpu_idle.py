@@ -90,12 +90,47 @@ def test_device_work_is_put_down_to_the_region_that_launched_it():
     table = kernels_by_region(records, steps=2, top=1)
     assert list(table) == ["backward", "render.sampling", "(none)"]  # by GPU time
     assert table["backward"] == {"gpu_ms_per_step": 0.06, "top": [
-        {"name": "table_gradient", "ms_per_step": 0.05, "calls_per_step": 0.5}]}
-    assert table["render.sampling"] == {"gpu_ms_per_step": 0.028, "top": [
-        {"name": "density", "ms_per_step": 0.025, "calls_per_step": 1.0}]}
+        {"name": "table_gradient", "ms_per_step": 0.05, "calls_per_step": 0.5,
+         "launched_from": [{"operators": "(no operator)", "ms_per_step": 0.05, "calls_per_step": 0.5}]}]}
+    assert table["render.sampling"]["gpu_ms_per_step"] == 0.028
+    assert table["render.sampling"]["top"][0]["name"] == "density"
+    assert (table["render.sampling"]["top"][0]["ms_per_step"], table["render.sampling"]["top"][0]["calls_per_step"]) \
+        == (0.025, 1.0)
     assert table["(none)"]["gpu_ms_per_step"] == 0.002 and table["(none)"]["top"][0]["name"] == "Memcpy DtoH"
-    assert kernels_by_region(records, steps=2)["backward"]["top"][1] == {
-        "name": "graph_conv", "ms_per_step": 0.01, "calls_per_step": 1.0}
+    second = kernels_by_region(records, steps=2)["backward"]["top"][1]
+    assert (second["name"], second["ms_per_step"], second["calls_per_step"]) == ("graph_conv", 0.01, 1.0)
+
+
+def test_each_kernels_cost_is_put_down_to_the_operators_that_launched_it():
+    """One kernel name (a copy) launched from two call sites, each with its own chain of host operators on its
+    thread: the sites ranked by GPU time, the chain outermost first and cut to the innermost ``depth``."""
+    records = [
+        host("iso3d:backward", 0, 1000),
+        host("autograd::engine::evaluate_function: HashGridBackward", 10, 100, thread=2),
+        host("aten::contiguous", 20, 50, thread=2),
+        host("aten::copy_", 25, 45, thread=2),
+        host("cudaLaunchKernel", 30, 32, thread=2, correlation=1),
+        host("autograd::engine::evaluate_function: AccumulateGrad", 200, 300, thread=2),
+        host("aten::copy_", 210, 230, thread=2),
+        host("cudaLaunchKernel", 215, 217, thread=2, correlation=2),
+        host("aten::copy_", 400, 420, thread=1),  # another thread's operator open at the same time as launch 3
+        host("autograd::engine::evaluate_function: HashGridBackward", 400, 500, thread=2),
+        host("aten::contiguous", 410, 450, thread=2),
+        host("aten::copy_", 412, 440, thread=2),
+        host("cudaLaunchKernel", 415, 417, thread=2, correlation=3),
+        kernel("direct_copy", 40, 100, correlation=1),
+        kernel("direct_copy", 220, 240, correlation=2),
+        kernel("direct_copy", 420, 480, correlation=3),
+    ]
+    entry = kernels_by_region(records, steps=2, depth=2)["backward"]["top"][0]
+    assert (entry["name"], entry["ms_per_step"], entry["calls_per_step"]) == ("direct_copy", 0.07, 1.5)
+    assert entry["launched_from"] == [
+        {"operators": "aten::contiguous > aten::copy_", "ms_per_step": 0.06, "calls_per_step": 1.0},
+        {"operators": "autograd::engine::evaluate_function: AccumulateGrad > aten::copy_", "ms_per_step": 0.01,
+         "calls_per_step": 0.5},
+    ]
+    deeper = kernels_by_region(records, steps=2, depth=3)["backward"]["top"][0]["launched_from"][0]["operators"]
+    assert deeper == "autograd::engine::evaluate_function: HashGridBackward > aten::contiguous > aten::copy_"
 
 
 def test_gaps_are_averaged_over_steps_and_small_ones_only_counted():

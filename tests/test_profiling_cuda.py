@@ -56,3 +56,6 @@ def test_the_step_profile_finds_where_the_gpu_waited_for_the_host():
     for name in ("render.sampling", "backward"):
         assert by_region[name]["gpu_ms_per_step"] > 0, by_region
         assert any(kernel["calls_per_step"] >= 1.0 for kernel in by_region[name]["top"]), by_region
+    # and to the host operator that launched it: the matrix product's kernel, from aten::mm (under aten::matmul)
+    sites = [site["operators"] for kernel in by_region["backward"]["top"] for site in kernel["launched_from"]]
+    assert any(site.endswith("aten::mm") for site in sites), by_region["backward"]
