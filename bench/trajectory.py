@@ -62,6 +62,7 @@ class TrajectoryTrainer(SDSTrainer):
         self.first_steps = first_steps  # the first steps of each phase (compiling): host-profiled when asked
         self.finishing = False  # the steps are done: checkpoint writes and waits are the final one's
         self._between_depth = 0
+        self._kinds_since_step: list[str] = []  # the between-step work since the last step (``slowest_steps``)
 
     @contextlib.contextmanager
     def between(self, kind: str, counted: bool = True):
@@ -71,6 +72,7 @@ class TrajectoryTrainer(SDSTrainer):
             yield
             return
         self._between_depth += 1
+        self._kinds_since_step.append(kind)
         synchronize(self.device)
         start = time.perf_counter()
         try:
@@ -161,17 +163,20 @@ class TrajectoryTrainer(SDSTrainer):
             f"phase{phase}_steps" if index < self.first_steps + HOST_PROFILED_STEPS else ""
         with self.host_profiles.of(kind):
             losses = super().train_step()
-        record = {"phase": phase, "samples": self.renderer.last_sample_count,
+        record = {"step": self.step - 1, "after": sorted(set(self._kinds_since_step)), "phase": phase,
+                  "samples": self.renderer.last_sample_count,
                   "marched": self.renderer.last_marched_count,
                   "host_ms": (time.perf_counter() - host_start) * 1e3, "profiled": self.profile is not None}
         if cuda:
             end.record()
             record["events"] = (start, end)
         self.records.append(record)
+        self._kinds_since_step = []
         self.steps_in_phase[phase] += 1
         return losses
 
 
+SLOWEST_STEPS = 5  # phase<N>_slowest_steps: the timed steps listed by time
 HOST_PROFILED_STEPS = 20  # --host-profile phase<N>_steps: the steps after the phase's first ones
 
 
@@ -367,6 +372,10 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         result[f"phase{phase}_step_ms_p50"] = round(percentile(ms, 50), 2)
         result[f"phase{phase}_step_ms_p90"] = round(percentile(ms, 90), 2)
         result[f"phase{phase}_step_ms_mean"] = round(float(np.mean(ms)) if ms else float("nan"), 2)
+        # the steps that pull the mean above the median: which step, its samples, the work just before it
+        result[f"phase{phase}_slowest_steps"] = [
+            {"step": r["step"], "ms": round(r["ms"], 2), "samples": r["samples"], "after": r["after"]}
+            for r in sorted(timed, key=lambda r: -r["ms"])[:SLOWEST_STEPS]]
         # the host's own time in the step (Python, launches, waits on the GPU): near the step's GPU time when the step
         # waits on the device (a synchronisation) or when the host cannot launch fast enough
         result[f"phase{phase}_host_ms_p50"] = round(percentile([r["host_ms"] for r in timed], 50), 2)

@@ -160,8 +160,8 @@ def compiled_over_samples(function, **compile_options):
 def _linear(layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
     """The MLPs' one linear map, the layer as it is: padding the 1- and 3-column output layers to 8 columns (tried
     2026-12-03) timed faster in the field's step alone but made the ``reference`` preset's 256² step slower in a
-    whole run (1.89x against 1.68x its floor, bench/RESULTS.md, 2026-12-04). bench/output_layers.py swaps other
-    forms in here."""
+    whole run (p50 1.89x against 1.68x its floor on two machines, bench/RESULTS.md, 2026-12-04).
+    bench/output_layers.py swaps other forms in here."""
     return layer(inputs)
 
 

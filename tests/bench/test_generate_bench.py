@@ -43,6 +43,12 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
                 "samples_per_step_p50", "chamfer", "wall_s_full_estimate"):
         assert run[key] is not None and run[key] > 0, key
     assert run["phase2_step_ms_p90"] >= run["phase2_step_ms_p50"]
+    for phase, steps in ((1, {0, 1}), (2, {2, 3})):  # the slowest steps, slowest first, each of its own phase
+        slowest = run[f"phase{phase}_slowest_steps"]
+        assert 1 <= len(slowest) <= 2 and {row["step"] for row in slowest} <= steps, slowest
+        assert [row["ms"] for row in slowest] == sorted((row["ms"] for row in slowest), reverse=True)
+        assert slowest[0]["ms"] >= run[f"phase{phase}_step_ms_p50"] and all(row["samples"] > 0 for row in slowest)
+        assert all(set(row["after"]) <= {"setup", "views", "mesh", "checkpoint", "profiler"} for row in slowest)
     for phase in (1, 2):  # the CPU renderer samples without nerfacc's march: no march to count
         assert run[f"phase{phase}_marched_per_step_p50"] == 0
     # the floor of each phase (phase 1 guides 2 objects' views, phase 2 one's) and of the preset's 30 steps
