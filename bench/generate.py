@@ -5,6 +5,8 @@ known object, so the step times, the samples per step and the memory are those o
     python bench/generate.py --presets fast --steps 600       # a shorter trajectory of one preset
     python bench/generate.py --tiny --device cpu --out r.json # smoke run (the test suite runs this)
     python bench/generate.py --caps fast=12,reference=20      # each preset under its GPU memory cap (GiB)
+    python bench/generate.py --presets reference,reference@padded_output_layers --steps 600
+                                                              # the code beside a variant (bench/variants.py)
 
 What runs: `SDSTrainer.run` itself (occupancy grid, phases, shading schedule, orientation loss, intermediate
 meshes, preview renders, checkpoints, final mesh and turntable), with the model `iso3d generate` uses on this
@@ -66,6 +68,7 @@ from bench.floor import floor_ms, floor_of_run_s
 from bench.known_object import TwoSpheres
 from bench.source import source_commit
 from bench.trajectory import full_preset, run_preset
+from bench.variants import parse_variant, variant_context
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The known object's field converges to an opaque silhouette, not to the densities thousands of SDS steps reach:
@@ -111,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny model and the 'tiny' preset (CPU smoke run)")
-    parser.add_argument("--presets", default=None, help="comma-separated (default: fast,reference; tiny with --tiny)")
+    parser.add_argument("--presets", default=None,
+                        help="comma-separated runs (default: fast,reference; tiny with --tiny), each PRESET, "
+                        "PRESET@VARIANT (a variant of the code, bench/variants.py) and/or with its own settings "
+                        "PRESET:section.key=value;section.key=value")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps of each run (the preset's schedule shape kept); default 600 on CUDA, the "
                         "preset's own on CPU")
@@ -122,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                         help="a setting on top of each preset (repeatable)")
     parser.add_argument("--caps", default=None, metavar="PRESET=GIB,...",
-                        help="run these presets, each under its cap (run.max_gpu_memory), e.g. fast=12,reference=20")
+                        help="each preset under its cap (run.max_gpu_memory), e.g. fast=12,reference=20; without "
+                        "--presets, these presets are the runs")
     parser.add_argument("--floor-repeats", type=int, default=20, help="timed floor calls on CUDA (CPU: at most 2)")
     parser.add_argument("--chamfer-samples", type=int, default=50000,
                         help="points sampled on the final mesh for the chamfer distance")
@@ -146,16 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: use --tiny --device cpu for a smoke run", file=sys.stderr)
         return 2
-    runs = []  # (preset name, its own settings) from "name" or "name:section.key=value;section.key=value"
-    for entry in (args.presets or ("tiny" if args.tiny else "fast,reference")).split(","):
-        name, _, settings = entry.strip().partition(":")
-        if name:
-            runs.append((name, dict(item.split("=", 1) for item in settings.split(";") if item)))
-    if args.caps:  # the capped presets, in this one invocation (their own settings from --presets kept)
-        own = dict(runs) if args.presets else {}
-        runs = [(name, {**own.get(name, {}), "run.max_gpu_memory": gib})
-                for name, gib in (item.split("=", 1) for item in args.caps.split(","))]
-    names = [name for name, _ in runs]
+    runs = []  # (preset name, code variant or None, its own settings) from --presets' entries
+    caps = dict(item.split("=", 1) for item in args.caps.split(",")) if args.caps else {}
+    for entry in (args.presets or ("tiny" if args.tiny else ",".join(caps) or "fast,reference")).split(","):
+        label, _, settings = entry.strip().partition(":")
+        if not label:
+            continue
+        try:
+            name, variant = parse_variant(label)
+        except ValueError as error:
+            print(f"generate bench: {error}", file=sys.stderr)
+            return 2
+        own = dict(item.split("=", 1) for item in settings.split(";") if item)
+        if name in caps:
+            own["run.max_gpu_memory"] = caps[name]
+        runs.append((name, variant, own))
+    names = [name for name, _, _ in runs]
     steps = None if args.full else (args.steps or (600 if device.type == "cuda" else None))
     overrides = dict(TINY_SETTINGS) if args.tiny else dict(TARGET_SETTINGS)
     overrides.update(item.split("=", 1) for item in args.set)
@@ -180,17 +193,21 @@ def main(argv: list[str] | None = None) -> int:
         "presets": presets_out,
     }
     out = Path(args.out) if args.out else RESULTS / f"generate_{summary['gpu']}_{summary['date']}.json"
-    for name, own in runs:
-        print(f"[generate bench] {name} {own or ''}: running", flush=True)
+    for name, variant, own in runs:
+        label = name if variant is None else f"{name}@{variant}"
+        print(f"[generate bench] {label} {own or ''}: running", flush=True)
         try:
-            result = run_preset(name, model, device, steps, args.sds_weight, reference_points, {**overrides, **own},
-                                args.profile_steps, args.chamfer_samples, args.profile_phase,
-                                tuple(kind for kind in args.host_profile.split(",") if kind))
+            with variant_context(variant):
+                result = run_preset(name, model, device, steps, args.sds_weight, reference_points,
+                                    {**overrides, **own}, args.profile_steps, args.chamfer_samples,
+                                    args.profile_phase, tuple(kind for kind in args.host_profile.split(",") if kind))
         except Exception as error:  # noqa: BLE001 -- recorded with its message; the other runs go on
-            print(f"[generate bench] {name}: failed: {error}", flush=True)
-            presets_out.append({"preset": name, "overrides": {**overrides, **own}, "failed": str(error)[:500]})
+            print(f"[generate bench] {label}: failed: {error}", flush=True)
+            presets_out.append({"preset": name, "variant": variant, "overrides": {**overrides, **own},
+                                "failed": str(error)[:500]})
             write_results(out, summary)
             continue
+        result["variant"] = variant
         result["compiled_before_in_process"] = bool(presets_out)
         presets_out.append(result)
         print(json.dumps({k: v for k, v in result.items() if k not in ("profile", "host_profiles")}), flush=True)
@@ -226,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_rerun:
         with tempfile.TemporaryDirectory() as folder:
             child = Path(folder) / "warm.json"
-            command = [sys.executable, __file__, "--device", args.device, "--presets", first["preset"], "--compile",
+            first_label = first["preset"] + (f"@{first['variant']}" if first.get("variant") else "")
+            command = [sys.executable, __file__, "--device", args.device, "--presets", first_label, "--compile",
                        args.compile, "--sds-weight", str(args.sds_weight), "--floor-repeats", "2", "--out", str(child),
                        "--host-profile", args.host_profile]
             command += ["--steps", str(steps)] if steps else []
@@ -250,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         first["wall_s_warm"] = None
     write_results(out, summary)
     for r in measured:
-        print(f"{r['preset']:>9s} {r['steps']} steps: phase 1 p50 {r['phase1_step_ms_p50']} ms, phase 2 p50 "
+        label = r["preset"] + (f"@{r['variant']}" if r.get("variant") else "")
+        print(f"{label:>9s} {r['steps']} steps: phase 1 p50 {r['phase1_step_ms_p50']} ms, phase 2 p50 "
               f"{r['phase2_step_ms_p50']} / p90 {r['phase2_step_ms_p90']} ms ({r['phase2_step_over_floor']}x floor "
               f"{r['floor_ms']} ms: UNet {r['floor_unet_ms']}, VAE {r['floor_vae_ms']}"
               + (f", VAE eager {r['floor_vae_eager_ms']}" if "floor_vae_eager_ms" in r else "")

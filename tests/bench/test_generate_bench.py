@@ -133,3 +133,22 @@ def test_the_known_object_renders_its_silhouette_on_white(bench):
                  for s in bench.TwoSpheres.spheres]
     assert np.minimum(*distances).max() < 1e-9  # every point on one of the spheres (float64 rounding)
     assert len(points) > 1500  # only the part of each sphere inside the other is dropped
+
+
+# slow: two tiny trajectories and their floor (~10 s); .ci/run runs it with the slow tests
+@pytest.mark.slow
+def test_a_preset_and_its_variant_run_in_one_process_against_one_floor(bench, tmp_path):
+    """``--presets tiny,tiny@padded_output_layers``: both runs measured, each result naming its variant, one floor
+    for both; the variant is out of place again after its run."""
+    from backend.nerf import field as field_module
+
+    original = field_module._linear
+    out = tmp_path / "ab.json"
+    assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
+                       "--presets", "tiny,tiny@padded_output_layers", "--chamfer-samples", "2000"]) == 0
+    runs = json.loads(out.read_text())["presets"]
+    assert [(run["preset"], run["variant"]) for run in runs] == [("tiny", None), ("tiny", "padded_output_layers")]
+    assert all("failed" not in run and run["phase2_step_ms_p50"] > 0 for run in runs)
+    assert runs[0]["floor_ms"] == runs[1]["floor_ms"] and runs[1]["compiled_before_in_process"]
+    assert field_module._linear is original
+

@@ -1,0 +1,59 @@
+"""Variants of the code that bench/generate.py runs beside the code as it is, in one process on one GPU, so that a
+change is compared with its alternative on the same machine (H200 machines differ by up to ~10% a step for the same
+code: bench/RESULTS.md, 2026-12-04) against one floor measured in that process:
+
+    python bench/generate.py --presets "reference,reference@padded_output_layers" --steps 600
+
+``preset@variant`` runs the preset with the variant's patch in place for the whole run (set-up, steps, final mesh)
+and takes it out after; the result carries ``variant``. Each variant replaces one module-level name that the code
+looks up when it runs, so a compiled graph that inlined the old one is traced again (Dynamo guards on the global).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+from backend.nerf import field as field_module
+from backend.nerf import hash_grid_kernels
+
+
+@contextlib.contextmanager
+def patched(owner, name: str, value) -> Iterator[None]:
+    """``owner.name`` set to ``value`` inside the block, restored after (also when the block raises)."""
+    saved = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, saved)
+
+
+def _padded_output_layers() -> AbstractContextManager:
+    from bench.output_layers import padded  # the bench's variant of the output layers (8-column products)
+
+    return patched(field_module, "_linear", padded)
+
+
+VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
+    # the 1- and 3-column output layers as 8-column products (the field's way from 2026-12-03 to 12-04)
+    "padded_output_layers": _padded_output_layers,
+    # the table gradient adding point by point, without summing runs of one cell first (before 2026-12-03)
+    "unmerged_table_gradient": lambda: patched(hash_grid_kernels, "MERGE_RUNS", False),
+}
+
+
+def parse_variant(entry: str) -> tuple[str, str | None]:
+    """"preset@variant" -> (preset, variant); "preset" -> (preset, None). An unknown variant raises ValueError
+    with the known ones."""
+    name, _, variant = entry.partition("@")
+    if not variant:
+        return name, None
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} (known: {', '.join(sorted(VARIANTS))})")
+    return name, variant
+
+
+def variant_context(variant: str | None) -> AbstractContextManager:
+    return contextlib.nullcontext() if variant is None else VARIANTS[variant]()

@@ -1,0 +1,60 @@
+"""bench/variants.py: a variant replaces the one name the running code looks up, for its block only, and
+bench/generate.py refuses an unknown one before it builds anything."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backend.nerf import field as field_module
+from backend.nerf import hash_grid_kernels
+from bench.variants import VARIANTS, parse_variant, patched, variant_context
+from tests.helpers.bench_scripts import bench_script
+
+
+def test_each_variant_replaces_its_name_in_its_block_and_restores_it_even_after_an_error():
+    watched = {"padded_output_layers": (field_module, "_linear"),
+               "unmerged_table_gradient": (hash_grid_kernels, "MERGE_RUNS")}
+    assert set(watched) == set(VARIANTS)
+    original_linear = field_module._linear
+    for variant, (owner, name) in watched.items():
+        before = getattr(owner, name)
+        with variant_context(variant):
+            assert getattr(owner, name) is not before, variant
+        assert getattr(owner, name) is before
+        with pytest.raises(RuntimeError), variant_context(variant):
+            raise RuntimeError("a run that failed")
+        assert getattr(owner, name) is before, variant
+    with variant_context(None):  # no variant: the code as it is
+        assert field_module._linear is original_linear
+
+
+def test_the_field_runs_what_the_patched_name_holds():
+    """The MLPs look ``_linear`` up when they run, so a variant reaches them (eagerly here; compiled, Dynamo's guard
+    on the global traces them again)."""
+    calls = []
+
+    def spy(layer, inputs):
+        calls.append(layer.out_features)
+        return layer(inputs)
+
+    network = field_module.mlp(8, 3, 16, 1)
+    inputs = torch.randn(5, 8)
+    with patched(field_module, "_linear", spy):
+        outputs, _ = field_module.mlp_forward(network, inputs)
+    assert calls == [16, 3]
+    torch.testing.assert_close(outputs, network(inputs))
+    with variant_context("padded_output_layers"):
+        padded, _ = field_module.mlp_forward(network, inputs)
+    torch.testing.assert_close(padded, outputs, rtol=1e-5, atol=1e-6)  # float32 summation order of another shape
+
+
+def test_an_unknown_variant_is_refused_in_one_line_before_anything_is_built(capsys):
+    assert parse_variant("reference") == ("reference", None)
+    assert parse_variant("reference@padded_output_layers") == ("reference", "padded_output_layers")
+    with pytest.raises(ValueError, match="unknown variant 'nope'.*padded_output_layers"):
+        parse_variant("reference@nope")
+    with bench_script("generate") as bench:
+        assert bench.main(["--tiny", "--device", "cpu", "--presets", "tiny@nope"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("generate bench: unknown variant 'nope'") and "\n" not in error
