@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 from backend.nerf import field as field_module
-from backend.nerf import hash_grid_kernels
+from backend.nerf import hash_grid_kernels, hash_grid_triton
 
 
 @contextlib.contextmanager
@@ -36,11 +36,26 @@ def _padded_output_layers() -> AbstractContextManager:
     return patched(field_module, "_linear", padded)
 
 
+def _half_table_density() -> AbstractContextManager:
+    fused = hash_grid_triton._density
+
+    def density_from_a_half_table(points, table, *rest):
+        # a float16 copy of the table (half the bytes the filter's gathers read: the fine levels' tables would fit
+        # in the H200's L2), made at each call; the kernel interpolates in float32 from the float16 values
+        return fused(points, table.half(), *rest)
+
+    return patched(hash_grid_triton, "_density", density_from_a_half_table)
+
+
 VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
     # the 1- and 3-column output layers as 8-column products (the field's way from 2026-12-03 to 12-04)
     "padded_output_layers": _padded_output_layers,
     # the table gradient adding point by point, without summing runs of one cell first (before 2026-12-03)
     "unmerged_table_gradient": lambda: patched(hash_grid_kernels, "MERGE_RUNS", False),
+    # the density filter's fused density (no gradients: which marched samples are visible) reading the table in
+    # float16 (tcnn's grid in float16 would do this; the reference's threestudio asks tcnn for float32). A speed
+    # probe: which samples it keeps may differ from the float32 field's near the alpha threshold
+    "half_table_density": _half_table_density,
 }
 
 

@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from backend.nerf import field as field_module
-from backend.nerf import hash_grid_kernels
+from backend.nerf import hash_grid_kernels, hash_grid_triton
 from bench.variants import VARIANTS, parse_variant, patched, variant_context
 from tests.helpers.bench_scripts import bench_script
 
 
 def test_each_variant_replaces_its_name_in_its_block_and_restores_it_even_after_an_error():
     watched = {"padded_output_layers": (field_module, "_linear"),
-               "unmerged_table_gradient": (hash_grid_kernels, "MERGE_RUNS")}
+               "unmerged_table_gradient": (hash_grid_kernels, "MERGE_RUNS"),
+               "half_table_density": (hash_grid_triton, "_density")}
     assert set(watched) == set(VARIANTS)
     original_linear = field_module._linear
     for variant, (owner, name) in watched.items():
@@ -47,6 +48,27 @@ def test_the_field_runs_what_the_patched_name_holds():
     with variant_context("padded_output_layers"):
         padded, _ = field_module.mlp_forward(network, inputs)
     torch.testing.assert_close(padded, outputs, rtol=1e-5, atol=1e-6)  # float32 summation order of another shape
+
+
+def test_the_half_table_density_is_the_fields_density_within_the_tables_float16_rounding():
+    """The fused density (Triton's interpreter here) with the table read in float16: each corner value off by at
+    most 2^-11 of itself, so each feature by at most ~5e-4 (the table is in [-1, 1]); the freshly initialised
+    density MLP carries that into the raw density scaled down by its small weights, next to the blob's term: 4.5e-6
+    of the largest density here, bounded at 1e-4."""
+    from backend.nerf.field import RadianceField
+    from backend.nerf.presets import FieldConfig
+
+    torch.manual_seed(4)
+    field = RadianceField(FieldConfig(encoding="triton"))
+    with torch.no_grad():
+        field.encoding.table.uniform_(-1, 1)
+        points = torch.rand(3000, 3) * 1.6 - 0.8
+        assert field.uses_fused_density(points)
+        exact = field.density(points)
+        with variant_context("half_table_density"):
+            half = field.density(points)
+    difference = (half - exact).abs().max() / exact.abs().max()
+    assert 0 < difference < 1e-4, difference  # rounded (not equal), and close
 
 
 def test_an_unknown_variant_is_refused_in_one_line_before_anything_is_built(capsys):
