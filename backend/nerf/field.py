@@ -7,9 +7,11 @@ Points are world coordinates (Blender Z-up) inside [-radius, radius]^3. Density 
 
 Normals (``FieldConfig.normals``):
 - ``analytic``: -grad density written out as forward operations: the hash grid's trilinear weights differentiated
-  with the same 8 gathered corners per level, carried through the bias-free ReLU MLP as three tangents. The value
-  is the exact gradient, computed in one pass (no extra field queries, no double backward), and training
-  backpropagates through it with first-order autograd only.
+  with the same 8 gathered corners per level, carried through the bias-free ReLU MLP as three tangents
+  (``raw_density_gradient_forward_mode``; ``raw_density_gradient_reverse_mode`` computes d raw / d features once
+  and takes its dot product with each axis's feature derivative: the same gradient, fewer rows through the MLP,
+  run beside it by bench/variants.py). The value is the exact gradient, computed in one pass (no extra field
+  queries, no double backward), and training backpropagates through it with first-order autograd only.
 - ``autograd``: the same gradient by ``torch.autograd.grad(create_graph=True)`` on the plain-torch field (the
   reference's way; a double backward, slow): the reference the analytic path is tested equal to.
 - ``finite_difference``: central differences, six more density queries per point.
@@ -182,6 +184,58 @@ def mlp_forward(network: nn.Sequential, inputs: torch.Tensor, tangents: torch.Te
     return inputs, tangents
 
 
+def mlp_forward_and_input_gradient(network: nn.Sequential, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(outputs [N, 1], d outputs / d inputs [N, I]) of a bias-free ReLU MLP with one output, the gradient in
+    reverse mode written out: the output layer's weight row, masked by each ReLU's derivative (0 where flat, as
+    autograd takes it) and carried back through each Linear's weight. This is what autograd computes for the
+    reference's normals; ``mlp_forward``'s tangents (forward mode) push one [N, I] tangent per axis through every
+    layer instead, three times the rows in each matrix product and three [N, width] intermediates."""
+    masks = []
+    outputs = inputs
+    for layer in network:
+        if isinstance(layer, nn.Linear):
+            outputs = _linear(layer, outputs)
+        elif isinstance(layer, nn.ReLU):
+            active = outputs > 0
+            masks.append(active)
+            outputs = outputs * active
+        else:
+            raise TypeError(f"no gradient rule for {type(layer).__name__}")
+    if outputs.shape[-1] != 1:
+        raise ValueError(f"an input gradient needs one output, not {outputs.shape[-1]}")
+    gradient = None
+    for layer in reversed(network):
+        if isinstance(layer, nn.Linear):
+            weight = layer.weight.to(outputs.dtype)
+            gradient = weight[0] if gradient is None else torch.matmul(gradient, weight)
+        else:
+            gradient = gradient * masks.pop()
+    return outputs, gradient.expand(inputs.shape[0], -1) if gradient.dim() == 1 else gradient
+
+
+def raw_density_gradient_forward_mode(network: nn.Sequential, features: torch.Tensor, feature_gradient: torch.Tensor,
+                                      axis_factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(raw density [N, 1], d raw / d points [N, 3]) from the features [N, I], their derivative d features / d x01
+    [N, 3, I] and d x01 / d points [N, 3] (0 outside the unit cube's clamp): the three tangents through the MLP."""
+    raw, tangents = mlp_forward(network, features, feature_gradient * axis_factor[:, :, None])
+    return raw, tangents[..., 0]
+
+
+def raw_density_gradient_reverse_mode(network: nn.Sequential, features: torch.Tensor, feature_gradient: torch.Tensor,
+                                      axis_factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """As ``raw_density_gradient_forward_mode``, by ``mlp_forward_and_input_gradient``: d raw / d features [N, I]
+    once, then its dot product with each axis's feature derivative in float32 (one pass over the [N, 3, I]
+    derivative, which the encoding gives in float32; the axis factor applied to the [N, 3] result)."""
+    raw, input_gradient = mlp_forward_and_input_gradient(network, features)
+    gradient = (input_gradient.to(feature_gradient.dtype)[:, None, :] * feature_gradient).sum(dim=-1)
+    return raw, gradient * axis_factor
+
+
+# How the analytic normals carry the features' derivative through the density MLP (looked up when the field runs,
+# so bench/variants.py can run the other one beside it).
+raw_density_gradient = raw_density_gradient_forward_mode
+
+
 def mlp(in_dim: int, out_dim: int, width: int, hidden_layers: int) -> nn.Sequential:
     """ReLU MLP without biases: threestudio's ``VanillaMLP`` (bias-free Linear layers), which the reference's
     density and feature networks are (64 neurons, 1 hidden layer), not tcnn's FullyFusedMLP."""
@@ -280,17 +334,17 @@ class RadianceField(nn.Module):
         """(density, albedo, normals) with the analytic gradient (see the module docstring)."""
         scaled = self._unit_cube(points)
         inside = ((scaled >= 0.0) & (scaled <= 1.0)).to(points.dtype)  # the clamp's derivative
-        features, feature_gradient = self.encoding(scaled.clamp(0.0, 1.0), with_gradient=True)
-        feature_gradient = feature_gradient * (inside * (0.5 / self.radius))[:, :, None]  # d/d points
+        features, feature_gradient = self.encoding(scaled.clamp(0.0, 1.0), with_gradient=True)  # d/d x01
         with self._mlp_precision(points):
-            raw, raw_gradient = mlp_forward(self.density_mlp, features, feature_gradient)
+            raw, raw_gradient = raw_density_gradient(self.density_mlp, features, feature_gradient,
+                                                     inside * (0.5 / self.radius))  # d x01 / d points
         raw, raw_gradient = raw.to(points.dtype), raw_gradient.to(points.dtype)
         distance = points.norm(dim=-1)
         blob = self._blob(distance)
         blob_gradient = -self.config.blob_density / self.config.blob_radius * points / distance.clamp(min=1e-12)[:, None]
         density = F.softplus(raw[..., 0] + blob)
         # grad density = sigmoid(raw + blob) * (grad raw + grad blob); the positive factor drops out of the normal
-        normals = F.normalize(-(raw_gradient[..., 0] + blob_gradient), dim=-1)
+        normals = F.normalize(-(raw_gradient + blob_gradient), dim=-1)
         return density, self._albedo_from_features(points, features), normals
 
     def _run(self, points: torch.Tensor, with_albedo: bool = True):

@@ -8,6 +8,7 @@ import pytest
 import torch
 import trimesh
 
+from backend.nerf import field as field_module
 from backend.nerf.field import RadianceField
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import FieldConfig
@@ -28,11 +29,18 @@ def test_finite_difference_normals_match_analytic_ones():
     assert cosine.median() > 0.999 and (cosine > 0.95).float().mean() > 0.97
 
 
+MODES = {"forward": field_module.raw_density_gradient_forward_mode,
+         "reverse": field_module.raw_density_gradient_reverse_mode}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("published_size", [False, True])
-def test_analytic_normals_equal_the_autograd_reference_in_value_and_gradient(published_size):
-    """The one-pass analytic normals (hash-grid weights differentiated in closed form, MLP tangents) against
-    -grad density from autograd's double backward: same density, albedo, normals, and the same parameter
-    gradients of a loss on all three (the orientation and shading losses backpropagate through normals)."""
+def test_analytic_normals_equal_the_autograd_reference_in_value_and_gradient(published_size, mode, monkeypatch):
+    """The one-pass analytic normals (hash-grid weights differentiated in closed form, carried through the MLP in
+    forward mode as tangents or in reverse mode as d raw / d features) against -grad density from autograd's
+    double backward: same density, albedo, normals, and the same parameter gradients of a loss on all three (the
+    orientation and shading losses backpropagate through normals)."""
+    monkeypatch.setattr(field_module, "raw_density_gradient", MODES[mode])
     config = small_config().field
     if published_size:  # 16 levels up to ~4096 cells, hashed levels, 64-wide MLP (FieldConfig's defaults)
         from backend.nerf.presets import FieldConfig
@@ -60,10 +68,12 @@ def test_analytic_normals_equal_the_autograd_reference_in_value_and_gradient(pub
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
 
 
-def test_float16_mlps_give_float32_outputs_near_the_float32_field_and_float32_gradients():
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_float16_mlps_give_float32_outputs_near_the_float32_field_and_float32_gradients(mode, monkeypatch):
     """``mlp_autocast_dtype`` (the trainer's float16 MLPs on CUDA under ``run.mixed_precision``): outputs stay
     float32 and within float16 rounding of the float32 field, and the parameters' gradients stay float32 (the
     optimiser's master weights). CPU autocast runs the same float16 matmuls as CUDA's."""
+    monkeypatch.setattr(field_module, "raw_density_gradient", MODES[mode])
     torch.manual_seed(1)
     field = RadianceField(small_config().field)
     with torch.no_grad():  # features large enough that the MLPs' outputs and the normals vary
@@ -84,6 +94,22 @@ def test_float16_mlps_give_float32_outputs_near_the_float32_field_and_float32_gr
     assert not torch.equal(density, plain[0])  # the float16 path really ran
     (density.sum() + albedo.sum() + normals[:, 0].sum()).backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in field.parameters())
+
+
+def test_the_reverse_mode_input_gradient_is_autograds_for_any_depth():
+    """``mlp_forward_and_input_gradient`` against ``torch.autograd.grad`` of the MLP's one output: no hidden layer,
+    one (the reference's) and two, in float64 (equal up to summation order)."""
+    generator = torch.Generator().manual_seed(5)
+    for hidden_layers in (0, 1, 2):
+        network = field_module.mlp(12, 1, 16, hidden_layers).double()
+        inputs = torch.randn(300, 12, generator=generator, dtype=torch.float64).requires_grad_(True)
+        outputs, gradient = field_module.mlp_forward_and_input_gradient(network, inputs)
+        (expected,) = torch.autograd.grad(network(inputs).sum(), inputs)
+        torch.testing.assert_close(outputs, network(inputs), rtol=1e-12, atol=1e-12)
+        assert gradient.shape == inputs.shape
+        torch.testing.assert_close(gradient, expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="one output"):
+        field_module.mlp_forward_and_input_gradient(field_module.mlp(12, 3, 16, 1), torch.randn(4, 12))
 
 
 # slow: torch.compile of the field on the CPU (~30-90 s); the compiled field runs on CUDA, where the GPU benchmarks
