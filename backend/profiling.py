@@ -129,6 +129,49 @@ def region(name: str) -> _Region:
     return _REGION_OBJECTS[name]
 
 
+class HostWaits:
+    """The host's seconds inside the step's known waits for the device (``with host_wait():`` around each call that
+    synchronises: the occupancy grid's march sizing its outputs, the density filter's count of visible samples),
+    summed while active (bench/trajectory.py: every step of a run). A step's host time less its waits is the
+    host's own work (Python, dispatch, launches): near the step's time, the step is bound by its host; well under
+    it, by its GPU. Unlike the profile, this runs on unprofiled steps, so nothing slows the host."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def start(self) -> None:
+        global _host_waits
+        if _host_waits is not None:
+            raise RuntimeError("host waits are already being summed")
+        _host_waits = self
+
+    def stop(self) -> None:
+        global _host_waits
+        if _host_waits is self:
+            _host_waits = None
+
+
+_host_waits: HostWaits | None = None
+
+
+class _HostWait:
+    __slots__ = ("started",)
+
+    def __enter__(self) -> None:
+        if _host_waits is not None:
+            self.started = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        if _host_waits is not None:
+            _host_waits.seconds += time.perf_counter() - self.started
+
+
+def host_wait() -> _HostWait:
+    """Around a call that waits for the device: its time is summed while ``HostWaits`` is active (one global read on
+    entry and one on exit otherwise)."""
+    return _HostWait()
+
+
 class Laps:
     """Host wall-clock milliseconds of consecutive one-off parts (a job's set-up, not steps: no device
     synchronisation): ``laps("name")`` ends the part begun at the previous call (or at construction) and begins the

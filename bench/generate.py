@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['phase2_step_ms_p50']} / p90 {r['phase2_step_ms_p90']} ms ({r['phase2_step_over_floor']}x floor "
               f"{r['floor_ms']} ms: UNet {r['floor_unet_ms']}, VAE {r['floor_vae_ms']}"
               + (f", VAE eager {r['floor_vae_eager_ms']}" if "floor_vae_eager_ms" in r else "")
-              + f"), samples/step {r['samples_per_step_p50']} (of {r['phase2_marched_per_step_p50']} marched), "
+              + f"), host work {r['phase2_host_work_ms_p50']} ms of it (waits {r['phase2_host_wait_ms_p50']} ms), "
+              f"samples/step {r['samples_per_step_p50']} (of {r['phase2_marched_per_step_p50']} marched), "
               f"peak {r['peak_gib']} GiB, wall "
               f"{r['wall_s']} s, full-length estimate {r['wall_s_full_estimate']} s, chamfer {r['chamfer']}")
         if r.get("memory_cap_gib") is not None:

@@ -32,7 +32,7 @@ from backend.diffusion.sds import SDSOutput
 from backend.events import Done, Failed, MeshUpdate
 from backend.nerf.presets import GenerateConfig, preset
 from backend.nerf.trainer import SDSTrainer
-from backend.profiling import StepProfile, region
+from backend.profiling import HostWaits, StepProfile, region
 from bench.known_object import TwoSpheres, chamfer_distance
 
 
@@ -161,12 +161,18 @@ class TrajectoryTrainer(SDSTrainer):
         index = self.steps_in_phase[phase]
         kind = f"phase{phase}_first_steps" if index < self.first_steps else \
             f"phase{phase}_steps" if index < self.first_steps + HOST_PROFILED_STEPS else ""
-        with self.host_profiles.of(kind):
-            losses = super().train_step()
+        waits = HostWaits()  # the step's waits for the device at its known synchronisations
+        waits.start()
+        try:
+            with self.host_profiles.of(kind):
+                losses = super().train_step()
+        finally:
+            waits.stop()
         record = {"step": self.step - 1, "after": sorted(set(self._kinds_since_step)), "phase": phase,
                   "samples": self.renderer.last_sample_count,
                   "marched": self.renderer.last_marched_count,
-                  "host_ms": (time.perf_counter() - host_start) * 1e3, "profiled": self.profile is not None}
+                  "host_ms": (time.perf_counter() - host_start) * 1e3, "wait_ms": waits.seconds * 1e3,
+                  "profiled": self.profile is not None}
         if cuda:
             end.record()
             record["events"] = (start, end)
@@ -379,6 +385,12 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         # the host's own time in the step (Python, launches, waits on the GPU): near the step's GPU time when the step
         # waits on the device (a synchronisation) or when the host cannot launch fast enough
         result[f"phase{phase}_host_ms_p50"] = round(percentile([r["host_ms"] for r in timed], 50), 2)
+        # of which the host waited for the device at the step's known synchronisations (the march sizing its
+        # outputs, the count of visible samples), and the rest: the host's own work; near the step's time, the
+        # step is bound by its host, well under it by its GPU
+        result[f"phase{phase}_host_wait_ms_p50"] = round(percentile([r["wait_ms"] for r in timed], 50), 2)
+        result[f"phase{phase}_host_work_ms_p50"] = round(
+            percentile([r["host_ms"] - r["wait_ms"] for r in timed], 50), 2)
         result[f"phase{phase}_first_steps_ms"] = round(sum(r["ms"] for r in rows[:skip]), 1)
         result[f"phase{phase}_first_steps"] = len(rows[:skip])
         result[f"phase{phase}_samples_per_step_p50"] = int(percentile(samples, 50)) if samples else 0

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from backend.profiling import REGIONS, RegionRecorder, StepProfile, cpu_self_times, region
+from backend.profiling import REGIONS, HostWaits, RegionRecorder, StepProfile, cpu_self_times, host_wait, region
 
 
 def busy(seconds: float) -> None:
@@ -45,6 +45,26 @@ def test_one_recorder_at_a_time():
             RegionRecorder(torch.device("cpu")).start()
     finally:
         first.stop()
+
+
+def test_host_waits_sum_only_while_active_one_at_a_time():
+    with host_wait():  # nothing active: a no-op
+        busy(0.002)
+    waits = HostWaits()
+    waits.start()
+    try:
+        with pytest.raises(RuntimeError, match="already"):
+            HostWaits().start()
+        with host_wait():
+            busy(0.01)
+        busy(0.01)  # outside a wait: the host's own work, not summed
+        with host_wait():
+            busy(0.005)
+    finally:
+        waits.stop()
+    with host_wait():  # stopped: nothing more summed
+        busy(0.01)
+    assert 0.015 <= waits.seconds < 0.025  # the two waits' busy time; the slack is the host clock's reads
 
 
 def test_step_profile_splits_the_window_and_lists_the_top_operators():

@@ -23,6 +23,8 @@ import torch
 from nerfacc.grid import traverse_grids
 from nerfacc.volrend import render_transmittance_from_density
 
+from backend.profiling import host_wait
+
 # (t_starts [S], t_ends [S], ray_indices [S]) -> density [S] (post-activation), as nerfacc's sigma_fn
 DensityFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -37,8 +39,9 @@ def march_occupied(grid: nerfacc.OccGridEstimator, origins: torch.Tensor, direct
     far = torch.full_like(origins[:, 0], 1e10)
     if stratified:
         near += torch.rand_like(near) * render_step
-    intervals, samples, _ = traverse_grids(origins, directions, grid.binaries, grid.aabbs, near_planes=near,
-                                           far_planes=far, step_size=render_step, cone_angle=0.0)
+    with host_wait():  # the traversal reads its sample count back to size its outputs
+        intervals, samples, _ = traverse_grids(origins, directions, grid.binaries, grid.aabbs, near_planes=near,
+                                               far_planes=far, step_size=render_step, cone_angle=0.0)
     count = samples.ray_indices.shape[0]  # a host int: the traversal sized its outputs
     t_starts = intervals.vals[_true_positions(intervals.is_left, count)]
     t_ends = intervals.vals[_true_positions(intervals.is_right, count)]
@@ -66,7 +69,8 @@ def visible_samples(grid: nerfacc.OccGridEstimator, origins: torch.Tensor, direc
             # threshold of 0 keeps every sample, as nerfacc's skipped mask does)
             threshold = grid.occs.mean().clamp(max=alpha_threshold)
             visible &= alphas >= threshold
-        kept = visible.nonzero().squeeze(-1)  # the one host synchronisation: how many samples are visible
+        with host_wait():
+            kept = visible.nonzero().squeeze(-1)  # the one host synchronisation: how many samples are visible
     return ray_indices[kept], t_starts[kept], t_ends[kept], marched
 
 

@@ -49,8 +49,10 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
         assert [row["ms"] for row in slowest] == sorted((row["ms"] for row in slowest), reverse=True)
         assert slowest[0]["ms"] >= run[f"phase{phase}_step_ms_p50"] and all(row["samples"] > 0 for row in slowest)
         assert all(set(row["after"]) <= {"setup", "views", "mesh", "checkpoint", "profiler"} for row in slowest)
-    for phase in (1, 2):  # the CPU renderer samples without nerfacc's march: no march to count
+    for phase in (1, 2):  # the CPU renderer samples without nerfacc's march: no march to count, no wait in it
         assert run[f"phase{phase}_marched_per_step_p50"] == 0
+        assert run[f"phase{phase}_host_wait_ms_p50"] == 0
+        assert 0 < run[f"phase{phase}_host_work_ms_p50"] <= run[f"phase{phase}_host_ms_p50"] + 0.01
     # the floor of each phase (phase 1 guides 2 objects' views, phase 2 one's) and of the preset's 30 steps
     assert run["floor_phase1_ms"] == pytest.approx(run["floor_phase1_unet_ms"] + run["floor_phase1_vae_ms"], abs=0.011)
     assert run["floor_full_steps_s"] == pytest.approx((15 * run["floor_phase1_ms"] + 15 * run["floor_ms"]) / 1e3,
