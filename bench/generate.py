@@ -146,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                         "final_checkpoint, phase1_first_steps, phase2_first_steps, phase1_steps, phase2_steps: 20 "
                         "steps after the first ones): the top functions by cumulative time, stored as "
                         "'host_profiles' (the warm re-run's too)")
+    parser.add_argument("--deadline-s", type=float, default=None, metavar="S",
+                        help="S seconds after the model starts loading, the running preset is cancelled at its next "
+                        "step and the "
+                        "later ones are not run; what was measured is written (a device call's time limit kills "
+                        "the process and loses the run's figures: set this some minutes under it)")
     parser.add_argument("--label", default="", help="a note stored with the results (e.g. 'baseline')")
     parser.add_argument("--out", help="results JSON (default bench/results/generate_<gpu>_<date>.json)")
     args = parser.parse_args(argv)
@@ -193,14 +198,21 @@ def main(argv: list[str] | None = None) -> int:
         "presets": presets_out,
     }
     out = Path(args.out) if args.out else RESULTS / f"generate_{summary['gpu']}_{summary['date']}.json"
+    deadline = None if args.deadline_s is None else process_start + args.deadline_s
     for name, variant, own in runs:
         label = name if variant is None else f"{name}@{variant}"
+        if deadline is not None and time.perf_counter() > deadline:
+            print(f"[generate bench] {label}: not run (past --deadline-s)", flush=True)
+            presets_out.append({"preset": name, "variant": variant, "overrides": {**overrides, **own},
+                                "failed": f"not run: past --deadline-s {args.deadline_s:g}"})
+            continue
         print(f"[generate bench] {label} {own or ''}: running", flush=True)
         try:
             with variant_context(variant):
                 result = run_preset(name, model, device, steps, args.sds_weight, reference_points,
                                     {**overrides, **own}, args.profile_steps, args.chamfer_samples,
-                                    args.profile_phase, tuple(kind for kind in args.host_profile.split(",") if kind))
+                                    args.profile_phase, tuple(kind for kind in args.host_profile.split(",") if kind),
+                                    None if deadline is None else (lambda: time.perf_counter() > deadline))
         except Exception as error:  # noqa: BLE001 -- recorded with its message; the other runs go on
             print(f"[generate bench] {label}: failed: {error}", flush=True)
             presets_out.append({"preset": name, "variant": variant, "overrides": {**overrides, **own},

@@ -22,6 +22,7 @@ warm compile cache (``--warm-rerun``'s ``warm_rerun``) that part is what a secon
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 import tempfile
 import time
 
@@ -300,8 +301,11 @@ def synchronize(device: torch.device) -> None:
 
 def run_preset(name: str, model, device: torch.device, steps: int | None, sds_weight: float,
                reference_points: np.ndarray, overrides: dict[str, str], profile_steps: int = 0,
-               chamfer_samples: int = 50000, profile_phase: int = 2, host_profiles: tuple[str, ...] = ()) -> dict:
-    """One whole run of preset ``name`` (its step count scaled to ``steps``); the figures of that run."""
+               chamfer_samples: int = 50000, profile_phase: int = 2, host_profiles: tuple[str, ...] = (),
+               cancel: Callable[[], bool] | None = None) -> dict:
+    """One whole run of preset ``name`` (its step count scaled to ``steps``); the figures of that run. Where
+    ``cancel()`` turns true (asked at each step boundary; bench/generate.py's ``--deadline-s``) the run stops there
+    and the figures are those of the steps it ran (``run_failed`` says so)."""
     from backend.nerf.presets import set_option
 
     config: GenerateConfig = preset(name)
@@ -340,7 +344,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
                                     profile_phase=profile_phase, host_profiles=host_profiles, first_steps=skip)
         synchronize(device)
         setup_s = time.perf_counter() - start
-        for event in trainer.run():
+        for event in trainer.run(cancel):
             if trainer.profile is not None and trainer.step == trainer.total_steps:
                 trainer.stop_profile()  # the window ends with the last step, before the run's final mesh
             if isinstance(event, MeshUpdate):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from backend.nerf.memory import plan_memory
 from backend.nerf.presets import preset, set_option
@@ -154,3 +155,37 @@ def test_a_preset_and_its_variant_run_in_one_process_against_one_floor(bench, tm
     assert runs[0]["floor_ms"] == runs[1]["floor_ms"] and runs[1]["compiled_before_in_process"]
     assert field_module._linear is original
 
+
+
+# slow: a tiny trajectory (~5 s); .ci/run runs it with the slow tests
+@pytest.mark.slow
+def test_a_run_cancelled_at_a_step_keeps_the_figures_of_the_steps_it_ran(bench):
+    """``run_preset``'s ``cancel`` (``--deadline-s``), asked before each step: true on its fourth asking, so steps
+    0-2 ran; their figures stand, the run's end (final mesh, chamfer) did not happen and ``run_failed`` says why."""
+    import argparse
+
+    from bench.known_object import TwoSpheres
+
+    model = bench.build_model(argparse.Namespace(tiny=True, compile="off"), torch.device("cpu"))
+    asked = []
+
+    def cancel():
+        asked.append(True)
+        return len(asked) > 3
+
+    result = bench.run_preset("tiny", model, torch.device("cpu"), 8, 0.0, TwoSpheres().surface_points(2000),
+                              dict(bench.TINY_SETTINGS), chamfer_samples=2000, cancel=cancel)
+    assert result["run_failed"].startswith("cancelled: cancelled at step 3"), result["run_failed"]
+    assert result["phase1_step_ms_p50"] > 0 and result["chamfer"] is None
+    assert len(asked) == 4
+
+
+# slow: builds the tiny model (~3 s)
+@pytest.mark.slow
+def test_presets_past_the_deadline_are_not_run_and_say_so(bench, tmp_path):
+    out = tmp_path / "late.json"
+    assert bench.main(["--tiny", "--device", "cpu", "--presets", "tiny,tiny@padded_output_layers", "--deadline-s", "0",
+                       "--out", str(out)]) == 1  # nothing measured
+    runs = json.loads(out.read_text())["presets"]
+    assert [(run["preset"], run["variant"], run["failed"]) for run in runs] == [
+        ("tiny", None, "not run: past --deadline-s 0"), ("tiny", "padded_output_layers", "not run: past --deadline-s 0")]
