@@ -3,6 +3,8 @@ query of the sampler, at the sample counts of a real step (issue 18).
 
     python bench/field_step.py                          # CUDA, the published field, compiled as the trainer runs it
     python bench/field_step.py --device cpu --samples 20000 --repeats 2 --no-compile   # smoke run
+    python bench/field_step.py --precisions float16 --code-variants none,reverse_mode_normals,half_table_density
+                                                        # the trainer's precision beside variants of the code
 
 Variants: ``float32`` (the MLPs in float32, cuBLAS's FFMA kernels), ``tf32`` (float32 with TF32 tensor cores
 allowed for matmuls) and ``float16`` (the MLPs under float16 autocast: ``RadianceField.mlp_autocast_dtype``, the
@@ -10,6 +12,9 @@ reference's ``16-mixed``). Points are drawn inside the initial density blob (rad
 is a fixed random projection of density, albedo and normals, so every output gets a gradient. Each variant is timed
 with CUDA events over ``--repeats`` runs after ``--warmup`` ones (the first compiles), and its outputs are compared
 with the float32 ones: density relative error and the normals' angle, which a float16 MLP must keep small.
+``--code-variants`` runs each precision also under variants of the code (bench/variants.py; ``none``: the code as
+it is), each compared with the first row: the field's share alone, which a whole run's step may not follow
+(bench/generate.py ``PRESET@VARIANT`` times that).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import torch
 
 from backend.nerf.field import RadianceField
 from backend.nerf.presets import FieldConfig
+from bench.variants import VARIANTS as CODE_VARIANTS
+from bench.variants import variant_context
 
 VARIANTS = ("float32", "tf32", "float16")
 
@@ -84,7 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--precisions", default=",".join(VARIANTS), help="comma-separated, of " + ", ".join(VARIANTS))
+    parser.add_argument("--code-variants", default="none",
+                        help="comma-separated variants of the code (bench/variants.py), 'none' for the code as it is")
     args = parser.parse_args(argv)
+    precisions = [name for name in args.precisions.split(",") if name]
+    code_variants = [None if name == "none" else name for name in args.code_variants.split(",") if name]
+    unknown = [name for name in precisions if name not in VARIANTS] + \
+        [name for name in code_variants if name is not None and name not in CODE_VARIANTS]
+    if unknown:
+        print(f"field_step: unknown {', '.join(unknown)} (precisions: {', '.join(VARIANTS)}; code variants: "
+              f"{', '.join(sorted(CODE_VARIANTS))})", file=sys.stderr)
+        return 2
     device = torch.device(args.device)
     generator = torch.Generator(device).manual_seed(1)
     direction = torch.randn(args.samples, 3, device=device, generator=generator)
@@ -98,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                      "samples": args.samples, "query_samples": args.query_samples, "compiled": not args.no_compile,
                      "variants": {}}
     reference_outputs = None
-    for variant in VARIANTS:
+    for variant, code_variant in [(precision, code) for precision in precisions for code in code_variants]:
         if variant == "tf32" and device.type != "cuda":
             continue
+        label = variant if code_variant is None else f"{variant}@{code_variant}"
+        torch._dynamo.reset()  # each row compiles its own graphs (a variant's patch is seen by a fresh trace)
         field = make_field(variant, device, compiled=not args.no_compile)
-        with tf32(variant == "tf32"):
+        with tf32(variant == "tf32"), variant_context(code_variant):
             def train_pass():
                 density, albedo, normals = field(points, with_normals=True)
                 outputs = torch.cat([density[:, None], albedo, normals], dim=-1)
@@ -129,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             angles = torch.rad2deg(torch.acos(cosine))
             row["normal_angle_deg_p50"] = float(angles.median())
             row["normal_angle_deg_p99"] = float(torch.quantile(angles[:100_000].float(), 0.99))
-        results["variants"][variant] = row
-        print(f"[field step] {variant}: {row}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        results["variants"][label] = row
+        print(f"[field step] {label}: {row}", flush=True)
+        if args.json:  # after each row: a run stopped later keeps what it measured
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results))
     return 0
 
