@@ -56,10 +56,11 @@ VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
     # float16 (tcnn's grid in float16 would do this; the reference's threestudio asks tcnn for float32). A speed
     # probe: which samples it keeps may differ from the float32 field's near the alpha threshold
     "half_table_density": _half_table_density,
-    # the analytic normals' MLP part in reverse mode (d raw / d features once, then a dot product with each axis's
-    # feature derivative) in place of three forward-mode tangents through the density MLP: the same gradient
-    "reverse_mode_normals": lambda: patched(field_module, "raw_density_gradient",
-                                            field_module.raw_density_gradient_reverse_mode),
+    # the analytic normals' MLP part as three forward-mode tangents through the density MLP (the field's way until
+    # 2026-12-04) in place of reverse mode (d raw / d features once, then a dot product with each axis's feature
+    # derivative): the same gradient
+    "forward_mode_normals": lambda: patched(field_module, "raw_density_gradient",
+                                            field_module.raw_density_gradient_forward_mode),
 }
 
 

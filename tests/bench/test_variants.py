@@ -16,7 +16,7 @@ def test_each_variant_replaces_its_name_in_its_block_and_restores_it_even_after_
     watched = {"padded_output_layers": (field_module, "_linear"),
                "unmerged_table_gradient": (hash_grid_kernels, "MERGE_RUNS"),
                "half_table_density": (hash_grid_triton, "_density"),
-               "reverse_mode_normals": (field_module, "raw_density_gradient")}
+               "forward_mode_normals": (field_module, "raw_density_gradient")}
     assert set(watched) == set(VARIANTS)
     original_linear = field_module._linear
     for variant, (owner, name) in watched.items():

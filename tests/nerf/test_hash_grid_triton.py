@@ -275,11 +275,11 @@ def test_compiled_field_with_the_fused_encoding_equals_the_plain_torch_field(nor
     """The trainer's CUDA field (``compile`` on, ``encoding`` auto: the fused ops inside torch.compile's graph)
     against the eager torch field: density, albedo and normals, and the parameter gradients of a loss on all three,
     within 1e-4 x the largest value (the compiled graph sums in its own order too). The compiled field's normals
-    carry the features' derivative through the density MLP in forward mode (the default) or in reverse mode
-    (``bench/variants.py``'s ``reverse_mode_normals``); the eager reference's in forward mode. Points where a hidden unit's
-    input lies within 1e-4 of its scale from 0 (~1% of them) are left out of the loss and of the normals'
-    comparison: there the two paths' last-bit differences may switch the ReLU on in one and off in the other, and
-    the tangent (the normal) and the gradient jump, though the values do not."""
+    carry the features' derivative through the density MLP in forward mode (``bench/variants.py``'s
+    ``forward_mode_normals``) or in reverse mode (the default); the eager reference's in reverse mode. Points
+    where a hidden unit's input lies within 1e-4 of its scale from 0 (~1% of them) are left out of the loss and of
+    the normals' comparison: there the two paths' last-bit differences may switch the ReLU on in one and off in the
+    other, and the normal and the gradient jump, though the values do not."""
     torch.manual_seed(9)
     reference = RadianceField(FieldConfig(encoding="torch", compile=False)).to(DEVICE)
     fused = RadianceField(FieldConfig()).to(DEVICE)
