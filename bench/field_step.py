@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         if variant == "tf32" and device.type != "cuda":
             continue
         label = variant if code_variant is None else f"{variant}@{code_variant}"
+        repeat = sum(1 for name in results["variants"] if name.split(" ")[0] == label)
+        label += f" ({repeat + 1})" if repeat else ""  # a row run again (timing drift) keeps its own figures
         torch._dynamo.reset()  # each row compiles its own graphs (a variant's patch is seen by a fresh trace)
         field = make_field(variant, device, compiled=not args.no_compile)
         with tf32(variant == "tf32"), variant_context(code_variant):

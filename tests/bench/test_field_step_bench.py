@@ -17,9 +17,10 @@ def test_precisions_beside_code_variants_each_compared_with_the_first(tmp_path, 
     with bench_script("field_step") as bench:
         assert bench.main(["--device", "cpu", "--samples", "3000", "--query-samples", "4000", "--repeats", "1",
                            "--warmup", "0", "--no-compile", "--precisions", "float32",
-                           "--code-variants", "none,forward_mode_normals,padded_output_layers", "--json", str(out)]) == 0
+                           "--code-variants", "none,forward_mode_normals,padded_output_layers,none",
+                           "--json", str(out)]) == 0
         rows = json.loads(out.read_text())["variants"]
-        assert list(rows) == ["float32", "float32@forward_mode_normals", "float32@padded_output_layers"]
+        assert list(rows) == ["float32", "float32@forward_mode_normals", "float32@padded_output_layers", "float32 (2)"]
         assert all(row["train_fwd_bwd_ms"] > 0 and row["density_query_ms"] > 0 for row in rows.values())
         for label in ("float32@forward_mode_normals", "float32@padded_output_layers"):
             # the same field computed another way, in float32: its normals turn by float32 rounding alone, which
