@@ -32,11 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from backend.nerf.field import RadianceField
-from backend.nerf.presets import FieldConfig
+from backend.nerf.presets import FieldConfig, RendererConfig
 from bench.variants import VARIANTS as CODE_VARIANTS
 from bench.variants import variant_context
 
 VARIANTS = ("float32", "tf32", "float16")
+RENDERER = RendererConfig()  # the reference's render step and alpha threshold (the density filter's decisions)
 
 
 @contextlib.contextmanager
@@ -139,11 +140,20 @@ def main(argv: list[str] | None = None) -> int:
             query_ms = timed(query_pass, device, args.warmup, args.repeats)
             with torch.no_grad():
                 density, albedo, normals = field(points, with_normals=True)
+                queried = field.density(query)
         row = {"train_fwd_bwd_ms": round(train_ms, 3), "density_query_ms": round(query_ms, 3)}
         if reference_outputs is None:
-            reference_outputs = (density, albedo, normals)
+            reference_outputs = (density, albedo, normals, queried)
         else:
-            ref_density, ref_albedo, ref_normals = reference_outputs
+            ref_density, ref_albedo, ref_normals, ref_queried = reference_outputs
+            # the density filter's query: its densities, and how many of its keep-or-drop decisions (alpha at the
+            # reference's render step against its alpha threshold) differ from the first row's
+            row["query_density_max_rel_error"] = float(
+                ((queried - ref_queried).abs() / ref_queried.abs().clamp(min=1e-3)).max())
+            step, threshold = RENDERER.render_step, RENDERER.alpha_threshold
+            kept = 1.0 - torch.exp(-queried * step) >= threshold
+            ref_kept = 1.0 - torch.exp(-ref_queried * step) >= threshold
+            row["filter_decisions_changed"] = float((kept != ref_kept).float().mean())
             row["density_max_rel_error"] = float(((density - ref_density).abs() / ref_density.abs().clamp(min=1e-3))
                                                  .max())
             row["albedo_max_abs_error"] = float((albedo - ref_albedo).abs().max())

@@ -27,5 +27,6 @@ def test_precisions_beside_code_variants_each_compared_with_the_first(tmp_path, 
             # the direction of a near-zero gradient magnifies in a few points (the other mode: p99 0.028 deg)
             assert rows[label]["normal_angle_deg_p50"] < 1e-3 and rows[label]["normal_angle_deg_p99"] < 0.1, rows
             assert rows[label]["density_max_rel_error"] < 1e-5, rows
+            assert rows[label]["query_density_max_rel_error"] < 1e-5 and rows[label]["filter_decisions_changed"] == 0
         assert bench.main(["--device", "cpu", "--code-variants", "none,nope"]) == 2
         assert "unknown nope" in capsys.readouterr().err
