@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = []  # (preset name, code variant or None, its own settings) from --presets' entries
     caps = dict(item.split("=", 1) for item in args.caps.split(",")) if args.caps else {}
-    for entry in (args.presets or ("tiny" if args.tiny else ",".join(caps) or "fast,reference")).split(","):
+    for entry in (args.presets or ",".join(caps) or ("tiny" if args.tiny else "fast,reference")).split(","):
         label, _, settings = entry.strip().partition(":")
         if not label:
             continue
