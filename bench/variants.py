@@ -5,35 +5,26 @@ code: bench/RESULTS.md, 2026-12-04) against one floor measured in that process:
     python bench/generate.py --presets "reference,reference@padded_output_layers" --steps 600
 
 ``preset@variant`` runs the preset with the variant's patch in place for the whole run (set-up, steps, final mesh)
-and takes it out after; the result carries ``variant``. Each variant replaces one module-level name that the code
-looks up when it runs, so a compiled graph that inlined the old one is traced again (Dynamo guards on the global).
+and takes it out after (``unittest.mock.patch.object``); the result carries ``variant``. Each variant replaces one
+module-level name that the code looks up when it runs, so a compiled graph that inlined the old one is traced
+again (Dynamo guards on the global).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
+from unittest.mock import patch
 
 from backend.nerf import field as field_module
 from backend.nerf import hash_grid_kernels, hash_grid_triton
 
 
-@contextlib.contextmanager
-def patched(owner, name: str, value) -> Iterator[None]:
-    """``owner.name`` set to ``value`` inside the block, restored after (also when the block raises)."""
-    saved = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, saved)
-
-
 def _padded_output_layers() -> AbstractContextManager:
     from bench.output_layers import padded  # the bench's variant of the output layers (8-column products)
 
-    return patched(field_module, "_linear", padded)
+    return patch.object(field_module, "_linear", padded)
 
 
 def _half_table_density() -> AbstractContextManager:
@@ -44,14 +35,14 @@ def _half_table_density() -> AbstractContextManager:
         # in the H200's L2), made at each call; the kernel interpolates in float32 from the float16 values
         return fused(points, table.half(), *rest)
 
-    return patched(hash_grid_triton, "_density", density_from_a_half_table)
+    return patch.object(hash_grid_triton, "_density", density_from_a_half_table)
 
 
 VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
     # the 1- and 3-column output layers as 8-column products (the field's way from 2026-12-03 to 12-04)
     "padded_output_layers": _padded_output_layers,
     # the table gradient adding point by point, without summing runs of one cell first (before 2026-12-03)
-    "unmerged_table_gradient": lambda: patched(hash_grid_kernels, "MERGE_RUNS", False),
+    "unmerged_table_gradient": lambda: patch.object(hash_grid_kernels, "MERGE_RUNS", False),
     # the density filter's fused density (no gradients: which marched samples are visible) reading the table in
     # float16 (tcnn's grid in float16 would do this; the reference's threestudio asks tcnn for float32). A speed
     # probe: which samples it keeps may differ from the float32 field's near the alpha threshold
@@ -59,8 +50,8 @@ VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
     # the analytic normals' MLP part as three forward-mode tangents through the density MLP (the field's way until
     # 2026-12-04) in place of reverse mode (d raw / d features once, then a dot product with each axis's feature
     # derivative): the same gradient
-    "forward_mode_normals": lambda: patched(field_module, "raw_density_gradient",
-                                            field_module.raw_density_gradient_forward_mode),
+    "forward_mode_normals": lambda: patch.object(field_module, "raw_density_gradient",
+                                                 field_module.raw_density_gradient_forward_mode),
 }
 
 

@@ -3,12 +3,14 @@ bench/generate.py refuses an unknown one before it builds anything."""
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 import torch
 
 from backend.nerf import field as field_module
 from backend.nerf import hash_grid_kernels, hash_grid_triton
-from bench.variants import VARIANTS, parse_variant, patched, variant_context
+from bench.variants import VARIANTS, parse_variant, variant_context
 from tests.helpers.bench_scripts import bench_script
 
 
@@ -42,7 +44,7 @@ def test_the_field_runs_what_the_patched_name_holds():
 
     network = field_module.mlp(8, 3, 16, 1)
     inputs = torch.randn(5, 8)
-    with patched(field_module, "_linear", spy):
+    with patch.object(field_module, "_linear", spy):
         outputs, _ = field_module.mlp_forward(network, inputs)
     assert calls == [16, 3]
     torch.testing.assert_close(outputs, network(inputs))
