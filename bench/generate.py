@@ -68,7 +68,7 @@ from bench.floor import floor_ms, floor_of_run_s
 from bench.known_object import TwoSpheres
 from bench.source import source_commit
 from bench.trajectory import full_preset, run_preset
-from bench.variants import parse_variant, variant_context
+from bench.variants import parse_variant, variant_context, variant_label
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The known object's field converges to an opaque silhouette, not to the densities thousands of SDS steps reach:
@@ -148,9 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                         "'host_profiles' (the warm re-run's too)")
     parser.add_argument("--deadline-s", type=float, default=None, metavar="S",
                         help="S seconds after the model starts loading, the running preset is cancelled at its next "
-                        "step and the "
-                        "later ones are not run; what was measured is written (a device call's time limit kills "
-                        "the process and loses the run's figures: set this some minutes under it)")
+                        "step and the later ones are not run; what was measured is written (a device call's time "
+                        "limit kills the process and loses the run's figures: set this some minutes under it)")
     parser.add_argument("--label", default="", help="a note stored with the results (e.g. 'baseline')")
     parser.add_argument("--out", help="results JSON (default bench/results/generate_<gpu>_<date>.json)")
     args = parser.parse_args(argv)
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else RESULTS / f"generate_{summary['gpu']}_{summary['date']}.json"
     deadline = None if args.deadline_s is None else process_start + args.deadline_s
     for name, variant, own in runs:
-        label = name if variant is None else f"{name}@{variant}"
+        label = variant_label(name, variant)
         if deadline is not None and time.perf_counter() > deadline:
             print(f"[generate bench] {label}: not run (past --deadline-s)", flush=True)
             presets_out.append({"preset": name, "variant": variant, "overrides": {**overrides, **own},
@@ -255,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_rerun:
         with tempfile.TemporaryDirectory() as folder:
             child = Path(folder) / "warm.json"
-            first_label = first["preset"] + (f"@{first['variant']}" if first.get("variant") else "")
-            command = [sys.executable, __file__, "--device", args.device, "--presets", first_label, "--compile",
+            command = [sys.executable, __file__, "--device", args.device, "--presets",
+                       variant_label(first["preset"], first["variant"]), "--compile",
                        args.compile, "--sds-weight", str(args.sds_weight), "--floor-repeats", "2", "--out", str(child),
                        "--host-profile", args.host_profile]
             command += ["--steps", str(steps)] if steps else []
@@ -280,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         first["wall_s_warm"] = None
     write_results(out, summary)
     for r in measured:
-        label = r["preset"] + (f"@{r['variant']}" if r.get("variant") else "")
+        label = variant_label(r["preset"], r["variant"])
         print(f"{label:>9s} {r['steps']} steps: phase 1 p50 {r['phase1_step_ms_p50']} ms, phase 2 p50 "
               f"{r['phase2_step_ms_p50']} / p90 {r['phase2_step_ms_p90']} ms ({r['phase2_step_over_floor']}x floor "
               f"{r['floor_ms']} ms: UNet {r['floor_unet_ms']}, VAE {r['floor_vae_ms']}"

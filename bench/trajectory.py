@@ -22,9 +22,9 @@ warm compile cache (``--warm-rerun``'s ``warm_rerun``) that part is what a secon
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch

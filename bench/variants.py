@@ -66,5 +66,10 @@ def parse_variant(entry: str) -> tuple[str, str | None]:
     return name, variant
 
 
+def variant_label(preset: str, variant: str | None) -> str:
+    """``parse_variant``'s inverse: "preset@variant", or "preset" for the code as it is."""
+    return preset if variant is None else f"{preset}@{variant}"
+
+
 def variant_context(variant: str | None) -> AbstractContextManager:
     return contextlib.nullcontext() if variant is None else VARIANTS[variant]()

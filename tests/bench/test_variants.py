@@ -10,7 +10,7 @@ import torch
 
 from backend.nerf import field as field_module
 from backend.nerf import hash_grid_kernels, hash_grid_triton
-from bench.variants import VARIANTS, parse_variant, variant_context
+from bench.variants import VARIANTS, parse_variant, variant_context, variant_label
 from tests.helpers.bench_scripts import bench_script
 
 
@@ -77,6 +77,8 @@ def test_the_half_table_density_is_the_fields_density_within_the_tables_float16_
 def test_an_unknown_variant_is_refused_in_one_line_before_anything_is_built(capsys):
     assert parse_variant("reference") == ("reference", None)
     assert parse_variant("reference@padded_output_layers") == ("reference", "padded_output_layers")
+    for label in ("reference", "reference@padded_output_layers"):
+        assert variant_label(*parse_variant(label)) == label
     with pytest.raises(ValueError, match="unknown variant 'nope'.*padded_output_layers"):
         parse_variant("reference@nope")
     with bench_script("generate") as bench:
