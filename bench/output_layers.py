@@ -26,6 +26,7 @@ import datetime
 import json
 import sys
 from pathlib import Path
+from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -135,21 +136,17 @@ def main() -> int:
                "torch": torch.__version__, "samples": args.samples, "variants": {}}
     path = Path(args.json) if args.json else Path(__file__).resolve().parent / "results" / \
         f"output_layers_{results['gpu'].lower().replace('nvidia ', '').split()[0]}_{results['date']}.json"
-    saved = field_module._linear
-    try:
-        for name in args.variants.split(","):
-            field_module._linear = VARIANTS[name]
+    for name in args.variants.split(","):
+        with patch.object(field_module, "_linear", VARIANTS[name]):
             torch._dynamo.reset()
             row = {"grad_diff_scaled": gradient_differences(device)}
             torch._dynamo.reset()
             row["step_ms_median"] = step_ms(device, args.samples)
-            results["variants"][name] = row
-            print(f"{name:16s} step {row['step_ms_median']:6.2f} ms  largest gradient difference "
-                  f"{max(row['grad_diff_scaled'].values()):.1e}", flush=True)
-            if args.json != "-":
-                path.write_text(json.dumps(results, indent=2) + "\n")
-    finally:
-        field_module._linear = saved
+        results["variants"][name] = row
+        print(f"{name:16s} step {row['step_ms_median']:6.2f} ms  largest gradient difference "
+              f"{max(row['grad_diff_scaled'].values()):.1e}", flush=True)
+        if args.json != "-":
+            path.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
