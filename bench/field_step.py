@@ -3,7 +3,7 @@ query of the sampler, at the sample counts of a real step (issue 18).
 
     python bench/field_step.py                          # CUDA, the published field, compiled as the trainer runs it
     python bench/field_step.py --device cpu --samples 20000 --repeats 2 --no-compile   # smoke run
-    python bench/field_step.py --precisions float16 --code-variants none,forward_mode_normals,half_table_density
+    python bench/field_step.py --precisions float16 --code-variants none,half_table_density
                                                         # the trainer's precision beside variants of the code
 
 Variants: ``float32`` (the MLPs in float32, cuBLAS's FFMA kernels), ``tf32`` (float32 with TF32 tensor cores

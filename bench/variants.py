@@ -44,14 +44,11 @@ VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
     # the table gradient adding point by point, without summing runs of one cell first (before 2026-12-03)
     "unmerged_table_gradient": lambda: patch.object(hash_grid_kernels, "MERGE_RUNS", False),
     # the density filter's fused density (no gradients: which marched samples are visible) reading the table in
-    # float16 (tcnn's grid in float16 would do this; the reference's threestudio asks tcnn for float32). A speed
-    # probe: which samples it keeps may differ from the float32 field's near the alpha threshold
+    # float16 (tcnn's grid in float16 would do this; the reference's threestudio asks tcnn for float32). Not
+    # adopted: on one H200 (2026-12-04, session 14) it changed 4.5 in a million of the filter's decisions and its
+    # kernel's 2.38 ms a step to 2.01, but the step's p50 (31.43 against 33.24 ms) moved within the phases' noise
+    # (phase 1 went the other way) while the step waits on its host, not on this kernel
     "half_table_density": _half_table_density,
-    # the analytic normals' MLP part as three forward-mode tangents through the density MLP (the field's way until
-    # 2026-12-04) in place of reverse mode (d raw / d features once, then a dot product with each axis's feature
-    # derivative): the same gradient
-    "forward_mode_normals": lambda: patch.object(field_module, "raw_density_gradient",
-                                                 field_module.raw_density_gradient_forward_mode),
 }
 
 

@@ -8,9 +8,9 @@ Points are world coordinates (Blender Z-up) inside [-radius, radius]^3. Density 
 Normals (``FieldConfig.normals``):
 - ``analytic``: -grad density written out as forward operations: the hash grid's trilinear weights differentiated
   with the same 8 gathered corners per level, and through the bias-free ReLU MLP in reverse mode
-  (``raw_density_gradient_reverse_mode``: d raw / d features once, then its dot product with each axis's feature
-  derivative; until 2026-12-04 three forward-mode tangents, ``raw_density_gradient_forward_mode``: the same
-  gradient with three times the rows through the MLP, run beside it by bench/variants.py). The value is the exact
+  (``raw_density_gradient``: d raw / d features once, then its dot product with each axis's feature derivative;
+  until 2026-12-04 three forward-mode tangents through the MLP, the same gradient with three times the rows,
+  slower in a whole run: bench/RESULTS.md, 2026-12-04, session 14). The value is the exact
   gradient, computed in one pass (no extra field queries, no double backward), and training backpropagates
   through it with first-order autograd only.
 - ``autograd``: the same gradient by ``torch.autograd.grad(create_graph=True)`` on the plain-torch field (the
@@ -168,29 +168,24 @@ def _linear(layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
     return layer(inputs)
 
 
-def mlp_forward(network: nn.Sequential, inputs: torch.Tensor, tangents: torch.Tensor | None = None):
-    """(outputs [N, O], tangents [N, K, O] or None) of a bias-free ReLU MLP at inputs [N, I], with tangents
-    [N, K, I]: each Linear maps the tangents as it maps the inputs (it is linear), each ReLU masks them where it is
-    flat (its derivative at 0 taken as 0, as autograd does)."""
+def mlp_forward(network: nn.Sequential, inputs: torch.Tensor) -> torch.Tensor:
+    """Outputs [N, O] of a bias-free ReLU MLP at inputs [N, I], each Linear through ``_linear``."""
     for layer in network:
         if isinstance(layer, nn.Linear):
             inputs = _linear(layer, inputs)
-            tangents = None if tangents is None else _linear(layer, tangents)
         elif isinstance(layer, nn.ReLU):
-            active = inputs > 0
-            inputs = inputs * active
-            tangents = None if tangents is None else tangents * active[:, None, :]
+            inputs = inputs * (inputs > 0)  # as mlp_forward_and_input_gradient masks (what the benchmarks measured)
         else:
-            raise TypeError(f"no tangent rule for {type(layer).__name__}")
-    return inputs, tangents
+            raise TypeError(f"no rule for {type(layer).__name__}")
+    return inputs
 
 
 def mlp_forward_and_input_gradient(network: nn.Sequential, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(outputs [N, 1], d outputs / d inputs [N, I]) of a bias-free ReLU MLP with one output, the gradient in
     reverse mode written out: the output layer's weight row, masked by each ReLU's derivative (0 where flat, as
-    autograd takes it) and carried back through each Linear's weight. This is what autograd computes for the
-    reference's normals; ``mlp_forward``'s tangents (forward mode) push one [N, I] tangent per axis through every
-    layer instead, three times the rows in each matrix product and three [N, width] intermediates."""
+    autograd takes it) and carried back through each Linear's weight: what autograd computes for the reference's
+    normals, without the three [N, I] tangents per sample a forward-mode derivative would push through every
+    layer (three times the rows in each matrix product)."""
     masks = []
     outputs = inputs
     for layer in network:
@@ -214,29 +209,21 @@ def mlp_forward_and_input_gradient(network: nn.Sequential, inputs: torch.Tensor)
     return outputs, gradient.expand(inputs.shape[0], -1) if gradient.dim() == 1 else gradient
 
 
-def raw_density_gradient_forward_mode(network: nn.Sequential, features: torch.Tensor, feature_gradient: torch.Tensor,
-                                      axis_factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def raw_density_gradient(network: nn.Sequential, features: torch.Tensor, feature_gradient: torch.Tensor,
+                         axis_factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(raw density [N, 1], d raw / d points [N, 3]) from the features [N, I], their derivative d features / d x01
-    [N, 3, I] and d x01 / d points [N, 3] (0 outside the unit cube's clamp): the three tangents through the MLP."""
-    raw, tangents = mlp_forward(network, features, feature_gradient * axis_factor[:, :, None])
-    return raw, tangents[..., 0]
+    [N, 3, I] and d x01 / d points [N, 3] (0 outside the unit cube's clamp): d raw / d features [N, I] once
+    (``mlp_forward_and_input_gradient``), then its dot product with each axis's feature derivative in float32 (one
+    pass over the [N, 3, I] derivative, which the encoding gives in float32; the axis factor applied to the [N, 3]
+    result).
 
-
-def raw_density_gradient_reverse_mode(network: nn.Sequential, features: torch.Tensor, feature_gradient: torch.Tensor,
-                                      axis_factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """As ``raw_density_gradient_forward_mode``, by ``mlp_forward_and_input_gradient``: d raw / d features [N, I]
-    once, then its dot product with each axis's feature derivative in float32 (one pass over the [N, 3, I]
-    derivative, which the encoding gives in float32; the axis factor applied to the [N, 3] result)."""
+    Against three forward-mode tangents through the MLP (the field's way until 2026-12-04), on one H200 in one
+    process: the published field's forward with normals + backward 7.78 against 9.34 ms (1.4 M samples, float16
+    MLPs, compiled), the ``reference`` preset's 256² step p50 32.61 against 34.96 ms, chamfer 0.00376 against
+    0.00377 (bench/RESULTS.md, 2026-12-04, sessions 13 and 14)."""
     raw, input_gradient = mlp_forward_and_input_gradient(network, features)
     gradient = (input_gradient.to(feature_gradient.dtype)[:, None, :] * feature_gradient).sum(dim=-1)
     return raw, gradient * axis_factor
-
-
-# How the analytic normals carry the features' derivative through the density MLP (looked up when the field runs,
-# so bench/variants.py can run the other one beside it). Reverse mode: the published field's forward with normals +
-# backward in 7.78 ms against 9.34 ms in forward mode (float16 MLPs, 1.4 M samples, H200, compiled;
-# bench/results/field_step_h200_2026-12-04_code_variants.json).
-raw_density_gradient = raw_density_gradient_reverse_mode
 
 
 def mlp(in_dim: int, out_dim: int, width: int, hidden_layers: int) -> nn.Sequential:
@@ -319,12 +306,12 @@ class RadianceField(nn.Module):
 
     def _density_from_features(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         with self._mlp_precision(points):
-            raw = mlp_forward(self.density_mlp, features)[0][..., 0]
+            raw = mlp_forward(self.density_mlp, features)[..., 0]
         return F.softplus(raw.to(points.dtype) + self._blob(points.norm(dim=-1)))
 
     def _albedo_from_features(self, points: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         with self._mlp_precision(points):
-            raw = mlp_forward(self.albedo_mlp, features)[0]
+            raw = mlp_forward(self.albedo_mlp, features)
         return torch.sigmoid(raw.to(points.dtype))
 
     def _evaluate(self, points: torch.Tensor, with_albedo: bool = True):

@@ -22,7 +22,7 @@ def test_the_variants_equal_the_fields_linear_layers_in_value_and_gradient(dtype
         for outputs in (1, 3):
             layer = torch.nn.Linear(64, outputs, bias=False)
             assert outputs < bench.ALIGNED_OUTPUTS
-            inputs = torch.randn(500, 2, 64, generator=generator).requires_grad_(True)  # [N, K, 64]: tangents too
+            inputs = torch.randn(500, 2, 64, generator=generator).requires_grad_(True)  # [N, K, 64]: any leading dims
             upstream = torch.randn(500, 2, outputs, generator=generator)
             results = {}
             for name, variant in bench.VARIANTS.items():

@@ -29,18 +29,12 @@ def test_finite_difference_normals_match_analytic_ones():
     assert cosine.median() > 0.999 and (cosine > 0.95).float().mean() > 0.97
 
 
-MODES = {"forward": field_module.raw_density_gradient_forward_mode,
-         "reverse": field_module.raw_density_gradient_reverse_mode}
-
-
-@pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("published_size", [False, True])
-def test_analytic_normals_equal_the_autograd_reference_in_value_and_gradient(published_size, mode, monkeypatch):
+def test_analytic_normals_equal_the_autograd_reference_in_value_and_gradient(published_size):
     """The one-pass analytic normals (hash-grid weights differentiated in closed form, carried through the MLP in
-    forward mode as tangents or in reverse mode as d raw / d features) against -grad density from autograd's
-    double backward: same density, albedo, normals, and the same parameter gradients of a loss on all three (the
-    orientation and shading losses backpropagate through normals)."""
-    monkeypatch.setattr(field_module, "raw_density_gradient", MODES[mode])
+    reverse mode as d raw / d features) against -grad density from autograd's double backward: same density,
+    albedo, normals, and the same parameter gradients of a loss on all three (the orientation and shading losses
+    backpropagate through normals)."""
     config = small_config().field
     if published_size:  # 16 levels up to ~4096 cells, hashed levels, 64-wide MLP (FieldConfig's defaults)
         from backend.nerf.presets import FieldConfig
@@ -68,12 +62,10 @@ def test_analytic_normals_equal_the_autograd_reference_in_value_and_gradient(pub
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("mode", sorted(MODES))
-def test_float16_mlps_give_float32_outputs_near_the_float32_field_and_float32_gradients(mode, monkeypatch):
+def test_float16_mlps_give_float32_outputs_near_the_float32_field_and_float32_gradients():
     """``mlp_autocast_dtype`` (the trainer's float16 MLPs on CUDA under ``run.mixed_precision``): outputs stay
     float32 and within float16 rounding of the float32 field, and the parameters' gradients stay float32 (the
     optimiser's master weights). CPU autocast runs the same float16 matmuls as CUDA's."""
-    monkeypatch.setattr(field_module, "raw_density_gradient", MODES[mode])
     torch.manual_seed(1)
     field = RadianceField(small_config().field)
     with torch.no_grad():  # features large enough that the MLPs' outputs and the normals vary

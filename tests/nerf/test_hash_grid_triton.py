@@ -27,7 +27,6 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # tests/conftest.py sets it before triton is imported; here as well
 
 from backend.errors import SettingsError
-from backend.nerf import field as field_module
 from backend.nerf.field import HashGrid, RadianceField
 from backend.nerf.hash_grid_triton import TRITON_INSTALLED
 from backend.nerf.presets import FieldConfig, fast
@@ -270,16 +269,13 @@ def test_published_size_grid_equals_the_torch_reference_on_a_million_points():
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("normals_mode", ["forward", "reverse"])
-def test_compiled_field_with_the_fused_encoding_equals_the_plain_torch_field(normals_mode, monkeypatch):
+def test_compiled_field_with_the_fused_encoding_equals_the_plain_torch_field():
     """The trainer's CUDA field (``compile`` on, ``encoding`` auto: the fused ops inside torch.compile's graph)
     against the eager torch field: density, albedo and normals, and the parameter gradients of a loss on all three,
-    within 1e-4 x the largest value (the compiled graph sums in its own order too). The compiled field's normals
-    carry the features' derivative through the density MLP in forward mode (``bench/variants.py``'s
-    ``forward_mode_normals``) or in reverse mode (the default); the eager reference's in reverse mode. Points
-    where a hidden unit's input lies within 1e-4 of its scale from 0 (~1% of them) are left out of the loss and of
-    the normals' comparison: there the two paths' last-bit differences may switch the ReLU on in one and off in the
-    other, and the normal and the gradient jump, though the values do not."""
+    within 1e-4 x the largest value (the compiled graph sums in its own order too). Points where a hidden unit's
+    input lies within 1e-4 of its scale from 0 (~1% of them) are left out of the loss and of the normals'
+    comparison: there the two paths' last-bit differences may switch the ReLU on in one and off in the other, and
+    the normal and the gradient jump, though the values do not."""
     torch.manual_seed(9)
     reference = RadianceField(FieldConfig(encoding="torch", compile=False)).to(DEVICE)
     fused = RadianceField(FieldConfig()).to(DEVICE)
@@ -291,8 +287,6 @@ def test_compiled_field_with_the_fused_encoding_equals_the_plain_torch_field(nor
     points = torch.rand(100_000, 3, device=DEVICE) * 2.2 - 1.1
     assert fused.encoding.uses_fused(points)
     light = torch.randn_like(points)
-    modes = {"forward": field_module.raw_density_gradient_forward_mode,
-             "reverse": field_module.raw_density_gradient_reverse_mode}
     with torch.no_grad():
         features = reference.encoding(reference._unit_cube(points).clamp(0.0, 1.0))
         clear = torch.ones(points.shape[0], dtype=torch.bool, device=DEVICE)
@@ -308,9 +302,7 @@ def test_compiled_field_with_the_fused_encoding_equals_the_plain_torch_field(nor
         values = [density, albedo, field.density(points), normals[clear]]
         return [value.detach() for value in values] + [p.grad for p in field.parameters()]
 
-    with monkeypatch.context() as patch:
-        patch.setattr(field_module, "raw_density_gradient", modes[normals_mode])
-        ours = run(fused)
+    ours = run(fused)
     for value, expected in zip(ours, run(reference)):
         assert_close_scaled(value, expected, 1e-4)
 
