@@ -13,6 +13,9 @@ outermost region is
 A region inside another (the field's density queries inside ``mesh``, a render inside ``views``) is not counted on
 its own: the totals are of top-level regions, which do not overlap, so what is left of the window is ``other``.
 Times are milliseconds.
+
+A ``HostClock`` (bench/trajectory.py: every step of a run) sums the host's time in each top-level region and in the
+step's waits for the device, by the host clock alone: what the profile shows without the profiler's own overhead.
 """
 
 from __future__ import annotations
@@ -115,10 +118,14 @@ class _Region:
     def __enter__(self) -> None:
         if _recorder is not None:
             _recorder.enter(self.name)
+        if _host_clock is not None:
+            _host_clock.enter(self.name)
 
     def __exit__(self, *exc) -> None:
         if _recorder is not None:
             _recorder.exit(self.name)
+        if _host_clock is not None:
+            _host_clock.exit(self.name)
 
 
 _REGION_OBJECTS = {name: _Region(name) for name in REGIONS}
@@ -129,45 +136,64 @@ def region(name: str) -> _Region:
     return _REGION_OBJECTS[name]
 
 
-class HostWaits:
-    """The host's seconds inside the step's known waits for the device (``with host_wait():`` around each call that
-    synchronises: the occupancy grid's march sizing its outputs, the density filter's count of visible samples),
-    summed while active (bench/trajectory.py: every step of a run). A step's host time less its waits is the
-    host's own work (Python, dispatch, launches): near the step's time, the step is bound by its host; well under
-    it, by its GPU. Unlike the profile, this runs on unprofiled steps, so nothing slows the host."""
+class HostClock:
+    """The host's seconds in a step, on every step (bench/trajectory.py), without the profiler that slows the host:
+    ``wait_seconds`` inside the step's known waits for the device (``with host_wait():`` around each call that
+    synchronises: the occupancy grid's march sizing its outputs, the density filter's count of visible samples), and
+    ``region_seconds``: the host's time in each top-level region (waits included, so ``render.sampling`` holds them).
+
+    A step's host time less its waits is the host's own work (Python, dispatch, launches): near the step's time, the
+    step is bound by its host; well under it, by its GPU. Set against the GPU's busy time in each region (the
+    profile's ``kernels_by_region``), the region times say where a host-bound step's host time goes. Costs two host
+    clock reads a region."""
 
     def __init__(self):
-        self.seconds = 0.0
+        self.wait_seconds = 0.0
+        self.region_seconds: dict[str, float] = {}
+        self._depth = 0
+        self._entered = 0.0
 
     def start(self) -> None:
-        global _host_waits
-        if _host_waits is not None:
-            raise RuntimeError("host waits are already being summed")
-        _host_waits = self
+        global _host_clock
+        if _host_clock is not None:
+            raise RuntimeError("a host clock is already running")
+        _host_clock = self
 
     def stop(self) -> None:
-        global _host_waits
-        if _host_waits is self:
-            _host_waits = None
+        global _host_clock
+        if _host_clock is self:
+            _host_clock = None
+
+    def enter(self, name: str) -> None:
+        self._depth += 1
+        if self._depth == 1:
+            self._entered = time.perf_counter()
+
+    def exit(self, name: str) -> None:
+        if self._depth == 0:  # entered before the clock started: not counted
+            return
+        self._depth -= 1
+        if self._depth == 0:
+            self.region_seconds[name] = self.region_seconds.get(name, 0.0) + time.perf_counter() - self._entered
 
 
-_host_waits: HostWaits | None = None
+_host_clock: HostClock | None = None
 
 
 class _HostWait:
     __slots__ = ("started",)
 
     def __enter__(self) -> None:
-        if _host_waits is not None:
+        if _host_clock is not None:
             self.started = time.perf_counter()
 
     def __exit__(self, *exc) -> None:
-        if _host_waits is not None:
-            _host_waits.seconds += time.perf_counter() - self.started
+        if _host_clock is not None:
+            _host_clock.wait_seconds += time.perf_counter() - self.started
 
 
 def host_wait() -> _HostWait:
-    """Around a call that waits for the device: its time is summed while ``HostWaits`` is active (one global read on
+    """Around a call that waits for the device: its time is summed while a ``HostClock`` runs (one global read on
     entry and one on exit otherwise)."""
     return _HostWait()
 

@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
               f"samples/step {r['samples_per_step_p50']} (of {r['phase2_marched_per_step_p50']} marched), "
               f"peak {r['peak_gib']} GiB, wall "
               f"{r['wall_s']} s, full-length estimate {r['wall_s_full_estimate']} s, chamfer {r['chamfer']}")
+        print(f"{'':>9s} phase 2 host ms by region (p50): " + ", ".join(
+            f"{name} {ms}" for name, ms in r["phase2_host_ms_by_region_p50"].items()))
         if r.get("memory_cap_gib") is not None:
             print(f"{'':>9s} memory: peak {r['peak_gib']} GiB (phase 1 {r['phase1_peak_gib']}) under a cap of "
                   f"{r['memory_cap_gib']} GiB, estimate {r['memory_estimate_gib']} GiB; " + "; ".join(

@@ -33,7 +33,7 @@ from backend.diffusion.sds import SDSOutput
 from backend.events import Done, Failed, MeshUpdate
 from backend.nerf.presets import GenerateConfig, preset
 from backend.nerf.trainer import SDSTrainer
-from backend.profiling import HostWaits, StepProfile, region
+from backend.profiling import REGIONS, HostClock, StepProfile, region
 from bench.known_object import TwoSpheres, chamfer_distance
 
 
@@ -162,17 +162,18 @@ class TrajectoryTrainer(SDSTrainer):
         index = self.steps_in_phase[phase]
         kind = f"phase{phase}_first_steps" if index < self.first_steps else \
             f"phase{phase}_steps" if index < self.first_steps + HOST_PROFILED_STEPS else ""
-        waits = HostWaits()  # the step's waits for the device at its known synchronisations
-        waits.start()
+        clock = HostClock()  # the step's waits for the device at its known synchronisations, and its regions
+        clock.start()
         try:
             with self.host_profiles.of(kind):
                 losses = super().train_step()
         finally:
-            waits.stop()
+            clock.stop()
         record = {"step": self.step - 1, "after": sorted(set(self._kinds_since_step)), "phase": phase,
                   "samples": self.renderer.last_sample_count,
                   "marched": self.renderer.last_marched_count,
-                  "host_ms": (time.perf_counter() - host_start) * 1e3, "wait_ms": waits.seconds * 1e3,
+                  "host_ms": (time.perf_counter() - host_start) * 1e3, "wait_ms": clock.wait_seconds * 1e3,
+                  "region_host_ms": {name: seconds * 1e3 for name, seconds in clock.region_seconds.items()},
                   "profiled": self.profile is not None}
         if cuda:
             end.record()
@@ -228,6 +229,16 @@ class HostProfiles:
             rows.sort(key=lambda row: -row["own_s"])  # and by their own time: where a host-bound step's time is
             tables[f"{kind}:own"] = rows[:self.top]
         return tables
+
+
+def host_ms_by_region(records: list[dict]) -> dict[str, float]:
+    """The p50 over steps of the host's milliseconds in each top-level region (``backend.profiling.REGIONS`` order;
+    ``render.sampling`` with its waits for the device) and in the rest of the step (``other``: cameras, losses, the
+    step's own bookkeeping); a region a step did not enter counts 0 there (``grid_update``: one step in 16)."""
+    names = [name for name in REGIONS if any(name in r["region_host_ms"] for r in records)]
+    table = {name: round(percentile([r["region_host_ms"].get(name, 0.0) for r in records], 50), 3) for name in names}
+    table["other"] = round(percentile([r["host_ms"] - sum(r["region_host_ms"].values()) for r in records], 50), 3)
+    return table
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -395,6 +406,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         result[f"phase{phase}_host_wait_ms_p50"] = round(percentile([r["wait_ms"] for r in timed], 50), 2)
         result[f"phase{phase}_host_work_ms_p50"] = round(
             percentile([r["host_ms"] - r["wait_ms"] for r in timed], 50), 2)
+        result[f"phase{phase}_host_ms_by_region_p50"] = host_ms_by_region(timed)
         result[f"phase{phase}_first_steps_ms"] = round(sum(r["ms"] for r in rows[:skip]), 1)
         result[f"phase{phase}_first_steps"] = len(rows[:skip])
         result[f"phase{phase}_samples_per_step_p50"] = int(percentile(samples, 50)) if samples else 0

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from backend.profiling import REGIONS, HostWaits, RegionRecorder, StepProfile, cpu_self_times, host_wait, region
+from backend.profiling import REGIONS, HostClock, RegionRecorder, StepProfile, cpu_self_times, host_wait, region
 
 
 def busy(seconds: float) -> None:
@@ -47,24 +47,36 @@ def test_one_recorder_at_a_time():
         first.stop()
 
 
-def test_host_waits_sum_only_while_active_one_at_a_time():
-    with host_wait():  # nothing active: a no-op
+def test_the_host_clock_sums_waits_and_top_level_regions_only_while_running_one_at_a_time():
+    with host_wait(), region("render.field"):  # nothing running: no-ops
         busy(0.002)
-    waits = HostWaits()
-    waits.start()
+    clock = HostClock()
+    with region("render.sampling"):  # entered before the clock started: its exit is not counted
+        clock.start()
     try:
         with pytest.raises(RuntimeError, match="already"):
-            HostWaits().start()
-        with host_wait():
-            busy(0.01)
-        busy(0.01)  # outside a wait: the host's own work, not summed
+            HostClock().start()
+        with region("render.sampling"):
+            busy(0.004)
+            with host_wait():
+                busy(0.01)
+        busy(0.03)  # outside a wait and a region: the host's own work in the step's ``other``
         with host_wait():
             busy(0.005)
+        with region("backward"):
+            busy(0.006)
+            with region("render.field"):  # inside another region: that region's time
+                busy(0.003)
     finally:
-        waits.stop()
-    with host_wait():  # stopped: nothing more summed
-        busy(0.01)
-    assert 0.015 <= waits.seconds < 0.025  # the two waits' busy time; the slack is the host clock's reads
+        clock.stop()
+    with host_wait(), region("backward"):  # stopped: nothing more summed
+        busy(0.03)
+    # each is at least the busy time inside it; the upper bounds leave room for a loaded machine's preemptions and
+    # stay below what the 30 ms spent outside, had it been counted, would add
+    assert 0.015 <= clock.wait_seconds < 0.045
+    assert set(clock.region_seconds) == {"render.sampling", "backward"}  # the nested region is backward's
+    assert 0.014 <= clock.region_seconds["render.sampling"] < 0.044  # its own busy time and the wait inside it
+    assert 0.009 <= clock.region_seconds["backward"] < 0.039
 
 
 def test_step_profile_splits_the_window_and_lists_the_top_operators():

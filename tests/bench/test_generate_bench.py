@@ -54,6 +54,15 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
         assert run[f"phase{phase}_marched_per_step_p50"] == 0
         assert run[f"phase{phase}_host_wait_ms_p50"] == 0
         assert 0 < run[f"phase{phase}_host_work_ms_p50"] <= run[f"phase{phase}_host_ms_p50"] + 0.01
+        # the host's time by region: the step's regions in the trainer's order, then the rest of the step; each a
+        # p50 over steps, so their sum is near the step's host p50 but not equal to it
+        by_region = run[f"phase{phase}_host_ms_by_region_p50"]
+        every_step = [name for name in by_region if name != "grid_update"]  # the grid: refreshed on some steps
+        assert every_step[:7] == ["render.sampling", "render.field", "render.compositing", "guidance.encode",
+                                  "guidance.unet", "backward", "optimizer"], by_region
+        assert list(by_region)[-1] == "other" and all(ms >= 0 for ms in by_region.values()), by_region
+        assert by_region["render.field"] > 0 and by_region["backward"] > 0
+        assert max(by_region.values()) <= run[f"phase{phase}_host_ms_p50"] * 2, by_region
     # the floor of each phase (phase 1 guides 2 objects' views, phase 2 one's) and of the preset's 30 steps
     assert run["floor_phase1_ms"] == pytest.approx(run["floor_phase1_unet_ms"] + run["floor_phase1_vae_ms"], abs=0.011)
     assert run["floor_full_steps_s"] == pytest.approx((15 * run["floor_phase1_ms"] + 15 * run["floor_ms"]) / 1e3,

@@ -10,7 +10,7 @@ import torch
 
 from backend.diffusion.cameras import make_view_cameras
 from backend.nerf.grid_sampling import visible_samples
-from backend.profiling import HostWaits
+from backend.profiling import HostClock
 from backend.nerf.presets import preset
 from backend.nerf.rays import camera_rays
 from backend.nerf.renderer import VolumeRenderer
@@ -58,16 +58,16 @@ def test_the_samples_are_nerfaccs_exactly(grid_and_rays, alpha_threshold, strati
                                       alpha_thre=alpha_threshold, early_stop_eps=config.early_stop_eps,
                                       cone_angle=0.0)
     torch.manual_seed(7)
-    waits = HostWaits()  # the march's and the filter's waits for the device are summed (bench/trajectory.py)
+    clock = HostClock()  # the march's and the filter's waits for the device are summed (bench/trajectory.py)
     torch.cuda.synchronize()
     torch.cuda._sleep(50_000_000)  # queued device work the march must wait for
-    waits.start()
+    clock.start()
     try:
         *got, marched = visible_samples(renderer.grid, origins, directions, density, config.render_step,
                                         stratified, alpha_threshold, config.early_stop_eps)
     finally:
-        waits.stop()
-    assert waits.seconds > 0.001  # the sleep (~25-50 ms of device time) was waited for inside the march
+        clock.stop()
+    assert clock.wait_seconds > 0.001  # the sleep (~25-50 ms of device time) was waited for inside the march
     assert expected[0].numel() > 1000  # the ball is hit: a real test of the masks
     assert marched > expected[0].numel()  # the ball's far side and inside: marched, then dropped as invisible
     for want, have in zip(expected, got):
