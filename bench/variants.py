@@ -5,9 +5,9 @@ code: bench/RESULTS.md, 2026-12-04) against one floor measured in that process:
     python bench/generate.py --presets "reference,reference@padded_output_layers" --steps 600
 
 ``preset@variant`` runs the preset with the variant's patch in place for the whole run (set-up, steps, final mesh)
-and takes it out after (``unittest.mock.patch.object``); the result carries ``variant``. Each variant replaces one
-module-level name that the code looks up when it runs, so a compiled graph that inlined the old one is traced
-again (Dynamo guards on the global).
+and takes it out after (``unittest.mock.patch``); the result carries ``variant``. Most variants replace module-level
+names that the code looks up when it runs, so a compiled graph that inlined the old one is traced again (Dynamo
+guards on the global); ``triton_matmuls`` sets Inductor's configuration for what is compiled during the run.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from unittest.mock import patch
+
+import torch
 
 from backend.nerf import field as field_module
 from backend.nerf import hash_grid_kernels, hash_grid_triton
@@ -38,6 +40,30 @@ def _half_table_density() -> AbstractContextManager:
     return patch.object(hash_grid_triton, "_density", density_from_a_half_table)
 
 
+MLP_ROW_BUCKET = 8192  # bucketed_mlp_rows: the MLPs' row count rounded up to a multiple of this
+
+
+def _rows_bucketed(function):
+    """``function(network, inputs [N, I], ...)`` with the rows zero-padded to a multiple of ``MLP_ROW_BUCKET`` and
+    its outputs cut back to N: each row's outputs depend on that row alone, so the values are the same, and the
+    matrix products see ~N / MLP_ROW_BUCKET distinct row counts over a run rather than a new one each step."""
+
+    def bucketed(network, inputs, *rest):
+        rows = inputs.shape[0]
+        padded = torch.nn.functional.pad(inputs, (0, 0, 0, (-rows) % MLP_ROW_BUCKET))
+        result = function(network, padded, *rest)
+        return tuple(part[:rows] for part in result) if isinstance(result, tuple) else result[:rows]
+
+    return bucketed
+
+
+def _bucketed_mlp_rows() -> AbstractContextManager:
+    stack = contextlib.ExitStack()
+    for name in ("mlp_forward", "mlp_forward_and_input_gradient"):
+        stack.enter_context(patch.object(field_module, name, _rows_bucketed(getattr(field_module, name))))
+    return stack
+
+
 VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
     # the 1- and 3-column output layers as 8-column products (the field's way from 2026-12-03 to 12-04)
     "padded_output_layers": _padded_output_layers,
@@ -49,6 +75,15 @@ VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
     # kernel's 2.38 ms a step to 2.01, but the step's p50 (31.43 against 33.24 ms) moved within the phases' noise
     # (phase 1 went the other way) while the step waits on its host, not on this kernel
     "half_table_density": _half_table_density,
+    # the field's MLP products with their rows padded to a multiple of MLP_ROW_BUCKET (bench/matmul_host.py: whether
+    # a row count cuBLAS has not seen is what makes aten::mm the host's costliest operator in a step)
+    "bucketed_mlp_rows": _bucketed_mlp_rows,
+    # the field's matrix products as Inductor's Triton templates (chosen by timing at compile), not cuBLAS calls:
+    # no cuBLAS heuristic on the host at each call, and the ReLU's mask may fuse into the product. Only what is
+    # compiled during the run takes it (the field; the UNet and VAE encoder were compiled before, at the model's
+    # set-up)
+    "triton_matmuls": lambda: patch.multiple("torch._inductor.config", max_autotune_gemm=True,
+                                             max_autotune_gemm_backends="TRITON"),
 }
 
 
