@@ -21,6 +21,7 @@ step's waits for the device, by the host clock alone: what the profile shows wit
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -196,6 +197,15 @@ def host_wait() -> _HostWait:
     """Around a call that waits for the device: its time is summed while a ``HostClock`` runs (one global read on
     entry and one on exit otherwise)."""
     return _HostWait()
+
+
+def compiled_cache_entries(functions: dict[str, Callable]) -> dict[str, int]:
+    """{name: how many compiled entries torch.compile holds for the function's code}: Dynamo checks a call's guards
+    against each entry in turn until one holds, so entries left by other instances, precisions or shapes cost
+    every call (bench/generate.py records the field's after each run)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    return {name: len(_debug_get_cache_entry_list(function.__code__)) for name, function in functions.items()}
 
 
 class Laps:

@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 
-from backend.profiling import REGIONS, HostClock, RegionRecorder, StepProfile, cpu_self_times, host_wait, region
+from backend.profiling import (REGIONS, HostClock, RegionRecorder, StepProfile, compiled_cache_entries, cpu_self_times,
+                               host_wait, region)
 
 
 def busy(seconds: float) -> None:
@@ -113,3 +114,19 @@ def test_self_times_from_the_raw_events_are_the_profilers_own():
     for name, (milliseconds, calls) in theirs.items():
         assert ours[name][1] == calls, name
         assert ours[name][0] == pytest.approx(milliseconds, abs=1e-9), name  # the same sums of whole nanoseconds
+
+
+def _scaled(values: torch.Tensor) -> torch.Tensor:  # a function of its own: its code holds its compiled entries
+    return values * 2.0
+
+
+def test_compiled_cache_entries_count_what_torch_compile_holds_for_a_function():
+    torch._dynamo.reset()
+    assert compiled_cache_entries({"scaled": _scaled}) == {"scaled": 0}
+    compiled = torch.compile(_scaled, backend="eager", dynamic=False)
+    compiled(torch.ones(3))
+    compiled(torch.ones(3))  # the same guards hold: no new entry
+    assert compiled_cache_entries({"scaled": _scaled}) == {"scaled": 1}
+    compiled(torch.ones(3, dtype=torch.float64))  # another dtype: a second entry, checked on every later call
+    assert compiled_cache_entries({"scaled": _scaled}) == {"scaled": 2}
+    torch._dynamo.reset()

@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
+from backend.nerf.field import RadianceField
 from backend.nerf.memory import plan_memory
 from backend.nerf.presets import preset, set_option
+from backend.profiling import compiled_cache_entries
 from tests.helpers.bench_scripts import bench_script
 
 
@@ -30,6 +32,8 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     for key, value in bench.TINY_SETTINGS.items():
         set_option(config, key, value)
     cap = round(plan_memory(config, tiny_model, "cpu").need_gib(True) * 1.02, 5)
+    entries_before = compiled_cache_entries({"with_normals": RadianceField._evaluate_with_normals,
+                                             "without_normals": RadianceField._evaluate})
     assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
                        "--caps", f"tiny={cap}", "--profile-steps", "1", "--profile-phase", "1", "--chamfer-samples", "5000",
                        "--host-profile", "final_mesh", *periods]) == 0
@@ -44,6 +48,9 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
                 "samples_per_step_p50", "chamfer", "wall_s_full_estimate"):
         assert run[key] is not None and run[key] > 0, key
     assert run["phase2_step_ms_p90"] >= run["phase2_step_ms_p50"]
+    # the compiled field's entries: none added on the CPU, where the field runs as plain torch (other tests in this
+    # process may have compiled it)
+    assert run["field_compiled_entries"] == entries_before
     for phase, steps in ((1, {0, 1}), (2, {2, 3})):  # the slowest steps, slowest first, each of its own phase
         slowest = run[f"phase{phase}_slowest_steps"]
         assert 1 <= len(slowest) <= 2 and {row["step"] for row in slowest} <= steps, slowest
