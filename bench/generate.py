@@ -62,8 +62,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from backend.nerf.presets import preset
 from backend.nerf.field import RadianceField
+from backend.nerf.presets import preset
 from backend.profiling import compiled_cache_entries, format_profile
 from bench.floor import floor_ms, floor_of_run_s
 from bench.known_object import TwoSpheres

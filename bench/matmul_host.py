@@ -83,9 +83,10 @@ def measure(device: torch.device, dtype: torch.dtype, inner: int, outputs: int, 
 def run(device: torch.device, rows: int, calls: int, bucket: int, blas_libraries: list[str]) -> list[dict]:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     results = []
+    initial = torch.backends.cuda.preferred_blas_library() if device.type == "cuda" else None
     for library in blas_libraries:
-        if library != "default":
-            torch.backends.cuda.preferred_blas_library(library)
+        if device.type == "cuda":  # "default": the library torch chose at the start
+            torch.backends.cuda.preferred_blas_library(initial if library == "default" else library)
         for name, inner, outputs in PRODUCTS:
             for weight_gradient in (False, True):
                 for mode in ROW_MODES:
