@@ -208,6 +208,14 @@ def compiled_cache_entries(functions: dict[str, Callable]) -> dict[str, int]:
     return {name: len(_debug_get_cache_entry_list(function.__code__)) for name, function in functions.items()}
 
 
+def graphs_compiled() -> int:
+    """How many graphs torch.compile has traced in this process so far (Dynamo's ``unique_graphs``): read around a
+    step, a rise says the step traced (and compiled or loaded) a graph, which a slow step's time may be."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 class Laps:
     """Host wall-clock milliseconds of consecutive one-off parts (a job's set-up, not steps: no device
     synchronisation): ``laps("name")`` ends the part begun at the previous call (or at construction) and begins the

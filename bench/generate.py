@@ -294,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
               f"peak {r['peak_gib']} GiB, wall "
               f"{r['wall_s']} s, full-length estimate {r['wall_s_full_estimate']} s, chamfer {r['chamfer']}")
         print(f"{'':>9s} phase 2 host ms by region (p50): " + ", ".join(
-            f"{name} {ms}" for name, ms in r["phase2_host_ms_by_region_p50"].items()))
+            f"{name} {ms}" for name, ms in r["phase2_host_ms_by_region_p50"].items())
+              + "; graphs traced after the first steps: phase 1 "
+              f"{r['phase1_graphs_compiled_after_first_steps']}, phase 2 {r['phase2_graphs_compiled_after_first_steps']}"
+              f"; the field's compiled entries {r['field_compiled_entries']}")
         if r.get("memory_cap_gib") is not None:
             print(f"{'':>9s} memory: peak {r['peak_gib']} GiB (phase 1 {r['phase1_peak_gib']}) under a cap of "
                   f"{r['memory_cap_gib']} GiB, estimate {r['memory_estimate_gib']} GiB; " + "; ".join(

@@ -33,7 +33,7 @@ from backend.diffusion.sds import SDSOutput
 from backend.events import Done, Failed, MeshUpdate
 from backend.nerf.presets import GenerateConfig, preset
 from backend.nerf.trainer import SDSTrainer
-from backend.profiling import REGIONS, HostClock, StepProfile, region
+from backend.profiling import REGIONS, HostClock, StepProfile, graphs_compiled, region
 from bench.known_object import TwoSpheres, chamfer_distance
 
 
@@ -163,6 +163,7 @@ class TrajectoryTrainer(SDSTrainer):
         kind = f"phase{phase}_first_steps" if index < self.first_steps else \
             f"phase{phase}_steps" if index < self.first_steps + HOST_PROFILED_STEPS else ""
         clock = HostClock()  # the step's waits for the device at its known synchronisations, and its regions
+        graphs_before = graphs_compiled()
         clock.start()
         try:
             with self.host_profiles.of(kind):
@@ -174,6 +175,7 @@ class TrajectoryTrainer(SDSTrainer):
                   "marched": self.renderer.last_marched_count,
                   "host_ms": (time.perf_counter() - host_start) * 1e3, "wait_ms": clock.wait_seconds * 1e3,
                   "region_host_ms": {name: seconds * 1e3 for name, seconds in clock.region_seconds.items()},
+                  "graphs_compiled": graphs_compiled() - graphs_before,
                   "profiled": self.profile is not None}
         if cuda:
             end.record()
@@ -393,9 +395,11 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         result[f"phase{phase}_step_ms_p50"] = round(percentile(ms, 50), 2)
         result[f"phase{phase}_step_ms_p90"] = round(percentile(ms, 90), 2)
         result[f"phase{phase}_step_ms_mean"] = round(float(np.mean(ms)) if ms else float("nan"), 2)
-        # the steps that pull the mean above the median: which step, its samples, the work just before it
+        # the steps that pull the mean above the median: which step, its samples, the work just before it, and the
+        # graphs torch.compile traced in it (a recompilation)
         result[f"phase{phase}_slowest_steps"] = [
-            {"step": r["step"], "ms": round(r["ms"], 2), "samples": r["samples"], "after": r["after"]}
+            {"step": r["step"], "ms": round(r["ms"], 2), "samples": r["samples"], "after": r["after"],
+             "graphs_compiled": r["graphs_compiled"]}
             for r in sorted(timed, key=lambda r: -r["ms"])[:SLOWEST_STEPS]]
         # the host's own time in the step (Python, launches, waits on the GPU): near the step's GPU time when the step
         # waits on the device (a synchronisation) or when the host cannot launch fast enough
@@ -409,6 +413,8 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
         result[f"phase{phase}_host_ms_by_region_p50"] = host_ms_by_region(timed)
         result[f"phase{phase}_first_steps_ms"] = round(sum(r["ms"] for r in rows[:skip]), 1)
         result[f"phase{phase}_first_steps"] = len(rows[:skip])
+        # graphs torch.compile traced in the phase's steps after its first ones (a recompilation mid-run)
+        result[f"phase{phase}_graphs_compiled_after_first_steps"] = sum(r["graphs_compiled"] for r in rows[skip:])
         result[f"phase{phase}_samples_per_step_p50"] = int(percentile(samples, 50)) if samples else 0
         result[f"phase{phase}_samples_per_step_max"] = int(max(samples)) if samples else 0
         # the occupancy grid's march (CUDA; 0 on the CPU): samples through occupied cells, each queried by the

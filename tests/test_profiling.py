@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from backend.profiling import (REGIONS, HostClock, RegionRecorder, StepProfile, compiled_cache_entries, cpu_self_times,
-                               host_wait, region)
+                               graphs_compiled, host_wait, region)
 
 
 def busy(seconds: float) -> None:
@@ -126,5 +126,9 @@ def test_compiled_cache_entries_count_what_torch_compile_holds_for_a_function():
     compiled(torch.ones(3))
     compiled(torch.ones(3))  # the same guards hold: no new entry
     assert compiled_cache_entries({"scaled": _scaled}) == {"scaled": before + 1}
+    traced = graphs_compiled()
     compiled(torch.ones(3, dtype=torch.float64))  # another dtype: a second entry, checked on every later call
     assert compiled_cache_entries({"scaled": _scaled}) == {"scaled": before + 2}
+    assert graphs_compiled() == traced + 1  # the step that met the new dtype traced a graph
+    compiled(torch.ones(3, dtype=torch.float64))
+    assert graphs_compiled() == traced + 1  # and the next did not

@@ -57,6 +57,9 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
         assert [row["ms"] for row in slowest] == sorted((row["ms"] for row in slowest), reverse=True)
         assert slowest[0]["ms"] >= run[f"phase{phase}_step_ms_p50"] and all(row["samples"] > 0 for row in slowest)
         assert all(set(row["after"]) <= {"setup", "views", "mesh", "checkpoint", "profiler"} for row in slowest)
+        # nothing is compiled on the CPU (the field and the models run as plain torch): no step traced a graph
+        assert all(row["graphs_compiled"] == 0 for row in slowest)
+        assert run[f"phase{phase}_graphs_compiled_after_first_steps"] == 0
     for phase in (1, 2):  # the CPU renderer samples without nerfacc's march: no march to count, no wait in it
         assert run[f"phase{phase}_marched_per_step_p50"] == 0
         assert run[f"phase{phase}_host_wait_ms_p50"] == 0
