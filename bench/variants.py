@@ -57,6 +57,12 @@ def _rows_bucketed(function):
     return bucketed
 
 
+def _merged_mlps() -> AbstractContextManager:
+    from bench.merged_mlps import evaluate_with_normals_merged  # the bench's variant of the field's MLP products
+
+    return patch.object(field_module.RadianceField, "_evaluate_with_normals", evaluate_with_normals_merged)
+
+
 def _bucketed_mlp_rows() -> AbstractContextManager:
     stack = contextlib.ExitStack()
     for name in ("mlp_forward", "mlp_forward_and_input_gradient"):
@@ -78,6 +84,10 @@ VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
     # the field's MLP products with their rows padded to a multiple of MLP_ROW_BUCKET (bench/matmul_host.py: whether
     # a row count cuBLAS has not seen is what makes aten::mm the host's costliest operator in a step)
     "bucketed_mlp_rows": _bucketed_mlp_rows,
+    # the density and albedo MLPs as 3 matrix products forward (hidden layers stacked, output layers
+    # block-diagonal) instead of 5, and 6 backward instead of 10 (bench/merged_mlps.py): the same values. Only a
+    # field set up inside the run takes it (its compiled function is bound at its set-up)
+    "merged_mlps": _merged_mlps,
     # the field's matrix products as Inductor's Triton templates (chosen by timing at compile), not cuBLAS calls:
     # no cuBLAS heuristic on the host at each call, and the ReLU's mask may fuse into the product. Only what is
     # compiled during the run takes it (the field; the UNet and VAE encoder were compiled before, at the model's

@@ -21,6 +21,7 @@ def test_each_variant_replaces_its_names_in_its_block_and_restores_them_even_aft
                "unmerged_table_gradient": [(hash_grid_kernels, "MERGE_RUNS")],
                "half_table_density": [(hash_grid_triton, "_density")],
                "bucketed_mlp_rows": [(field_module, "mlp_forward"), (field_module, "mlp_forward_and_input_gradient")],
+               "merged_mlps": [(field_module.RadianceField, "_evaluate_with_normals")],
                "triton_matmuls": [(inductor_config, "max_autotune_gemm"),
                                   (inductor_config, "max_autotune_gemm_backends")]}
     assert set(watched) == set(VARIANTS)
