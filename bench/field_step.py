@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         repeat = sum(1 for name in results["variants"] if name.split(" ")[0] == label)
         label += f" ({repeat + 1})" if repeat else ""  # a row run again (timing drift) keeps its own figures
         torch._dynamo.reset()  # each row compiles its own graphs (a variant's patch is seen by a fresh trace)
-        field = make_field(variant, device, compiled=not args.no_compile)
         with tf32(variant == "tf32"), variant_context(code_variant):
+            field = make_field(variant, device, compiled=not args.no_compile)  # a variant of its methods: bound here
             def train_pass():
                 density, albedo, normals = field(points, with_normals=True)
                 outputs = torch.cat([density[:, None], albedo, normals], dim=-1)

@@ -17,13 +17,12 @@ def test_precisions_beside_code_variants_each_compared_with_the_first(tmp_path, 
     with bench_script("field_step") as bench:
         assert bench.main(["--device", "cpu", "--samples", "3000", "--query-samples", "4000", "--repeats", "1",
                            "--warmup", "0", "--no-compile", "--precisions", "float32",
-                           "--code-variants", "none,padded_output_layers,unmerged_table_gradient,none",
+                           "--code-variants", "none,padded_output_layers,merged_mlps,none",
                            "--json", str(out)]) == 0
         rows = json.loads(out.read_text())["variants"]
-        assert list(rows) == ["float32", "float32@padded_output_layers", "float32@unmerged_table_gradient",
-                              "float32 (2)"]
+        assert list(rows) == ["float32", "float32@padded_output_layers", "float32@merged_mlps", "float32 (2)"]
         assert all(row["train_fwd_bwd_ms"] > 0 and row["density_query_ms"] > 0 for row in rows.values())
-        for label in ("float32@padded_output_layers", "float32@unmerged_table_gradient"):
+        for label in ("float32@padded_output_layers", "float32@merged_mlps"):
             # the same field computed another way, in float32: its normals turn by float32 rounding alone, which
             # the direction of a near-zero gradient magnifies in a few points
             assert rows[label]["normal_angle_deg_p50"] < 1e-3 and rows[label]["normal_angle_deg_p99"] < 0.1, rows
