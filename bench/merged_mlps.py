@@ -59,10 +59,5 @@ def evaluate_with_normals_merged(self: RadianceField, points: torch.Tensor):
         input_gradient = torch.matmul(row, density_hidden.to(raw.dtype))  # [N, I]
     gradient = (input_gradient.to(feature_gradient.dtype)[:, None, :] * feature_gradient).sum(dim=-1)
     raw_gradient = gradient * (inside * (0.5 / self.radius))  # d x01 / d points
-    raw, raw_gradient = raw.to(points.dtype), raw_gradient.to(points.dtype)
-    distance = points.norm(dim=-1)
-    blob = self._blob(distance)
-    blob_gradient = -self.config.blob_density / self.config.blob_radius * points / distance.clamp(min=1e-12)[:, None]
-    density = F.softplus(raw[..., 0] + blob)
-    normals = F.normalize(-(raw_gradient + blob_gradient), dim=-1)
+    density, normals = self._density_and_normals(points, raw, raw_gradient)
     return density, torch.sigmoid(raw_albedo.to(points.dtype)), normals

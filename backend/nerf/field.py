@@ -328,6 +328,12 @@ class RadianceField(nn.Module):
         with self._mlp_precision(points):
             raw, raw_gradient = raw_density_gradient(self.density_mlp, features, feature_gradient,
                                                      inside * (0.5 / self.radius))  # d x01 / d points
+        density, normals = self._density_and_normals(points, raw, raw_gradient)
+        return density, self._albedo_from_features(points, features), normals
+
+    def _density_and_normals(self, points: torch.Tensor, raw: torch.Tensor, raw_gradient: torch.Tensor):
+        """(density [N], unit normals [N, 3]) from the density MLP's raw output [N, 1] and its gradient
+        d raw / d points [N, 3] (any float dtype; in the points' dtype from here on), with the blob's bias."""
         raw, raw_gradient = raw.to(points.dtype), raw_gradient.to(points.dtype)
         distance = points.norm(dim=-1)
         blob = self._blob(distance)
@@ -335,7 +341,7 @@ class RadianceField(nn.Module):
         density = F.softplus(raw[..., 0] + blob)
         # grad density = sigmoid(raw + blob) * (grad raw + grad blob); the positive factor drops out of the normal
         normals = F.normalize(-(raw_gradient + blob_gradient), dim=-1)
-        return density, self._albedo_from_features(points, features), normals
+        return density, normals
 
     def _run(self, points: torch.Tensor, with_albedo: bool = True):
         if self._compiled is not None and points.shape[0] > 0:
