@@ -213,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                                     {**overrides, **own}, args.profile_steps, args.chamfer_samples,
                                     args.profile_phase, tuple(kind for kind in args.host_profile.split(",") if kind),
                                     None if deadline is None else (lambda: time.perf_counter() > deadline))
+                # the compiled field's cache entries so far in this process (each call checks them in turn;
+                # profile: Dynamo's cache lookup ~0.4 ms a call on the H200's host, 2026-12-04), read while the
+                # variant is in place: a variant of the field's methods compiles its own code's entries
+                result["field_compiled_entries"] = compiled_cache_entries(
+                    {"with_normals": RadianceField._evaluate_with_normals, "without_normals": RadianceField._evaluate})
         except Exception as error:  # noqa: BLE001 -- recorded with its message; the other runs go on
             print(f"[generate bench] {label}: failed: {error}", flush=True)
             presets_out.append({"preset": name, "variant": variant, "overrides": {**overrides, **own},
@@ -221,10 +226,6 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result["variant"] = variant
         result["compiled_before_in_process"] = bool(presets_out)
-        # the compiled field's cache entries so far in this process (each call checks them in turn; profile: Dynamo's
-        # cache lookup ~0.4 ms a call on the H200's host, 2026-12-04)
-        result["field_compiled_entries"] = compiled_cache_entries(
-            {"with_normals": RadianceField._evaluate_with_normals, "without_normals": RadianceField._evaluate})
         presets_out.append(result)
         print(json.dumps({k: v for k, v in result.items() if k not in ("profile", "host_profiles")}), flush=True)
         for kind, rows in result.get("host_profiles", {}).items():
