@@ -57,17 +57,17 @@ def _rows_bucketed(function):
     return bucketed
 
 
-def _merged_mlps() -> AbstractContextManager:
-    from bench.merged_mlps import evaluate_with_normals_merged  # the bench's variant of the field's MLP products
-
-    return patch.object(field_module.RadianceField, "_evaluate_with_normals", evaluate_with_normals_merged)
-
-
 def _bucketed_mlp_rows() -> AbstractContextManager:
     stack = contextlib.ExitStack()
     for name in ("mlp_forward", "mlp_forward_and_input_gradient"):
         stack.enter_context(patch.object(field_module, name, _rows_bucketed(getattr(field_module, name))))
     return stack
+
+
+def _merged_mlps() -> AbstractContextManager:
+    from bench.merged_mlps import evaluate_with_normals_merged  # the bench's variant of the field's MLP products
+
+    return patch.object(field_module.RadianceField, "_evaluate_with_normals", evaluate_with_normals_merged)
 
 
 VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
