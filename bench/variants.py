@@ -40,30 +40,6 @@ def _half_table_density() -> AbstractContextManager:
     return patch.object(hash_grid_triton, "_density", density_from_a_half_table)
 
 
-MLP_ROW_BUCKET = 8192  # bucketed_mlp_rows: the MLPs' row count rounded up to a multiple of this
-
-
-def _rows_bucketed(function):
-    """``function(network, inputs [N, I], ...)`` with the rows zero-padded to a multiple of ``MLP_ROW_BUCKET`` and
-    its outputs cut back to N: each row's outputs depend on that row alone, so the values are the same, and the
-    matrix products see ~N / MLP_ROW_BUCKET distinct row counts over a run rather than a new one each step."""
-
-    def bucketed(network, inputs, *rest):
-        rows = inputs.shape[0]
-        padded = torch.nn.functional.pad(inputs, (0, 0, 0, (-rows) % MLP_ROW_BUCKET))
-        result = function(network, padded, *rest)
-        return tuple(part[:rows] for part in result) if isinstance(result, tuple) else result[:rows]
-
-    return bucketed
-
-
-def _bucketed_mlp_rows() -> AbstractContextManager:
-    stack = contextlib.ExitStack()
-    for name in ("mlp_forward", "mlp_forward_and_input_gradient"):
-        stack.enter_context(patch.object(field_module, name, _rows_bucketed(getattr(field_module, name))))
-    return stack
-
-
 def _merged_mlps() -> AbstractContextManager:
     from bench.merged_mlps import evaluate_with_normals_merged  # the bench's variant of the field's MLP products
 
@@ -81,9 +57,9 @@ VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
     # kernel's 2.38 ms a step to 2.01, but the step's p50 (31.43 against 33.24 ms) moved within the phases' noise
     # (phase 1 went the other way) while the step waits on its host, not on this kernel
     "half_table_density": _half_table_density,
-    # the field's MLP products with their rows padded to a multiple of MLP_ROW_BUCKET (bench/matmul_host.py: whether
-    # a row count cuBLAS has not seen is what makes aten::mm the host's costliest operator in a step)
-    "bucketed_mlp_rows": _bucketed_mlp_rows,
+    # the field's MLP products on the visible sample count as it is, new at every step (until 2026-12-04), not on
+    # rows padded to a multiple of backend.nerf.field.MLP_ROW_BUCKET
+    "unbucketed_mlp_rows": lambda: patch.dict(field_module.MLP_ROW_BUCKET, {"cuda": 1}),
     # the density and albedo MLPs as 3 matrix products forward (hidden layers stacked, output layers
     # block-diagonal) instead of 5, and 6 backward instead of 10 (bench/merged_mlps.py): the same values. Only a
     # field set up inside the run takes it (its compiled function is bound at its set-up)

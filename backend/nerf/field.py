@@ -168,8 +168,29 @@ def _linear(layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
     return layer(inputs)
 
 
+# The MLPs' row count rounded up to a multiple of this, by device type (others: as it is). A generation's visible
+# sample count is new at every step, and cuBLASLt (which torch picks on an H200) costs its host ~250 µs more for a
+# product of a shape it has not seen (bench/matmul_host.py: 294 against 49 µs a call): with the rows zero-padded to
+# a multiple of 8,192 the products see a few hundred shapes over a run, and the outputs are cut back (each row's
+# outputs depend on that row alone: the same values). In a whole ``reference`` run on one H200, the 256² step
+# 25.80 against 28.08 ms (p50) and 25.64 against 25.98 ms on another machine (bench/RESULTS.md, 2026-12-04,
+# session 15); on the CPU the padding would only add work.
+MLP_ROW_BUCKET: dict[str, int] = {"cuda": 8192}
+
+
+def _bucketed(inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` [N, I] zero-padded to a multiple of its device's ``MLP_ROW_BUCKET`` rows (or as it is)."""
+    bucket = MLP_ROW_BUCKET.get(inputs.device.type, 1)
+    if bucket <= 1:
+        return inputs
+    return F.pad(inputs, (0, 0, 0, (-inputs.shape[0]) % bucket))
+
+
 def mlp_forward(network: nn.Sequential, inputs: torch.Tensor) -> torch.Tensor:
-    """Outputs [N, O] of a bias-free ReLU MLP at inputs [N, I], each Linear through ``_linear``."""
+    """Outputs [N, O] of a bias-free ReLU MLP at inputs [N, I], each Linear through ``_linear`` (on rows bucketed as
+    ``MLP_ROW_BUCKET`` says)."""
+    rows = inputs.shape[0]
+    inputs = _bucketed(inputs)
     for layer in network:
         if isinstance(layer, nn.Linear):
             inputs = _linear(layer, inputs)
@@ -177,7 +198,7 @@ def mlp_forward(network: nn.Sequential, inputs: torch.Tensor) -> torch.Tensor:
             inputs = inputs * (inputs > 0)  # as mlp_forward_and_input_gradient masks (what the benchmarks measured)
         else:
             raise TypeError(f"no rule for {type(layer).__name__}")
-    return inputs
+    return inputs[:rows]
 
 
 def mlp_forward_and_input_gradient(network: nn.Sequential, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,9 +206,10 @@ def mlp_forward_and_input_gradient(network: nn.Sequential, inputs: torch.Tensor)
     reverse mode written out: the output layer's weight row, masked by each ReLU's derivative (0 where flat, as
     autograd takes it) and carried back through each Linear's weight: what autograd computes for the reference's
     normals, without the three [N, I] tangents per sample a forward-mode derivative would push through every
-    layer (three times the rows in each matrix product)."""
+    layer (three times the rows in each matrix product). Rows bucketed as in ``mlp_forward``."""
+    rows = inputs.shape[0]
     masks = []
-    outputs = inputs
+    outputs = _bucketed(inputs)
     for layer in network:
         if isinstance(layer, nn.Linear):
             outputs = _linear(layer, outputs)
@@ -206,7 +228,7 @@ def mlp_forward_and_input_gradient(network: nn.Sequential, inputs: torch.Tensor)
             gradient = weight[0] if gradient is None else torch.matmul(gradient, weight)
         else:
             gradient = gradient * masks.pop()
-    return outputs, gradient.expand(inputs.shape[0], -1) if gradient.dim() == 1 else gradient
+    return outputs[:rows], gradient.expand(rows, -1) if gradient.dim() == 1 else gradient[:rows]
 
 
 def raw_density_gradient(network: nn.Sequential, features: torch.Tensor, feature_gradient: torch.Tensor,

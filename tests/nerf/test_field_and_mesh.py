@@ -104,6 +104,42 @@ def test_the_reverse_mode_input_gradient_is_autograds_for_any_depth():
         field_module.mlp_forward_and_input_gradient(field_module.mlp(12, 3, 16, 1), torch.randn(4, 12))
 
 
+def test_the_mlps_on_bucketed_rows_give_the_fields_values_and_gradients(monkeypatch):
+    """The MLPs on rows zero-padded to a multiple of the device's bucket and cut back (``MLP_ROW_BUCKET``; on the
+    CPU only here, where it is off in a run): each row's outputs depend on that row alone, so the density, albedo,
+    normals and parameter gradients are the same (float32; the padded products may block their sums differently,
+    hence float32 rounding's tolerance), and the MLPs did see the padded rows."""
+    torch.manual_seed(5)
+    field = RadianceField(FieldConfig(encoding="torch", log2_hashmap_size=15, compile=False))
+    with torch.no_grad():
+        field.encoding.table.uniform_(-1, 1)
+    points = torch.rand(3001, 3) * 1.6 - 0.8  # not a multiple of the bucket
+    weights = torch.randn(3001, 3)
+
+    def run():
+        field.zero_grad()
+        density, albedo, normals = field(points, with_normals=True)
+        (density.sin() + albedo.sum(-1) + (normals * weights).sum(-1) ** 2).sum().backward()
+        return [density.detach(), albedo.detach(), normals.detach()] + [p.grad.clone() for p in field.parameters()]
+
+    assert field_module.MLP_ROW_BUCKET.get("cpu", 1) == 1  # off on the CPU
+    expected = run()
+    rows_seen = []
+    linear_forward = torch.nn.Linear.forward
+
+    def spy(layer, inputs):
+        rows_seen.append(inputs.shape[0])
+        return linear_forward(layer, inputs)
+
+    monkeypatch.setitem(field_module.MLP_ROW_BUCKET, "cpu", 1024)
+    monkeypatch.setattr(torch.nn.Linear, "forward", spy)
+    got = run()
+    assert rows_seen and all(rows == 3072 for rows in rows_seen), rows_seen
+    assert [value.shape for value in got] == [value.shape for value in expected]
+    for have, want in zip(got, expected):
+        torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-6)
+
+
 # slow: torch.compile of the field on the CPU (~30-90 s); the compiled field runs on CUDA, where the GPU benchmarks
 # and tests/nerf/test_memory_cuda.py use it
 @pytest.mark.slow
@@ -120,7 +156,9 @@ def test_compiled_field_equals_the_plain_torch_field():
 
 # slow: Dynamo traces the field (~4 s on the 2-core CI machine; the unit lane keeps to a minute)
 @pytest.mark.slow
-def test_the_field_is_compiled_once_for_any_sample_count_with_every_other_size_fixed():
+@pytest.mark.parametrize("row_bucket", [1, 256])  # the MLPs' rows as they are, and padded (CUDA's way)
+def test_the_field_is_compiled_once_for_any_sample_count_with_every_other_size_fixed(row_bucket, monkeypatch):
+    monkeypatch.setitem(field_module.MLP_ROW_BUCKET, "cpu", row_bucket)
     # a real torch.compile backend that keeps what Dynamo hands it (the graph runs as traced)
     graphs = []
 
