@@ -20,7 +20,7 @@ from unittest.mock import patch
 import torch
 
 from backend.nerf import field as field_module
-from backend.nerf import grid_sampling, hash_grid_kernels, hash_grid_triton
+from backend.nerf import hash_grid_kernels, hash_grid_triton
 
 
 def _padded_output_layers() -> AbstractContextManager:
@@ -70,9 +70,6 @@ VARIANTS: dict[str, Callable[[], AbstractContextManager]] = {
     # set-up)
     "triton_matmuls": lambda: patch.multiple("torch._inductor.config", max_autotune_gemm=True,
                                              max_autotune_gemm_backends="TRITON"),
-    # the rays and the march on the current stream, behind the previous step's backward (until 2026-12-04), not on
-    # the march's side stream (backend.nerf.grid_sampling.MarchStream)
-    "march_on_main_stream": lambda: patch.object(grid_sampling, "MARCH_ON_SIDE_STREAM", False),
 }
 
 

@@ -11,19 +11,12 @@ already gave the host, the occupancy threshold stays on the device, and the visi
 ``nonzero``: one synchronisation after the traversal. A step whose GPU waits for the host between these reads
 (bench/generate.py's profile: ~21 synchronisations a ``fast`` step, 2026-12-03) loses less time.
 
-On CUDA the march can run on a side stream (``MarchStream``): its rays and traversal read only the cameras and the
-occupancy grid, not the field, so they need not queue behind the previous step's backward pass. On the one stream,
-the traversal's count readback waited for that whole backward (~7 ms a 256² step on an H200 with a fast host), and
-then the GPU idled while the host queued the density filter; on the side stream the host gets its count as soon as
-the traversal has run beside the backward, and queues the filter behind the backward, so the GPU has it waiting.
-
 Lengths along rays are world units.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import nerfacc
 import torch
@@ -34,55 +27,6 @@ from backend.profiling import host_wait
 
 # (t_starts [S], t_ends [S], ray_indices [S]) -> density [S] (post-activation), as nerfacc's sigma_fn
 DensityFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-# Whether a CUDA renderer marches on a side stream (``MarchStream``); bench/variants.py's ``march_on_main_stream``
-# turns it off (the way until 2026-12-04).
-MARCH_ON_SIDE_STREAM = True
-
-
-class MarchStream:
-    """A side CUDA stream for the march (the rays and nerfacc's traversal), ordered against the main stream by hand.
-
-    - The march reads the occupancy grid, which the main stream writes (its updates, a loaded checkpoint): after each
-      such write the owner calls ``grid_written`` and the march waits for that point of the main stream only.
-    - Rays made on the main stream are waited for (``main_inputs``); rays made within ``active()`` are not.
-    - ``hand_over(tensors)``: the main stream waits for the march, and the march's tensors are marked as used by it
-      (``record_stream``), so the allocator does not give their memory to a later march while the main stream may
-      still read them (a backward pass queued behind them, for instance).
-
-    The side stream has high priority: when the GPU has room, its blocks go first, so the count comes back early.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.stream = torch.cuda.Stream(device, priority=-1)
-        self._grid_ready: torch.cuda.Event | None = None
-
-    def grid_written(self) -> None:
-        """The main stream has just queued a write to the grid: later marches wait for it."""
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(self.device))
-        self._grid_ready = event
-
-    def main_inputs(self) -> None:
-        """The next march reads tensors the main stream made: it waits for everything queued there so far."""
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        """Within: work is queued on the side stream, after the grid's latest write."""
-        if self._grid_ready is not None:
-            self.stream.wait_event(self._grid_ready)
-        with torch.cuda.stream(self.stream):
-            yield
-
-    def hand_over(self, *tensors: torch.Tensor | None) -> None:
-        """The main stream waits for the side stream's work so far and may use ``tensors`` (made there)."""
-        main = torch.cuda.current_stream(self.device)
-        main.wait_stream(self.stream)
-        for tensor in tensors:
-            if tensor is not None and tensor.device.type == "cuda":
-                tensor.record_stream(main)
 
 
 def march_occupied(grid: nerfacc.OccGridEstimator, origins: torch.Tensor, directions: torch.Tensor,
@@ -106,23 +50,13 @@ def march_occupied(grid: nerfacc.OccGridEstimator, origins: torch.Tensor, direct
 
 def visible_samples(grid: nerfacc.OccGridEstimator, origins: torch.Tensor, directions: torch.Tensor,
                     density: DensityFunction | None, render_step: float, stratified: bool = False,
-                    alpha_threshold: float = 0.0, early_stop_eps: float = 1e-4,
-                    stream: MarchStream | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+                    alpha_threshold: float = 0.0, early_stop_eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                          torch.Tensor, int]:
     """``OccGridEstimator.sampling(origins, directions, sigma_fn=density, near_plane=0, far_plane=1e10,
     render_step_size=render_step, stratified=stratified, alpha_thre=alpha_threshold, early_stop_eps=early_stop_eps,
     cone_angle=0)``: ray indices [S], t_starts [S], t_ends [S] of the visible samples, and how many samples the
-    march gave through occupied cells (a host int: the density was queried at each of them).
-
-    ``stream``: the march runs on that side stream (the caller has ordered the rays: made there, or
-    ``main_inputs``); the density filter and everything after it on the current stream."""
-    if stream is None:
-        ray_indices, t_starts, t_ends, packed_info = march_occupied(grid, origins, directions, render_step,
-                                                                    stratified)
-    else:
-        with stream.active():
-            ray_indices, t_starts, t_ends, packed_info = march_occupied(grid, origins, directions, render_step,
-                                                                        stratified)
-        stream.hand_over(ray_indices, t_starts, t_ends, packed_info)
+    march gave through occupied cells (a host int: the density was queried at each of them)."""
+    ray_indices, t_starts, t_ends, packed_info = march_occupied(grid, origins, directions, render_step, stratified)
     marched = t_starts.shape[0]
     if density is None or (alpha_threshold <= 0.0 and early_stop_eps <= 0.0) or marched == 0:
         return ray_indices, t_starts, t_ends, marched

@@ -9,7 +9,6 @@ Lengths along rays are world units; colours linear in [0, 1].
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -19,8 +18,7 @@ import torch
 from backend.device_copies import to_device
 from backend.diffusion.cameras import ViewCameras
 from backend.nerf.field import RadianceField
-from backend.nerf import grid_sampling
-from backend.nerf.grid_sampling import MarchStream, visible_samples
+from backend.nerf.grid_sampling import visible_samples
 from backend.nerf.presets import RendererConfig
 from backend.nerf.rays import camera_rays
 from backend.nerf.shading import ALBEDO, Lighting, shade
@@ -48,8 +46,6 @@ class VolumeRenderer:
         self.grid = nerfacc.OccGridEstimator(roi_aabb=[-r, -r, -r, r, r, r], resolution=config.grid_resolution,
                                              levels=1).to(self.device)
         self.use_nerfacc_sampler = self.device.type == "cuda" if use_nerfacc_sampler is None else use_nerfacc_sampler
-        # CUDA: the march's side stream (backend.nerf.grid_sampling.MarchStream), made at the first march
-        self._march_stream: MarchStream | None = None
         self.grid_filled = False
         self.last_sample_count = 0  # field samples of the latest render_rays call (a host int: no sync)
         self.last_marched_count = 0  # CUDA: samples the latest march gave through occupied cells (a host int)
@@ -69,7 +65,6 @@ class VolumeRenderer:
         self.grid_filled = True
         with region("grid_update"):
             self._refresh_grid(step, field)
-        self._grid_written()
 
     def _refresh_grid(self, step: int, field: RadianceField) -> None:
         c = self.config
@@ -85,23 +80,6 @@ class VolumeRenderer:
         self.grid.occs.copy_(state["occs"])
         self.grid.binaries.copy_(state["binaries"])
         self.grid_filled = True
-        self._grid_written()
-
-    def _grid_written(self) -> None:
-        """After a write to the grid on the current stream: later marches on the side stream wait for it."""
-        if self._march_stream is not None:
-            self._march_stream.grid_written()
-
-    def march_stream(self) -> MarchStream | None:
-        """The side stream the march runs on (CUDA with nerfacc's marching and
-        ``grid_sampling.MARCH_ON_SIDE_STREAM``), or None: the march runs on the current stream."""
-        if not (self.use_nerfacc_sampler and self.device.type == "cuda" and grid_sampling.MARCH_ON_SIDE_STREAM):
-            return None
-        if self._march_stream is None:
-            # Made after the grid's set-up, which the current stream queued: the first march waits for it all.
-            self._march_stream = MarchStream(self.device)
-            self._march_stream.grid_written()
-        return self._march_stream
 
     # -- rendering -----------------------------------------------------------------------------------------------
     def render_views(self, field: RadianceField, cameras: ViewCameras, height: int, width: int,
@@ -109,27 +87,19 @@ class VolumeRenderer:
                      generator: torch.Generator | None = None, with_normals: bool | None = None) -> RenderOutput:
         """Render every camera at height x width; outputs reshaped to [N, H, W, ...].
 
-        ``with_normals``: compute normals (orientation term, normal maps); default when training or shading.
-        On CUDA the rays are made on the march's side stream (from the cameras, which are on the host), so the march
-        need not wait for work queued on the current stream."""
-        stream = self.march_stream()
-        with stream.active() if stream is not None else contextlib.nullcontext():
-            origins, directions = camera_rays(to_device(cameras.c2w.float(), self.device), cameras.fovy, height,
-                                              width)
-            n = len(cameras)
-            light = None
-            if lighting.light_positions is not None:
-                light = to_device(lighting.light_positions, self.device)[:, None, None, :].expand(n, height, width, 3)
-                light = light.reshape(-1, 3)
-            origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
-        if stream is not None:
-            stream.hand_over(origins, directions, light)
+        ``with_normals``: compute normals (orientation term, normal maps); default when training or shading."""
+        origins, directions = camera_rays(to_device(cameras.c2w.float(), self.device), cameras.fovy, height, width)
+        n = len(cameras)
+        light = None
+        if lighting.light_positions is not None:
+            light = to_device(lighting.light_positions, self.device)[:, None, None, :].expand(n, height, width, 3)
+            light = light.reshape(-1, 3)
         if torch.is_grad_enabled():
-            out = self.render_rays(field, origins, directions, lighting, light, stratified, generator, with_normals,
-                                   _rays_on_march_stream=True)
+            out = self.render_rays(field, origins.reshape(-1, 3), directions.reshape(-1, 3), lighting, light,
+                                   stratified, generator, with_normals)
         else:
-            out = self._render_chunked(field, origins, directions, lighting, light, stratified, generator,
-                                       with_normals)
+            out = self._render_chunked(field, origins.reshape(-1, 3), directions.reshape(-1, 3), lighting, light,
+                                       stratified, generator, with_normals)
         return RenderOutput(out.rgb.reshape(n, height, width, 3), out.opacity.reshape(n, height, width),
                             out.normal.reshape(n, height, width, 3), out.orientation.reshape(n, height, width))
 
@@ -140,25 +110,20 @@ class VolumeRenderer:
         for start in range(0, origins.shape[0], size):
             part_light = None if light is None else light[start:start + size]
             parts.append(self.render_rays(field, origins[start:start + size], directions[start:start + size],
-                                          lighting, part_light, stratified, generator, with_normals,
-                                          _rays_on_march_stream=True))
+                                          lighting, part_light, stratified, generator, with_normals))
         return RenderOutput(*(torch.cat([getattr(p, name) for p in parts]) for name in
                               ("rgb", "opacity", "normal", "orientation")))
 
     def render_rays(self, field: RadianceField, origins: torch.Tensor, directions: torch.Tensor,
                     lighting: Lighting = ALBEDO, light_positions: torch.Tensor | None = None,
                     stratified: bool = False, generator: torch.Generator | None = None,
-                    with_normals: bool | None = None, _rays_on_march_stream: bool = False) -> RenderOutput:
-        """Render rays (origins, unit directions [R, 3]); ``light_positions`` [R, 3] when the lighting needs it.
-        (``_rays_on_march_stream``: ``render_views`` made the rays on the march's side stream.)"""
+                    with_normals: bool | None = None) -> RenderOutput:
+        """Render rays (origins, unit directions [R, 3]); ``light_positions`` [R, 3] when the lighting needs it."""
         if with_normals is None:
             with_normals = torch.is_grad_enabled() or lighting.needs_normals
         if self.use_nerfacc_sampler:
-            stream = self.march_stream()
-            if stream is not None and not _rays_on_march_stream:
-                stream.main_inputs()  # the caller's rays are queued on the current stream
             return self._render_packed(field, origins, directions, lighting, light_positions, stratified,
-                                       with_normals, stream)
+                                       with_normals)
         return self._render_batched(field, origins, directions, lighting, light_positions, stratified, generator,
                                     with_normals)
 
@@ -167,8 +132,7 @@ class VolumeRenderer:
         return evaluate_samples(field, points, directions, light, lighting, with_normals, checkpointed,
                                 self.sample_budget)
 
-    def _render_packed(self, field, origins, directions, lighting, light, stratified, with_normals,
-                       stream: MarchStream | None) -> RenderOutput:
+    def _render_packed(self, field, origins, directions, lighting, light, stratified, with_normals) -> RenderOutput:
         c = self.config
         n_rays = origins.shape[0]
 
@@ -183,7 +147,7 @@ class VolumeRenderer:
             # nerfacc's OccGridEstimator.sampling with fewer host synchronisations (backend.nerf.grid_sampling).
             ray_indices, t_starts, t_ends, self.last_marched_count = visible_samples(
                 self.grid, origins, directions, sigma_fn if c.alpha_threshold > 0 else None, c.render_step,
-                stratified, c.alpha_threshold, c.early_stop_eps, stream)
+                stratified, c.alpha_threshold, c.early_stop_eps)
             mid = (t_starts + t_ends)[:, None] / 2.0
             ray_dirs = directions[ray_indices]
             points = origins[ray_indices] + ray_dirs * mid

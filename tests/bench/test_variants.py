@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from backend.nerf import field as field_module
-from backend.nerf import grid_sampling, hash_grid_kernels, hash_grid_triton
+from backend.nerf import hash_grid_kernels, hash_grid_triton
 from bench.variants import VARIANTS, parse_variant, variant_context, variant_label
 from tests.helpers.bench_scripts import bench_script
 
@@ -23,8 +23,7 @@ def test_each_variant_replaces_its_names_in_its_block_and_restores_them_even_aft
                "unbucketed_mlp_rows": [(field_module, "MLP_ROW_BUCKET")],
                "merged_mlps": [(field_module.RadianceField, "_evaluate_with_normals")],
                "triton_matmuls": [(inductor_config, "max_autotune_gemm"),
-                                  (inductor_config, "max_autotune_gemm_backends")],
-               "march_on_main_stream": [(grid_sampling, "MARCH_ON_SIDE_STREAM")]}
+                                  (inductor_config, "max_autotune_gemm_backends")]}
     assert set(watched) == set(VARIANTS)
     original_linear = field_module._linear
     for variant, names in watched.items():

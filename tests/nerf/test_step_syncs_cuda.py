@@ -67,25 +67,3 @@ def test_a_non_finite_loss_skips_its_update_on_the_device_and_fails_when_read(tm
     for name, parameter in trainer.field.named_parameters():  # the update was skipped: the NaN weights stay as set
         torch.testing.assert_close(parameter.detach(), kept[name], equal_nan=True, rtol=0, atol=0)
     assert [int(state["step"]) for state in trainer.optimizer.state.values()] == steps_before
-
-
-def test_steps_on_the_march_stream_train_as_steps_on_one_stream(tmp_path, monkeypatch):
-    """The same steps, the occupancy grid updated at every one (each march must wait for the grid's write, queued
-    behind the previous step's work), with the march on its side stream and on the current stream: the same losses
-    and the same field within float32 summation order (the table gradient's and the compositing's atomic adds)."""
-    from backend.nerf import grid_sampling
-
-    def train(side_stream: bool):
-        monkeypatch.setattr(grid_sampling, "MARCH_ON_SIDE_STREAM", side_stream)
-        torch.manual_seed(0)
-        trainer = _trainer(tmp_path / str(side_stream), steps=12)
-        trainer.renderer.config.grid_update_every = 1
-        losses = [trainer.train_step() for _ in range(12)]
-        assert (trainer.renderer._march_stream is not None) == side_stream
-        return [value["loss"] for value in (step.values() for step in losses)], trainer.field.encoding.table.detach()
-
-    one_losses, one_table = train(False)
-    side_losses, side_table = train(True)
-    assert one_table.abs().max() > 1e-3  # trained: the comparison is of real updates
-    assert side_losses == pytest.approx(one_losses, rel=1e-3, abs=1e-6)
-    torch.testing.assert_close(side_table, one_table, rtol=1e-3, atol=1e-5)
