@@ -172,9 +172,9 @@ def _linear(layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
 # sample count is new at every step, and cuBLASLt (which torch picks on an H200) costs its host ~250 µs more for a
 # product of a shape it has not seen (bench/matmul_host.py: 294 against 49 µs a call): with the rows zero-padded to
 # a multiple of 8,192 the products see a few hundred shapes over a run, and the outputs are cut back (each row's
-# outputs depend on that row alone: the same values). In a whole ``reference`` run on one H200, the 256² step
-# 25.80 against 28.08 ms (p50) and 25.64 against 25.98 ms on another machine (bench/RESULTS.md, 2026-12-04,
-# session 15); on the CPU the padding would only add work.
+# outputs depend on that row alone: the same values). Whole ``reference`` runs, each beside the rows as they were
+# in one process: the 256² step 25.64 against 25.98 ms (p50) on one H200 and 25.80 against 28.08 ms on another,
+# chamfer unchanged (bench/RESULTS.md, 2026-12-04, session 15). On the CPU the padding would only add work.
 MLP_ROW_BUCKET: dict[str, int] = {"cuda": 8192}
 
 
