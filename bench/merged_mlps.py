@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.nerf.field import RadianceField
+from backend.nerf.field import RadianceField, points_gradient
 
 ORIGINAL = RadianceField._evaluate_with_normals
 
@@ -42,9 +42,7 @@ def evaluate_with_normals_merged(self: RadianceField, points: torch.Tensor):
     """``RadianceField._evaluate_with_normals`` with the MLPs merged as above: (density, albedo, normals)."""
     if not mergeable(self):
         return ORIGINAL(self, points)
-    scaled = self._unit_cube(points)
-    inside = ((scaled >= 0.0) & (scaled <= 1.0)).to(points.dtype)  # the clamp's derivative
-    features, feature_gradient = self.encoding(scaled.clamp(0.0, 1.0), with_gradient=True)  # d/d x01
+    features, feature_gradient, axis_factor = self._encode_with_gradient(points)
     density_hidden, density_out = self.density_mlp[0].weight, self.density_mlp[2].weight  # [W, I], [1, W]
     albedo_hidden, albedo_out = self.albedo_mlp[0].weight, self.albedo_mlp[2].weight  # [W, I], [3, W]
     width = density_hidden.shape[0]
@@ -57,7 +55,6 @@ def evaluate_with_normals_merged(self: RadianceField, points: torch.Tensor):
         # d raw / d features: the density output row masked by its ReLU, back through its hidden weight
         row = density_out.to(raw.dtype)[0] * active[:, :width]
         input_gradient = torch.matmul(row, density_hidden.to(raw.dtype))  # [N, I]
-    gradient = (input_gradient.to(feature_gradient.dtype)[:, None, :] * feature_gradient).sum(dim=-1)
-    raw_gradient = gradient * (inside * (0.5 / self.radius))  # d x01 / d points
-    density, normals = self._density_and_normals(points, raw, raw_gradient)
+    density, normals = self._density_and_normals(points, raw, points_gradient(input_gradient, feature_gradient,
+                                                                              axis_factor))
     return density, torch.sigmoid(raw_albedo.to(points.dtype)), normals

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from unittest.mock import patch
 
-
 from backend.nerf import field as field_module
 from backend.nerf import hash_grid_kernels, hash_grid_triton
 

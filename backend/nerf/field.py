@@ -244,8 +244,15 @@ def raw_density_gradient(network: nn.Sequential, features: torch.Tensor, feature
     MLPs, compiled), the ``reference`` preset's 256² step p50 32.61 against 34.96 ms, chamfer 0.00376 against
     0.00377 (bench/RESULTS.md, 2026-12-04, sessions 13 and 14)."""
     raw, input_gradient = mlp_forward_and_input_gradient(network, features)
+    return raw, points_gradient(input_gradient, feature_gradient, axis_factor)
+
+
+def points_gradient(input_gradient: torch.Tensor, feature_gradient: torch.Tensor,
+                    axis_factor: torch.Tensor) -> torch.Tensor:
+    """d raw / d points [N, 3] from d raw / d features [N, I], d features / d x01 [N, 3, I] and d x01 / d points
+    [N, 3]: the dot product of each axis's feature derivative with the input gradient, in the derivative's float32."""
     gradient = (input_gradient.to(feature_gradient.dtype)[:, None, :] * feature_gradient).sum(dim=-1)
-    return raw, gradient * axis_factor
+    return gradient * axis_factor
 
 
 def mlp(in_dim: int, out_dim: int, width: int, hidden_layers: int) -> nn.Sequential:
@@ -344,14 +351,19 @@ class RadianceField(nn.Module):
 
     def _evaluate_with_normals(self, points: torch.Tensor):
         """(density, albedo, normals) with the analytic gradient (see the module docstring)."""
+        features, feature_gradient, axis_factor = self._encode_with_gradient(points)
+        with self._mlp_precision(points):
+            raw, raw_gradient = raw_density_gradient(self.density_mlp, features, feature_gradient, axis_factor)
+        density, normals = self._density_and_normals(points, raw, raw_gradient)
+        return density, self._albedo_from_features(points, features), normals
+
+    def _encode_with_gradient(self, points: torch.Tensor):
+        """(features [N, I], d features / d x01 [N, 3, I], d x01 / d points [N, 3]: 0 outside the unit cube's
+        clamp) at world points [N, 3]."""
         scaled = self._unit_cube(points)
         inside = ((scaled >= 0.0) & (scaled <= 1.0)).to(points.dtype)  # the clamp's derivative
         features, feature_gradient = self.encoding(scaled.clamp(0.0, 1.0), with_gradient=True)  # d/d x01
-        with self._mlp_precision(points):
-            raw, raw_gradient = raw_density_gradient(self.density_mlp, features, feature_gradient,
-                                                     inside * (0.5 / self.radius))  # d x01 / d points
-        density, normals = self._density_and_normals(points, raw, raw_gradient)
-        return density, self._albedo_from_features(points, features), normals
+        return features, feature_gradient, inside * (0.5 / self.radius)
 
     def _density_and_normals(self, points: torch.Tensor, raw: torch.Tensor, raw_gradient: torch.Tensor):
         """(density [N], unit normals [N, 3]) from the density MLP's raw output [N, 1] and its gradient
