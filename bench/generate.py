@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default=None,
                         help="comma-separated runs (default: fast,reference; tiny with --tiny), each PRESET, "
                         "PRESET@VARIANT (a variant of the code, bench/variants.py) and/or with its own settings "
-                        "PRESET:section.key=value;section.key=value")
+                        "PRESET:section.key=value;section.key=value, where 'steps=N' or 'steps=full' sets that "
+                        "run's steps instead of --steps / --full (e.g. a short run that compiles, then a full one)")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps of each run (the preset's schedule shape kept); default 600 on CUDA, the "
                         "preset's own on CPU")
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: use --tiny --device cpu for a smoke run", file=sys.stderr)
         return 2
-    runs = []  # (preset name, code variant or None, its own settings) from --presets' entries
+    runs = []  # (preset name, code variant or None, its own settings, its own steps or None) from --presets' entries
     caps = dict(item.split("=", 1) for item in args.caps.split(",")) if args.caps else {}
     for entry in (args.presets or ",".join(caps) or ("tiny" if args.tiny else "fast,reference")).split(","):
         label, _, settings = entry.strip().partition(":")
@@ -172,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         own = dict(item.split("=", 1) for item in settings.split(";") if item)
         if name in caps:
             own["run.max_gpu_memory"] = caps[name]
-        runs.append((name, variant, own))
-    names = [name for name, _, _ in runs]
+        run_steps = own.pop("steps", None)
+        if run_steps is not None and run_steps != "full" and not (run_steps.isdigit() and int(run_steps) > 0):
+            print(f"generate bench: {entry.strip()}: steps must be a positive whole number or 'full'",
+                  file=sys.stderr)
+            return 2
+        runs.append((name, variant, own, run_steps))
+    names = [name for name, _, _, _ in runs]
     steps = None if args.full else (args.steps or (600 if device.type == "cuda" else None))
     overrides = dict(TINY_SETTINGS) if args.tiny else dict(TARGET_SETTINGS)
     overrides.update(item.split("=", 1) for item in args.set)
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out) if args.out else RESULTS / f"generate_{summary['gpu']}_{summary['date']}.json"
     deadline = None if args.deadline_s is None else process_start + args.deadline_s
-    for name, variant, own in runs:
+    for name, variant, own, run_steps in runs:
         label = variant_label(name, variant)
         if deadline is not None and time.perf_counter() > deadline:
             print(f"[generate bench] {label}: not run (past --deadline-s)", flush=True)
@@ -209,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[generate bench] {label} {own or ''}: running", flush=True)
         try:
             with variant_context(variant):
-                result = run_preset(name, model, device, steps, args.sds_weight, reference_points,
+                this_steps = steps if run_steps is None else None if run_steps == "full" else int(run_steps)
+                result = run_preset(name, model, device, this_steps, args.sds_weight, reference_points,
                                     {**overrides, **own}, args.profile_steps, args.chamfer_samples,
                                     args.profile_phase, tuple(kind for kind in args.host_profile.split(",") if kind),
                                     None if deadline is None else (lambda: time.perf_counter() > deadline))
