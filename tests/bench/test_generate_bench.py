@@ -160,16 +160,17 @@ def test_the_known_object_renders_its_silhouette_on_white(bench):
 # slow: two tiny trajectories and their floor (~10 s); .ci/run runs it with the slow tests
 @pytest.mark.slow
 def test_a_preset_and_its_variant_run_in_one_process_against_one_floor(bench, tmp_path):
-    """``--presets tiny,tiny@padded_output_layers``: both runs measured, each result naming its variant, one floor
-    for both; the variant is out of place again after its run."""
+    """``--presets tiny,tiny@padded_output_layers:steps=6``: both runs measured, each result naming its variant and
+    the second run at its own step count, one floor for both; the variant is out of place again after its run."""
     from backend.nerf import field as field_module
 
     original = field_module._linear
     out = tmp_path / "ab.json"
     assert bench.main(["--tiny", "--device", "cpu", "--steps", "4", "--floor-repeats", "1", "--out", str(out),
-                       "--presets", "tiny,tiny@padded_output_layers", "--chamfer-samples", "2000"]) == 0
+                       "--presets", "tiny,tiny@padded_output_layers:steps=6", "--chamfer-samples", "2000"]) == 0
     runs = json.loads(out.read_text())["presets"]
     assert [(run["preset"], run["variant"]) for run in runs] == [("tiny", None), ("tiny", "padded_output_layers")]
+    assert [run["steps"] for run in runs] == [4, 6] and "steps" not in runs[1]["overrides"]
     assert all("failed" not in run and run["phase2_step_ms_p50"] > 0 for run in runs)
     assert runs[0]["floor_ms"] == runs[1]["floor_ms"] and runs[1]["compiled_before_in_process"]
     assert field_module._linear is original
@@ -197,6 +198,13 @@ def test_a_run_cancelled_at_a_step_keeps_the_figures_of_the_steps_it_ran(bench):
     assert result["run_failed"].startswith("cancelled: cancelled at step 3"), result["run_failed"]
     assert result["phase1_step_ms_p50"] > 0 and result["chamfer"] is None
     assert len(asked) == 4
+
+
+@pytest.mark.parametrize("steps", ["0", "many", "-3"])
+def test_a_runs_own_steps_that_are_not_a_count_are_refused_in_one_line(bench, capsys, steps):
+    assert bench.main(["--tiny", "--device", "cpu", "--presets", f"tiny,tiny:steps={steps}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"generate bench: tiny:steps={steps}: steps must be a positive whole number or 'full'"
 
 
 # slow: builds the tiny model (~3 s)
