@@ -7,6 +7,9 @@ known object, so the step times, the samples per step and the memory are those o
     python bench/generate.py --caps fast=12,reference=20      # each preset under its GPU memory cap (GiB)
     python bench/generate.py --presets reference,reference@padded_output_layers --steps 600
                                                               # the code beside a variant (bench/variants.py)
+    python bench/generate.py --presets "reference:steps=40,reference:steps=full"
+                                                              # compile in a short run, then the preset at its
+                                                              # own length in the compiled process (a warm service)
 
 What runs: `SDSTrainer.run` itself (occupancy grid, phases, shading schedule, orientation loss, intermediate
 meshes, preview renders, checkpoints, final mesh and turntable), with the model `iso3d generate` uses on this
