@@ -10,13 +10,19 @@ for its background part; ``checkpoint``: the snapshot and any wait for the backg
 (``setup``: the trainer and its memory plan; ``final_checkpoint``, ``final_mesh``, ``final_exports`` (GLB, OBJ,
 PLY), ``turntable`` (render + PNG)), ``profiler`` (``--profile-steps``' start and stop, the trace's processing: the
 bench's own, left out of the estimate; until 2026-12-03 session 10 it fell into ``other`` and was scaled with the
-steps like the loop's time), and ``other``: the rest of the wall time (the loop, the events), which grows with the
-steps. ``wall_s_full_estimate`` = per-phase step means x the preset's steps per phase + each periodic kind's mean per
-event x its count at the preset's own length + the one-off work + ``other`` x full steps / steps; its parts are
-``wall_s_full_estimate_parts``. The first (compiling) steps of each phase stay out of the means
-(``phase<N>_first_steps_ms``); what they took beyond the mean is the part ``first_steps_compiling`` (until
-2026-12-03 session 9 it was left out: the estimate was of a run whose compiling had already been done). In a run on a
-warm compile cache (``--warm-rerun``'s ``warm_rerun``) that part is what a second process still pays.
+steps like the loop's time), and ``other``: the rest of the wall time. On CUDA that is the GPU's idle time between
+one step's end and the next one's start, which comes with the periodic work (the device synchronised around it, the
+next step starts on an empty queue), not with the steps: a 600-step ``reference`` run had 0.9-1.7 s of it and one
+of 8,183 steps at the preset's own length 1.16 s, with about as many views, meshes and checkpoints
+(bench/RESULTS.md, 2026-12-04 session 16). So ``wall_s_full_estimate`` = per-phase step means x the preset's steps
+per phase + each periodic kind's mean per event x its count at the preset's own length + the one-off work +
+``other`` x the periodic events at the preset's own length / this run's (x full steps / steps for a run with none;
+until session 16 always x full steps / steps, which put 15-29 s into a 600-step run's estimate of ``reference``
+where the full run spends about 1 s); its parts are ``wall_s_full_estimate_parts``. The first (compiling) steps
+of each phase stay out of the means (``phase<N>_first_steps_ms``); what they took beyond the mean is the part
+``first_steps_compiling`` (until 2026-12-03 session 9 it was left out: the estimate was of a run whose compiling had
+already been done). In a run on a warm compile cache (``--warm-rerun``'s ``warm_rerun``) that part is what a
+second process still pays.
 """
 
 from __future__ import annotations
@@ -296,7 +302,7 @@ def full_length_estimate(trainer: TrajectoryTrainer, name: str, overrides: dict[
              "first_steps_compiling": compiling,
              "periodic": sum(means.get(kind, 0.0) * at_full[kind] for kind in PERIODIC),
              "one_off": sum(by_kind.get(kind, 0.0) for kind in ONE_OFF),
-             "other": by_kind["other"] * full_steps / steps}
+             "other": by_kind["other"] * other_scale(counts, at_full, steps, full_steps)}
     return {"between_steps_s": {kind: round(value, 3) for kind, value in by_kind.items()},
             "between_steps_counts": {kind: counts.get(kind, 0) for kind in (*PERIODIC, *ONE_OFF)},
             "between_steps_full_counts": at_full,
@@ -305,6 +311,13 @@ def full_length_estimate(trainer: TrajectoryTrainer, name: str, overrides: dict[
             "estimate_unmeasured": [kind for kind in PERIODIC if at_full[kind] and kind not in means],
             "wall_s_full_estimate_parts": {key: round(value, 2) for key, value in parts.items()},
             "wall_s_full_estimate": round(sum(parts.values()), 1)}
+
+
+def other_scale(counts: dict[str, int], at_full: dict[str, int], steps: int, full_steps: int) -> float:
+    """What ``other`` of this run is multiplied by at the preset's own length: the periodic events there over this
+    run's (the idle time after each; see the module's docstring), or the steps' ratio for a run with none."""
+    events = sum(counts.get(kind, 0) for kind in PERIODIC)
+    return sum(at_full.values()) / events if events else full_steps / steps
 
 
 def synchronize(device: torch.device) -> None:

@@ -94,13 +94,15 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     parts, full, switch = run["wall_s_full_estimate_parts"], run["preset_steps"], 15  # tiny: switch_at 0.5
     assert run["estimate_unmeasured"] == []
     # the estimate adds up: steps at the phase means, the periodic kinds' means x the full counts, the one-off
-    # work once, the rest per step (tolerances: the stored roundings, 1e-4 s a mean, 1 ms a kind, 10 ms a part)
+    # work once, the rest per periodic event (tolerances: the stored roundings, 1e-4 s a mean, 1 ms a kind, 10 ms a part)
     assert parts["steps"] == pytest.approx((switch * run["phase1_step_ms_mean"]
                                             + (full - switch) * run["phase2_step_ms_mean"]) / 1e3, abs=0.01)
     assert parts["periodic"] == pytest.approx(sum(run["between_steps_mean_s"][k] * run["between_steps_full_counts"][k]
                                                   for k in periodic), abs=0.01)
     assert parts["one_off"] == pytest.approx(sum(between[k] for k in one_off), abs=0.01)
-    assert parts["other"] == pytest.approx(between["other"] * full / run["steps"], abs=0.01 + 0.0005 * full)
+    # the GPU's idle time around the periodic work, as often as that work comes at the preset's own length (28
+    # events there against the 3 of this run)
+    assert parts["other"] == pytest.approx(between["other"] * 28 / 3, abs=0.01 + 0.005)
     # the first (compiling) step of each phase: what it took beyond its phase's mean
     assert run["phase1_first_steps"] == run["phase2_first_steps"] == 1
     assert parts["first_steps_compiling"] == pytest.approx(sum(
