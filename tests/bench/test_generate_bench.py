@@ -218,3 +218,18 @@ def test_presets_past_the_deadline_are_not_run_and_say_so(bench, tmp_path):
     runs = json.loads(out.read_text())["presets"]
     assert [(run["preset"], run["variant"], run["failed"]) for run in runs] == [
         ("tiny", None, "not run: past --deadline-s 0"), ("tiny", "padded_output_layers", "not run: past --deadline-s 0")]
+
+
+def test_the_gpus_idle_time_between_steps_is_scaled_by_the_periodic_work_not_the_steps():
+    """``other`` at the preset's own length: a 600-step run of ``reference`` does as many views, meshes and
+    checkpoints as the 10,000-step one (its periods are scaled), so its ``other`` counts once; a run that did
+    no periodic work falls back to the steps' ratio."""
+    from bench.trajectory import full_counts, other_scale
+
+    full = preset("reference")
+    at_full = full_counts(full)
+    assert other_scale(dict(at_full), at_full, 600, full.run.steps) == 1.0
+    assert other_scale({"views": 25, "mesh": 10, "checkpoint": 10}, at_full, 300, full.run.steps) == pytest.approx(
+        sum(at_full.values()) / 45)
+    assert other_scale({"views": 0, "mesh": 0, "checkpoint": 0}, at_full, 600, full.run.steps) == pytest.approx(
+        full.run.steps / 600)
