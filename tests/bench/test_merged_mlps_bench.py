@@ -54,6 +54,33 @@ def test_the_merged_mlps_give_the_fields_values_and_parameter_gradients_in_float
         torch.testing.assert_close(have, want, rtol=1e-10, atol=1e-12)
 
 
+def test_the_merged_mlps_take_their_rows_bucketed_as_the_fields_mlps_do(monkeypatch):
+    """With the field's MLP rows bucketed (``MLP_ROW_BUCKET``, CUDA's way; forced on the CPU here) the merged
+    products run on the padded rows too, so a variant run differs from the field's only in the merging; the values
+    and gradients are those of the unpadded merged products (float64: rounding in another summation order)."""
+    from backend.nerf import field as field_module
+
+    field = _field().double()
+    generator = torch.Generator().manual_seed(10)
+    points = torch.rand(1500, 3, generator=generator, dtype=torch.float64) * 1.6 - 0.8  # not a multiple of 512
+    weights = torch.randn(1500, 3, generator=generator, dtype=torch.float64)
+    with variant_context("merged_mlps"):
+        expected = _run(field, points, weights)
+        rows_seen = []
+        linear = torch.nn.functional.linear
+
+        def counted(inputs, weight, bias=None):
+            rows_seen.append(inputs.shape[0])
+            return linear(inputs, weight, bias)
+
+        monkeypatch.setitem(field_module.MLP_ROW_BUCKET, "cpu", 512)
+        with patch("bench.merged_mlps.F.linear", counted):
+            got = _run(field, points, weights)
+    assert rows_seen == [1536, 1536]
+    for have, want in zip(got, expected):
+        torch.testing.assert_close(have, want, rtol=1e-10, atol=1e-12)
+
+
 def test_the_merged_mlps_under_autocast_stay_within_its_rounding():
     """Under the trainer's MLP autocast (CPU autocast: bfloat16, 8 significant bits) the merged products round in
     their own order: the values agree within bfloat16 rounding through two layers, and the outputs stay float32."""
