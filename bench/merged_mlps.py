@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.nerf.field import RadianceField, _bucketed, points_gradient
+from backend.nerf.field import RadianceField, bucketed_rows, points_gradient
 
 ORIGINAL = RadianceField._evaluate_with_normals
 
@@ -50,7 +50,7 @@ def evaluate_with_normals_merged(self: RadianceField, points: torch.Tensor):
     width, rows = density_hidden.shape[0], features.shape[0]
     with self._mlp_precision(points):
         # on rows bucketed as the field's own MLPs take them (backend.nerf.field.MLP_ROW_BUCKET), cut back below
-        hidden = F.linear(_bucketed(features), torch.cat([density_hidden, albedo_hidden]))  # [N, 2W]
+        hidden = F.linear(bucketed_rows(features), torch.cat([density_hidden, albedo_hidden]))  # [N, 2W]
         active = hidden > 0
         hidden = hidden * active
         outputs = F.linear(hidden, torch.block_diag(density_out, albedo_out))[:rows]  # [N, 4]: density, albedo

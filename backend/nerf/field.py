@@ -178,7 +178,7 @@ def _linear(layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
 MLP_ROW_BUCKET: dict[str, int] = {"cuda": 8192}
 
 
-def _bucketed(inputs: torch.Tensor) -> torch.Tensor:
+def bucketed_rows(inputs: torch.Tensor) -> torch.Tensor:
     """``inputs`` [N, I] zero-padded to a multiple of its device's ``MLP_ROW_BUCKET`` rows (or as it is)."""
     bucket = MLP_ROW_BUCKET.get(inputs.device.type, 1)
     if bucket <= 1:
@@ -190,7 +190,7 @@ def mlp_forward(network: nn.Sequential, inputs: torch.Tensor) -> torch.Tensor:
     """Outputs [N, O] of a bias-free ReLU MLP at inputs [N, I], each Linear through ``_linear`` (on rows bucketed as
     ``MLP_ROW_BUCKET`` says)."""
     rows = inputs.shape[0]
-    inputs = _bucketed(inputs)
+    inputs = bucketed_rows(inputs)
     for layer in network:
         if isinstance(layer, nn.Linear):
             inputs = _linear(layer, inputs)
@@ -209,7 +209,7 @@ def mlp_forward_and_input_gradient(network: nn.Sequential, inputs: torch.Tensor)
     layer (three times the rows in each matrix product). Rows bucketed as in ``mlp_forward``."""
     rows = inputs.shape[0]
     masks = []
-    outputs = _bucketed(inputs)
+    outputs = bucketed_rows(inputs)
     for layer in network:
         if isinstance(layer, nn.Linear):
             outputs = _linear(layer, outputs)
