@@ -216,6 +216,41 @@ def graphs_compiled() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+COMPILE_PHASES_KEPT = 30  # compile_statistics_since keeps the costliest phases
+
+
+def compile_statistics() -> dict:
+    """torch.compile's work in this process so far: ``seconds`` {phase: [total s, calls]} (Dynamo's timed phases:
+    tracing, AOTAutograd, Inductor's compile or cache load, CUDA-graph recording ...; nested phases overlap) and
+    ``counters`` {group: {name: count}} of its caches (``inductor``: fxgraph_cache_hit / _miss / _bypass,
+    ``aot_autograd``: autograd_cache_hit / _miss / _bypass, ``stats``: unique_graphs ...). ``since(before)`` of two
+    snapshots gives what happened between them."""
+    from torch._dynamo.utils import compilation_time_metrics, counters
+
+    groups = ("inductor", "aot_autograd", "stats", "graph_break", "recompiles")
+    return {"seconds": {name: [round(sum(times), 3), len(times)] for name, times in compilation_time_metrics.items()},
+            "counters": {group: {name: int(count) for name, count in counters[group].items()} for group in groups
+                         if group in counters}}
+
+
+def compile_statistics_since(before: dict, after: dict | None = None) -> dict:
+    """What ``compile_statistics()`` rose by since ``before`` (only what changed)."""
+    after = compile_statistics() if after is None else after
+    seconds = {}
+    for name, (total, calls) in after["seconds"].items():
+        total_before, calls_before = before["seconds"].get(name, (0.0, 0))
+        if calls > calls_before:
+            seconds[name] = [round(total - total_before, 3), calls - calls_before]
+    counters = {}
+    for group, values in after["counters"].items():
+        risen = {name: count - before["counters"].get(group, {}).get(name, 0) for name, count in values.items()}
+        risen = {name: count for name, count in risen.items() if count}
+        if risen:
+            counters[group] = risen
+    top = sorted(seconds.items(), key=lambda item: -item[1][0])[:COMPILE_PHASES_KEPT]
+    return {"seconds": dict(top), "counters": counters}
+
+
 class Laps:
     """Host wall-clock milliseconds of consecutive one-off parts (a job's set-up, not steps: no device
     synchronisation): ``laps("name")`` ends the part begun at the previous call (or at construction) and begins the

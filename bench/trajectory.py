@@ -39,7 +39,8 @@ from backend.diffusion.sds import SDSOutput
 from backend.events import Done, Failed, MeshUpdate
 from backend.nerf.presets import GenerateConfig, preset
 from backend.nerf.trainer import SDSTrainer
-from backend.profiling import REGIONS, HostClock, StepProfile, graphs_compiled, region
+from backend.profiling import (REGIONS, HostClock, StepProfile, compile_statistics, compile_statistics_since,
+                               graphs_compiled, region)
 from bench.known_object import TwoSpheres, chamfer_distance
 
 
@@ -358,6 +359,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
                             (config.phases.objects_after * views, config.phases.resolution_after)])
     with tempfile.TemporaryDirectory() as workdir:
         synchronize(device)
+        compiled_before = compile_statistics()
         start = time.perf_counter()
         # The first steps of each phase compile (CUDA graphs, field kernels for new shapes): left out of the medians
         # and of the profile (when the phase has steps enough).
@@ -370,6 +372,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
                                     profile_phase=profile_phase, host_profiles=host_profiles, first_steps=skip)
         synchronize(device)
         setup_s = time.perf_counter() - start
+        compiled_after_setup = compile_statistics()
         for event in trainer.run(cancel):
             if trainer.profile is not None and trainer.step == trainer.total_steps:
                 trainer.stop_profile()  # the window ends with the last step, before the run's final mesh
@@ -387,6 +390,7 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
                 break
         synchronize(device)
         wall = time.perf_counter() - start
+        compiled_at_end = compile_statistics()
     peak_run = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     records = trainer.records
     for record in records:
@@ -445,6 +449,10 @@ def run_preset(name: str, model, device: torch.device, steps: int | None, sds_we
     # the trainer's set-up by part (seconds): field, memory plan (its measurements on the device), guidance and
     # optimiser; the condition (image encoder) is not part of this bench's set-up
     result["setup_parts_s"] = {part: round(ms / 1e3, 3) for part, ms in trainer.setup_ms.items()}
+    # torch.compile's work (Dynamo tracing, AOTAutograd, Inductor compiling or loading from the cache; the caches'
+    # hits and misses) in the set-up and in the rest of the run: what a new process pays on a warm compile cache
+    result["compile_setup"] = compile_statistics_since(compiled_before, compiled_after_setup)
+    result["compile_after_setup"] = compile_statistics_since(compiled_after_setup, compiled_at_end)
     trainer.stop_profile()  # a run that failed inside the window
     if trainer.profile_summary is not None:
         result["profile"] = trainer.profile_summary

@@ -132,3 +132,25 @@ def test_compiled_cache_entries_count_what_torch_compile_holds_for_a_function():
     assert graphs_compiled() == traced + 1  # the step that met the new dtype traced a graph
     compiled(torch.ones(3, dtype=torch.float64))
     assert graphs_compiled() == traced + 1  # and the next did not
+
+
+def _cubed_plus_one(x):
+    return x * x * x + 1
+
+
+def test_compile_statistics_say_what_torch_compile_did_between_two_snapshots():
+    from backend.profiling import compile_statistics, compile_statistics_since
+
+    before = compile_statistics()
+    compiled = torch.compile(_cubed_plus_one, backend="aot_eager", dynamic=False)
+    compiled(torch.ones(4))
+    middle = compile_statistics()
+    traced = compile_statistics_since(before, middle)
+    # one graph traced: Dynamo's own phase timed once, AOTAutograd counted it
+    assert traced["counters"]["stats"]["unique_graphs"] == 1
+    assert traced["counters"]["aot_autograd"]["total"] == 1
+    total_s, calls = traced["seconds"]["_compile.compile_inner"]
+    assert calls == 1 and total_s > 0
+    assert list(traced["seconds"].values()) == sorted(traced["seconds"].values(), key=lambda v: -v[0])
+    compiled(torch.ones(4))  # the same guards hold: nothing traced, nothing counted
+    assert compile_statistics_since(middle) == {"seconds": {}, "counters": {}}

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field as dataclass_field
 import torch
 
 from backend.models.graphed_encoder import GraphedEncoder
+from backend.profiling import Laps
 from backend.nerf.memory_measure import Footprint, field_footprint, module_bytes, vae_allocator_footprint, \
     vae_bytes_per_view
 
@@ -103,6 +104,9 @@ class MemoryPlan:
     sample_fixed_bytes: float = 0.0  # the field evaluation's fixed part (measured beside the per-sample part)
     measured_by: str = "saved tensors"  # how the plain samples were measured (memory_measure.Footprint.method)
     vae_graphs: bool = False  # the plain VAE encoder replays from CUDA graphs: its pool is held all the phase
+    # host milliseconds of each measurement made for this plan (0-ish where the process had it already: a warm
+    # service's jobs); on CUDA a measurement's first use of compiled code traces it (and compiles or loads it)
+    measure_ms: dict[str, float] = dataclass_field(default_factory=dict)
 
     def vae_held_gib(self, phase: "PhasePlan", vae_chunk: int | None) -> float:
         """What the VAE encoder holds while the field is at its own peak: its CUDA graphs' pool (a plain
@@ -178,7 +182,8 @@ class MemoryPlan:
                 "sample_fixed_bytes": round(self.sample_fixed_bytes),
                 "bytes_per_sample_checkpointed": round(self.bytes_per_sample_checkpointed, 1),
                 "vae_graphs": self.vae_graphs,
-                "vae_gib_per_view": {p.number: round(p.vae_gib_per_view, 4) for p in self.phases}}
+                "vae_gib_per_view": {p.number: round(p.vae_gib_per_view, 4) for p in self.phases},
+                "measure_ms": dict(self.measure_ms)}
 
 
 def model_bytes(model) -> int:
@@ -246,18 +251,25 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
     if device.type == "cuda" and config.run.mixed_precision:
         autocast = guidance_autocast_dtype(next(model.vae.parameters()).dtype)
     size = config.guidance.latent_resolution_input
+    laps = Laps()
     eager = vae_bytes_per_view(model.vae, size, device, autocast, checkpointed=False) / GIB
+    laps("vae_saved_tensors")
     kept = vae_bytes_per_view(model.vae, size, device, autocast, checkpointed=True) / GIB
+    laps("vae_checkpointed_saved_tensors")
 
     def vae_figures(views: int, resolution: int) -> tuple[float, float, float]:
         measured = None
         if device.type == "cuda":
+            laps("between")
             measured = vae_allocator_footprint(model, views, resolution, size, device, autocast)
+            laps(f"vae_{views}x{resolution}")
         return (eager if measured is None else measured.peak_per_unit / GIB), kept, eager
 
     on_cuda = (planned_for or device.type) == "cuda"
     plain: Footprint = field_footprint(field, evaluate, device, checkpointed=False)
+    laps("field")
     checkpointed = field_footprint(field, evaluate, device, checkpointed=True)
+    laps("field_checkpointed")
     plan = MemoryPlan(device_cap_gib(config, device), (model_bytes(model) + field_state) / GIB, plain.kept_per_unit,
                       checkpointed.kept_per_unit, _phases(config, vae_figures),
                       density_chunk=config.renderer.chunk_rays * 64,
@@ -265,6 +277,8 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
                       sample_fixed_bytes=max(plain.kept_fixed, plain.peak_fixed), measured_by=plain.method,
                       vae_graphs=device.type == "cuda" and isinstance(getattr(model, "vae_encoder_moments", None),
                                                                       GraphedEncoder))
+    laps.ms.pop("between", None)
+    plan.measure_ms = laps.ms
     if plan.cap_gib is not None:
         fit_under_cap(plan)
     return plan

@@ -130,6 +130,9 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
     # the trainer's set-up by part, each timed
     assert set(run["setup_parts_s"]) == {"field", "memory_plan", "guidance_and_optimizer"}
     assert all(seconds >= 0 for seconds in run["setup_parts_s"].values())
+    # torch.compile's work in the set-up and after it (nothing is compiled on a CPU run: --compile auto is off there)
+    for part in ("compile_setup", "compile_after_setup"):
+        assert run[part] == {"seconds": {}, "counters": {}}, run[part]
 
 
 def test_the_known_object_renders_its_silhouette_on_white(bench):

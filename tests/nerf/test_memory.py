@@ -73,6 +73,10 @@ def test_a_plans_measurements_are_kept_for_the_process_and_taken_again_when_what
     first = plan_memory(small_config(field__mlp_width=24), model, CPU)  # a field no other test measures
     measured = set(memory_measure._MEASURED) - before
     assert sorted(key[3] for key in measured if key[0] == "samples") == [False, True]  # plain and checkpointed
+    # each measurement's host time is on the plan (on a CPU no allocator measurement of the VAE at a phase's batch)
+    assert set(first.measure_ms) == {"vae_saved_tensors", "vae_checkpointed_saved_tensors", "field",
+                                     "field_checkpointed"}
+    assert first.measure_ms["field"] > 0 and first.parts()["measure_ms"] == first.measure_ms
     # the same field and encoder, larger phase-2 renders and a cap: nothing measured again, the plan redone
     capped = small_config(field__mlp_width=24, phases__resolution_after=48,
                           run__max_gpu_memory=round(first.need_gib(True) * 4, 4))
