@@ -3,8 +3,12 @@
 ``torch.compile`` (Inductor's FX-graph and autotuning caches, AOTAutograd's cache) and Triton keep what they
 compiled in this folder, so a second ``iso3d generate`` or a restarted ``iso3d serve`` loads the guidance UNet's
 and the field's kernels instead of compiling them again. The folder is ``$ISO3D_COMPILE_CACHE`` if set, else
-``~/.cache/iso3d/compile``; deleting it is safe (the next run compiles again). Explicit ``TORCHINDUCTOR_CACHE_DIR``
-/ ``TRITON_CACHE_DIR`` settings are respected, except ``TORCHINDUCTOR_CACHE_DIR`` at torch's own default
+``~/.cache/iso3d/compile``; deleting it is safe (the next run compiles again). nerfacc's CUDA extension, which
+nerfacc builds with ninja on its first use (50-60 s on the H200's host), is built there too (``torch_extensions``,
+torch's ``TORCH_EXTENSIONS_DIR``): until 2026-12-04 it went to torch's default, ``~/.cache/torch_extensions``, so
+the folder was not all that a new process needed, and a benchmark that carried the folder to a fresh machine
+(session 16's "warm" memory plan of 72.9 s) paid the build again. Explicit ``TORCHINDUCTOR_CACHE_DIR`` /
+``TRITON_CACHE_DIR`` / ``TORCH_EXTENSIONS_DIR`` settings are respected, except ``TORCHINDUCTOR_CACHE_DIR`` at torch's own default
 (``/tmp/torchinductor_<user>``): torch writes that default into the environment the first time it asks for its
 cache folder, which importing diffusers or ``torch._dynamo`` does before any compile, so a default there says
 nothing about what the user chose (until 2026-12-03 this module took it for a choice, and Inductor's caches stayed
@@ -28,14 +32,15 @@ def compile_cache_dir() -> Path:
 
 
 def use_compile_cache() -> Path:
-    """Point torch.compile's and Triton's on-disk caches at ``compile_cache_dir()`` (before the first compile);
-    returns the folder."""
+    """Point torch.compile's and Triton's on-disk caches, and torch's C++/CUDA extension builds (nerfacc's), at
+    ``compile_cache_dir()`` (before the first compile or extension load); returns the folder."""
     folder = compile_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     inductor = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if inductor is None or _is_torch_default(inductor):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
     os.environ.setdefault("TRITON_CACHE_DIR", str(folder / "triton"))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(folder / "torch_extensions"))
     try:
         import torch._inductor.config as inductor_config
 

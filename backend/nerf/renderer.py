@@ -46,6 +46,10 @@ class VolumeRenderer:
         self.grid = nerfacc.OccGridEstimator(roi_aabb=[-r, -r, -r, r, r, r], resolution=config.grid_resolution,
                                              levels=1).to(self.device)
         self.use_nerfacc_sampler = self.device.type == "cuda" if use_nerfacc_sampler is None else use_nerfacc_sampler
+        if self.device.type == "cuda":  # nerfacc builds its CUDA extension at its first call there: into the cache
+            from backend.compile_cache import use_compile_cache
+
+            use_compile_cache()
         self.grid_filled = False
         self.last_sample_count = 0  # field samples of the latest render_rays call (a host int: no sync)
         self.last_marched_count = 0  # CUDA: samples the latest march gave through occupied cells (a host int)
