@@ -8,11 +8,11 @@ nerfacc builds with ninja on its first use (50-60 s on the H200's host), is buil
 torch's ``TORCH_EXTENSIONS_DIR``): until 2026-12-04 it went to torch's default, ``~/.cache/torch_extensions``, so
 the folder was not all that a new process needed, and a benchmark that carried the folder to a fresh machine
 (session 16's "warm" memory plan of 72.9 s) paid the build again. Explicit ``TORCHINDUCTOR_CACHE_DIR`` /
-``TRITON_CACHE_DIR`` / ``TORCH_EXTENSIONS_DIR`` settings are respected, except ``TORCHINDUCTOR_CACHE_DIR`` at torch's own default
-(``/tmp/torchinductor_<user>``): torch writes that default into the environment the first time it asks for its
-cache folder, which importing diffusers or ``torch._dynamo`` does before any compile, so a default there says
-nothing about what the user chose (until 2026-12-03 this module took it for a choice, and Inductor's caches stayed
-in /tmp).
+``TRITON_CACHE_DIR`` / ``TORCH_EXTENSIONS_DIR`` settings are respected, except ``TORCHINDUCTOR_CACHE_DIR`` at
+torch's own default (``/tmp/torchinductor_<user>``): torch writes that default into the environment the first
+time it asks for its cache folder, which importing diffusers or ``torch._dynamo`` does before any compile, so a
+default there says nothing about what the user chose (until 2026-12-03 this module took it for a choice, and
+Inductor's caches stayed in /tmp).
 """
 
 from __future__ import annotations
