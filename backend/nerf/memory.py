@@ -39,6 +39,7 @@ in GiB (2^30 bytes). Measured against the estimate: docs/performance.md, "GPU me
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field as dataclass_field
 
@@ -46,8 +47,8 @@ import torch
 
 from backend.models.graphed_encoder import GraphedEncoder
 from backend.profiling import Laps
-from backend.nerf.memory_measure import Footprint, field_footprint, module_bytes, vae_allocator_footprint, \
-    vae_bytes_per_view
+from backend.nerf.memory_measure import Footprint, field_footprint, measuring_collections, module_bytes, \
+    vae_allocator_footprint, vae_bytes_per_view
 
 GIB = 2**30
 # Field samples per ray the plan expects, the maxima measured (bench/generate.py, 600-step trajectories of fast and
@@ -252,31 +253,36 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
         autocast = guidance_autocast_dtype(next(model.vae.parameters()).dtype)
     size = config.guidance.latent_resolution_input
     laps = Laps()
-    eager = vae_bytes_per_view(model.vae, size, device, autocast, checkpointed=False) / GIB
-    laps("vae_saved_tensors")
-    kept = vae_bytes_per_view(model.vae, size, device, autocast, checkpointed=True) / GIB
-    laps("vae_checkpointed_saved_tensors")
+    # on CUDA each allocator measurement collects garbage around it: only the new objects' (measuring_collections)
+    on_the_allocator = device.type == "cuda"
+    with measuring_collections() if on_the_allocator else contextlib.nullcontext():
+        if on_the_allocator:
+            laps("collect")
+        eager = vae_bytes_per_view(model.vae, size, device, autocast, checkpointed=False) / GIB
+        laps("vae_saved_tensors")
+        kept = vae_bytes_per_view(model.vae, size, device, autocast, checkpointed=True) / GIB
+        laps("vae_checkpointed_saved_tensors")
 
-    def vae_figures(views: int, resolution: int) -> tuple[float, float, float]:
-        measured = None
-        if device.type == "cuda":
-            laps("between")
-            measured = vae_allocator_footprint(model, views, resolution, size, device, autocast)
-            laps(f"vae_{views}x{resolution}")
-        return (eager if measured is None else measured.peak_per_unit / GIB), kept, eager
+        def vae_figures(views: int, resolution: int) -> tuple[float, float, float]:
+            measured = None
+            if device.type == "cuda":
+                laps("between")
+                measured = vae_allocator_footprint(model, views, resolution, size, device, autocast)
+                laps(f"vae_{views}x{resolution}")
+            return (eager if measured is None else measured.peak_per_unit / GIB), kept, eager
 
-    on_cuda = (planned_for or device.type) == "cuda"
-    plain: Footprint = field_footprint(field, evaluate, device, checkpointed=False)
-    laps("field")
-    checkpointed = field_footprint(field, evaluate, device, checkpointed=True)
-    laps("field_checkpointed")
-    plan = MemoryPlan(device_cap_gib(config, device), (model_bytes(model) + field_state) / GIB, plain.kept_per_unit,
-                      checkpointed.kept_per_unit, _phases(config, vae_figures),
-                      density_chunk=config.renderer.chunk_rays * 64,
-                      unet_reserve_gib=UNET_RESERVE_GIB if on_cuda else 0.0, sample_peak_bytes=plain.peak_per_unit,
-                      sample_fixed_bytes=max(plain.kept_fixed, plain.peak_fixed), measured_by=plain.method,
-                      vae_graphs=device.type == "cuda" and isinstance(getattr(model, "vae_encoder_moments", None),
-                                                                      GraphedEncoder))
+        on_cuda = (planned_for or device.type) == "cuda"
+        plain: Footprint = field_footprint(field, evaluate, device, checkpointed=False)
+        laps("field")
+        checkpointed = field_footprint(field, evaluate, device, checkpointed=True)
+        laps("field_checkpointed")
+        plan = MemoryPlan(device_cap_gib(config, device), (model_bytes(model) + field_state) / GIB, plain.kept_per_unit,
+                          checkpointed.kept_per_unit, _phases(config, vae_figures),
+                          density_chunk=config.renderer.chunk_rays * 64,
+                          unet_reserve_gib=UNET_RESERVE_GIB if on_cuda else 0.0, sample_peak_bytes=plain.peak_per_unit,
+                          sample_fixed_bytes=max(plain.kept_fixed, plain.peak_fixed), measured_by=plain.method,
+                          vae_graphs=device.type == "cuda" and isinstance(getattr(model, "vae_encoder_moments", None),
+                                                                          GraphedEncoder))
     laps.ms.pop("between", None)
     plan.measure_ms = laps.ms
     if plan.cap_gib is not None:

@@ -244,3 +244,40 @@ def test_the_published_size_estimates_sit_above_the_measured_h200_peaks_by_at_mo
         # above the peak (an estimate below it would let a run reach an OOM halfway), by 10-25% with the VAE
         # measured under CUDA's float16 autocast; here it is measured in float32 (about 1.2x the VAE's bytes)
         assert measured * 1.05 < estimate < measured * 1.35, (name, estimate)
+
+
+def test_the_measurements_collections_scan_only_what_was_made_while_measuring():
+    """backend.nerf.memory_measure.measuring_collections: alive objects frozen (one full collection first), so a
+    measurement's collections skip them; garbage made inside is still collected; the state is restored at exit,
+    and a caller's freeze (the service's, after each job) is kept."""
+    import gc
+    import weakref
+
+    from backend.nerf.memory_measure import measuring_collections
+
+    class Node:
+        pass
+
+    frozen_by_the_suite = gc.get_freeze_count()  # tests/conftest.py freezes what collection imported
+    gc.unfreeze()
+    try:
+        alive = [Node() for _ in range(1000)]
+        with measuring_collections():
+            assert gc.get_freeze_count() >= len(alive)  # what was alive is out of the collections' way
+            cycle = Node()
+            cycle.me = cycle  # garbage only the cyclic collector frees
+            dead = weakref.ref(cycle)
+            del cycle
+            assert dead() is not None
+            gc.collect()
+            assert dead() is None  # made while measuring: collected
+        assert gc.get_freeze_count() == 0  # as it was
+        gc.freeze()  # a caller that freezes (the service's job queue, the suite)
+        frozen = gc.get_freeze_count()
+        with measuring_collections():
+            pass
+        assert gc.get_freeze_count() == frozen  # the caller's freeze kept
+        del alive
+    finally:
+        if frozen_by_the_suite:
+            gc.freeze()
