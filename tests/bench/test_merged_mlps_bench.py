@@ -9,36 +9,21 @@ import pytest
 import torch
 
 from backend.nerf.field import RadianceField
-from backend.nerf.presets import FieldConfig
 from bench.merged_mlps import evaluate_with_normals_merged, mergeable
 from bench.variants import variant_context
-
-
-def _field(**settings) -> RadianceField:
-    torch.manual_seed(6)
-    field = RadianceField(FieldConfig(encoding="torch", log2_hashmap_size=15, compile=False, **settings))
-    with torch.no_grad():  # features large enough that the ReLUs switch and the normals vary
-        field.encoding.table.uniform_(-1.0, 1.0)
-    return field
-
-
-def _run(field: RadianceField, points: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
-    field.zero_grad()
-    density, albedo, normals = field(points, with_normals=True)
-    (density.sin() + albedo.sum(-1) + (normals * weights).sum(-1) ** 2).sum().backward()
-    return [density.detach(), albedo.detach(), normals.detach()] + [p.grad.clone() for p in field.parameters()]
+from tests.helpers.field_runs import values_and_gradients, varied_field
 
 
 def test_the_merged_mlps_give_the_fields_values_and_parameter_gradients_in_float64():
     """Each output column is the same dot product over the same inputs, so in float64 the values and every
     parameter's gradient (the zero blocks of the block-diagonal output weight reach no parameter) agree to rounding
     in another summation order."""
-    field = _field().double()
+    field = varied_field(6).double()
     assert mergeable(field)
     generator = torch.Generator().manual_seed(7)
     points = torch.rand(2000, 3, generator=generator, dtype=torch.float64) * 2.4 - 1.2  # some outside the box
     weights = torch.randn(2000, 3, generator=generator, dtype=torch.float64)
-    expected = _run(field, points, weights)
+    expected = values_and_gradients(field, points, weights)
     calls = []
     linear = torch.nn.functional.linear
 
@@ -47,7 +32,7 @@ def test_the_merged_mlps_give_the_fields_values_and_parameter_gradients_in_float
         return linear(inputs, weight, bias)
 
     with variant_context("merged_mlps"), patch("bench.merged_mlps.F.linear", counted):
-        got = _run(field, points, weights)
+        got = values_and_gradients(field, points, weights)
     assert sorted(calls) == [(4, 128), (128, 32)]  # two products forward: the stacked hidden, the block-diagonal out
     assert expected[0].abs().sum() > 0 and expected[3].abs().sum() > 0
     for have, want in zip(got, expected):
@@ -60,12 +45,12 @@ def test_the_merged_mlps_take_their_rows_bucketed_as_the_fields_mlps_do(monkeypa
     and gradients are those of the unpadded merged products (float64: rounding in another summation order)."""
     from backend.nerf import field as field_module
 
-    field = _field().double()
+    field = varied_field(6).double()
     generator = torch.Generator().manual_seed(10)
     points = torch.rand(1500, 3, generator=generator, dtype=torch.float64) * 1.6 - 0.8  # not a multiple of 512
     weights = torch.randn(1500, 3, generator=generator, dtype=torch.float64)
     with variant_context("merged_mlps"):
-        expected = _run(field, points, weights)
+        expected = values_and_gradients(field, points, weights)
         rows_seen = []
         linear = torch.nn.functional.linear
 
@@ -75,7 +60,7 @@ def test_the_merged_mlps_take_their_rows_bucketed_as_the_fields_mlps_do(monkeypa
 
         monkeypatch.setitem(field_module.MLP_ROW_BUCKET, "cpu", 512)
         with patch("bench.merged_mlps.F.linear", counted):
-            got = _run(field, points, weights)
+            got = values_and_gradients(field, points, weights)
     assert rows_seen == [1536, 1536]
     for have, want in zip(got, expected):
         torch.testing.assert_close(have, want, rtol=1e-10, atol=1e-12)
@@ -84,7 +69,7 @@ def test_the_merged_mlps_take_their_rows_bucketed_as_the_fields_mlps_do(monkeypa
 def test_the_merged_mlps_under_autocast_stay_within_its_rounding():
     """Under the trainer's MLP autocast (CPU autocast: bfloat16, 8 significant bits) the merged products round in
     their own order: the values agree within bfloat16 rounding through two layers, and the outputs stay float32."""
-    field = _field()
+    field = varied_field(6)
     points = torch.rand(2000, 3, generator=torch.Generator().manual_seed(8)) * 1.6 - 0.8
     field.mlp_autocast_dtype = torch.bfloat16
     plain = field(points, with_normals=True)
@@ -99,12 +84,12 @@ def test_the_merged_mlps_under_autocast_stay_within_its_rounding():
 
 @pytest.mark.parametrize("hidden_layers", [0, 2])
 def test_a_field_it_cannot_merge_runs_as_it_is(hidden_layers):
-    field = _field(mlp_hidden_layers=hidden_layers).double()
+    field = varied_field(6, mlp_hidden_layers=hidden_layers).double()
     assert not mergeable(field)
     points = torch.rand(500, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 1.6 - 0.8
     weights = torch.randn(500, 3, dtype=torch.float64)
-    expected = _run(field, points, weights)
+    expected = values_and_gradients(field, points, weights)
     with patch.object(RadianceField, "_evaluate_with_normals", evaluate_with_normals_merged):
-        got = _run(field, points, weights)
+        got = values_and_gradients(field, points, weights)
     for have, want in zip(got, expected):
         assert torch.equal(have, want)

@@ -12,6 +12,7 @@ from backend.nerf import field as field_module
 from backend.nerf.field import RadianceField
 from backend.nerf.mesh import Mesh, export_mesh, extract_mesh
 from backend.nerf.presets import FieldConfig
+from tests.helpers.field_runs import values_and_gradients, varied_field
 from tests.helpers.targets import SPHERE_CENTRE, SPHERE_RADIUS, SphereTarget, chamfer_distance, small_config, \
     sphere_surface_points
 
@@ -109,18 +110,12 @@ def test_the_mlps_on_bucketed_rows_give_the_fields_values_and_gradients(monkeypa
     CPU only here, where it is off in a run): each row's outputs depend on that row alone, so the density, albedo,
     normals and parameter gradients are the same (float32; the padded products may block their sums differently,
     hence float32 rounding's tolerance), and the MLPs did see the padded rows."""
-    torch.manual_seed(5)
-    field = RadianceField(FieldConfig(encoding="torch", log2_hashmap_size=15, compile=False))
-    with torch.no_grad():
-        field.encoding.table.uniform_(-1, 1)
+    field = varied_field(5)
     points = torch.rand(3001, 3) * 1.6 - 0.8  # not a multiple of the bucket
     weights = torch.randn(3001, 3)
 
     def run():
-        field.zero_grad()
-        density, albedo, normals = field(points, with_normals=True)
-        (density.sin() + albedo.sum(-1) + (normals * weights).sum(-1) ** 2).sum().backward()
-        return [density.detach(), albedo.detach(), normals.detach()] + [p.grad.clone() for p in field.parameters()]
+        return values_and_gradients(field, points, weights)
 
     assert field_module.MLP_ROW_BUCKET.get("cpu", 1) == 1  # off on the CPU
     expected = run()
