@@ -23,17 +23,58 @@ def fuse_self_attention_projections(unet) -> None:
             module.fuse_projections()
 
 
-def accelerate_for_inference(model, compile_mode: str | None = "reduce-overhead", channels_last: bool = True):
+# Parameters of the UNet whose tensor guards (dtype, device, shape) are kept (see ``unet_guard_filter``).
+GUARDED_UNET_PARAMETERS = ("['conv_in']._parameters['weight']", "['conv_out']._parameters['weight']")
+
+
+def unet_guard_filter(guard_entries) -> list[bool]:
+    """Which of Dynamo's guards the compiled UNet keeps: all but those on the module itself, and of those the
+    tensor guards of ``GUARDED_UNET_PARAMETERS``.
+
+    Dynamo checks every guard on every call: for the published UNet ~700 parameters' tensor guards and thousands of
+    module-attribute guards, 1.6-1.9 ms a call on the 2-core CI host against 0.11 ms without the module's
+    (``python bench/unet_guards.py``), each preview and SDS step. Nothing changes the UNet's modules after it is
+    compiled (its weights are loaded, cast and put in eval mode first), and its parameters are the compiled graph's
+    inputs, read at each call. What the module guards would catch, another UNet instance passed through the same
+    compiled code (Dynamo's cache is per code object), is caught by the kept tensor guards where its dtype, device
+    or width differ (``torch.compiler.skip_guard_on_all_nn_modules_unsafe`` keeps none); a UNet of the same
+    weights' shapes runs the same graph on its own weights."""
+    keep = []
+    for entry in guard_entries:
+        on_module = entry.orig_guard.source.is_unspecialized_nn_module()
+        keep.append(not on_module or (entry.guard_type == "TENSOR_MATCH"
+                                      and entry.name.endswith(GUARDED_UNET_PARAMETERS)))
+    return keep
+
+
+def compile_unet(unet, compile_mode: str = "default", backend: str = "inductor", guard_filter=True):
+    """``torch.compile`` of the UNet for fixed shapes (a new batch shape compiles anew): ``compile_mode`` as
+    torch.compile's mode (Inductor's options; "reduce-overhead": CUDA graphs), ``backend`` (tests: "eager"),
+    ``guard_filter``: True: Dynamo's guards as ``unet_guard_filter`` keeps them, False: all of them, or a
+    torch.compile ``guard_filter_fn`` (bench/unet_guards.py counts the guards through one)."""
+    options = {}
+    if backend == "inductor":  # the mode as Inductor options (torch.compile takes a mode or options, not both)
+        from torch._inductor import list_mode_options
+
+        options = dict(list_mode_options(compile_mode or "default"))
+    if guard_filter:
+        options["guard_filter_fn"] = unet_guard_filter if guard_filter is True else guard_filter
+    return torch.compile(unet, backend=backend, dynamic=False, options=options or None)
+
+
+def accelerate_for_inference(model, compile_mode: str | None = "reduce-overhead", channels_last: bool = True,
+                             backend: str = "inductor", guard_filter: bool = True):
     """Apply the speed-ups to ``model.unet`` in place (the model must already be on its device and dtype).
 
     ``compile_mode``: None (no compile), "default", "max-autotune-no-cudagraphs" or "reduce-overhead"
-    (compile + CUDA graphs). The first calls after this compile (about a minute for the published size)."""
+    (compile + CUDA graphs). The first calls after this compile (about a minute for the published size).
+    ``backend`` and ``guard_filter``: as ``compile_unet``'s."""
     unet = getattr(model, "eager_unet", None) or model.unet
     fuse_self_attention_projections(unet)
     if channels_last:
         unet.to(memory_format=torch.channels_last)
     model.eager_unet = unet
-    model.unet = torch.compile(unet, mode=compile_mode, dynamic=False) if compile_mode else unet
+    model.unet = compile_unet(unet, compile_mode, backend, guard_filter) if compile_mode else unet
     return model
 
 
