@@ -14,6 +14,8 @@ call). The eager VAE stays as it was for everything else.
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 
@@ -23,8 +25,10 @@ def fuse_self_attention_projections(unet) -> None:
             module.fuse_projections()
 
 
-# Parameters of the UNet whose tensor guards (dtype, device, shape) are kept (see ``unet_guard_filter``).
-GUARDED_UNET_PARAMETERS = ("['conv_in']._parameters['weight']", "['conv_out']._parameters['weight']")
+# The UNet's parameters whose tensor guards (dtype, device, shape) are kept (see ``unet_guard_filter``): a guard's
+# name is its source path, e.g. "self.__dict__['_modules']['conv_in']._parameters['weight']" (torch 2.13) or
+# "L['self'].conv_in.weight"; either form matches
+GUARDED_UNET_PARAMETERS = re.compile(r"\bconv_(in|out)\b.*\bweight\b")
 
 
 def unet_guard_filter(guard_entries) -> list[bool]:
@@ -43,7 +47,7 @@ def unet_guard_filter(guard_entries) -> list[bool]:
     for entry in guard_entries:
         on_module = entry.orig_guard.source.is_unspecialized_nn_module()
         keep.append(not on_module or (entry.guard_type == "TENSOR_MATCH"
-                                      and entry.name.endswith(GUARDED_UNET_PARAMETERS)))
+                                      and GUARDED_UNET_PARAMETERS.search(entry.name) is not None))
     return keep
 
 

@@ -46,9 +46,9 @@ from dataclasses import dataclass, field as dataclass_field
 import torch
 
 from backend.models.graphed_encoder import GraphedEncoder
-from backend.profiling import Laps
 from backend.nerf.memory_measure import Footprint, field_footprint, measuring_collections, module_bytes, \
     vae_allocator_footprint, vae_bytes_per_view
+from backend.profiling import Laps
 
 GIB = 2**30
 # Field samples per ray the plan expects, the maxima measured (bench/generate.py, 600-step trajectories of fast and
