@@ -303,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
               + f"), host work {r['phase2_host_work_ms_p50']} ms of it (waits {r['phase2_host_wait_ms_p50']} ms), "
               f"samples/step {r['samples_per_step_p50']} (of {r['phase2_marched_per_step_p50']} marched), "
               f"peak {r['peak_gib']} GiB, wall "
-              f"{r['wall_s']} s, full-length estimate {r['wall_s_full_estimate']} s, chamfer {r['chamfer']}")
+              f"{r['wall_s']} s"
+              + ("" if r["compiled_before_in_process"] or r.get("process_wall_s") is None else
+                 f" ({r['process_wall_s']} s from the process's start)")
+              + f", full-length estimate {r['wall_s_full_estimate']} s, chamfer {r['chamfer']}")
         print(f"{'':>9s} phase 2 host ms by region (p50): " + ", ".join(
             f"{name} {ms}" for name, ms in r["phase2_host_ms_by_region_p50"].items())
               + "; graphs traced after the first steps: phase 1 "

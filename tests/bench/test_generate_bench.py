@@ -48,6 +48,8 @@ def test_trajectory_benchmark_tiny_cpu_writes_every_figure(bench, tmp_path, tiny
                 "samples_per_step_p50", "chamfer", "wall_s_full_estimate"):
         assert run[key] is not None and run[key] > 0, key
     assert run["phase2_step_ms_p90"] >= run["phase2_step_ms_p50"]
+    # the process's age at the run's end (this pytest process here): at least the model's build and the run
+    assert run["process_wall_s"] >= run["wall_s"] + results["model_setup_s"] - 0.02  # 10 ms clock ticks, rounding
     # the compiled field's entries: none added on the CPU, where the field runs as plain torch (other tests in this
     # process may have compiled it)
     assert run["field_compiled_entries"] == entries_before
@@ -236,3 +238,24 @@ def test_the_gpus_idle_time_between_steps_is_scaled_by_the_periodic_work_not_the
         sum(at_full.values()) / 45)
     assert other_scale({"views": 0, "mesh": 0, "checkpoint": 0}, at_full, 600, full.run.steps) == pytest.approx(
         full.run.steps / 600)
+
+
+@pytest.mark.integration  # a real child process importing torch (~4 s)
+def test_the_process_age_counts_from_the_interpreters_start():
+    """bench.trajectory.process_age_s in a real child process: its age after a sleep and its imports is at least
+    the time the child measured itself from its first line, and not much more (the interpreter's own start)."""
+    import subprocess
+    import sys
+
+    from tests.helpers.paths import REPO_ROOT
+
+    child = ("import time; first = time.perf_counter(); time.sleep(0.3)\n"
+             "from bench.trajectory import process_age_s\n"
+             "print(process_age_s(), time.perf_counter() - first)")
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=REPO_ROOT,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    age, since_first_line = map(float, result.stdout.split())
+    # ticks of 10 ms; the interpreter's start before the first line: well under 10 s even on a loaded machine
+    assert since_first_line - 0.02 <= age < since_first_line + 10
+    assert since_first_line >= 0.3
