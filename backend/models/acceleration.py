@@ -51,6 +51,12 @@ def unet_guard_filter(guard_entries) -> list[bool]:
     return keep
 
 
+def guard_filters_supported() -> bool:
+    """Whether this torch's torch.compile takes a ``guard_filter_fn`` (torch 2.7 and later, which also brought
+    ``torch.compiler``'s guard-filter helpers; an older torch (the project allows 2.4) compiles with every guard)."""
+    return hasattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe")
+
+
 def compile_unet(unet, compile_mode: str = "default", backend: str = "inductor", guard_filter=True):
     """``torch.compile`` of the UNet for fixed shapes (a new batch shape compiles anew): ``compile_mode`` as
     torch.compile's mode (Inductor's options; "reduce-overhead": CUDA graphs), ``backend`` (tests: "eager"),
@@ -61,7 +67,7 @@ def compile_unet(unet, compile_mode: str = "default", backend: str = "inductor",
         from torch._inductor import list_mode_options
 
         options = dict(list_mode_options(compile_mode or "default"))
-    if guard_filter:
+    if guard_filter and guard_filters_supported():
         options["guard_filter_fn"] = unet_guard_filter if guard_filter is True else guard_filter
     return torch.compile(unet, backend=backend, dynamic=False, options=options or None)
 

@@ -90,3 +90,19 @@ def test_the_guard_filter_keeps_every_guard_but_the_modules_and_two_weights_tens
     # every other guard stays: the inputs' tensor guards among them
     assert all(kept for entry, kept in seen if not entry.orig_guard.source.is_unspecialized_nn_module())
     assert {"x", "scale"} <= {entry.name for entry, kept in seen if kept and entry.guard_type == "TENSOR_MATCH"}
+
+
+def test_a_torch_without_guard_filters_compiles_the_unet_with_every_guard(monkeypatch):
+    from backend.models import acceleration
+
+    inputs = (torch.randn(2, 4, 8, 8), torch.randn(2, 8, 1, 1))
+    for supported in (True, False):
+        torch._dynamo.reset()
+        monkeypatch.setattr(acceleration, "guard_filters_supported", lambda supported=supported: supported)
+        called = []
+        module = _UNetShaped().eval()
+        compiled = acceleration.compile_unet(module, backend="eager",
+                                             guard_filter=lambda entries: called.append(1) or [True] * len(entries))
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(*inputs), module(*inputs))
+        assert bool(called) == supported
