@@ -45,14 +45,17 @@ def unet_guard_filter(guard_entries) -> list[bool]:
     weights' shapes runs the same graph on its own weights."""
     keep = []
     for entry in guard_entries:
-        on_module = entry.orig_guard.source.is_unspecialized_nn_module()
+        try:
+            on_module = entry.orig_guard.source.is_unspecialized_nn_module()
+        except AttributeError:  # a torch whose guard entries do not say where a guard comes from: it stays
+            on_module = False
         keep.append(not on_module or (entry.guard_type == "TENSOR_MATCH"
                                       and GUARDED_UNET_PARAMETERS.search(entry.name) is not None))
     return keep
 
 
 def guard_filters_supported() -> bool:
-    """Whether this torch's torch.compile takes a ``guard_filter_fn`` (torch 2.7 and later, which also brought
+    """Whether this torch's torch.compile takes a ``guard_filter_fn`` (torch 2.8 and later, which also brought
     ``torch.compiler``'s guard-filter helpers; an older torch (the project allows 2.4) compiles with every guard)."""
     return hasattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe")
 
