@@ -9,13 +9,13 @@ Why: in the ``reference`` preset's 256² step, bound by its host, torch.profiler
 ~0.43 ms a call over ~3 compiled calls a step (bench/RESULTS.md, 2026-12-04, session 14); the UNet's call checks
 its inputs and, through the module, each of its ~700 parameters' tensors and thousands of module attributes.
 
-Each variant compiles the UNet anew (``compile_unet``; on CUDA as ``--compile cudagraphs`` does: Inductor with CUDA
-graphs, float16 weights; on the CPU Dynamo's graph run by torch ops, float32: Inductor's C++ build of the published
-UNet would take many minutes) and calls it at the SDS batch of one object's 4 views (8 rows: uncond and cond). Per
-variant: the guards Dynamo built and the ones kept, the profiler's "TorchDynamo Cache Lookup" per call (the guard
-checks), and the host's time per call (the host clock around the call, device synchronised before it) as medians.
-The published UNet is built without initialising its weights (zeros): the guards and the host's work do not depend
-on the values.
+Each variant prepares and compiles the UNet anew as a run does (``accelerate_for_inference``: fused self-attention
+projections; on CUDA as ``--compile cudagraphs`` does: channels-last, Inductor with CUDA graphs, float16 weights; on
+the CPU Dynamo's graph run by torch ops, float32: Inductor's C++ build of the published UNet would take many minutes)
+and calls it at the SDS batch of one object's 4 views (8 rows: uncond and cond). Per variant: the guards Dynamo built
+and the ones kept, the profiler's "TorchDynamo Cache Lookup" per call (the guard checks), and the host's time per
+call (the host clock around the call, device synchronised before it) as medians. The published UNet is built without
+initialising its weights (zeros): the guards and the host's work do not depend on the values.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from diffusers.utils import logging as diffusers_logging
 
-from backend.models.acceleration import compile_unet, fuse_self_attention_projections, unet_guard_filter
+from backend.models.acceleration import accelerate_for_inference, unet_guard_filter
 from backend.models.configs import published_configs, tiny_configs
 from backend.models.mv_unet import MultiViewUNet
 from bench.generate import gpu_label, write_results
@@ -45,7 +46,7 @@ VARIANTS = {"all_guards": False, "module_guards_left_out": True}
 
 
 def build_unet(tiny: bool, device: torch.device, dtype: torch.dtype) -> MultiViewUNet:
-    """The UNet as a run holds it (fused self-attention projections, channels-last on CUDA), weights zero."""
+    """The UNet on ``device`` in ``dtype``, weights zero (``measure`` prepares and compiles it as a run does)."""
     configs = tiny_configs() if tiny else published_configs()
     with torch.device("meta"):
         unet = MultiViewUNet.from_ldm_config(configs["unet"])
@@ -53,9 +54,6 @@ def build_unet(tiny: bool, device: torch.device, dtype: torch.dtype) -> MultiVie
     with torch.no_grad():
         for tensor in list(unet.parameters()) + list(unet.buffers()):
             tensor.zero_()
-    fuse_self_attention_projections(unet)
-    if device.type == "cuda":
-        unet.to(memory_format=torch.channels_last)
     return unet
 
 
@@ -79,10 +77,11 @@ def measure(unet, inputs, device: torch.device, guard_filter: bool, calls: int, 
         return kept
 
     torch._dynamo.reset()
-    if device.type == "cuda":  # as --compile cudagraphs compiles it
-        compiled = compile_unet(unet, "reduce-overhead", "inductor", counting)
-    else:
-        compiled = compile_unet(unet, backend="eager", guard_filter=counting)
+    cuda = device.type == "cuda"  # there as --compile cudagraphs prepares and compiles it
+    holder = SimpleNamespace(unet=unet, eager_unet=None)
+    accelerate_for_inference(holder, "reduce-overhead", channels_last=cuda, backend="inductor" if cuda else "eager",
+                             guard_filter=counting)
+    compiled = holder.unet
     x, t, context, camera = inputs
 
     def call():

@@ -36,13 +36,13 @@ def unet_guard_filter(guard_entries) -> list[bool]:
     tensor guards of ``GUARDED_UNET_PARAMETERS``.
 
     Dynamo checks every guard on every call: for the published UNet ~700 parameters' tensor guards and thousands of
-    module-attribute guards, 1.6-1.9 ms a call on the 2-core CI host against 0.11 ms without the module's
-    (``python bench/unet_guards.py``), each preview and SDS step. Nothing changes the UNet's modules after it is
-    compiled (its weights are loaded, cast and put in eval mode first), and its parameters are the compiled graph's
-    inputs, read at each call. What the module guards would catch, another UNet instance passed through the same
-    compiled code (Dynamo's cache is per code object), is caught by the kept tensor guards where its dtype, device
-    or width differ (``torch.compiler.skip_guard_on_all_nn_modules_unsafe`` keeps none); a UNet of the same
-    weights' shapes runs the same graph on its own weights."""
+    module-attribute guards: 1.87 ms a call on the 2-core CI host against 0.13 ms without the module's (``python
+    bench/unet_guards.py --device cpu``, bench/RESULTS.md, 2026-12-04), each preview and SDS step. Nothing changes
+    the UNet's modules after it is compiled (its weights are loaded, cast and put in eval mode first), and its
+    parameters are the compiled graph's inputs, read at each call. What the module guards would catch, another UNet
+    instance passed through the same compiled code (Dynamo's cache is per code object), is caught by the kept tensor
+    guards where its dtype, device or width differ (``torch.compiler.skip_guard_on_all_nn_modules_unsafe`` keeps
+    none); a UNet of the same weights' shapes runs the same graph on its own weights."""
     keep = []
     for entry in guard_entries:
         try:
@@ -76,7 +76,7 @@ def compile_unet(unet, compile_mode: str = "default", backend: str = "inductor",
 
 
 def accelerate_for_inference(model, compile_mode: str | None = "reduce-overhead", channels_last: bool = True,
-                             backend: str = "inductor", guard_filter: bool = True):
+                             backend: str = "inductor", guard_filter=True):
     """Apply the speed-ups to ``model.unet`` in place (the model must already be on its device and dtype).
 
     ``compile_mode``: None (no compile), "default", "max-autotune-no-cudagraphs" or "reduce-overhead"
