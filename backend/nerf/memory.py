@@ -265,7 +265,7 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
 
         def vae_figures(views: int, resolution: int) -> tuple[float, float, float]:
             measured = None
-            if device.type == "cuda":
+            if on_the_allocator:
                 laps("between")
                 measured = vae_allocator_footprint(model, views, resolution, size, device, autocast)
                 laps(f"vae_{views}x{resolution}")
@@ -281,8 +281,8 @@ def plan_memory(config, model, device: torch.device, field=None, renderer_evalua
                           density_chunk=config.renderer.chunk_rays * 64,
                           unet_reserve_gib=UNET_RESERVE_GIB if on_cuda else 0.0, sample_peak_bytes=plain.peak_per_unit,
                           sample_fixed_bytes=max(plain.kept_fixed, plain.peak_fixed), measured_by=plain.method,
-                          vae_graphs=device.type == "cuda" and isinstance(getattr(model, "vae_encoder_moments", None),
-                                                                          GraphedEncoder))
+                          vae_graphs=on_the_allocator and isinstance(getattr(model, "vae_encoder_moments", None),
+                                                                     GraphedEncoder))
     laps.ms.pop("between", None)
     plan.measure_ms = laps.ms
     if plan.cap_gib is not None:
