@@ -14,6 +14,7 @@ from blender_addon.core import atomic_files
 from blender_addon.core.atomic_files import (
     PARTIAL_SUFFIX,
     atomic_path,
+    copy_file_atomically,
     open_atomically,
     temporary_path,
     write_bytes_atomically,
@@ -81,6 +82,22 @@ def test_writers_that_take_a_handle_or_a_name(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with open_atomically(tmp_path / "x", mode="ab"):
             pass
+
+
+def test_a_copy_is_whole_or_the_target_stays_as_it_was(tmp_path):
+    source = tmp_path / "job" / "mesh.glb"
+    source.parent.mkdir()
+    source.write_bytes(b"finished mesh" * 1000)
+    target = tmp_path / "out" / "chair.glb"
+    assert copy_file_atomically(source, target) == target
+    assert target.read_bytes() == source.read_bytes()
+    write_bytes_atomically(target, b"the previous run's mesh")
+    with pytest.raises(FileNotFoundError):
+        copy_file_atomically(tmp_path / "job" / "missing.glb", target)
+    with pytest.raises(IsADirectoryError):  # fails after the temporary file is made: nothing of it is left
+        copy_file_atomically(source.parent, target)
+    assert target.read_bytes() == b"the previous run's mesh"
+    assert leftovers(target.parent) == []
 
 
 def test_temporary_names_are_unique_and_beside_the_target(tmp_path):

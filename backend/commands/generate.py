@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from backend.commands.model_options import add_model_arguments, load_model_from_
 from backend.errors import UserError
 from backend.nerf.presets import DEFAULT_PRESET, PRESETS, GenerateConfig, preset
 from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
+from blender_addon.core.atomic_files import copy_file_atomically
 
 GENERATE_FLAG_ALIASES = {"run.steps": ("--steps",), "run.seed": ("--seed",), "run.mesh_every": ("--mesh-every",),
                          "run.max_gpu_memory": ("--max-gpu-memory",)}
@@ -148,9 +148,9 @@ def run(args) -> int:
                         status = EXIT_BAD_INPUT
                         break
                 else:
-                    shutil.copyfile(event.artifacts[f"mesh{out.suffix.lower()}"], out)
+                    copy_file_atomically(event.artifacts[f"mesh{out.suffix.lower()}"], out)
                 turntable = out.with_name(out.stem + "_turntable.png")
-                shutil.copyfile(event.artifacts[TURNTABLE_NAME], turntable)
+                copy_file_atomically(event.artifacts[TURNTABLE_NAME], turntable)
                 if bar is not None:
                     bar.close()
                     bar = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,14 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomically(path: str | os.PathLike, data: Any, indent: int | None = 1) -> Path:
     """``path`` holds ``data`` as JSON (UTF-8) afterwards; data that JSON cannot hold raises before any write."""
     return write_text_atomically(path, json.dumps(data, indent=indent))
+
+
+def copy_file_atomically(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``path`` becomes a copy of ``source`` (a finished file handed out under another name, e.g. a job's mesh as
+    the user's ``--out``), or (on an error, an interrupted copy) stays what it was."""
+    with atomic_path(path) as temporary:
+        shutil.copyfile(source, temporary)
+    return Path(path)
 
 
 def write_files_atomically(files: dict[str, bytes], folder: str | os.PathLike) -> list[Path]:
