@@ -10,6 +10,9 @@ known object, so the step times, the samples per step and the memory are those o
     python bench/generate.py --presets "reference:steps=40,reference:steps=full"
                                                               # compile in a short run, then the preset at its
                                                               # own length in the compiled process (a warm service)
+    python bench/random_checkpoint.py --out /tmp/random.ckpt && python bench/generate.py --checkpoint /tmp/random.ckpt
+                                                              # the model read from a file, as a user's run reads
+                                                              # isotropic3d.ckpt (its set-up on the real load path)
 
 What runs: `SDSTrainer.run` itself (occupancy grid, phases, shading schedule, orientation loss, intermediate
 meshes, preview renders, checkpoints, final mesh and turntable), with the model `iso3d generate` uses on this
@@ -103,11 +106,15 @@ def write_results(path: Path, summary: dict) -> None:
 
 
 def build_model(args, device: torch.device):
-    """The model as ``iso3d generate`` builds it on this device (--compile auto, --dtype auto)."""
+    """The model as ``iso3d generate`` builds it on this device (--compile auto, --dtype auto): from
+    ``args.checkpoint`` as ``--checkpoint PATH`` loads it where one is given, else random weights built on the
+    device (the published sizes, or ``args.tiny``'s)."""
     from backend.commands.model_options import load_model_from_args
 
-    namespace = argparse.Namespace(checkpoint=None, model="tiny" if args.tiny else "random", device=str(device),
-                                   dtype="auto", offline=True, compile=args.compile)
+    checkpoint = getattr(args, "checkpoint", None)
+    kind = "isotropic3d" if checkpoint else "tiny" if args.tiny else "random"
+    namespace = argparse.Namespace(checkpoint=checkpoint, model=kind, device=str(device), dtype="auto", offline=True,
+                                   compile=args.compile)
     model = load_model_from_args(namespace)
     unet = getattr(model, "eager_unet", None) or model.unet
     model.unet_context_dim = unet.config.cross_attention_dim
@@ -118,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny model and the 'tiny' preset (CPU smoke run)")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="load the model from this file as `iso3d generate --checkpoint PATH` does (read, cast, "
+                        "moved to the device: a user's start-up), e.g. one bench/random_checkpoint.py wrote; default: "
+                        "random weights built on the device")
     parser.add_argument("--presets", default=None,
                         help="comma-separated runs (default: fast,reference; tiny with --tiny), each PRESET, "
                         "PRESET@VARIANT (a variant of the code, bench/variants.py) and/or with its own settings "
@@ -189,7 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny and args.steps is None:
         steps = 6
     process_start = time.perf_counter()
-    model = build_model(args, device)
+    from backend.errors import UserError
+
+    try:
+        model = build_model(args, device)
+    except UserError as error:  # a --checkpoint that is missing or not a model's: one line
+        print(f"generate bench: {error}", file=sys.stderr)
+        return 2
     model_s = time.perf_counter() - process_start
     reference_points = TwoSpheres().surface_points(20000)
     presets_out: list[dict] = []
@@ -203,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": getattr(model, "name", "?"),
         "compile": args.compile,
         "model_setup_s": round(model_s, 2),
+        "model_source": f"checkpoint {Path(args.checkpoint).name}" if args.checkpoint else "random weights on the device",
         "compile_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
         "presets": presets_out,
     }
@@ -276,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--host-profile", args.host_profile]
             command += ["--steps", str(steps)] if steps else []
             command += ["--tiny"] if args.tiny else []
+            command += ["--checkpoint", args.checkpoint] if args.checkpoint else []
             for key, value in first["overrides"].items():
                 command += ["--set", f"{key}={value}"]
             subprocess.run(command, check=True)

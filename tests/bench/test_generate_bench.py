@@ -207,6 +207,30 @@ def test_a_run_cancelled_at_a_step_keeps_the_figures_of_the_steps_it_ran(bench):
     assert len(asked) == 4
 
 
+# slow: a tiny trajectory (~5 s); .ci/run runs it with the slow tests
+@pytest.mark.slow
+def test_a_run_can_load_its_model_from_a_checkpoint_file(bench, tmp_path):
+    """``--checkpoint``: the model is the file's, loaded as ``iso3d generate --checkpoint`` loads it, and the
+    results say so beside the model's set-up time."""
+    with bench_script("random_checkpoint") as script:
+        checkpoint = tmp_path / "tiny_random.safetensors"
+        assert script.main(["--tiny", "--out", str(checkpoint)]) == 0
+    out = tmp_path / "from_file.json"
+    assert bench.main(["--tiny", "--device", "cpu", "--checkpoint", str(checkpoint), "--steps", "2",
+                       "--floor-repeats", "1", "--chamfer-samples", "2000", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["model"] == "tiny_random.safetensors"
+    assert results["model_source"] == "checkpoint tiny_random.safetensors" and results["model_setup_s"] > 0
+    assert results["presets"][0]["phase2_step_ms_p50"] > 0
+
+
+def test_a_checkpoint_that_is_not_there_is_refused_in_one_line(bench, tmp_path, capsys):
+    missing = tmp_path / "isotropic3d.ckpt"
+    assert bench.main(["--tiny", "--device", "cpu", "--checkpoint", str(missing)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("generate bench: checkpoint ") and str(missing) in error and "\n" not in error
+
+
 @pytest.mark.parametrize("steps", ["0", "many", "-3"])
 def test_a_runs_own_steps_that_are_not_a_count_are_refused_in_one_line(bench, capsys, steps):
     assert bench.main(["--tiny", "--device", "cpu", "--presets", f"tiny,tiny:steps={steps}"]) == 2
