@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 
+from backend.errors import UserError, check_writable
 from blender_addon.core.render_plan import NORMALIZATIONS, UP_AXES, RenderSettings, RenderSettingsError, is_flagged
 from blender_addon.core.atomic_files import write_json_atomically
 from blender_addon.core.render_staging import live_staging_folders, remove_abandoned
@@ -154,8 +155,7 @@ def run(args) -> int:
     image_settings = {k: v for k, v in settings.to_dict().items() if k not in _NOT_IMAGE_SETTINGS}
     sources = shard(collect_sources(args.objects), args.shard_index, args.num_shards)
     out_dir = os.path.abspath(args.out)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        return _fail(f"--out {args.out} exists and is not a folder")
+    check_writable(out_dir, "--out", folder=True)  # a folder it cannot write: one line now, not a traceback later
     os.makedirs(out_dir, exist_ok=True)
     manifest = Manifest.open(manifest_path(out_dir, args.shard_index, args.num_shards), image_settings)
     shard_name = f"shard-{args.shard_index:05d}-of-{args.num_shards:05d}"
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "status":
             return status_main(argv[1:])
         return run(build_parser().parse_args(argv))
-    except (InputError, RenderSettingsError, ManifestError, ObjaverseUnavailable, WorkerStartError) as error:
+    except (InputError, RenderSettingsError, ManifestError, ObjaverseUnavailable, WorkerStartError, UserError) as error:
         return _fail(str(error))
     except KeyboardInterrupt as interrupt:
         print("iso3d-render: interrupted; run the same command again to resume", file=sys.stderr)

@@ -97,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_training(args) -> int:
+    from backend.errors import check_writable
     from training.finetune import FinetuneConfig, train
 
+    check_writable(args.out, "--out", folder=True)  # the run folder: before the model loads, not at the first save
     config = FinetuneConfig(
         stage=args.stage,
         data=args.data,
@@ -141,6 +143,9 @@ def run_cache(args) -> int:
 
     if args.init is None:
         raise_user("--init CKPT is needed: the cache holds that model's VAE latents and CLIP embeddings")
+    from backend.errors import check_writable
+
+    check_writable(args.cache, "--cache", folder=True)
     count = precompute_cache(args.data, args.init, args.cache, tiny=args.model == "tiny", image_encoder=args.image_encoder,
                              skip_incomplete=args.skip_incomplete, device=args.device, batch_size=args.batch_size)
     print(f"iso3d-train: cached {count} object(s) in {args.cache}")
@@ -156,6 +161,9 @@ def run_init_tiny(args) -> int:
         raise_user(f"{args.out} exists; remove it or choose another file")
     if not args.out.parent.is_dir():
         raise_user(f"folder {args.out.parent} does not exist")
+    from backend.errors import check_writable
+
+    check_writable(args.out, "OUT")
     model = build_tiny_model(seed=args.seed)
     model.image_encoder = None  # MVDream's layout: stage 1 adds the (tiny, seeded) image tower
     path = save_checkpoint(model, args.out, layout="mvdream")

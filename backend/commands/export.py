@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from backend.errors import UserError
+from backend.errors import UserError, check_writable
 from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -73,6 +73,8 @@ def run(args) -> int:
     bar = None
     try:
         options = finish_options(args)
+        if Path(args.job_dir).is_dir():  # (finish_job says what is wrong with a job folder that is not one)
+            check_writable(out, "--out" if args.out else "the output folder", folder=True)
         if not args.quiet:
             from tqdm import tqdm
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from backend.commands.export import add_finishing_arguments, finish_options, finishing_requested
 from backend.commands.model_options import add_model_arguments, load_model_from_args
-from backend.errors import UserError
+from backend.errors import UserError, check_writable
 from backend.nerf.presets import DEFAULT_PRESET, PRESETS, GenerateConfig, preset
 from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
 from blender_addon.core.atomic_files import copy_file_atomically
@@ -93,6 +93,9 @@ def run(args) -> int:
         if not args.resume and (workdir / CHECKPOINT_NAME).exists():
             raise InputError(f"{workdir} already holds a run: pass --resume {workdir} to continue it, "
                              "or --workdir for a new folder")
+        check_writable(out, "--out")
+        check_writable(workdir, "--resume" if args.resume else "--workdir" if args.workdir else "the work folder",
+                       folder=True)
         model = load_model_from_args(args)
         device = model.device
     except (UserError, ValueError, FileNotFoundError) as error:

@@ -7,6 +7,7 @@ import sys
 import time
 
 from backend.commands.model_options import add_model_arguments, load_model_from_args
+from backend.errors import check_writable
 from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
 
 PREVIEW_FLAG_ALIASES = {"num_views": ("--views",), "guidance_scale": ("--guidance",), "azimuth_start": ("--azimuth",)}
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_dict(PreviewSettings(), overrides_from_args(args))
     image = prepare_preview_image(load_image(args.image))
+    check_writable(args.out, "--out")
     started = time.perf_counter()
     model = load_model_from_args(args)
     loaded = time.perf_counter()
