@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,7 @@ def save_checkpoint(model: MultiViewDiffusionModel, path: str | Path, layout: st
 def load_checkpoint(path: str | Path, configs: dict | None = None) -> MultiViewDiffusionModel:
     """Load a reference checkpoint file (``.ckpt``/``.pt``/``.pth`` or ``.safetensors``)."""
     path = Path(path)
+    zip_format = path.suffix != ".safetensors" and zipfile.is_zipfile(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
@@ -199,9 +201,13 @@ def load_checkpoint(path: str | Path, configs: dict | None = None) -> MultiViewD
             if configs is None and CONFIG_METADATA_KEY in metadata:
                 configs = json.loads(metadata[CONFIG_METADATA_KEY])
         else:
-            state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            # memory-mapped (no second copy of the weights in memory) where the file is torch's zip format (torch
+            # 1.6 and later); a file of the legacy format, which torch cannot map, is read whole
+            state = torch.load(path, map_location="cpu", mmap=zip_format, weights_only=True)
     except ckpt.CheckpointError:
         raise
     except Exception as error:  # noqa: BLE001 - a damaged file raises many types; said as CheckpointError
-        raise ckpt.CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+        kind = "" if zip_format or path.suffix == ".safetensors" else "not a torch checkpoint file: "
+        raise ckpt.CheckpointError(f"{path} is not a readable checkpoint ({kind}{type(error).__name__}: {error})") \
+            from None
     return model_from_reference_state_dict(ckpt.unwrap_state_dict(state), configs=configs, name=path.name)

@@ -114,9 +114,18 @@ def test_tiny_model_round_trips_through_a_file(tiny_model, tmp_path, suffix):
         )
 
 
-def test_unreadable_file_is_a_checkpoint_error(tmp_path):
+def test_a_checkpoint_in_torchs_legacy_format_loads_too(tiny_model, tmp_path):
+    """torch.save's format before torch 1.6 (not a zip, which torch cannot memory-map): read whole."""
+    path = tmp_path / "legacy.ckpt"
+    torch.save(reference_state_dict(tiny_model), path, _use_new_zipfile_serialization=False)
+    before, after = reference_state_dict(tiny_model), reference_state_dict(load_checkpoint(path, tiny_model.configs))
+    assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b"PK\x03\x04 a zip's start, then nothing"])
+def test_unreadable_file_is_a_checkpoint_error(tmp_path, content):
     path = tmp_path / "broken.ckpt"
-    path.write_bytes(b"not a checkpoint at all")
+    path.write_bytes(content)
     with pytest.raises(ckpt.CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(path)
 
