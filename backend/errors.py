@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from blender_addon.core.atomic_files import temporary_path
+from blender_addon.core.atomic_files import write_problem
 
 
 class UserError(Exception):
@@ -25,34 +25,12 @@ class SettingsError(UserError, ValueError):
 
 def check_writable(path: str | Path, what: str, folder: bool = False) -> Path:
     """Before any work: that a command can write ``path`` (a file, or with ``folder`` a folder it writes into),
-    its missing folders included; a UserError naming ``what`` (the option, e.g. "--out") and the reason otherwise.
-
-    It writes and removes a probe file there, and removes the folders it made for it again (the command makes them
-    when it writes), so a check that passes leaves nothing behind."""
-    path = Path(path).expanduser()
-    if folder and path.exists() and not path.is_dir():
-        raise UserError(f"{what} {path}: exists and is not a folder")
-    if not folder and path.is_dir():
-        raise UserError(f"{what} {path}: is a folder; give a file name")
-    target = path if folder else path.parent
-    missing = [p for p in (target, *target.parents) if not p.exists()]  # the deepest first
-    made: list[Path] = []
-    try:
-        for directory in reversed(missing):
-            directory.mkdir()
-            made.append(directory)
-        probe = temporary_path(target / ".write-check")
-        probe.touch(exist_ok=False)
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"{what} {path}: cannot be written there ({error.strerror or error})") from None
-    finally:
-        for directory in reversed(made):
-            try:
-                directory.rmdir()
-            except OSError:  # something else wrote there meanwhile: it stays
-                pass
-    return path
+    its missing folders included (``atomic_files.write_problem``: nothing is left behind); a UserError naming
+    ``what`` (the option, e.g. "--out") and the reason otherwise."""
+    problem = write_problem(path, folder=folder)
+    if problem is not None:
+        raise UserError(f"{what} {Path(path).expanduser()}: {problem}")
+    return Path(path).expanduser()
 
 
 def run_command(program: str, run: Callable[[], int]) -> int:

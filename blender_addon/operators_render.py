@@ -13,6 +13,7 @@ import bpy
 
 from .dataset_render import ObjectRenderError, TrainingViewRenderer
 from .preferences import output_folder
+from .core.atomic_files import write_problem
 from .core.render_plan import RenderSettingsError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -87,6 +88,10 @@ class ISO3D_OT_render_training_views(bpy.types.Operator):
         else:
             groups = [(object_folder_name(obj.name), [obj]) for obj in meshes]
         self.out_root = output_folder(context)
+        problem = write_problem(self.out_root, folder=True)  # said now, not as a traceback after the first render
+        if problem is not None:
+            self.report({"ERROR"}, f"Output folder {self.out_root} (Preferences > Add-ons > Isotropic3D): {problem}")
+            return False
         os.makedirs(self.out_root, exist_ok=True)
         self._count = len(groups)
         self._jobs = _render_jobs(settings, groups, self.out_root, self.report)
@@ -98,7 +103,7 @@ class ISO3D_OT_render_training_views(bpy.types.Operator):
         try:
             for _ in self._jobs:
                 pass
-        except RenderSettingsError as error:
+        except (RenderSettingsError, OSError) as error:  # OSError: the disk filled, the folder went away
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Rendered {self._count} object(s) into {self.out_root}")
@@ -128,7 +133,7 @@ class ISO3D_OT_render_training_views(bpy.types.Operator):
             self._finish(context)
             self.report({"INFO"}, f"Rendered {self._count} object(s) into {self.out_root}")
             return {"FINISHED"}
-        except RenderSettingsError as error:
+        except (RenderSettingsError, OSError) as error:
             self._finish(context)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}

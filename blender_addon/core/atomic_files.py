@@ -81,6 +81,37 @@ def write_json_atomically(path: str | os.PathLike, data: Any, indent: int | None
     return write_text_atomically(path, json.dumps(data, indent=indent))
 
 
+def write_problem(path: str | os.PathLike, folder: bool = False) -> str | None:
+    """Why ``path`` (a file, or with ``folder`` a folder to write into) cannot be written, in words, or None where
+    it can: its missing folders are made and a probe file written there, then all of it removed again (the writer
+    makes the folders when it writes), so a check that passes leaves nothing behind. For a command or an operator to
+    ask before its work rather than fail after it."""
+    path = Path(path).expanduser()
+    if folder and path.exists() and not path.is_dir():
+        return "exists and is not a folder"
+    if not folder and path.is_dir():
+        return "is a folder; give a file name"
+    target = path if folder else path.parent
+    missing = [p for p in (target, *target.parents) if not p.exists()]  # the deepest first
+    made: list[Path] = []
+    try:
+        for directory in reversed(missing):
+            directory.mkdir()
+            made.append(directory)
+        probe = temporary_path(target / ".write-check")
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as error:
+        return f"cannot be written there ({error.strerror or error})"
+    finally:
+        for directory in reversed(made):
+            try:
+                directory.rmdir()
+            except OSError:  # something else wrote there meanwhile: it stays
+                pass
+    return None
+
+
 def copy_file_atomically(source: str | os.PathLike, path: str | os.PathLike) -> Path:
     """``path`` becomes a copy of ``source`` (a finished file handed out under another name, e.g. a job's mesh as
     the user's ``--out``), or (on an error, an interrupted copy) stays what it was."""

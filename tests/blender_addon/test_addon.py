@@ -64,6 +64,16 @@ def test_operator_renders_each_selected_mesh_into_the_preferences_folder(registe
     assert sorted(os.listdir(tmp_path / "views")) == ["Cube", "Sphere"]
 
 
+def test_an_output_folder_that_cannot_be_written_is_reported_before_rendering(registered_addon, tmp_path):
+    (tmp_path / "a file").write_text("not a folder")
+    registered_addon.output_folder = str(tmp_path / "a file" / "views")
+    bpy.ops.mesh.primitive_cube_add(size=2.0)
+    # an operator's ERROR report is a RuntimeError to a Python caller; in the UI it is the report line
+    with pytest.raises(RuntimeError, match=r"Output folder .*a file.views .*: cannot be written there \(Not a directory\)"):
+        bpy.ops.iso3d.render_training_views()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a file"]
+
+
 def test_panel_and_operator_are_registered_in_the_sidebar_tab(registered_addon):
     panel = bpy.types.ISO3D_PT_render_training_views
     assert panel.bl_category == "Isotropic3D" and panel.bl_space_type == "VIEW_3D" and panel.bl_region_type == "UI"
