@@ -40,7 +40,7 @@ def _open_checked(source, label: str) -> Image.Image:
             if width < 1 or height < 1:
                 raise ImageInputError(f"{label} has no pixels")
             probe.load()
-            return probe.convert("RGBA")
+            return _eight_bit(probe).convert("RGBA")
     except ImageInputError:
         raise
     except UnidentifiedImageError:
@@ -49,6 +49,22 @@ def _open_checked(source, label: str) -> Image.Image:
         raise ImageInputError(f"{label} is too large to decode safely") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageInputError(f"{label} is damaged or truncated ({error})") from None
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A grey image of more than 8 bits (16-bit PNG and TIFF: PIL's "I;16" or "I") or of floats ("F", taken as
+    0..1 where no value is above 1) as 8-bit grey ("L"), its full range kept. PIL's own conversion to RGB clips such
+    values at 255: a 16-bit grey image became almost all white, a float one black. Other modes (8-bit, and 16-bit
+    colour, which PIL reads as 8-bit RGB/RGBA) pass as they are."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = values.max(initial=0.0)
+    if image.mode == "F":
+        full = 1.0 if top <= 1.0 else 255.0
+    else:
+        full = 65535.0 if image.mode.startswith("I;16") or top > 255 else 255.0
+    return Image.fromarray(np.clip(np.round(values * (255.0 / full)), 0, 255).astype(np.uint8), "L")
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

@@ -144,6 +144,22 @@ def test_non_square_images_are_padded_not_stretched(tmp_path):
     assert (column < 0).sum().item() == pytest.approx(128, abs=3)
 
 
+def test_grey_images_of_more_than_eight_bits_keep_their_range(tmp_path):
+    """A 16-bit grey PNG and a float TIFF read as the 8-bit grey image of the same values (PIL's own conversion
+    clipped them at 255: almost all white, or all black)."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    expected = np.repeat(levels[..., None], 3, axis=-1)
+    Image.fromarray(levels.astype(np.uint16) * 257).save(tmp_path / "grey16.png")  # PIL mode I;16
+    Image.fromarray((levels / 255.0).astype(np.float32)).save(tmp_path / "grey.tiff")  # PIL mode F
+    Image.fromarray(levels.astype(np.int32) * 257, "I").save(tmp_path / "grey32.tiff")  # PIL mode I, 16-bit values
+    for name in ("grey16.png", "grey.tiff", "grey32.tiff"):
+        loaded = np.asarray(load_image(tmp_path / name))
+        np.testing.assert_array_equal(loaded[..., :3], expected, err_msg=name)
+        assert (loaded[..., 3] == 255).all()
+    Image.fromarray(levels.astype(np.int32), "I").save(tmp_path / "grey8_in_32.tiff")  # values 0-255: as they are
+    np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "grey8_in_32.tiff"))[..., :3], expected)
+
+
 def test_missing_empty_and_non_image_files_are_refused(tmp_path):
     with pytest.raises(ImageInputError, match="does not exist"):
         load_image(tmp_path / "missing.png")
