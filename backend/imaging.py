@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from backend.errors import UserError
 from blender_addon.core.atomic_files import open_atomically
@@ -40,7 +41,7 @@ def _open_checked(source, label: str) -> Image.Image:
             if width < 1 or height < 1:
                 raise ImageInputError(f"{label} has no pixels")
             probe.load()
-            return _eight_bit(probe).convert("RGBA")
+            return _eight_bit(_upright(probe)).convert("RGBA")
     except ImageInputError:
         raise
     except UnidentifiedImageError:
@@ -49,6 +50,16 @@ def _open_checked(source, label: str) -> Image.Image:
         raise ImageInputError(f"{label} is too large to decode safely") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageInputError(f"{label} is damaged or truncated ({error})") from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image as its EXIF orientation says it is seen (a phone's photo taken upright is often stored on its
+    side, with the turn in its EXIF data; every viewer shows it upright, PIL does not turn it). A damaged EXIF
+    block leaves the pixels as they are stored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):
+        return image
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

@@ -160,6 +160,25 @@ def test_grey_images_of_more_than_eight_bits_keep_their_range(tmp_path):
     np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "grey8_in_32.tiff"))[..., :3], expected)
 
 
+@pytest.mark.parametrize("orientation", [1, 6, 8, 3])
+def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path, orientation):
+    """Stored 40x20 with its left half red; EXIF orientation 6 (turn 90 degrees clockwise to view): 20x40, red on
+    top; 8 (counter-clockwise): red below; 3 (half a turn): red on the right; 1: as stored."""
+    stored = np.full((20, 40, 3), 255, np.uint8)
+    stored[:, :20] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", quality=95, exif=exif)
+    seen = np.asarray(load_image(tmp_path / "photo.jpg"))[..., :3].astype(int)
+    red = (seen[..., 0] > 200) & (seen[..., 1] < 60)
+    expected_size = (20, 40) if orientation in (1, 3) else (40, 20)
+    assert seen.shape[:2] == expected_size
+    # the red half and the white half, each without the 2 pixels at their border (JPEG's ringing)
+    red_half, white_half = {1: (red[:, :18], red[:, 22:]), 3: (red[:, 22:], red[:, :18]),
+                            6: (red[:18], red[22:]), 8: (red[22:], red[:18])}[orientation]
+    assert red_half.all() and not white_half.any()
+
+
 def test_missing_empty_and_non_image_files_are_refused(tmp_path):
     with pytest.raises(ImageInputError, match="does not exist"):
         load_image(tmp_path / "missing.png")
