@@ -208,6 +208,7 @@ def load_checkpoint(path: str | Path, configs: dict | None = None) -> MultiViewD
         raise
     except Exception as error:  # noqa: BLE001 - a damaged file raises many types; said as CheckpointError
         kind = "" if zip_format or path.suffix == ".safetensors" else "not a torch checkpoint file: "
-        raise ckpt.CheckpointError(f"{path} is not a readable checkpoint ({kind}{type(error).__name__}: {error})") \
-            from None
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]  # torch's own messages run to paragraphs
+        raise ckpt.CheckpointError(f"{path} is not a readable checkpoint ({kind}{type(error).__name__}: "
+                                   f"{first_line})") from None
     return model_from_reference_state_dict(ckpt.unwrap_state_dict(state), configs=configs, name=path.name)
