@@ -74,7 +74,7 @@ from backend.profiling import compiled_cache_entries, format_profile
 from bench.floor import floor_ms, floor_of_run_s
 from bench.known_object import TwoSpheres
 from bench.source import source_commit
-from bench.trajectory import full_preset, run_preset
+from bench.trajectory import HostProfiles, full_preset, run_preset
 from bench.variants import parse_variant, variant_context, variant_label
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="cProfile these parts of each run (setup, final_mesh, final_exports, turntable, "
                         "final_checkpoint, phase1_first_steps, phase2_first_steps, phase1_steps, phase2_steps: 20 "
                         "steps after the first ones): the top functions by cumulative time, stored as "
-                        "'host_profiles' (the warm re-run's too)")
+                        "'host_profiles' (the warm re-run's too); 'model': the model's set-up before the runs "
+                        "(imports, building or reading the weights, moving them to the device), stored in the "
+                        "results' own 'host_profiles'")
     parser.add_argument("--deadline-s", type=float, default=None, metavar="S",
                         help="S seconds after the model starts loading, the running preset is cancelled at its next "
                         "step and the later ones are not run; what was measured is written (a device call's time "
@@ -202,8 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     process_start = time.perf_counter()
     from backend.errors import UserError
 
+    model_profile = HostProfiles(tuple(kind for kind in args.host_profile.split(",") if kind == "model"))
     try:
-        model = build_model(args, device)
+        with model_profile.of("model"):
+            model = build_model(args, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the set-up's work on the device, waited for where it was queued
     except UserError as error:  # a --checkpoint that is missing or not a model's: one line
         print(f"generate bench: {error}", file=sys.stderr)
         return 2
@@ -220,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": getattr(model, "name", "?"),
         "compile": args.compile,
         "model_setup_s": round(model_s, 2),
+        **({"host_profiles": model_profile.tables()} if model_profile.kinds else {}),
         "model_source": f"checkpoint {Path(args.checkpoint).name}" if args.checkpoint else "random weights on the device",
         "compile_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
         "presets": presets_out,
@@ -239,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                 this_steps = steps if run_steps is None else None if run_steps == "full" else int(run_steps)
                 result = run_preset(name, model, device, this_steps, args.sds_weight, reference_points,
                                     {**overrides, **own}, args.profile_steps, args.chamfer_samples,
-                                    args.profile_phase, tuple(kind for kind in args.host_profile.split(",") if kind),
+                                    args.profile_phase, tuple(kind for kind in args.host_profile.split(",")
+                                                              if kind and kind != "model"),
                                     None if deadline is None else (lambda: time.perf_counter() > deadline))
                 # the compiled field's cache entries so far in this process (each call checks them in turn;
                 # profile: Dynamo's cache lookup ~0.4 ms a call on the H200's host, 2026-12-04), read while the
@@ -304,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         # the whole warm run (set-up, first steps of each phase, the work between steps), so that what a second
         # process still pays with warm caches can be told apart; and the model's own set-up in that process
         first["warm_rerun"] = {"model_setup_s": warm_summary.get("model_setup_s"),
+                               **({"model_host_profiles": warm_summary["host_profiles"]}
+                                  if "host_profiles" in warm_summary else {}),
                                **{k: v for k, v in warm.items() if k != "profile"}}
     compile_overhead = first["wall_s"] - first.get("wall_s_warm", first["wall_s"])
     for result in measured[1:]:

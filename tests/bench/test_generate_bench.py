@@ -217,10 +217,16 @@ def test_a_run_can_load_its_model_from_a_checkpoint_file(bench, tmp_path):
         assert script.main(["--tiny", "--out", str(checkpoint)]) == 0
     out = tmp_path / "from_file.json"
     assert bench.main(["--tiny", "--device", "cpu", "--checkpoint", str(checkpoint), "--steps", "2",
-                       "--floor-repeats", "1", "--chamfer-samples", "2000", "--out", str(out)]) == 0
+                       "--floor-repeats", "1", "--chamfer-samples", "2000", "--out", str(out),
+                       "--host-profile", "model"]) == 0
     results = json.loads(out.read_text())
     assert results["model"] == "tiny_random.safetensors"
     assert results["model_source"] == "checkpoint tiny_random.safetensors" and results["model_setup_s"] > 0
+    # --host-profile model: where the set-up's time went, the checkpoint's reading among it
+    functions = [row["function"] for row in results["host_profiles"]["model"]]
+    assert any("load_model_from_args" in name for name in functions)
+    assert any("load_checkpoint" in name for name in functions), functions
+    assert "host_profiles" not in results["presets"][0]  # no run part was asked for
     assert results["presets"][0]["phase2_step_ms_p50"] > 0
 
 
