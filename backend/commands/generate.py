@@ -6,15 +6,23 @@ Every setting of backend.nerf.presets is an option ``--SECTION.NAME VALUE`` (e.g
 intermediate mesh and all final files; ``--resume DIR`` continues an interrupted run from it. With ``--faces N``
 the result is finished as ``iso3d export`` does (face budget, UVs + baked texture, LODs, upright placement) and
 written as OUT (and OUT's LODs) instead of the raw mesh.
+
+Several images run one after another in one process (``iso3d generate photos/*.png --out 'assets/{name}.glb'``):
+the model is loaded and compiled once, so every run after the first starts at once, as a warm service's jobs do.
+``{name}`` in OUT is each image's file name without its extension (default ``out/{name}.glb``); each run has its
+own work folder beside its output. Every image is checked before the first run; a run that fails does not stop
+the others (the exit code says that one failed), Ctrl-C stops the run going on and the ones after it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from backend.commands.export import add_finishing_arguments, finish_options, finishing_requested
@@ -28,6 +36,8 @@ GENERATE_FLAG_ALIASES = {"run.steps": ("--steps",), "run.seed": ("--seed",), "ru
                          "run.max_gpu_memory": ("--max-gpu-memory",)}
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+NAME_FIELD = "{name}"  # in --out: each image's file name without its extension
+DEFAULT_OUT, DEFAULT_BATCH_OUT = "out/asset.glb", "out/{name}.glb"
 
 
 class InputError(UserError):
@@ -45,9 +55,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "generate", help="image -> 3-D mesh (GLB/OBJ/PLY) by SDS", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("image", nargs="?", help="input image (PNG/JPEG; transparency becomes white)")
-    parser.add_argument("--out", default="out/asset.glb", help="output mesh: .glb, .obj or .ply (default %(default)s)")
-    parser.add_argument("--workdir", help="work folder (default: OUT's name + '.job' beside it)")
+    parser.add_argument("image", nargs="*", help="input image(s) (PNG/JPEG; transparency becomes white); several run "
+                        "one after another in this process, the model loaded and compiled once")
+    parser.add_argument("--out", default=None,
+                        help="output mesh: .glb, .obj or .ply; {name} in it stands for the image's file name without "
+                        f"its extension (default {DEFAULT_OUT}, with several images {DEFAULT_BATCH_OUT})")
+    parser.add_argument("--workdir", help="work folder (default: OUT's name + '.job' beside it; one image only)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
                         help="settings preset (default %(default)s)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run whose work folder is DIR")
@@ -72,44 +85,77 @@ def build_config(args) -> GenerateConfig:
     return settings_from_dict(config, overrides_from_args(args))
 
 
-def run(args) -> int:
-    from backend.events import Done, Failed, MeshUpdate, Progress
-    from backend.nerf.trainer import CHECKPOINT_NAME, TURNTABLE_NAME, generate
+@dataclass
+class PlannedRun:
+    """One image's run: its input (None: resumed from its work folder), output mesh and work folder."""
 
-    out = Path(args.out)
-    try:
+    image_path: str | None
+    out: Path
+    workdir: Path
+    image: object = None  # the prepared condition image (backend.imaging), loaded before any run starts
+
+
+def plan_runs(args) -> list[PlannedRun]:
+    """Each run's output and work folder from the command line, every input checked (InputError otherwise)."""
+    images = list(args.image or [])
+    if args.resume:
+        if images:
+            raise InputError("--resume continues one run from its work folder: give no IMAGE with it")
+        out = Path(args.out or DEFAULT_OUT)
+        if NAME_FIELD in str(out):
+            raise InputError(f"--out {out}: {NAME_FIELD} stands for an image's name; a resumed run has no image")
         if out.suffix.lower() not in (".glb", ".obj", ".ply"):
             raise InputError(f"--out {out}: the mesh format must be .glb, .obj or .ply")
-        if not args.resume and not args.image:
-            raise InputError("give an input IMAGE (or --resume DIR)")
+        return [PlannedRun(None, out, Path(args.resume))]
+    if not images:
+        raise InputError("give an input IMAGE (or --resume DIR)")
+    if len(images) > 1 and args.workdir:
+        raise InputError("--workdir is one run's folder: with several images each run's is its OUT's name + '.job'")
+    out_pattern = args.out or (DEFAULT_OUT if len(images) == 1 else DEFAULT_BATCH_OUT)
+    if len(images) > 1 and NAME_FIELD not in out_pattern:
+        raise InputError(f"--out {out_pattern}: with several images it needs {NAME_FIELD} (each image's file name "
+                         "without its extension), e.g. --out 'assets/{name}.glb'")
+    runs, claimed = [], {}
+    for image_path in images:
+        out = Path(out_pattern.replace(NAME_FIELD, Path(image_path).stem))
+        if out.suffix.lower() not in (".glb", ".obj", ".ply"):
+            raise InputError(f"--out {out}: the mesh format must be .glb, .obj or .ply")
+        key = str(out.resolve())
+        if key in claimed:
+            raise InputError(f"{claimed[key]} and {image_path} would both be written to {out}: rename one")
+        claimed[key] = image_path
+        workdir = Path(args.workdir) if args.workdir else out.with_name(out.stem + ".job")
+        runs.append(PlannedRun(image_path, out, workdir))
+    return runs
+
+
+def run(args) -> int:
+    from backend.nerf.trainer import CHECKPOINT_NAME
+
+    try:
+        runs = plan_runs(args)
         config = build_config(args)
         finishing = None
         if finishing_requested(args):
             if "faces" not in finishing_requested(args):
                 raise InputError("finishing options need --faces (the face budget that turns finishing on)")
-            finishing = finish_options(args, formats=(out.suffix.lower()[1:],))
-        image = load_condition_image(args.image) if args.image and not args.resume else None
-        workdir = Path(args.resume or args.workdir or out.with_name(out.stem + ".job"))
-        if not args.resume and (workdir / CHECKPOINT_NAME).exists():
-            raise InputError(f"{workdir} already holds a run: pass --resume {workdir} to continue it, "
-                             "or --workdir for a new folder")
-        check_writable(out, "--out")
-        check_writable(workdir, "--resume" if args.resume else "--workdir" if args.workdir else "the work folder",
-                       folder=True)
+            finishing = finish_options(args, formats=(runs[0].out.suffix.lower()[1:],))
+        for planned in runs:  # every input read and every place checked before the first run
+            if planned.image_path is not None:
+                planned.image = load_condition_image(planned.image_path)
+                if (planned.workdir / CHECKPOINT_NAME).exists():
+                    raise InputError(f"{planned.workdir} already holds a run: pass --resume {planned.workdir} to "
+                                     "continue it, or --workdir (or another --out) for a new folder")
+            check_writable(planned.out, "--out")
+            check_writable(planned.workdir, "--resume" if args.resume else "--workdir" if args.workdir
+                           else "the work folder", folder=True)
         model = load_model_from_args(args)
-        device = model.device
     except (UserError, ValueError, FileNotFoundError) as error:
         print(f"iso3d generate: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not getattr(model, "trained", True):
         print(f"note: model '{model.name}' is untrained: the result is not a meaningful object", file=sys.stderr)
 
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.run.steps, unit="step", dynamic_ncols=True)
-    status = EXIT_FAILED
     cancel = threading.Event()  # Ctrl-C: save the state and stop at the end of the step; twice: stop now
 
     def on_interrupt(signum, frame):
@@ -119,22 +165,57 @@ def run(args) -> int:
 
     previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() \
         else None
+    statuses: dict[str, int] = {}
     try:
-        for event in generate(model, config, workdir, image=image, device=device, resume=bool(args.resume),
-                              cancel=cancel):
+        for number, planned in enumerate(runs, start=1):
+            label = f"[{number}/{len(runs)}] {planned.out.stem}: " if len(runs) > 1 else ""
+            statuses[str(planned.out)] = run_one(model, copy.deepcopy(config), planned, finishing, args, cancel,
+                                                 label)
+            if cancel.is_set():
+                break
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if len(runs) > 1:
+        failed = [out for out, status in statuses.items() if status != EXIT_OK]
+        not_run = [str(planned.out) for planned in runs[len(statuses):]]
+        print(f"{len(statuses) - len(failed)} of {len(runs)} written"
+              + (f"; failed: {', '.join(failed)}" if failed else "")
+              + (f"; not run (interrupted): {', '.join(not_run)}" if not_run else ""))
+        if not_run:
+            return EXIT_FAILED
+    return max(statuses.values(), default=EXIT_FAILED)
+
+
+def run_one(model, config: GenerateConfig, planned: PlannedRun, finishing, args, cancel: threading.Event,
+            label: str = "") -> int:
+    """One run, its progress bar and its outputs (OUT, OUT_turntable.png); the exit code it earns."""
+    from backend.events import Done, Failed, MeshUpdate, Progress
+    from backend.nerf.trainer import TURNTABLE_NAME, generate
+
+    out, workdir, device = planned.out, planned.workdir, model.device
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.run.steps, unit="step", dynamic_ncols=True)
+    status = EXIT_FAILED
+    try:
+        for event in generate(model, config, workdir, image=planned.image, device=device,
+                              resume=planned.image_path is None, cancel=cancel):
             if isinstance(event, Progress) and bar is not None:
-                bar.set_description(event.phase)
+                bar.set_description(label + event.phase)
                 if event.losses:
                     bar.set_postfix(loss=f"{event.losses.get('loss', 0):.4g}", t=int(event.losses.get("t", 0)))
                 bar.n = event.step
                 bar.refresh()
             elif isinstance(event, MeshUpdate) and bar is not None and not event.final:
-                bar.write(f"step {event.step}: mesh with {len(event.faces)} faces -> {workdir}/mesh_latest.ply")
+                bar.write(f"{label}step {event.step}: mesh with {len(event.faces)} faces -> {workdir}/mesh_latest.ply")
             elif isinstance(event, Failed):
                 if bar is not None:
                     bar.close()
                     bar = None
-                print(f"iso3d generate: {event.code}: {event.message}", file=sys.stderr)
+                print(f"iso3d generate: {label}{event.code}: {event.message}", file=sys.stderr)
                 if event.code == "cancelled":
                     print(f"resume with: iso3d generate --resume {workdir} --out {out}", file=sys.stderr)
                 status = EXIT_FAILED
@@ -146,8 +227,8 @@ def run(args) -> int:
                     try:
                         finish_job(workdir, out.parent, finishing, device=str(device), name=out.stem)
                     except UserError as error:
-                        print(f"iso3d generate: error: finishing: {error} (the run is kept: re-run the finishing "
-                              f"with iso3d export {workdir})", file=sys.stderr)
+                        print(f"iso3d generate: error: {label}finishing: {error} (the run is kept: re-run the "
+                              f"finishing with iso3d export {workdir})", file=sys.stderr)
                         status = EXIT_BAD_INPUT
                         break
                 else:
@@ -157,14 +238,13 @@ def run(args) -> int:
                 if bar is not None:
                     bar.close()
                     bar = None
-                print(f"wrote {out} and {turntable} (all formats and the checkpoint in {workdir})")
+                print(f"{label}wrote {out} and {turntable} (all formats and the checkpoint in {workdir})")
                 status = EXIT_OK
     except KeyboardInterrupt:
+        cancel.set()
         print(f"\ninterrupted; resume with: iso3d generate --resume {workdir} --out {out}", file=sys.stderr)
         status = EXIT_FAILED
     finally:
         if bar is not None:
             bar.close()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
     return status

@@ -1,0 +1,68 @@
+"""`iso3d generate` with several images: one process, the model loaded (and compiled) once, each image to its own
+output and work folder; every input is checked before the first run."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from backend.cli import main as iso3d
+from tests.helpers.paths import EXAMPLE_IMAGE
+
+# CPU-sized runs: this checks the command's files and messages, not the meshes
+SMALL = ("--model", "tiny", "--device", "cpu", "--preset", "tiny", "--quiet", "--steps", "1",
+         "--phases.resolution_before", "24", "--phases.resolution_after", "24", "--mesh.resolution", "32",
+         "--mesh.density_threshold", "2", "--run.turntable_views", "2", "--run.views_resolution", "24")
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chair.png", "lamp.png"):
+        shutil.copyfile(EXAMPLE_IMAGE, folder / name)
+    return folder
+
+
+def tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# slow: two tiny runs in one process (~5 s); .ci/run runs it with the slow tests
+@pytest.mark.slow
+def test_several_images_run_in_one_process_each_to_its_own_files(tmp_path, images, capsys):
+    out = tmp_path / "assets" / "{name}.obj"
+    assert iso3d(["generate", str(images / "chair.png"), str(images / "lamp.png"), "--out", str(out), *SMALL]) == 0
+    for name in ("chair", "lamp"):
+        assert (tmp_path / "assets" / f"{name}.obj").is_file()
+        assert (tmp_path / "assets" / f"{name}_turntable.png").is_file()
+        assert (tmp_path / "assets" / f"{name}.job" / "checkpoint.pt").is_file()
+    captured = capsys.readouterr()
+    assert captured.err.count("is untrained") == 1  # the model was loaded once, for both runs
+    lines = captured.out.strip().splitlines()
+    assert lines[0].startswith("[1/2] chair: wrote ") and lines[1].startswith("[2/2] lamp: wrote ")
+    assert lines[-1] == "2 of 2 written"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["photos/chair.png", "photos/lamp.png", "--out", "assets/one.glb"],
+     "--out assets/one.glb: with several images it needs {name}"),
+    (["photos/chair.png", "photos/lamp.png", "--workdir", "work"], "--workdir is one run's folder"),
+    (["photos/chair.png", "other/chair.png", "--out", "assets/{name}.glb"],
+     "photos/chair.png and other/chair.png would both be written to assets/chair.glb: rename one"),
+    (["photos/chair.png", "photos/missing.png"], "image photos/missing.png does not exist"),
+    (["photos/chair.png", "photos/lamp.png", "--out", "assets/{name}.fbx"], "the mesh format must be"),
+    (["photos/chair.png", "--resume", "chair.job"], "give no IMAGE with it"),
+    (["--resume", "chair.job", "--out", "{name}.glb"], "a resumed run has no image"),
+])
+def test_a_batch_that_cannot_run_whole_is_refused_before_any_run(tmp_path, images, capsys, monkeypatch, arguments,
+                                                                message):
+    (tmp_path / "other").mkdir()
+    shutil.copyfile(EXAMPLE_IMAGE, tmp_path / "other" / "chair.png")
+    monkeypatch.chdir(tmp_path)
+    before = tree(tmp_path)
+    assert iso3d(["generate", *arguments, "--model", "tiny", "--device", "cpu"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("iso3d generate: error: ") and message in lines[0], lines
+    assert tree(tmp_path) == before  # no output, no work folder
