@@ -92,7 +92,6 @@ class PlannedRun:
     image_path: str | None
     out: Path
     workdir: Path
-    image: object = None  # the prepared condition image (backend.imaging), loaded before any run starts
 
 
 def plan_runs(args) -> list[PlannedRun]:
@@ -142,7 +141,7 @@ def run(args) -> int:
             finishing = finish_options(args, formats=(runs[0].out.suffix.lower()[1:],))
         for planned in runs:  # every input read and every place checked before the first run
             if planned.image_path is not None:
-                planned.image = load_condition_image(planned.image_path)
+                load_condition_image(planned.image_path)  # read again at its run: a batch holds one at a time
                 if (planned.workdir / CHECKPOINT_NAME).exists():
                     raise InputError(f"{planned.workdir} already holds a run: pass --resume {planned.workdir} to "
                                      "continue it, or --workdir (or another --out) for a new folder")
@@ -194,6 +193,11 @@ def run_one(model, config: GenerateConfig, planned: PlannedRun, finishing, args,
     from backend.nerf.trainer import TURNTABLE_NAME, generate
 
     out, workdir, device = planned.out, planned.workdir, model.device
+    try:
+        image = load_condition_image(planned.image_path) if planned.image_path is not None else None
+    except UserError as error:  # read well before the first run; changed or gone since
+        print(f"iso3d generate: error: {label}{error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -201,7 +205,7 @@ def run_one(model, config: GenerateConfig, planned: PlannedRun, finishing, args,
         bar = tqdm(total=config.run.steps, unit="step", dynamic_ncols=True)
     status = EXIT_FAILED
     try:
-        for event in generate(model, config, workdir, image=planned.image, device=device,
+        for event in generate(model, config, workdir, image=image, device=device,
                               resume=planned.image_path is None, cancel=cancel):
             if isinstance(event, Progress) and bar is not None:
                 bar.set_description(label + event.phase)
