@@ -25,6 +25,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.commands.batch_outputs import NAME_FIELD, output_paths
 from backend.commands.export import add_finishing_arguments, finish_options, finishing_requested
 from backend.commands.model_options import add_model_arguments, load_model_from_args
 from backend.errors import UserError, check_writable
@@ -36,8 +37,8 @@ GENERATE_FLAG_ALIASES = {"run.steps": ("--steps",), "run.seed": ("--seed",), "ru
                          "run.max_gpu_memory": ("--max-gpu-memory",)}
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-NAME_FIELD = "{name}"  # in --out: each image's file name without its extension
-DEFAULT_OUT, DEFAULT_BATCH_OUT = "out/asset.glb", "out/{name}.glb"
+DEFAULT_OUT, DEFAULT_BATCH_OUT = "out/asset.glb", "out/{name}.glb"  # {name}: backend.commands.batch_outputs
+MESH_SUFFIXES = (".glb", ".obj", ".ply")
 
 
 class InputError(UserError):
@@ -100,29 +101,17 @@ def plan_runs(args) -> list[PlannedRun]:
     if args.resume:
         if images:
             raise InputError("--resume continues one run from its work folder: give no IMAGE with it")
-        out = Path(args.out or DEFAULT_OUT)
-        if NAME_FIELD in str(out):
-            raise InputError(f"--out {out}: {NAME_FIELD} stands for an image's name; a resumed run has no image")
-        if out.suffix.lower() not in (".glb", ".obj", ".ply"):
-            raise InputError(f"--out {out}: the mesh format must be .glb, .obj or .ply")
+        if NAME_FIELD in (args.out or ""):
+            raise InputError(f"--out {args.out}: {NAME_FIELD} stands for an image's name; a resumed run has no image")
+        (out,) = output_paths([args.resume], args.out, DEFAULT_OUT, DEFAULT_OUT, MESH_SUFFIXES)
         return [PlannedRun(None, out, Path(args.resume))]
     if not images:
         raise InputError("give an input IMAGE (or --resume DIR)")
     if len(images) > 1 and args.workdir:
         raise InputError("--workdir is one run's folder: with several images each run's is its OUT's name + '.job'")
-    out_pattern = args.out or (DEFAULT_OUT if len(images) == 1 else DEFAULT_BATCH_OUT)
-    if len(images) > 1 and NAME_FIELD not in out_pattern:
-        raise InputError(f"--out {out_pattern}: with several images it needs {NAME_FIELD} (each image's file name "
-                         "without its extension), e.g. --out 'assets/{name}.glb'")
-    runs, claimed = [], {}
-    for image_path in images:
-        out = Path(out_pattern.replace(NAME_FIELD, Path(image_path).stem))
-        if out.suffix.lower() not in (".glb", ".obj", ".ply"):
-            raise InputError(f"--out {out}: the mesh format must be .glb, .obj or .ply")
-        key = str(out.resolve())
-        if key in claimed:
-            raise InputError(f"{claimed[key]} and {image_path} would both be written to {out}: rename one")
-        claimed[key] = image_path
+    outs = output_paths(images, args.out, DEFAULT_OUT, DEFAULT_BATCH_OUT, MESH_SUFFIXES)
+    runs = []
+    for image_path, out in zip(images, outs):
         workdir = Path(args.workdir) if args.workdir else out.with_name(out.stem + ".job")
         runs.append(PlannedRun(image_path, out, workdir))
     return runs

@@ -1,4 +1,8 @@
-"""`iso3d preview IMAGE --out grid.png`: four consistent views of the object in IMAGE, side by side in one PNG."""
+"""`iso3d preview IMAGE --out grid.png`: four consistent views of the object in IMAGE, side by side in one PNG.
+
+Several images (``iso3d preview photos/*.png --out 'previews/{name}.png'``) are previewed one after another with
+the model loaded once; ``{name}`` is each image's file name without its extension (backend.commands.batch_outputs).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import argparse
 import sys
 import time
 
+from backend.commands.batch_outputs import output_paths
 from backend.commands.model_options import add_model_arguments, load_model_from_args
 from backend.errors import check_writable
 from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
 
+DEFAULT_OUT, DEFAULT_BATCH_OUT = "preview.png", "previews/{name}.png"
 PREVIEW_FLAG_ALIASES = {"num_views": ("--views",), "guidance_scale": ("--guidance",), "azimuth_start": ("--azimuth",)}
 
 
@@ -20,8 +26,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Generate consistent views of the object in IMAGE (RGBA or on a plain background) and save "
         "them side by side as one PNG.",
     )
-    parser.add_argument("image", help="input image (PNG, JPEG, WebP, ...); transparency is composited over white")
-    parser.add_argument("--out", default="preview.png", help="output PNG (default: preview.png)")
+    parser.add_argument("image", nargs="+", help="input image(s) (PNG, JPEG, WebP, ...); transparency is composited "
+                        "over white; several are previewed one after another, the model loaded once")
+    parser.add_argument("--out", default=None,
+                        help=f"output PNG; {{name}} in it stands for the image's file name without its extension "
+                        f"(default {DEFAULT_OUT}, with several images {DEFAULT_BATCH_OUT})")
     from backend.diffusion.preview import PreviewSettings
 
     add_setting_arguments(parser, PreviewSettings(), title="settings (a preview job's settings)",
@@ -39,25 +48,34 @@ def run(args: argparse.Namespace) -> int:
     from backend.imaging import load_image, prepare_preview_image, save_views_grid
 
     settings = settings_from_dict(PreviewSettings(), overrides_from_args(args))
-    image = prepare_preview_image(load_image(args.image))
-    check_writable(args.out, "--out")
+    images = list(args.image)
+    outs = output_paths(images, args.out, DEFAULT_OUT, DEFAULT_BATCH_OUT, (".png",))
+    for image, out in zip(images, outs):  # every input and output checked before the model loads
+        prepare_preview_image(load_image(image))
+        check_writable(out, "--out")
     started = time.perf_counter()
     model = load_model_from_args(args)
     loaded = time.perf_counter()
-    views = None
-    with tqdm(total=settings.steps, desc="denoise", unit="step", disable=args.quiet, file=sys.stderr) as bar:
-        for event in run_preview(model, image, settings):
-            if isinstance(event, Progress):
-                bar.update(event.step - bar.n)
-            elif isinstance(event, Views):
-                views = event
-    path = save_views_grid(views.images, args.out)
-    azimuths = "/".join(f"{a:g}" for a in views.azimuths)
-    print(
-        f"wrote {path}: {len(views.images)} views of {views.images.shape[2]}x{views.images.shape[1]} "
-        f"(elevation {settings.elevation:g} deg, azimuths {azimuths} deg) with {model.name} on "
-        f"{model.device.type}, {time.perf_counter() - loaded:.1f} s (+{loaded - started:.1f} s loading)"
-    )
+    for number, (image, out) in enumerate(zip(images, outs), start=1):
+        label = f"[{number}/{len(images)}] {out.stem}: " if len(images) > 1 else ""
+        prepared = prepare_preview_image(load_image(image))  # one input held at a time
+        began = time.perf_counter()
+        views = None
+        with tqdm(total=settings.steps, desc=f"{label}denoise", unit="step", disable=args.quiet,
+                  file=sys.stderr) as bar:
+            for event in run_preview(model, prepared, settings):
+                if isinstance(event, Progress):
+                    bar.update(event.step - bar.n)
+                elif isinstance(event, Views):
+                    views = event
+        path = save_views_grid(views.images, out)
+        azimuths = "/".join(f"{a:g}" for a in views.azimuths)
+        took = f"{time.perf_counter() - began:.1f} s" + (f" (+{loaded - started:.1f} s loading)" if number == 1 else "")
+        print(
+            f"{label}wrote {path}: {len(views.images)} views of {views.images.shape[2]}x{views.images.shape[1]} "
+            f"(elevation {settings.elevation:g} deg, azimuths {azimuths} deg) with {model.name} on "
+            f"{model.device.type}, {took}"
+        )
     if not model.trained:
         print("note: this model's weights are untrained (random): the views are noise-like patterns, not your object")
     return 0

@@ -1,5 +1,5 @@
-"""`iso3d generate` with several images: one process, the model loaded (and compiled) once, each image to its own
-output and work folder; every input is checked before the first run."""
+"""`iso3d generate` and `iso3d preview` with several images: one process, the model loaded (and compiled) once,
+each image to its own output (and work folder); every input is checked before the first run."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def test_several_images_run_in_one_process_each_to_its_own_files(tmp_path, image
     (["photos/chair.png", "other/chair.png", "--out", "assets/{name}.glb"],
      "photos/chair.png and other/chair.png would both be written to assets/chair.glb: rename one"),
     (["photos/chair.png", "photos/missing.png"], "image photos/missing.png does not exist"),
-    (["photos/chair.png", "photos/lamp.png", "--out", "assets/{name}.fbx"], "the mesh format must be"),
+    (["photos/chair.png", "photos/lamp.png", "--out", "assets/{name}.fbx"],
+     "--out assets/chair.fbx: the file must end in .glb, .obj or .ply"),
     (["photos/chair.png", "--resume", "chair.job"], "give no IMAGE with it"),
     (["--resume", "chair.job", "--out", "{name}.glb"], "a resumed run has no image"),
 ])
@@ -66,3 +67,32 @@ def test_a_batch_that_cannot_run_whole_is_refused_before_any_run(tmp_path, image
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("iso3d generate: error: ") and message in lines[0], lines
     assert tree(tmp_path) == before  # no output, no work folder
+
+
+def test_several_previews_load_the_model_once(tmp_path, images, capsys):
+    out = tmp_path / "previews" / "{name}.png"
+    assert iso3d(["preview", str(images / "chair.png"), str(images / "lamp.png"), "--out", str(out), "--model", "tiny",
+                  "--steps", "1", "--views", "1", "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "previews").iterdir()) == ["chair.png", "lamp.png"]
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("[1/2] chair: wrote ") and "loading" in lines[0]
+    assert lines[1].startswith("[2/2] lamp: wrote ") and "loading" not in lines[1]  # loaded once, for both
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["photos/chair.png", "photos/lamp.png", "--out", "one.png"], "--out one.png: with several images it needs {name}"),
+    (["photos/chair.png", "other/chair.png"],
+     "photos/chair.png and other/chair.png would both be written to previews/chair.png: rename one"),
+    (["photos/chair.png", "photos/missing.png"], "image photos/missing.png does not exist"),
+    (["photos/chair.png", "--out", "views.jpg"], "--out views.jpg: the file must end in .png"),
+])
+def test_previews_that_cannot_all_run_are_refused_before_the_model_loads(tmp_path, images, capsys, monkeypatch,
+                                                                         arguments, message):
+    (tmp_path / "other").mkdir()
+    shutil.copyfile(EXAMPLE_IMAGE, tmp_path / "other" / "chair.png")
+    monkeypatch.chdir(tmp_path)
+    before = tree(tmp_path)
+    assert iso3d(["preview", *arguments, "--model", "tiny"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("iso3d: error: ") and message in lines[0], lines
+    assert tree(tmp_path) == before
