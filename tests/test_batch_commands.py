@@ -3,12 +3,17 @@ each image to its own output (and work folder); every input is checked before th
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 
 import pytest
 
 from backend.cli import main as iso3d
-from tests.helpers.paths import EXAMPLE_IMAGE
+from tests.helpers.paths import EXAMPLE_IMAGE, REPO_ROOT
+from tests.helpers.processes import python, spawn
+from tests.helpers.waiting import wait_until
 
 # CPU-sized runs: this checks the command's files and messages, not the meshes
 SMALL = ("--model", "tiny", "--device", "cpu", "--preset", "tiny", "--quiet", "--steps", "1",
@@ -27,6 +32,26 @@ def images(tmp_path):
 
 def tree(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.integration  # a real `iso3d generate` process and a real SIGINT
+def test_ctrl_c_stops_the_run_going_on_and_the_ones_after_it(tmp_path, images):
+    out = tmp_path / "assets" / "{name}.glb"
+    arguments = [*SMALL[:-2], "--steps", "5000"]  # long enough that the first run is still going when Ctrl-C comes
+    command = python("-m", "backend.cli", "generate", images / "chair.png", images / "lamp.png", "--out", out, *arguments)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    with spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT) as child:
+        # the first run has begun (its settings are written at its start, after the Ctrl-C handler is in place)
+        wait_until(lambda: (tmp_path / "assets" / "chair.job" / "config.json").exists() or child.poll() is not None,
+                   timeout=600, what="the first run's start")
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=600)
+    assert child.returncode == 1, stderr
+    assert "[1/2] chair: cancelled" in stderr and f"resume with: iso3d generate --resume {tmp_path}" in stderr
+    assert (tmp_path / "assets" / "chair.job" / "checkpoint.pt").is_file()  # the cancelled run can resume
+    assert stdout.strip().splitlines()[-1] == (f"0 of 2 written; interrupted: {tmp_path}/assets/chair.glb; "
+                                               f"not run: {tmp_path}/assets/lamp.glb")
+    assert not (tmp_path / "assets" / "lamp.job").exists() and not (tmp_path / "assets" / "chair.glb").exists()
 
 
 # slow: two tiny runs in one process (~5 s); .ci/run runs it with the slow tests

@@ -165,11 +165,14 @@ def run(args) -> int:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     if len(runs) > 1:
-        failed = [out for out, status in statuses.items() if status != EXIT_OK]
+        unfinished = [out for out, status in statuses.items() if status != EXIT_OK]
+        interrupted = unfinished[-1:] if cancel.is_set() else []  # the run Ctrl-C stopped (resumable)
+        failed = unfinished[:len(unfinished) - len(interrupted)]
         not_run = [str(planned.out) for planned in runs[len(statuses):]]
-        print(f"{len(statuses) - len(failed)} of {len(runs)} written"
+        print(f"{len(statuses) - len(unfinished)} of {len(runs)} written"
               + (f"; failed: {', '.join(failed)}" if failed else "")
-              + (f"; not run (interrupted): {', '.join(not_run)}" if not_run else ""))
+              + (f"; interrupted: {', '.join(interrupted)}" if interrupted else "")
+              + (f"; not run: {', '.join(not_run)}" if not_run else ""))
         if not_run:
             return EXIT_FAILED
     return max(statuses.values(), default=EXIT_FAILED)
