@@ -81,11 +81,14 @@ def test_several_images_run_in_one_process_each_to_its_own_files(tmp_path, image
      "--out assets/chair.fbx: the file must end in .glb, .obj or .ply"),
     (["photos/chair.png", "--resume", "chair.job"], "give no IMAGE with it"),
     (["--resume", "chair.job", "--out", "{name}.glb"], "a resumed run has no image"),
+    (["photos/chair.png", "photos/lamp.png", "--out", "taken/{name}.glb"],
+     "the turntable image taken/lamp_turntable.png: is a folder; give a file name"),
 ])
 def test_a_batch_that_cannot_run_whole_is_refused_before_any_run(tmp_path, images, capsys, monkeypatch, arguments,
                                                                 message):
     (tmp_path / "other").mkdir()
     shutil.copyfile(EXAMPLE_IMAGE, tmp_path / "other" / "chair.png")
+    (tmp_path / "taken" / "lamp_turntable.png").mkdir(parents=True)  # a folder where a run's turntable would go
     monkeypatch.chdir(tmp_path)
     before = tree(tmp_path)
     assert iso3d(["generate", *arguments, "--model", "tiny", "--device", "cpu"]) == 2

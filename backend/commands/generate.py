@@ -86,6 +86,11 @@ def build_config(args) -> GenerateConfig:
     return settings_from_dict(config, overrides_from_args(args))
 
 
+def turntable_path(out: Path) -> Path:
+    """The turntable image written beside the mesh ``out`` (OUT_turntable.png)."""
+    return out.with_name(out.stem + "_turntable.png")
+
+
 @dataclass
 class PlannedRun:
     """One image's run: its input (None: resumed from its work folder), output mesh and work folder."""
@@ -135,6 +140,7 @@ def run(args) -> int:
                     raise InputError(f"{planned.workdir} already holds a run: pass --resume {planned.workdir} to "
                                      "continue it, or --workdir (or another --out) for a new folder")
             check_writable(planned.out, "--out")
+            check_writable(turntable_path(planned.out), "the turntable image")
             check_writable(planned.workdir, "--resume" if args.resume else "--workdir" if args.workdir
                            else "the work folder", folder=True)
         model = load_model_from_args(args)
@@ -229,7 +235,7 @@ def run_one(model, config: GenerateConfig, planned: PlannedRun, finishing, args,
                         break
                 else:
                     copy_file_atomically(event.artifacts[f"mesh{out.suffix.lower()}"], out)
-                turntable = out.with_name(out.stem + "_turntable.png")
+                turntable = turntable_path(out)
                 copy_file_atomically(event.artifacts[TURNTABLE_NAME], turntable)
                 if bar is not None:
                     bar.close()
