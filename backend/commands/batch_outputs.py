@@ -31,3 +31,8 @@ def output_paths(images: list[str], out: str | None, default_one: str, default_s
         claimed[key] = image
         paths.append(path)
     return paths
+
+
+def run_label(number: int, total: int, out: Path) -> str:
+    """The prefix of a run's progress and messages: ``[2/5] chair: `` among several, nothing for one."""
+    return f"[{number}/{total}] {out.stem}: " if total > 1 else ""

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.commands.batch_outputs import NAME_FIELD, output_paths
+from backend.commands.batch_outputs import NAME_FIELD, output_paths, run_label
 from backend.commands.export import add_finishing_arguments, finish_options, finishing_requested
 from backend.commands.model_options import add_model_arguments, load_model_from_args
 from backend.errors import UserError, check_writable
@@ -123,6 +123,7 @@ def plan_runs(args) -> list[PlannedRun]:
 
 
 def run(args) -> int:
+    from backend.imaging import load_image
     from backend.nerf.trainer import CHECKPOINT_NAME
 
     try:
@@ -135,7 +136,7 @@ def run(args) -> int:
             finishing = finish_options(args, formats=(runs[0].out.suffix.lower()[1:],))
         for planned in runs:  # every input read and every place checked before the first run
             if planned.image_path is not None:
-                load_condition_image(planned.image_path)  # read again at its run: a batch holds one at a time
+                load_image(planned.image_path)  # readable; prepared at its run: a batch holds one at a time
                 if (planned.workdir / CHECKPOINT_NAME).exists():
                     raise InputError(f"{planned.workdir} already holds a run: pass --resume {planned.workdir} to "
                                      "continue it, or --workdir (or another --out) for a new folder")
@@ -162,7 +163,7 @@ def run(args) -> int:
     statuses: dict[str, int] = {}
     try:
         for number, planned in enumerate(runs, start=1):
-            label = f"[{number}/{len(runs)}] {planned.out.stem}: " if len(runs) > 1 else ""
+            label = run_label(number, len(runs), planned.out)
             statuses[str(planned.out)] = run_one(model, copy.deepcopy(config), planned, finishing, args, cancel,
                                                  label)
             if cancel.is_set():

@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from backend.commands.batch_outputs import output_paths
+from backend.commands.batch_outputs import output_paths, run_label
 from backend.commands.model_options import add_model_arguments, load_model_from_args
 from backend.errors import check_writable
 from backend.settings import add_setting_arguments, overrides_from_args, settings_from_dict
@@ -51,14 +51,14 @@ def run(args: argparse.Namespace) -> int:
     images = list(args.image)
     outs = output_paths(images, args.out, DEFAULT_OUT, DEFAULT_BATCH_OUT, (".png",))
     for image, out in zip(images, outs):  # every input and output checked before the model loads
-        prepare_preview_image(load_image(image))
+        load_image(image)  # readable; prepared at its turn: one input held at a time
         check_writable(out, "--out")
     started = time.perf_counter()
     model = load_model_from_args(args)
     loaded = time.perf_counter()
     for number, (image, out) in enumerate(zip(images, outs), start=1):
-        label = f"[{number}/{len(images)}] {out.stem}: " if len(images) > 1 else ""
-        prepared = prepare_preview_image(load_image(image))  # one input held at a time
+        label = run_label(number, len(images), out)
+        prepared = prepare_preview_image(load_image(image))
         began = time.perf_counter()
         views = None
         with tqdm(total=settings.steps, desc=f"{label}denoise", unit="step", disable=args.quiet,
