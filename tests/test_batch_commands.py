@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from backend.cli import main as iso3d
+from tests.helpers.command_output import files_under, one_line_error
 from tests.helpers.paths import EXAMPLE_IMAGE, REPO_ROOT
 from tests.helpers.processes import python, spawn
 from tests.helpers.waiting import wait_until
@@ -28,10 +29,6 @@ def images(tmp_path):
     for name in ("chair.png", "lamp.png"):
         shutil.copyfile(EXAMPLE_IMAGE, folder / name)
     return folder
-
-
-def tree(folder):
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 @pytest.mark.integration  # a real `iso3d generate` process and a real SIGINT
@@ -90,11 +87,10 @@ def test_a_batch_that_cannot_run_whole_is_refused_before_any_run(tmp_path, image
     shutil.copyfile(EXAMPLE_IMAGE, tmp_path / "other" / "chair.png")
     (tmp_path / "taken" / "lamp_turntable.png").mkdir(parents=True)  # a folder where a run's turntable would go
     monkeypatch.chdir(tmp_path)
-    before = tree(tmp_path)
+    before = files_under(tmp_path)
     assert iso3d(["generate", *arguments, "--model", "tiny", "--device", "cpu"]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("iso3d generate: error: ") and message in lines[0], lines
-    assert tree(tmp_path) == before  # no output, no work folder
+    one_line_error(capsys, "iso3d generate", message)
+    assert files_under(tmp_path) == before  # no output, no work folder
 
 
 def test_several_previews_load_the_model_once(tmp_path, images, capsys):
@@ -119,8 +115,7 @@ def test_previews_that_cannot_all_run_are_refused_before_the_model_loads(tmp_pat
     (tmp_path / "other").mkdir()
     shutil.copyfile(EXAMPLE_IMAGE, tmp_path / "other" / "chair.png")
     monkeypatch.chdir(tmp_path)
-    before = tree(tmp_path)
+    before = files_under(tmp_path)
     assert iso3d(["preview", *arguments, "--model", "tiny"]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("iso3d: error: ") and message in lines[0], lines
-    assert tree(tmp_path) == before
+    one_line_error(capsys, "iso3d", message)
+    assert files_under(tmp_path) == before

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from backend.cli import main as iso3d
+from tests.helpers import command_output
 from tests.helpers.paths import EXAMPLE_IMAGE as EXAMPLE
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.processes import python, run
@@ -24,13 +25,8 @@ def no_checkpoint_from_the_environment(monkeypatch):
 
 
 def one_line_error(code: int, capsys, *fragments) -> None:
-    stderr = capsys.readouterr().err
-    assert code == 2, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("iso3d: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
+    line = command_output.one_line_error(capsys, "iso3d", *fragments)
+    assert code == 2, line
 
 
 # slow: a CLI preview (~3 s); the default run keeps the CLI preview of a checkpoint file below
